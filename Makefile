@@ -1,0 +1,32 @@
+# The two quick-start commands are `make demo` (a real sweep against a local AWS emulator)
+# and `make test` (lint, type checks and the whole test suite). Both install what they need.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install install-test test lint typecheck pytest demo bench
+
+install:
+	$(PIP) install -q -e '.[local]'
+
+install-test:
+	$(PIP) install -q -e '.[test,dev,local]'
+	@sh scripts/system-deps.sh
+
+lint:
+	$(PYTHON) -m ruff check .
+
+typecheck:
+	$(PYTHON) -m mypy
+
+pytest:
+	$(PYTHON) -m pytest -q
+
+test: install-test lint typecheck pytest
+
+demo: install
+	@sh scripts/system-deps.sh
+	$(PYTHON) -m check.demo
+
+bench: install-test
+	$(PYTHON) -m bench

@@ -1,0 +1,1 @@
+"""The check: the bulk ECR sweep, its scanners, cache, outputs and launchers."""

@@ -1,0 +1,3 @@
+from check.cli import main
+
+main()

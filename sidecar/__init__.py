@@ -1,0 +1,1 @@
+"""The sidecar: a ptrace runtime monitor for Fargate tasks, driven by TracingPolicies."""
