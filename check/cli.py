@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("securityhub.commands", "init", "Create the table and bucket a run needs."),
     "findings": ("securityhub.commands", "findings", "Review findings as Security Hub shows them."),
     "reconcile": ("securityhub.commands", "reconcile", "Repair the ledger from Security Hub."),
-    "policy": ("sidecar.commands", "policy", "Validate TracingPolicies; print their schema."),
+    "policy": ("sidecar.policy_commands", "policy", "Validate TracingPolicies; print the schema."),
     "sidecar": ("sidecar.commands", "sidecar", "Run the runtime monitor (launch or attach)."),
     "demo": ("check.demo", "demo", "Run the local end-to-end quick start."),
 }
