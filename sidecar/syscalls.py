@@ -473,7 +473,6 @@ AARCH64_SYSCALLS: dict[str, int] = {
     "tee": 77,
     "readlinkat": 78,
     "newfstatat": 79,
-    "fstatat": 79,
     "fstat": 80,
     "sync": 81,
     "fsync": 82,
