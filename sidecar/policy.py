@@ -448,25 +448,13 @@ def _schema_message(error: Any) -> str:
 def known_syscalls() -> frozenset[str]:
     """Syscall names that exist on x86_64 or aarch64 (the architectures Fargate runs on).
 
-    The sidecar's own tables (`sidecar.syscalls`) are used when present; otherwise the
-    tables bundled with python-ptrace (from hrw/syscalls-table).
+    From the sidecar's own tables (`sidecar.syscalls`). A name that exists on one
+    architecture only (`open` has no aarch64 number) is accepted: the tracer watches it
+    where it exists.
     """
-    try:
-        from sidecar import syscalls as tables  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        tables = None
-    names: set[str] = set()
-    if tables is not None:
-        for attr in ("X86_64", "AARCH64", "SYSCALLS_X86_64", "SYSCALLS_AARCH64"):
-            table = getattr(tables, attr, None)
-            if isinstance(table, Mapping):
-                names.update(k if isinstance(k, str) else v for k, v in table.items())
-    if not names:
-        from ptrace.syscall.linux import aarch64, x86_64
+    from sidecar.syscalls import ARCHES
 
-        names.update(x86_64.SYSCALL_NAMES.values())
-        names.update(aarch64.SYSCALL_NAMES.values())
-    return frozenset(n for n in names if isinstance(n, str))
+    return frozenset(name for arch in ARCHES.values() for name in arch.numbers)
 
 
 def _semantic(doc: Document) -> list[tuple[str, str]]:

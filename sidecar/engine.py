@@ -1,0 +1,482 @@
+"""The policy engine: one decoded syscall in, a Verdict out.
+
+`evaluate` runs at every stop of the traced workload, so everything is compiled at
+construction: FIM paths become dictionaries keyed by exact path, by directory (for direct
+children) and by recursive prefix (a lookup per ancestor of the event's path), globs and
+argument patterns become compiled regular expressions, allowlists become `ip_network`
+objects, names become frozensets. Evaluation allocates nothing but the events it returns
+(and a small cache of address decisions).
+
+Actions: `log` and `alert` only report (the sinks decide where alerts go); `block` sets
+`Verdict.block`, and the tracer denies the syscall (-EPERM) and kills the offending process.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sidecar.anomaly import AnomalyDetector
+from sidecar.events import (
+    ACCESS_CREATE,
+    ACCESS_WRITE,
+    ALLOW,
+    KIND_CHMOD,
+    KIND_CHOWN,
+    KIND_CONNECT,
+    KIND_EXEC,
+    KIND_OPEN,
+    KIND_OTHER,
+    KIND_RENAME,
+    KIND_SENDTO,
+    KIND_UNLINK,
+    Requirements,
+    RuntimeEvent,
+    SyscallEvent,
+    Verdict,
+)
+from sidecar.policy import (
+    ACTIONS,
+    DOWNLOAD_TOOLS,
+    SEVERITIES,
+    FimPath,
+    PackageManagerRule,
+    Policy,
+    TrackedExecutable,
+)
+
+EXEC_SYSCALLS = frozenset({"execve", "execveat"})
+OPEN_SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
+RENAME_SYSCALLS = frozenset({"rename", "renameat", "renameat2"})
+# FIM event -> the syscalls that can cause it. A rename onto a watched file is a write
+# (`sed -i`, editors and package managers replace files that way) and an unlink of the source.
+FIM_SYSCALLS: dict[str, frozenset[str]] = {
+    "open": OPEN_SYSCALLS,
+    "write": OPEN_SYSCALLS | RENAME_SYSCALLS,
+    "unlink": frozenset({"unlink", "unlinkat", "rmdir"}) | RENAME_SYSCALLS,
+    "chmod": frozenset({"chmod", "fchmod", "fchmodat", "fchmodat2"}),
+    "chown": frozenset({"chown", "fchown", "lchown", "fchownat"}),
+}
+CONNECT_SYSCALLS = frozenset({"connect"})
+UDP_SYSCALLS = frozenset({"sendto", "sendmsg"})
+# Cap of the address -> decision cache (a workload talking to many peers must not grow it).
+MAX_ADDRESS_CACHE = 4_096
+_ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
+_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+_URL = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# pip3.11 -> pip3, python3.12 -> python3
+_VERSION_SUFFIX = re.compile(r"^(pip3?|python3?)(\.\d+)+$")
+
+
+# ----------------------------------------------------------------------- compiled rules
+
+
+@dataclass(frozen=True, slots=True)
+class _Process:
+    rule: TrackedExecutable
+    rule_id: str
+    by_path: bool
+    exact: str | None
+    glob: re.Pattern[str] | None
+    args: frozenset[str]
+    pattern: re.Pattern[str] | None
+
+
+def _canonical(path: str) -> str:
+    """Merged-/usr systems: /usr/bin/bash and /bin/bash are one file."""
+    for prefix in ("/usr/bin/", "/usr/sbin/"):
+        if path.startswith(prefix):
+            return path[4:]
+    return path
+
+
+def _split_flags(args: Sequence[str]) -> set[str]:
+    """argv tokens plus the letters of short-flag clusters (`-ic` -> `-i`, `-c`)."""
+    tokens = set(args)
+    for arg in args:
+        if len(arg) > 2 and arg[0] == "-" and arg[1] != "-" and arg[1:].isalpha():
+            tokens.update(f"-{letter}" for letter in arg[1:])
+    return tokens
+
+
+def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
+    """(paths, basenames) the executed program goes by: exec path, argv[0], exe."""
+    paths: set[str] = set()
+    names: set[str] = set()
+    for candidate in (event.path, event.argv[0] if event.argv else None, event.exe):
+        if not candidate:
+            continue
+        if candidate.startswith("/"):
+            paths.add(_canonical(os.path.normpath(candidate)))
+        names.add(candidate.rsplit("/", 1)[-1])
+    return paths, names
+
+
+def _redact_args(argv: Sequence[str]) -> tuple[str, ...]:
+    """Command lines can carry credentials in URLs (https://user:token@host): mask them."""
+    return tuple(_USERINFO.sub("***@", arg) if "://" in arg else arg for arg in argv)
+
+
+class Engine:
+    def __init__(self, policy: Policy, *, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self._clock = clock
+        # FIM tables
+        self._fim_exact: dict[str, list[FimPath]] = {}
+        self._fim_children: dict[str, list[FimPath]] = {}
+        self._fim_recursive: dict[str, list[FimPath]] = {}
+        self._fim_globs: list[tuple[re.Pattern[str], FimPath]] = []
+        if policy.fim.enabled:
+            for rule in policy.fim.paths:
+                if rule.is_glob:
+                    self._fim_globs.append((re.compile(fnmatch.translate(rule.path)), rule))
+                elif rule.recursive:
+                    self._fim_recursive.setdefault(rule.path, []).append(rule)
+                else:
+                    self._fim_exact.setdefault(rule.path, []).append(rule)
+                    self._fim_children.setdefault(rule.path, []).append(rule)
+        self._fim_events = frozenset(
+            e for r in (policy.fim.paths if policy.fim.enabled else ()) for e in r.events
+        )
+        # process execution
+        self._processes: tuple[_Process, ...] = ()
+        if policy.process.enabled:
+            self._processes = tuple(self._compile_process(r) for r in policy.process.tracked)
+        # software installation: name -> rules
+        self._managers: dict[str, list[PackageManagerRule]] = {}
+        if policy.software.enabled:
+            for manager in policy.software.package_managers:
+                self._managers.setdefault(manager.name, []).append(manager)
+        # network
+        net = policy.network
+        self._net_enabled = net.enabled
+        self._allow = tuple(ipaddress.ip_network(c, strict=False) for c in net.allowlist)
+        self._blocked_ports = net.blocked_ports
+        self._address_cache: dict[str, bool] = {}
+        # syscall filtering
+        sf = policy.syscalls
+        self._traced = sf.traced if sf.enabled else frozenset()
+        self._whitelist = sf.whitelist
+        self._anomaly = AnomalyDetector(policy.anomaly, clock) if policy.anomaly.enabled else None
+
+    @staticmethod
+    def _compile_process(rule: TrackedExecutable) -> _Process:
+        by_path = "/" in rule.name
+        is_glob = bool(re.search(r"[*?\[]", rule.name))
+        name = _canonical(rule.name) if by_path else rule.name
+        return _Process(
+            rule=rule,
+            rule_id=f"process:{rule.name}",
+            by_path=by_path,
+            exact=None if is_glob else name,
+            glob=re.compile(fnmatch.translate(name)) if is_glob else None,
+            args=frozenset(rule.args),
+            pattern=re.compile(rule.args_pattern) if rule.args_pattern else None,
+        )
+
+    # ----------------------------------------------------------------- requirements
+
+    def requirements(self) -> Requirements:
+        """The syscalls to stop on, derived from the enabled rules (see events.Requirements)."""
+        policy = self.policy
+        syscalls: set[str] = set()
+        if self._processes or self._managers:
+            syscalls |= EXEC_SYSCALLS
+        for event in self._fim_events:
+            syscalls |= FIM_SYSCALLS[event]
+        if self._net_enabled:
+            syscalls |= CONNECT_SYSCALLS
+            if policy.network.udp:
+                syscalls |= UDP_SYSCALLS
+        if self._anomaly is not None:
+            syscalls |= EXEC_SYSCALLS | CONNECT_SYSCALLS
+        syscalls |= self._traced
+        if syscalls & EXEC_SYSCALLS:
+            syscalls |= EXEC_SYSCALLS  # execveat is an exec too
+        open_needs_read = "open" in self._fim_events or bool(
+            self._whitelist and (self._traced & OPEN_SYSCALLS) - self._whitelist
+        )
+        return Requirements(
+            syscalls=frozenset(syscalls),
+            process_only=syscalls <= EXEC_SYSCALLS,
+            open_needs_read=open_needs_read,
+        )
+
+    # ------------------------------------------------------------------- evaluation
+
+    def evaluate(self, event: SyscallEvent) -> Verdict:
+        kind = event.kind
+        found: list[RuntimeEvent] = []
+        if kind == KIND_EXEC:
+            if self._processes:
+                self._exec_rules(event, found)
+            if self._managers:
+                self._software(event, found)
+        elif kind == KIND_OPEN:
+            if self._fim_events:
+                write = bool(event.access & {ACCESS_WRITE, ACCESS_CREATE})
+                self._fim(event, event.path, "write" if write else "open", found)
+        elif kind in (KIND_CONNECT, KIND_SENDTO):
+            if self._net_enabled:
+                self._network(event, found)
+        elif kind == KIND_UNLINK:
+            self._fim(event, event.path, "unlink", found)
+        elif kind == KIND_RENAME:
+            self._fim(event, event.path, "unlink", found)
+            self._fim(event, event.path2, "write", found)
+        elif kind == KIND_CHMOD:
+            self._fim(event, event.path, "chmod", found)
+        elif kind == KIND_CHOWN:
+            self._fim(event, event.path, "chown", found)
+        if self._traced and event.syscall in self._traced:
+            self._syscall(event, found)
+        if self._anomaly is not None:
+            anomaly = self._anomaly.observe(event)
+            if anomaly is not None:
+                found.append(anomaly)
+        if not found:
+            return ALLOW
+        return Verdict(tuple(found), block=any(e.action == "block" for e in found))
+
+    # FIM -----------------------------------------------------------------------------
+
+    def _fim_rules(self, path: str) -> list[FimPath]:
+        rules: list[FimPath] = []
+        rules += self._fim_exact.get(path, ())
+        parent = os.path.dirname(path)
+        rules += self._fim_children.get(parent, ())
+        if self._fim_recursive:
+            current = path
+            while True:
+                rules += self._fim_recursive.get(current, ())
+                if current == "/":
+                    break
+                current = os.path.dirname(current)
+        for pattern, rule in self._fim_globs:
+            if pattern.match(path):
+                rules.append(rule)
+        return rules
+
+    def _fim(self, event: SyscallEvent, path: str | None, what: str,
+             found: list[RuntimeEvent]) -> None:
+        if not path or not self._fim_events:
+            return
+        best: tuple[tuple[int, int, int], FimPath, str] | None = None
+        for rule in self._fim_rules(path):
+            if what in rule.events:
+                label = what
+            elif what == "write" and "open" in rule.events:
+                label = "open"  # an open for writing is an open too
+            else:
+                continue
+            # One event per syscall: the strongest action, then the highest severity, then
+            # the most specific path among the rules that match.
+            rank = (_ACTION_RANK[rule.action], _SEVERITY_RANK[rule.severity], len(rule.path))
+            if best is None or rank > best[0]:
+                best = (rank, rule, label)
+        if best is not None:
+            _, rule, label = best
+            found.append(
+                RuntimeEvent(
+                    timestamp=event.timestamp,
+                    category="file",
+                    rule=f"fim:{rule.path}",
+                    severity=rule.severity,
+                    action=rule.action,
+                    pid=event.pid,
+                    ppid=event.ppid,
+                    process=event.exe,
+                    syscall=event.syscall,
+                    path=path,
+                    container=event.container,
+                    message=f"{label} of {path} (watched: {rule.path})",
+                    extra={"event": label},
+                )
+            )
+
+    # process execution -----------------------------------------------------------------
+
+    def _exec_rules(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        paths, names = _program_names(event)
+        argv = event.argv
+        tokens: set[str] | None = None
+        for proc in self._processes:
+            pool = paths if proc.by_path else names
+            if proc.exact is not None:
+                if proc.exact not in pool:
+                    continue
+            elif proc.glob is not None and not any(proc.glob.match(p) for p in pool):
+                continue
+            if proc.args:
+                if tokens is None:
+                    tokens = _split_flags(argv[1:])
+                if not proc.args & tokens:
+                    continue
+            if proc.pattern is not None and not proc.pattern.search(" ".join(argv)):
+                continue
+            rule = proc.rule
+            program = event.path or event.exe
+            found.append(
+                RuntimeEvent(
+                    timestamp=event.timestamp,
+                    category="process",
+                    rule=proc.rule_id,
+                    severity=rule.severity,
+                    action=rule.action,
+                    pid=event.pid,
+                    ppid=event.ppid,
+                    process=program,
+                    syscall=event.syscall,
+                    path=program,
+                    args=_redact_args(argv) if rule.capture_args else None,
+                    container=event.container,
+                    message=f"execution of {program}",
+                )
+            )
+
+    # software installation ---------------------------------------------------------------
+
+    def _software(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        argv = list(event.argv)
+        _, names = _program_names(event)
+        names = {_VERSION_SUFFIX.sub(r"\1", n) for n in names}
+        # python -m pip install ...: the module is the package manager
+        if names & {"python", "python3"} and "-m" in argv[:-1]:
+            module = argv[argv.index("-m") + 1]
+            if module in ("pip", "pip3"):
+                names = {module}
+                argv = [module, *argv[argv.index("-m") + 2:]]
+        for name in names & self._managers.keys():
+            for manager in self._managers[name]:
+                detail = _install_command(manager, argv[1:])
+                if detail is None:
+                    continue
+                download = name in DOWNLOAD_TOOLS
+                found.append(
+                    RuntimeEvent(
+                        timestamp=event.timestamp,
+                        category="software",
+                        rule=f"software:{name}",
+                        severity=manager.severity,
+                        action=manager.action,
+                        pid=event.pid,
+                        ppid=event.ppid,
+                        process=event.path or event.exe,
+                        syscall=event.syscall,
+                        args=_redact_args(event.argv),
+                        package_manager=name,
+                        container=event.container,
+                        message=(f"download by {name}" if download
+                                 else f"software installation: {name} {detail}"),
+                        extra={"command": "download" if download else detail},
+                    )
+                )
+                break  # one event per package manager and exec
+
+    # network -----------------------------------------------------------------------------
+
+    def _network(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        if event.ip is None or event.family not in ("inet", "inet6"):
+            return
+        if event.kind == KIND_SENDTO and not self.policy.network.udp:
+            return
+        net = self.policy.network
+        if event.port in self._blocked_ports:
+            rule, severity, action = "network:blocked-port", net.blocked_ports_severity, (
+                net.blocked_ports_action
+            )
+            message = f"connection to blocked port {event.port} at {event.ip}"
+        elif not self._allowed(event.ip):
+            rule, severity, action = "network:outside-allowlist", net.severity, net.action
+            message = f"connection to {event.ip}:{event.port}, outside the allowlist"
+        else:
+            return
+        found.append(
+            RuntimeEvent(
+                timestamp=event.timestamp,
+                category="network",
+                rule=rule,
+                severity=severity,
+                action=action,
+                pid=event.pid,
+                ppid=event.ppid,
+                process=event.exe,
+                syscall=event.syscall,
+                ip=event.ip,
+                port=event.port,
+                container=event.container,
+                message=message,
+                extra={"protocol": event.protocol} if event.protocol else {},
+            )
+        )
+
+    def _allowed(self, ip: str) -> bool:
+        cached = self._address_cache.get(ip)
+        if cached is not None:
+            return cached
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        allowed = any(address in network for network in self._allow)
+        if len(self._address_cache) >= MAX_ADDRESS_CACHE:
+            self._address_cache.clear()
+        self._address_cache[ip] = allowed
+        return allowed
+
+    # syscall filtering --------------------------------------------------------------------
+
+    def _syscall(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        name = event.syscall
+        if name in self._whitelist:
+            return
+        if event.kind != KIND_OTHER and not self._whitelist:
+            return  # decoded syscalls are the other rules' business unless a whitelist is set
+        sf = self.policy.syscalls
+        found.append(
+            RuntimeEvent(
+                timestamp=event.timestamp,
+                category="syscall",
+                rule=f"syscall:{name}",
+                severity=sf.severity,
+                action=sf.action,
+                pid=event.pid,
+                ppid=event.ppid,
+                process=event.exe,
+                syscall=name,
+                path=event.path,
+                container=event.container,
+                message=f"traced syscall {name}"
+                + (" outside the whitelist" if self._whitelist else ""),
+            )
+        )
+
+
+def _install_command(manager: PackageManagerRule, args: Sequence[str]) -> str | None:
+    """The install subcommand `args` run for this manager, or None (not an install)."""
+    if manager.name in DOWNLOAD_TOOLS:
+        return next((a for a in args if _URL.match(a)), None)
+    positional = [a for a in args if not a.startswith("-")]
+    first = positional[0] if positional else None
+    if manager.name == "yarn" and first == "global" and len(positional) > 1:
+        first = positional[1]
+    for command in manager.commands:
+        if command.startswith("-"):
+            for arg in args:
+                if arg == command:
+                    return command
+                # rpm -ivh / -Uvh: the mode letter comes first in a short-flag cluster
+                if (len(command) == 2 and arg.startswith(command)
+                        and not arg.startswith("--") and arg[2:].isalpha()):
+                    return command
+        elif first == command:
+            return command
+    return None
