@@ -1,0 +1,472 @@
+"""Pure ASFF building: normalized findings in, AWS Security Finding Format documents out.
+
+`build()` returns the finding's *content*: every field except the four timestamps and
+RecordState, which depend on the ledger and are added by `stamp()` at import time. The
+content `fingerprint()` is a hash of exactly that content, so an unchanged finding is
+recognised without comparing documents, and a re-import is needed only when it changes
+(or when the refresh interval is due).
+
+Security Hub rules obeyed here (botocore service-2.json, the archived user guide):
+- Required: SchemaVersion, Id, ProductArn, GeneratorId, AwsAccountId, CreatedAt, UpdatedAt,
+  Title, Description, Resources; Severity and Types go in FindingProviderFields.
+- Field limits are enforced by truncation, never by a rejected import (limits below).
+- A finding over 240 KB is rejected by BatchImportFindings; such a finding is trimmed here
+  (VulnerablePackages capped) and says so in its Description and ProductFields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from securityhub import ids
+from securityhub.findings import (
+    QUALYS_SEVERITY,
+    EcrImage,
+    EcsContainer,
+    Finding,
+    RuntimeFinding,
+    SecretFinding,
+    Severity,
+    VulnerabilityFinding,
+)
+
+SCHEMA_VERSION = "2018-10-08"
+# Limits from botocore's securityhub service-2.json and the archived ASFF user guide.
+MAX_TITLE = 256
+MAX_DESCRIPTION = 1024
+MAX_RECOMMENDATION_TEXT = 512
+MAX_PRODUCT_FIELD_VALUE = 2048
+MAX_PRODUCT_FIELD_KEY = 128
+MAX_PRODUCT_FIELDS = 50
+MAX_SEVERITY_ORIGINAL = 64
+MAX_PROCESS_NAME = 64
+MAX_PROCESS_PATH = 512
+MAX_PROTOCOL = 64
+MAX_DETAILS_OTHER_VALUE = 1024  # cloud-custodian#3603
+MAX_REFERENCE_URLS = 100  # not a documented limit; keeps findings readable
+# BatchImportFindings: "An error is returned for any finding larger than 240 Kb". Trim to a
+# little below it so the JSON encoding on the wire (escapes) cannot push it over.
+MAX_FINDING_BYTES = 240 * 1024
+TRIM_TARGET_BYTES = 230 * 1024
+ELLIPSIS = "..."
+
+TYPE_CVE = "Software and Configuration Checks/Vulnerabilities/CVE"
+TYPE_SECRET = "Sensitive Data Identifications/Passwords"  # noqa: S105 - a type name
+PRODUCT_KEY = "containerscan"  # ProductFields keys are `containerscan/...`; `aws/` is reserved
+
+# Runtime category -> ASFF Types (TTPs / Unusual Behaviors taxonomy).
+RUNTIME_TYPES: dict[str, tuple[str, ...]] = {
+    "file": ("Unusual Behaviors/Container", "TTPs/Persistence"),
+    "process": ("Unusual Behaviors/Process", "TTPs/Execution"),
+    "network": ("Unusual Behaviors/Network Flow", "TTPs/Command and Control"),
+    "software": ("Unusual Behaviors/Container", "TTPs/Persistence"),
+    "syscall": ("Unusual Behaviors/Process", "TTPs/Privilege Escalation"),
+    "anomaly": ("Unusual Behaviors/Container",),
+}
+# Timestamps and RecordState: set by `stamp()`, excluded from the fingerprint.
+VOLATILE_FIELDS = ("CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt", "RecordState")
+
+
+def default_severity_map() -> dict[str, Severity]:
+    """Vendor severity (verbatim, as text) -> label: Qualys 5 -> CRITICAL ... 1 -> INFO."""
+    return {str(level): label for level, label in QUALYS_SEVERITY.items()}
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Where a finding is imported: the importing account and the client's region."""
+
+    account_id: str
+    region: str
+    prefix: str = ids.DEFAULT_PREFIX
+    severity_map: Mapping[str, Severity] = field(default_factory=default_severity_map)
+
+    @property
+    def product_arn(self) -> str:
+        return product_arn(self.region, self.account_id)
+
+
+def product_arn(region: str, account_id: str) -> str:
+    """The account's default product ARN; exists once Security Hub is enabled."""
+    return f"arn:aws:securityhub:{region}:{account_id}:product/{account_id}/default"
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+def timestamp(when: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, the form Security Hub stores and filters on."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# Security Hub ignores an import whose UpdatedAt is not strictly later than the stored one.
+UPDATED_AT_STEP = timedelta(milliseconds=1)
+
+
+def next_updated_at(now: datetime, previous: datetime | None) -> datetime:
+    """`now`, or just after `previous` when a same-millisecond rerun or skew would tie."""
+    now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
+    if previous is not None and now <= previous:
+        return previous + UPDATED_AT_STEP
+    return now
+
+
+def _severity(finding: Finding, severity_map: Mapping[str, Severity]) -> tuple[Severity, str]:
+    original = getattr(finding, "vendor_severity", None)
+    if original is not None and str(original) in severity_map:
+        return severity_map[str(original)], str(original)
+    return finding.severity, str(original) if original is not None else finding.severity.name
+
+
+def _product_fields(values: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None or value == "":
+            continue
+        if len(out) >= MAX_PRODUCT_FIELDS:
+            break
+        out[truncate(key, MAX_PRODUCT_FIELD_KEY)] = truncate(str(value), MAX_PRODUCT_FIELD_VALUE)
+    return out
+
+
+def _image_resource(image: EcrImage) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "RegistryId": image.account_id,
+        "RepositoryName": image.repository,
+        "ImageDigest": image.digest,
+    }
+    if image.tags:
+        details["ImageTags"] = list(image.tags)
+    if image.architecture:
+        details["Architecture"] = image.architecture
+    if image.pushed_at:
+        details["ImagePublishedAt"] = timestamp(image.pushed_at)
+    return {
+        "Type": "AwsEcrContainerImage",
+        "Id": image.resource_id,
+        "Partition": "aws",
+        "Region": image.region,
+        "Details": {"AwsEcrContainerImage": details},
+    }
+
+
+def _container_resource(container: EcsContainer) -> dict[str, Any]:
+    other = {
+        "ClusterArn": container.cluster_arn,
+        "TaskArn": container.task_arn,
+        "TaskFamily": container.task_family,
+        "ContainerName": container.container_name,
+    }
+    details: dict[str, Any] = {
+        "Other": {k: truncate(v, MAX_DETAILS_OTHER_VALUE) for k, v in other.items()},
+    }
+    if container.image:
+        details["Container"] = {
+            "Name": container.container_name,
+            "ImageName": container.image,
+            **({"ImageId": container.image_digest} if container.image_digest else {}),
+        }
+    return {
+        "Type": "Container",
+        "Id": container.resource_id,
+        "Partition": "aws",
+        "Region": container.region,
+        "Details": details,
+    }
+
+
+def _package(package: Any) -> dict[str, str]:
+    doc = {
+        "Name": package.name,
+        "Version": package.installed_version,
+        "Epoch": package.epoch,
+        "Release": package.release,
+        "Architecture": package.architecture,
+        "PackageManager": package.package_manager,
+        "FilePath": package.file_path,
+        "FixedInVersion": package.fixed_version,
+        "Remediation": package.remediation,
+        "SourceLayerHash": package.layer,
+    }
+    return {k: v for k, v in doc.items() if v}
+
+
+def _base(
+    finding: Finding, ctx: BuildContext, title: str, description: str, types: tuple[str, ...]
+) -> dict[str, Any]:
+    label, original = _severity(finding, ctx.severity_map)
+    severity = {
+        "Label": label.name,
+        "Normalized": label.normalized,
+        "Original": truncate(original, MAX_SEVERITY_ORIGINAL),
+    }
+    return {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": ids.finding_id(finding, ctx.prefix),
+        "ProductArn": ctx.product_arn,
+        "GeneratorId": ids.generator_id(finding.kind, ctx.prefix),
+        "AwsAccountId": ctx.account_id,
+        "Region": ctx.region,
+        "Types": list(types),
+        "Severity": severity,
+        "FindingProviderFields": {
+            # FindingProviderFields.Severity has Label and Original only (API model).
+            "Severity": {"Label": severity["Label"], "Original": severity["Original"]},
+            "Types": list(types),
+        },
+        "Title": truncate(title or finding.kind, MAX_TITLE),
+        "Description": truncate(description or title or finding.kind, MAX_DESCRIPTION),
+    }
+
+
+def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str, Any]:
+    names = sorted({p.name for p in finding.packages})
+    title = finding.title or finding.vulnerability_id
+    if names and not title.startswith(finding.vulnerability_id):
+        title = f"{finding.vulnerability_id} - {title}"
+    description = finding.description or title
+    doc = _base(finding, ctx, title, description, (TYPE_CVE,))
+    vulnerability: dict[str, Any] = {
+        "Id": finding.vulnerability_id,
+        "VulnerablePackages": [_package(p) for p in finding.packages],
+        "FixAvailable": finding.fix_available,
+    }
+    related = [c for c in finding.cves if c != finding.vulnerability_id]
+    if related:
+        vulnerability["RelatedVulnerabilities"] = related
+    if finding.cvss:
+        vulnerability["Cvss"] = [
+            {
+                k: v
+                for k, v in {
+                    "Version": c.version,
+                    "BaseScore": c.base_score,
+                    "BaseVector": c.vector,
+                    "Source": c.source,
+                }.items()
+                if v is not None
+            }
+            for c in finding.cvss
+        ]
+    if finding.references:
+        vulnerability["ReferenceUrls"] = list(finding.references[:MAX_REFERENCE_URLS])
+    vendor: dict[str, str] = {"Name": finding.scanner.name}
+    if finding.vendor_severity:
+        vendor["VendorSeverity"] = finding.vendor_severity
+    if finding.references:
+        vendor["Url"] = finding.references[0]
+    if finding.published_at:
+        vendor["VendorCreatedAt"] = timestamp(finding.published_at)
+    vulnerability["Vendor"] = vendor
+    if finding.exploit_available is not None:
+        vulnerability["ExploitAvailable"] = "YES" if finding.exploit_available else "NO"
+    doc["Vulnerabilities"] = [vulnerability]
+    remediation = finding.remediation or _fixed_versions(finding)
+    if remediation:
+        doc["Remediation"] = {
+            "Recommendation": {"Text": truncate(remediation, MAX_RECOMMENDATION_TEXT)}
+        }
+        if finding.references:
+            doc["Remediation"]["Recommendation"]["Url"] = finding.references[0]
+    doc["Resources"] = [_image_resource(finding.resource)]
+    doc["ProductFields"] = _product_fields(
+        {
+            f"{PRODUCT_KEY}/scanner/name": finding.scanner.name,
+            f"{PRODUCT_KEY}/scanner/version": finding.scanner.version,
+            f"{PRODUCT_KEY}/qualys/qid": finding.qid,
+            f"{PRODUCT_KEY}/kind": finding.kind,
+            f"{PRODUCT_KEY}/scope": ids.image_scope(finding.resource),
+            f"{PRODUCT_KEY}/packages": ", ".join(names),
+            f"{PRODUCT_KEY}/cves": ", ".join(finding.cves),
+        }
+    )
+    return doc
+
+
+def _fixed_versions(finding: VulnerabilityFinding) -> str:
+    fixes = [f"{p.name} {p.fixed_version}" for p in finding.packages if p.fixed_version]
+    return f"Upgrade to: {', '.join(fixes)}" if fixes else ""
+
+
+def _secret(finding: SecretFinding, ctx: BuildContext) -> dict[str, Any]:
+    where = f"{finding.file_path}:{finding.line}" if finding.line else finding.file_path
+    title = finding.title or f"{finding.category} secret"
+    description = (
+        f"A {finding.category} credential matching rule {finding.rule_id} was found in "
+        f"{where} of the image. The value is not reproduced here."
+    )
+    doc = _base(finding, ctx, f"{title} in {finding.file_path}", description, (TYPE_SECRET,))
+    doc["Remediation"] = {
+        "Recommendation": {
+            "Text": truncate(
+                "Revoke and rotate the credential, remove it from the image and rebuild; "
+                "pass secrets at run time (Secrets Manager, task role).",
+                MAX_RECOMMENDATION_TEXT,
+            )
+        }
+    }
+    doc["Resources"] = [_image_resource(finding.resource)]
+    doc["ProductFields"] = _product_fields(
+        {
+            f"{PRODUCT_KEY}/scanner/name": finding.scanner.name,
+            f"{PRODUCT_KEY}/scanner/version": finding.scanner.version,
+            f"{PRODUCT_KEY}/kind": finding.kind,
+            f"{PRODUCT_KEY}/scope": ids.image_scope(finding.resource),
+            f"{PRODUCT_KEY}/secret/rule": finding.rule_id,
+            f"{PRODUCT_KEY}/secret/category": finding.category,
+            f"{PRODUCT_KEY}/secret/file": finding.file_path,
+            f"{PRODUCT_KEY}/secret/line": str(finding.line),
+            f"{PRODUCT_KEY}/secret/layer": finding.layer,
+        }
+    )
+    return doc
+
+
+def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
+    types = RUNTIME_TYPES.get(finding.category, ("Unusual Behaviors/Container",))
+    title = f"{finding.rule}: {finding.subject}"
+    description = finding.description or (
+        f"Runtime rule {finding.rule} ({finding.category}) matched {finding.subject} "
+        f"{finding.count} time(s) in container {finding.resource.container_name} of task "
+        f"family {finding.resource.task_family}; action {finding.action}."
+    )
+    doc = _base(finding, ctx, title, description, types)
+    if finding.process is not None:
+        process: dict[str, Any] = {
+            "Name": truncate(finding.process.name, MAX_PROCESS_NAME),
+            "Path": truncate(finding.process.path, MAX_PROCESS_PATH),
+            "Pid": finding.process.pid,
+            "ParentPid": finding.process.ppid,
+        }
+        if finding.process.launched_at:
+            process["LaunchedAt"] = timestamp(finding.process.launched_at)
+        doc["Process"] = process
+    if finding.category == "network" and finding.ip:
+        connection: dict[str, Any] = {"ConnectionDirection": "OUTBOUND", "Blocked": finding.blocked}
+        if ":" not in finding.ip:  # RemoteIpDetails has IpAddressV4 only
+            connection["RemoteIpDetails"] = {"IpAddressV4": finding.ip}
+        if finding.port is not None:
+            connection["RemotePortDetails"] = {"Port": finding.port}
+        if finding.protocol:
+            connection["Protocol"] = truncate(finding.protocol, MAX_PROTOCOL)
+        doc["Action"] = {
+            "ActionType": "NETWORK_CONNECTION",
+            "NetworkConnectionAction": connection,
+        }
+    doc["Resources"] = [_container_resource(finding.resource)]
+    doc["ProductFields"] = _product_fields(
+        {
+            f"{PRODUCT_KEY}/scanner/name": finding.scanner.name,
+            f"{PRODUCT_KEY}/scanner/version": finding.scanner.version,
+            f"{PRODUCT_KEY}/kind": finding.kind,
+            f"{PRODUCT_KEY}/scope": ids.container_scope(finding.resource),
+            f"{PRODUCT_KEY}/runtime/rule": finding.rule,
+            f"{PRODUCT_KEY}/runtime/category": finding.category,
+            f"{PRODUCT_KEY}/runtime/action": finding.action,
+            f"{PRODUCT_KEY}/runtime/count": str(finding.count),
+            f"{PRODUCT_KEY}/runtime/syscall": finding.syscall,
+            f"{PRODUCT_KEY}/runtime/path": finding.path,
+            f"{PRODUCT_KEY}/runtime/package-manager": finding.package_manager,
+            f"{PRODUCT_KEY}/runtime/blocked": "true" if finding.blocked else None,
+            f"{PRODUCT_KEY}/runtime/last-seen": (
+                timestamp(finding.last_seen) if finding.last_seen else None
+            ),
+            f"{PRODUCT_KEY}/runtime/task": finding.resource.task_arn,
+        }
+    )
+    return doc
+
+
+def build(finding: Finding, ctx: BuildContext) -> dict[str, Any]:
+    """The ASFF content of `finding` (no timestamps, no RecordState), within 240 KB."""
+    if isinstance(finding, VulnerabilityFinding):
+        doc = _vulnerability(finding, ctx)
+    elif isinstance(finding, SecretFinding):
+        doc = _secret(finding, ctx)
+    elif isinstance(finding, RuntimeFinding):
+        doc = _runtime(finding, ctx)
+    else:  # pragma: no cover - the Finding union is closed
+        raise TypeError(f"not a finding: {type(finding).__name__}")
+    return trim(doc)
+
+
+def encoded_size(doc: Mapping[str, Any]) -> int:
+    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def trim(doc: dict[str, Any]) -> dict[str, Any]:
+    """Cap VulnerablePackages so the finding stays under 240 KB, and say so in the finding."""
+    if encoded_size(doc) <= TRIM_TARGET_BYTES:
+        return doc
+    vulns = doc.get("Vulnerabilities") or [{}]
+    packages = vulns[0].get("VulnerablePackages", [])
+    total = len(packages)
+    low, high = 0, total
+    candidate = doc
+    while low < high:  # the largest package count that fits
+        middle = (low + high + 1) // 2
+        candidate = _with_packages(doc, packages[:middle], total)
+        if encoded_size(candidate) <= TRIM_TARGET_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    trimmed = _with_packages(doc, packages[:low], total)
+    if encoded_size(trimmed) > TRIM_TARGET_BYTES:
+        # Packages were not the bulk: drop the remaining free-form lists too.
+        for vuln in trimmed.get("Vulnerabilities", []):
+            vuln.pop("ReferenceUrls", None)
+            vuln.pop("RelatedVulnerabilities", None)
+    return trimmed
+
+
+def _with_packages(doc: dict[str, Any], kept: list[Any], total: int) -> dict[str, Any]:
+    out = json.loads(json.dumps(doc))
+    note = (
+        f" [containerscan: {len(kept)} of {total} affected packages listed;"
+        " finding trimmed to stay under 240 KB]"
+    )
+    out["Description"] = truncate(out["Description"], MAX_DESCRIPTION - len(note)) + note
+    out["Vulnerabilities"][0]["VulnerablePackages"] = kept
+    fields = out.setdefault("ProductFields", {})
+    fields[f"{PRODUCT_KEY}/trimmed"] = f"packages {len(kept)} of {total}"
+    return out
+
+
+def fingerprint(content: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of the content, timestamps and RecordState left out."""
+    stable = {k: v for k, v in content.items() if k not in VOLATILE_FIELDS}
+    text = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def stamp(
+    content: Mapping[str, Any],
+    *,
+    created_at: datetime,
+    first_observed_at: datetime,
+    updated_at: datetime,
+    last_observed_at: datetime,
+    record_state: str = "ACTIVE",
+) -> dict[str, Any]:
+    """The importable finding: content plus timestamps and RecordState."""
+    doc = dict(content)
+    doc["CreatedAt"] = timestamp(created_at)
+    doc["FirstObservedAt"] = timestamp(first_observed_at)
+    doc["UpdatedAt"] = timestamp(updated_at)
+    doc["LastObservedAt"] = timestamp(last_observed_at)
+    doc["RecordState"] = record_state
+    return doc

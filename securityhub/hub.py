@@ -1,0 +1,302 @@
+"""The Security Hub layer's API: publish what a run observed, correlated with the ledger.
+
+    publisher = SecurityHubPublisher(sessions, table=os.environ["CONTAINERSCAN_TABLE"])
+    summary = publisher.publish("eu-west-1", observations, repositories=scopes, target=spoke)
+
+One `publish` call handles one (account, region): the findings are imported into the
+account of `target` (the image owner; None = the caller), in `region`, with that account's
+default product ARN. What is touched:
+
+- every `Observation` is a scope observed completely for its `kinds`: its findings are
+  created, updated (content changed), refreshed (unchanged, last import older than the
+  refresh interval) or reactivated (archived before); its ledger findings of those kinds
+  that were not observed are archived. Images whose scan failed are simply not passed, and
+  keep their findings untouched.
+- every `RepositoryScope` (a repository whose image list was fully enumerated) archives the
+  findings of digests no longer present in it.
+- runtime findings (`EcsContainer` resources) are created and updated (count, last seen),
+  and never archived by absence: a quiet period is not evidence that the behaviour stopped.
+
+The ledger is written only for findings Security Hub accepted, after the import.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from securityhub import asff, ids
+from securityhub.aws import AccountTarget, SessionFactory
+from securityhub.correlate import (
+    ACTIVE,
+    ARCHIVED,
+    Action,
+    Change,
+    LedgerEntry,
+    Observed,
+    ObservedScope,
+    plan,
+    vanished_scopes,
+)
+from securityhub.findings import EcrImage, Finding, Observation, RuntimeFinding, Severity
+from securityhub.gateway import Gateway
+from securityhub.ledger import Ledger, LedgerRecord, partition_of
+from securityhub.logs import fields, get_logger
+
+log = get_logger("securityhub.hub")
+
+IMAGE_KINDS = frozenset({"vulnerability", "secret"})
+MAX_REPORTED_ERRORS = 50  # PublishSummary.errors keeps the first ones; `failed` counts all
+
+
+@dataclass(frozen=True)
+class RepositoryScope:
+    """A repository whose image list was fully enumerated."""
+
+    account_id: str
+    region: str
+    repository: str
+    present_digests: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PublishSummary:
+    """Counts of one publish, and the failures (Id: reason); `as_dict()` for status.json."""
+
+    created: int = 0
+    updated: int = 0
+    refreshed: int = 0
+    archived: int = 0
+    reactivated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["errors"] = list(self.errors)
+        return out
+
+    @property
+    def imported(self) -> int:
+        return self.created + self.updated + self.refreshed + self.archived + self.reactivated
+
+    def __add__(self, other: PublishSummary) -> PublishSummary:
+        return PublishSummary(
+            created=self.created + other.created,
+            updated=self.updated + other.updated,
+            refreshed=self.refreshed + other.refreshed,
+            archived=self.archived + other.archived,
+            reactivated=self.reactivated + other.reactivated,
+            unchanged=self.unchanged + other.unchanged,
+            failed=self.failed + other.failed,
+            errors=(self.errors + other.errors)[:MAX_REPORTED_ERRORS],
+        )
+
+
+@dataclass(frozen=True)
+class _Built:
+    finding: Finding
+    scope: str
+    content: dict[str, Any]
+    fingerprint: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SecurityHubPublisher:
+    """Correlates observations with the ledger and imports the difference."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        table: str,
+        *,
+        prefix: str = ids.DEFAULT_PREFIX,
+        refresh_interval: timedelta = timedelta(days=7),
+        severity_map: Mapping[str, Severity] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        gateway_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.table = table
+        self.prefix = ids.validate_prefix(prefix)
+        self.refresh_interval = refresh_interval
+        self.severity_map = (
+            dict(severity_map) if severity_map is not None else asff.default_severity_map()
+        )
+        self.clock = clock or _utcnow
+        self.gateway_options = dict(gateway_options or {})
+        self._gateways: dict[tuple[str, str | None], Gateway] = {}
+
+    # --------------------------------------------------------------------- plumbing
+    def ledger(self) -> Ledger:
+        """The ledger lives in the caller's account and default region."""
+        return Ledger(self.sessions.client("dynamodb"), self.table)
+
+    def gateway(self, region: str, target: AccountTarget | None = None) -> Gateway:
+        """One gateway (and so one pair of rate limiters) per account and region."""
+        key = (region, target.role_arn if target else None)
+        if key not in self._gateways:
+            client = self.sessions.client("securityhub", region, target)
+            self._gateways[key] = Gateway(client, **self.gateway_options)
+        return self._gateways[key]
+
+    # ---------------------------------------------------------------------- publish
+    def publish(
+        self,
+        region: str,
+        observations: Sequence[Observation],
+        *,
+        repositories: Sequence[RepositoryScope] = (),
+        target: AccountTarget | None = None,
+    ) -> PublishSummary:
+        """Import what changed in `region` for the observed scopes; see the module doc."""
+        now = self.clock()
+        account = self.sessions.account_id(target)
+        ctx = asff.BuildContext(account, region, self.prefix, self.severity_map)
+        ledger = self.ledger()
+
+        scopes: list[ObservedScope] = []
+        built: dict[str, _Built] = {}
+        for observation in observations:
+            scope = ids.resource_scope(observation.resource)
+            archivable = isinstance(observation.resource, EcrImage)
+            scopes.append(ObservedScope(scope, frozenset(observation.kinds), archivable))
+            for finding in observation.findings:
+                content = asff.build(finding, ctx)
+                fid = content["Id"]
+                if fid in built:
+                    log.warning(
+                        "two findings with one Id in an observation; keeping the last",
+                        extra=fields(finding_id=fid),
+                    )
+                built[fid] = _Built(finding, scope, content, asff.fingerprint(content))
+
+        entries = self._ledger_entries(ledger, scopes, repositories)
+        for repo in repositories:
+            scopes += vanished_scopes(
+                entries.values(),
+                ids.repository_scope(repo.account_id, repo.region, repo.repository),
+                repo.present_digests,
+                IMAGE_KINDS,
+            )
+        observed = [
+            Observed(fid, b.scope, b.finding.kind, b.fingerprint) for fid, b in built.items()
+        ]
+        the_plan = plan(scopes, observed, entries.values(), now, self.refresh_interval)
+
+        documents, records, errors = self._documents(the_plan.changes, built, ledger, ctx, now)
+        actions = {c.finding_id: c.action for c in the_plan.changes}
+        outcome = self.gateway(region, target).import_findings([d for d, _ in documents])
+        accepted = set(outcome.accepted)
+        ledger.record(records[fid] for fid in outcome.accepted if fid in records)
+
+        counts: dict[Action, int] = defaultdict(int)
+        for fid in accepted:
+            counts[actions[fid]] += 1
+        errors += [f"{fid}: {reason}" for fid, reason in outcome.failed.items()]
+        summary = PublishSummary(
+            created=counts[Action.CREATE],
+            updated=counts[Action.UPDATE],
+            refreshed=counts[Action.REFRESH],
+            archived=counts[Action.ARCHIVE],
+            reactivated=counts[Action.REACTIVATE],
+            unchanged=the_plan.unchanged,
+            failed=len(errors),
+            errors=tuple(errors[:MAX_REPORTED_ERRORS]),
+        )
+        log.info(
+            "published findings to Security Hub",
+            extra=fields(
+                account=account, region=region, calls=outcome.calls, **summary.as_dict()
+            ),
+        )
+        return summary
+
+    def _ledger_entries(
+        self,
+        ledger: Ledger,
+        scopes: Sequence[ObservedScope],
+        repositories: Sequence[RepositoryScope],
+    ) -> dict[str, LedgerEntry]:
+        """Ledger entries of every observed scope: one Query per partition or scope."""
+        partitions: dict[str, list[str]] = defaultdict(list)
+        for scope in scopes:
+            partitions[partition_of(scope.scope)].append(scope.scope)
+        whole = {
+            partition_of(ids.repository_scope(r.account_id, r.region, r.repository))
+            for r in repositories
+        }
+        entries: dict[str, LedgerEntry] = {}
+        for partition, members in partitions.items():
+            if partition in whole or len(members) > 1:
+                continue
+            for entry in ledger.scope_entries(members[0]):
+                entries[entry.finding_id] = entry
+        for partition in whole | {p for p, m in partitions.items() if len(m) > 1}:
+            for entry in ledger.partition_entries(partition.removeprefix("ledger#")):
+                entries[entry.finding_id] = entry
+        return entries
+
+    def _documents(
+        self,
+        changes: Sequence[Change],
+        built: Mapping[str, _Built],
+        ledger: Ledger,
+        ctx: asff.BuildContext,
+        now: datetime,
+    ) -> tuple[list[tuple[dict[str, Any], str]], dict[str, LedgerRecord], list[str]]:
+        documents: list[tuple[dict[str, Any], str]] = []
+        records: dict[str, LedgerRecord] = {}
+        errors: list[str] = []
+        archived = [c.entry for c in changes if c.action is Action.ARCHIVE and c.entry]
+        stored = ledger.stored_findings(archived) if archived else {}
+        for change in changes:
+            entry = change.entry
+            previous = entry.updated_at if entry else None
+            updated_at = asff.next_updated_at(now, previous)
+            if change.action is Action.ARCHIVE:
+                if entry is None:  # plan() always sets the entry of an ARCHIVE
+                    continue
+                copy = stored.get(change.finding_id)
+                if copy is None:
+                    errors.append(
+                        f"{change.finding_id}: no stored copy to archive; run "
+                        "`containerscan reconcile`"
+                    )
+                    continue
+                doc = dict(copy, RecordState=ARCHIVED, UpdatedAt=asff.timestamp(updated_at))
+                new_entry = LedgerEntry(
+                    change.finding_id, entry.scope, entry.kind, entry.fingerprint,
+                    entry.created_at, entry.first_observed_at, updated_at, ARCHIVED,
+                )
+            else:
+                item = built[change.finding_id]
+                first_seen = now
+                last_seen = now
+                if isinstance(item.finding, RuntimeFinding):
+                    first_seen = item.finding.first_seen or now
+                    last_seen = item.finding.last_seen or now
+                created_at = entry.created_at if entry else updated_at
+                first_observed = entry.first_observed_at if entry else min(first_seen, now)
+                doc = asff.stamp(
+                    item.content,
+                    created_at=created_at,
+                    first_observed_at=first_observed,
+                    updated_at=updated_at,
+                    last_observed_at=last_seen,
+                    record_state=ACTIVE,
+                )
+                new_entry = LedgerEntry(
+                    change.finding_id, item.scope, item.finding.kind, item.fingerprint,
+                    created_at, first_observed, updated_at, ACTIVE,
+                )
+            documents.append((doc, change.finding_id))
+            records[change.finding_id] = LedgerRecord(new_entry, ctx.account_id, ctx.region, doc)
+        return documents, records, errors
