@@ -1,0 +1,271 @@
+"""The scan cache: normalized results by image digest, in DynamoDB, with a TTL.
+
+It shares the table with the Security Hub ledger (`CONTAINERSCAN_TABLE`): generic string
+keys `pk`/`sk`, TTL attribute `expires_at` (epoch seconds). Cache items are
+
+    pk = "cache#<digest>"                      (sha256:<hex>)
+    sk = "<scanner>#<scanner version>#<scan types, sorted, comma-joined>"
+    expires_at   N  now + CACHE_TTL_DAYS
+    stored_at    S  ISO 8601
+    findings     N  how many
+    payload      B  gzip(JSON {scanner, scan_types, policy_result, notes, findings})
+    s3_key       S  instead of payload, when the compressed result is too big for an item
+
+A digest is content: the same digest scanned by the same scanner version for the same scan
+types gives the same findings, whichever repository or account holds it, so the key has no
+account or repository. A new scanner version misses the cache (a new advisory feed is the
+point of upgrading). DynamoDB deletes expired items lazily (typically within a few days), so
+`expires_at` is checked on read too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from check.serialize import FORMAT_VERSION, findings_from_dicts, findings_to_dicts
+from securityhub.aws import error_code
+from securityhub.errors import AwsError, ReportParseError
+from securityhub.findings import EcrImage, Finding, ScannerInfo
+from securityhub.logs import fields, get_logger
+
+log = get_logger("check.cache")
+
+# DynamoDB items are at most 400 KB, attribute names included (DynamoDB quotas); results
+# whose compressed payload exceeds this go to S3, leaving room for the other attributes.
+ITEM_PAYLOAD_MAX = 350_000
+# BatchGetItem reads at most 100 items per call (DynamoDB API reference).
+BATCH_GET_MAX = 100
+BATCH_GET_RETRIES = 8
+PK_PREFIX = "cache#"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    digest: str
+    scanner: str
+    version: str
+    scan_types: tuple[str, ...]
+
+    @property
+    def pk(self) -> str:
+        return f"{PK_PREFIX}{self.digest}"
+
+    @property
+    def sk(self) -> str:
+        return f"{self.scanner}#{self.version}#{','.join(sorted(self.scan_types))}"
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """A stored result; `findings` are dicts until bound to an image with `findings_for`."""
+
+    key: CacheKey
+    scanner: ScannerInfo
+    scan_types: tuple[str, ...]
+    findings: tuple[dict[str, Any], ...]
+    stored_at: datetime
+    expires_at: datetime
+    policy_result: str | None = None
+
+    def findings_for(self, image: EcrImage) -> tuple[Finding, ...]:
+        return findings_from_dicts(self.findings, image)
+
+    def fresh(self, now: datetime) -> bool:
+        return self.expires_at > now
+
+
+def encode_payload(
+    scanner: ScannerInfo,
+    scan_types: Sequence[str],
+    findings: Iterable[Any],
+    policy_result: str | None = None,
+) -> bytes:
+    doc = {
+        "format": FORMAT_VERSION,
+        "scanner": {"name": scanner.name, "version": scanner.version},
+        "scan_types": list(scan_types),
+        "policy_result": policy_result,
+        "findings": findings_to_dicts(findings),
+    }
+    # mtime=0: the same result compresses to the same bytes.
+    return gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), mtime=0)
+
+
+def decode_payload(data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(gzip.decompress(data))
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportParseError(f"a cached result is unreadable: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
+        raise ReportParseError("a cached result has an unknown format")
+    return doc
+
+
+class ScanCache:
+    """Reads and writes cache items; `s3` + `bucket` hold results too big for an item."""
+
+    def __init__(
+        self,
+        dynamodb: Any,
+        table: str,
+        *,
+        ttl_days: int = 30,
+        s3: Any | None = None,
+        bucket: str | None = None,
+        prefix: str = "containerscan/",
+        kms_key_id: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+        self.ttl = timedelta(days=ttl_days)
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+        self.kms_key_id = kms_key_id
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    # ----------------------------------------------------------------------------- read
+
+    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, CachedResult]:
+        """BatchGetItem in chunks of 100, retrying UnprocessedKeys with backoff.
+
+        Expired items are returned too (the caller decides: an expired item is not a hit,
+        but it tells which findings were known before). Unreadable items are skipped with
+        a warning: the image is simply scanned again.
+        """
+        by_id = {(k.pk, k.sk): k for k in keys}
+        out: dict[CacheKey, CachedResult] = {}
+        ids = list(by_id)
+        for start in range(0, len(ids), BATCH_GET_MAX):
+            request = {
+                self.table: {
+                    "Keys": [
+                        {"pk": {"S": pk}, "sk": {"S": sk}}
+                        for pk, sk in ids[start : start + BATCH_GET_MAX]
+                    ]
+                }
+            }
+            for attempt in range(BATCH_GET_RETRIES):
+                try:
+                    response = self.dynamodb.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise AwsError(
+                        f"cannot read the scan cache {self.table}: {error_code(exc)}: {exc}"
+                    ) from exc
+                for item in response.get("Responses", {}).get(self.table, ()):
+                    key = by_id.get((item["pk"]["S"], item["sk"]["S"]))
+                    if key is None:
+                        continue
+                    try:
+                        out[key] = self._load(key, item)
+                    except (ReportParseError, AwsError, KeyError, ValueError) as exc:
+                        log.warning(
+                            "cache item unreadable; the image is scanned again",
+                            extra=fields(digest=key.digest, error=str(exc)),
+                        )
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+            else:
+                log.warning(
+                    "cache reads left unprocessed; those images are scanned again",
+                    extra=fields(count=len(request.get(self.table, {}).get("Keys", ()))),
+                )
+        return out
+
+    def _load(self, key: CacheKey, item: dict[str, Any]) -> CachedResult:
+        if "payload" in item:
+            data = item["payload"]["B"]
+        else:
+            data = self._get_object(item["s3_key"]["S"])
+        doc = decode_payload(data)
+        return CachedResult(
+            key=key,
+            scanner=ScannerInfo(**doc["scanner"]),
+            scan_types=tuple(doc["scan_types"]),
+            findings=tuple(doc["findings"]),
+            stored_at=datetime.fromisoformat(item["stored_at"]["S"]),
+            expires_at=datetime.fromtimestamp(int(item["expires_at"]["N"]), UTC),
+            policy_result=doc.get("policy_result"),
+        )
+
+    def _get_object(self, key: str) -> bytes:
+        if self.s3 is None or not self.bucket:
+            raise AwsError("a cached result is in S3 but no bucket is configured")
+        try:
+            return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsError(
+                f"cannot read cached result s3://{self.bucket}/{key}: {error_code(exc)}"
+            ) from exc
+
+    # ---------------------------------------------------------------------------- write
+
+    def put(
+        self,
+        key: CacheKey,
+        scanner: ScannerInfo,
+        findings: Sequence[Any],
+        policy_result: str | None = None,
+    ) -> bool:
+        """Store a result; False (and a warning) when it could not be stored."""
+        now = self.clock()
+        payload = encode_payload(scanner, key.scan_types, findings, policy_result)
+        item: dict[str, Any] = {
+            "pk": {"S": key.pk},
+            "sk": {"S": key.sk},
+            "expires_at": {"N": str(int((now + self.ttl).timestamp()))},
+            "stored_at": {"S": now.isoformat()},
+            "findings": {"N": str(len(findings))},
+        }
+        try:
+            if len(payload) <= ITEM_PAYLOAD_MAX:
+                item["payload"] = {"B": payload}
+            elif self.s3 is not None and self.bucket:
+                s3_key = self._s3_key(key)
+                params: dict[str, Any] = {
+                    "Bucket": self.bucket,
+                    "Key": s3_key,
+                    "Body": payload,
+                    "ContentType": "application/json",
+                    "ContentEncoding": "gzip",
+                }
+                params.update(sse_params(self.kms_key_id))
+                self.s3.put_object(**params)
+                item["s3_key"] = {"S": s3_key}
+            else:
+                log.warning(
+                    "result too big for a cache item and no bucket; not cached",
+                    extra=fields(digest=key.digest, bytes=len(payload)),
+                )
+                return False
+            self.dynamodb.put_item(TableName=self.table, Item=item)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning(
+                "cannot store a result in the scan cache",
+                extra=fields(digest=key.digest, error=error_code(exc)),
+            )
+            return False
+        return True
+
+    def _s3_key(self, key: CacheKey) -> str:
+        name = hashlib.sha256(key.sk.encode()).hexdigest()[:32]
+        return f"{self.prefix}cache/{key.digest.replace(':', '-')}/{name}.json.gz"
+
+
+def sse_params(kms_key_id: str | None) -> dict[str, str]:
+    """S3 server-side encryption: SSE-KMS with the given key, else SSE-S3 (AES256)."""
+    if kms_key_id:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
+    return {"ServerSideEncryption": "AES256"}

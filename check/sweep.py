@@ -1,0 +1,668 @@
+"""The sweep: from a validated ScanRequest to Security Hub, S3 and an alert.
+
+    for each (account, region): one ECR client (the account's role assumed if needed)
+      -> repositories (paginated) -> include/exclude globs, shard
+      -> images (paginated) -> index platforms -> selection
+    -> de-duplicate by digest (one scan per digest per run, whatever the tags/repositories)
+    -> cache lookup (BatchGetItem)            hit: stored findings, re-bound to each image
+    -> scan the misses in a bounded pool      per-image timeout, failures recorded per image
+    -> per (account, region): publish observations + repository scopes, in the owner account
+    -> tags, outputs (status.json, results, raw reports), one SNS alert
+
+Correlation rules this module keeps (DESIGN.md): an image whose scan failed is NOT passed
+to `publish`, so its findings stay untouched; a repository scope (the digests present) is
+passed only for repositories whose image list was read completely, so findings of deleted
+images are archived there and nowhere else; an account or region that could not be
+enumerated contributes nothing and touches nothing.
+
+Exit codes: 0 done; 3 partial (an image, a repository, a region or an import failed);
+4 findings at or above `--fail-on`; 2 and 1 come from exceptions (bad request, fatal).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from check.alerts import build_alert, send_alert
+from check.cache import CachedResult, CacheKey, ScanCache
+from check.config import RunConfig
+from check.ecr import EcrRegistry, ImageInfo, expand_indexes, selectable
+from check.outputs import RunOutputs, image_dir
+from check.progress import Progress
+from check.request import AccountSpec, ScanRequest
+from check.scanner import KINDS_BY_SCAN_TYPE, RegistryAuth, Scanner, ScanTarget
+from check.selection import select_images, select_repositories
+from check.serialize import findings_to_dicts, rebind
+from check.tagging import TagOutcome, tag_image
+from securityhub.aws import AccountTarget, SessionFactory
+from securityhub.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    AwsError,
+    ConfigurationError,
+    ContainerscanError,
+)
+from securityhub.findings import Observation, ScannerInfo, Severity
+from securityhub.logs import fields, get_logger
+
+log = get_logger("check.sweep")
+
+EXIT_FINDINGS = 4  # --fail-on: findings at or above the threshold
+
+
+class Publisher(Protocol):
+    """`securityhub.hub.SecurityHubPublisher`, as the sweep uses it."""
+
+    def publish(
+        self,
+        region: str,
+        observations: Sequence[Observation],
+        *,
+        repositories: Sequence[Any] = (),
+        target: AccountTarget | None = None,
+    ) -> Any: ...
+
+
+# ------------------------------------------------------------------------------- data
+
+
+@dataclass
+class RepositoryPlan:
+    name: str
+    immutable: bool
+    present: frozenset[str]  # every digest DescribeImages listed: the scope for archiving
+    images: list[ImageInfo]  # selected, indexes expanded
+    complete: bool = True
+
+
+@dataclass
+class RegionPlan:
+    account_id: str
+    region: str
+    target: AccountTarget | None
+    registry: EcrRegistry | None
+    repositories: list[RepositoryPlan] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class ImageRecord:
+    """One (account, region, repository, digest) of this run and what happened to it."""
+
+    plan: RegionPlan
+    repository: RepositoryPlan
+    image: ImageInfo
+    outcome: str = "selected"  # selected | scanned | cached | failed
+    error: str | None = None
+    findings: tuple[Any, ...] = ()
+    new_findings: tuple[Any, ...] = ()
+    kinds: frozenset[str] = frozenset()
+    duration_s: float = 0.0
+    tag: TagOutcome | None = None
+
+    @property
+    def resource(self) -> Any:
+        return self.image.resource(self.plan.account_id, self.plan.region)
+
+    def as_dict(self) -> dict[str, Any]:
+        severities = Counter(f.severity.name for f in self.findings)
+        doc = {
+            "account_id": self.plan.account_id,
+            "region": self.plan.region,
+            "repository": self.image.repository,
+            "digest": self.image.digest,
+            "tags": list(self.image.tags),
+            "platform": self.image.platform,
+            "index_digest": self.image.index_digest,
+            "outcome": self.outcome,
+            "error": self.error,
+            "findings": len(self.findings),
+            "severities": dict(severities),
+            "new_findings": len(self.new_findings),
+            "duration_s": round(self.duration_s, 3),
+            "tagging": self.tag.outcome if self.tag else None,
+        }
+        return {k: v for k, v in doc.items() if v not in (None, [], {})}
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    started_at: datetime
+    request: ScanRequest
+    scanner: ScannerInfo | None = None
+    finished_at: datetime | None = None
+    records: list[ImageRecord] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    security_hub: dict[str, Any] = field(default_factory=dict)
+    tagging: list[TagOutcome] = field(default_factory=list)
+    alert: dict[str, Any] | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    unique_digests: int = 0
+
+    @property
+    def failed(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.outcome == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.request.fail_on is not None and any(
+            f.severity >= self.request.fail_on for r in self.records for f in r.findings
+        ):
+            return EXIT_FINDINGS
+        if self.failed or self.errors:
+            return EXIT_PARTIAL
+        return EXIT_OK
+
+    def counts(self) -> dict[str, Any]:
+        outcomes = Counter(r.outcome for r in self.records)
+        severities: Counter[str] = Counter()
+        for record in self.records:
+            severities.update(f.severity.name for f in record.findings)
+        return {
+            "images": len(self.records),
+            "unique_digests": self.unique_digests,
+            **{k: outcomes.get(k, 0) for k in ("selected", "scanned", "cached", "failed")},
+            "findings": sum(len(r.findings) for r in self.records),
+            "new_findings": sum(len(r.new_findings) for r in self.records),
+            "severities": {
+                s.name: severities[s.name] for s in reversed(Severity) if severities[s.name]
+            },
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        finished = self.finished_at or datetime.now(UTC)
+        code = self.exit_code
+        return {
+            "run_id": self.run_id,
+            "status": {EXIT_OK: "done", EXIT_PARTIAL: "partial", EXIT_FINDINGS: "findings"}.get(
+                code, "failed"
+            ),
+            "exit_code": code,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": finished.isoformat(),
+            "duration_s": round((finished - self.started_at).total_seconds(), 3),
+            "request": self.request.as_dict(),
+            "scanner": asdict(self.scanner) if self.scanner else None,
+            "counts": self.counts(),
+            "errors": self.errors,
+            "security_hub": self.security_hub,
+            "tagging": Counter(t.outcome for t in self.tagging) if self.tagging else {},
+            "tagging_problems": [
+                asdict(t) for t in self.tagging if t.outcome in ("immutable", "failed")
+            ],
+            "alert": self.alert,
+            "outputs": self.outputs,
+            "images": [r.as_dict() for r in self.records],
+        }
+
+
+def new_run_id(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+class Sweep:
+    """One run. Everything it talks to is passed in; `run()` does the work."""
+
+    def __init__(
+        self,
+        request: ScanRequest,
+        config: RunConfig,
+        sessions: SessionFactory,
+        *,
+        scanner: Scanner | None,
+        publisher: Publisher | None,
+        cache: ScanCache | None = None,
+        outputs: RunOutputs | None = None,
+        sns: Any | None = None,
+        progress_stream: TextIO | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.request = request
+        self.config = config
+        self.sessions = sessions
+        self.scanner = scanner
+        self.publisher = publisher
+        self.cache = cache
+        self.outputs = outputs or RunOutputs()
+        self.sns = sns
+        self.progress_stream = progress_stream
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._auth: dict[tuple[str, str], RegistryAuth | AwsError] = {}
+        self._auth_lock = threading.Lock()
+        self._enumeration_errors: list[dict[str, str]] = []
+
+    # ---------------------------------------------------------------- enumeration
+
+    def _targets(self) -> list[tuple[AccountSpec | None, AccountTarget | None]]:
+        if not self.request.accounts:
+            return [(None, None)]
+        own = self._own_account()
+        out: list[tuple[AccountSpec | None, AccountTarget | None]] = []
+        for spec in self.request.accounts:
+            role = spec.role_arn
+            if role is None and self.config.role_name and spec.account_id != own:
+                role = f"arn:aws:iam::{spec.account_id}:role/{self.config.role_name}"
+            external_id = spec.external_id or (self.config.external_id if role else None)
+            target = (
+                None
+                if spec.account_id == own and spec.role_arn is None
+                else (AccountTarget(spec.account_id, role, external_id))
+            )
+            out.append((spec, target))
+        return out
+
+    def _own_account(self) -> str | None:
+        try:
+            return self.sessions.account_id(None)
+        except AwsError as exc:
+            log.warning("cannot identify the caller's account", extra=fields(error=exc.message))
+            return None
+
+    def enumerate(self) -> list[RegionPlan]:
+        regions = self.request.regions or (self.sessions.region(),)
+        plans = []
+        for spec, target in self._targets():
+            for region in regions:
+                plans.append(self._enumerate_region(spec, target, region))
+        return plans
+
+    def _enumerate_region(
+        self, spec: AccountSpec | None, target: AccountTarget | None, region: str
+    ) -> RegionPlan:
+        account_id = spec.account_id if spec else "self"
+        plan = RegionPlan(account_id, region, target, None)
+        try:
+            if target is not None and target.role_arn is None:
+                own = self._own_account()
+                raise ConfigurationError(
+                    f"account {account_id} is not the caller's account ({own}) and no role is set",
+                    "give the account a role in the request or set CONTAINERSCAN_ROLE_NAME",
+                )
+            account_id = self.sessions.account_id(target)
+            if spec and account_id != spec.account_id:
+                raise ConfigurationError(
+                    f"the session for {spec.account_id} acts in account {account_id}",
+                    "check the role ARN in the request",
+                )
+            plan.account_id = account_id
+            client = self.sessions.client("ecr", region, target)
+            plan.registry = registry = EcrRegistry(client, account_id, region)
+            exact = [g for g in self.request.repositories if not any(c in g for c in "*?[")]
+            names = exact if len(exact) == len(self.request.repositories) else None
+            repositories = registry.repositories(names)
+        except ContainerscanError as exc:
+            plan.error = exc.message
+            log.error(
+                "cannot enumerate",
+                extra=fields(account=account_id, region=region, error=exc.message),
+            )
+            return plan
+        wanted = set(
+            select_repositories(
+                (r.name for r in repositories),
+                self.request.repositories,
+                self.request.exclude,
+                account_id=account_id,
+                region=region,
+                shard=self.request.shard,
+            )
+        )
+        for repository in repositories:
+            if repository.name not in wanted:
+                continue
+            try:
+                images = registry.images(repository.name)
+                platforms = registry.platforms(repository.name, images)
+            except AwsError as exc:
+                plan.repositories.append(
+                    RepositoryPlan(
+                        repository.name, repository.immutable, frozenset(), [], complete=False
+                    )
+                )
+                self._enumeration_errors.append(
+                    {"scope": f"{account_id}/{region}/{repository.name}", "error": exc.message}
+                )
+                continue
+            chosen = select_images(selectable(images, platforms), self.request.selection)
+            plan.repositories.append(
+                RepositoryPlan(
+                    repository.name,
+                    repository.immutable,
+                    frozenset(i.digest for i in images),
+                    expand_indexes(images, chosen, platforms),
+                )
+            )
+        log.info(
+            "enumerated",
+            extra=fields(
+                account=account_id,
+                region=region,
+                repositories=len(plan.repositories),
+                images=sum(len(r.images) for r in plan.repositories),
+            ),
+        )
+        return plan
+
+    # ----------------------------------------------------------------------- run
+
+    def run(self) -> RunStatus:
+        started = self.clock()
+        status = RunStatus(new_run_id(started), started, self.request)
+        self._enumeration_errors = []
+        plans = self.enumerate()
+        status.errors.extend(self._enumeration_errors)
+        for plan in plans:
+            if plan.error:
+                status.errors.append(
+                    {"scope": f"{plan.account_id}/{plan.region}", "error": plan.error}
+                )
+            for repository in plan.repositories:
+                for image in repository.images:
+                    status.records.append(ImageRecord(plan, repository, image))
+        by_digest: dict[str, list[ImageRecord]] = defaultdict(list)
+        for record in status.records:
+            by_digest[record.image.digest].append(record)
+        status.unique_digests = len(by_digest)
+        log.info(
+            "selected",
+            extra=fields(run_id=status.run_id, images=len(status.records), digests=len(by_digest)),
+        )
+        if self.request.dry_run:
+            status.finished_at = self.clock()
+            return status
+        if self.scanner is None:
+            raise ConfigurationError(
+                "no scanner is configured", "pass --scanner or install qscanner"
+            )
+        if self.publisher is None:
+            raise ConfigurationError(
+                "CONTAINERSCAN_TABLE is not set: the Security Hub ledger lives there",
+                "set CONTAINERSCAN_TABLE (containerscan init creates it), or use --dry-run",
+            )
+        status.scanner = ScannerInfo(self.scanner.name, self._scanner_version())
+        self._scan_all(status, by_digest)
+        self._publish(status, plans)
+        self._tag(status)
+        self._alert(status)
+        status.finished_at = self.clock()
+        self._write_status(status)
+        return status
+
+    def _scanner_version(self) -> str:
+        assert self.scanner is not None
+        try:
+            return self.scanner.version()
+        except ContainerscanError as exc:
+            log.warning(
+                "scanner version unknown; the cache is not used", extra=fields(error=exc.message)
+            )
+            self.cache = None
+            return "unknown"
+
+    def _key(self, digest: str, status: RunStatus) -> CacheKey:
+        assert status.scanner is not None
+        return CacheKey(
+            digest, status.scanner.name, status.scanner.version, tuple(self.request.scan_types)
+        )
+
+    def _scan_all(self, status: RunStatus, by_digest: Mapping[str, list[ImageRecord]]) -> None:
+        cached: dict[CacheKey, CachedResult] = {}
+        if self.cache is not None and by_digest:
+            try:
+                cached = self.cache.get_many([self._key(d, status) for d in by_digest])
+            except AwsError as exc:
+                log.warning(
+                    "scan cache unavailable; scanning everything", extra=fields(error=exc.message)
+                )
+        now = self.clock()
+        progress = Progress(len(by_digest), stream=self.progress_stream)
+        misses: list[str] = []
+        for digest, records in by_digest.items():
+            hit = cached.get(self._key(digest, status))
+            if hit is not None and hit.fresh(now) and not self.request.force:
+                for record in records:
+                    record.outcome = "cached"
+                    record.findings = hit.findings_for(record.resource)
+                    record.kinds = _kinds(hit.scan_types)
+                progress.advance("cached")
+            else:
+                misses.append(digest)
+        workroot = self.config.workdir or Path(tempfile.mkdtemp(prefix="containerscan-"))
+        try:
+            with ThreadPoolExecutor(
+                max_workers=max(1, self.config.pool_size), thread_name_prefix="scan"
+            ) as pool:
+                futures = {
+                    pool.submit(
+                        self._scan_one,
+                        by_digest[d],
+                        cached.get(self._key(d, status)),
+                        workroot,
+                        status,
+                    ): d
+                    for d in misses
+                }
+                for future in as_completed(futures):
+                    progress.advance(future.result())
+        finally:
+            progress.finish()
+            if self.config.workdir is None:
+                shutil.rmtree(workroot, ignore_errors=True)
+
+    def _registry_auth(self, plan: RegionPlan) -> RegistryAuth | None:
+        key = (plan.account_id, plan.region)
+        with self._auth_lock:
+            if key not in self._auth:
+                assert plan.registry is not None
+                try:
+                    self._auth[key] = plan.registry.auth()
+                except AwsError as exc:
+                    self._auth[key] = exc
+            found = self._auth[key]
+        if isinstance(found, AwsError):
+            raise found
+        return found
+
+    def _scan_one(
+        self,
+        records: list[ImageRecord],
+        previous: CachedResult | None,
+        workroot: Path,
+        status: RunStatus,
+    ) -> str:
+        """Scan one digest for every record holding it; returns the progress outcome."""
+        assert self.scanner is not None
+        first = records[0]
+        digest = first.image.digest
+        workdir = workroot / digest.replace(":", "-")
+        started = time.monotonic()
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            auth = self._registry_auth(first.plan)
+            target = ScanTarget(
+                image=first.resource, scan_types=tuple(self.request.scan_types), auth=auth
+            )
+            result = self.scanner.scan(target, workdir, self.config.image_timeout)
+        except ContainerscanError as exc:
+            return self._failed(records, exc.message, started, digest)
+        except OSError as exc:
+            return self._failed(records, f"{type(exc).__name__}: {exc}", started, digest)
+        except Exception as exc:
+            # The unit of work: a bug in one scanner or parser must cost one image, not the
+            # sweep (DESIGN: "A scanner failure affects only its image"). Logged with the
+            # traceback so the bug is found.
+            log.exception("scanner raised an unexpected error", extra=fields(digest=digest))
+            return self._failed(
+                records, f"internal error: {type(exc).__name__}: {exc}", started, digest
+            )
+        duration = time.monotonic() - started
+        # What this digest's previous result held (even expired): the rest is new.
+        known = {f.identity() for f in previous.findings_for(first.resource)} if previous else set()
+        kinds = result.kinds
+        for record in records:
+            record.outcome = "scanned"
+            record.duration_s = duration
+            record.kinds = kinds
+            record.findings = rebind(result.findings, record.resource)
+            record.new_findings = tuple(
+                f for f in record.findings if previous is None or f.identity() not in known
+            )
+        if self.cache is not None:
+            self.cache.put(
+                self._key(digest, status), result.scanner, result.findings, result.policy_result
+            )
+        if self.outputs.enabled:
+            base = image_dir(status.run_id, digest)
+            self.outputs.write_json(
+                f"{base}/results.json",
+                {
+                    "digest": digest,
+                    "scanner": asdict(result.scanner),
+                    "scan_types": list(result.scan_types),
+                    "policy_result": result.policy_result,
+                    "notes": list(result.notes),
+                    "images": [
+                        {
+                            "account_id": r.plan.account_id,
+                            "region": r.plan.region,
+                            "repository": r.image.repository,
+                            "tags": list(r.image.tags),
+                        }
+                        for r in records
+                    ],
+                    "findings": findings_to_dicts(result.findings),
+                },
+            )
+            for path in result.raw_files:
+                self.outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
+        log.info(
+            "scanned",
+            extra=fields(
+                digest=digest,
+                repository=first.image.repository,
+                findings=len(result.findings),
+                duration_s=round(duration, 2),
+            ),
+        )
+        return "scanned"
+
+    def _failed(self, records: list[ImageRecord], error: str, started: float, digest: str) -> str:
+        duration = time.monotonic() - started
+        for record in records:
+            record.outcome = "failed"
+            record.error = error
+            record.duration_s = duration
+        log.warning(
+            "scan failed; the image's findings stay untouched",
+            extra=fields(digest=digest, repository=records[0].image.repository, error=error),
+        )
+        return "failed"
+
+    # ------------------------------------------------------------------- publish
+
+    def _publish(self, status: RunStatus, plans: Sequence[RegionPlan]) -> None:
+        from securityhub.hub import RepositoryScope
+
+        assert self.publisher is not None
+        by_plan: dict[int, list[ImageRecord]] = defaultdict(list)
+        for record in status.records:
+            by_plan[id(record.plan)].append(record)
+        for plan in plans:
+            if plan.error or plan.registry is None:
+                continue
+            observations = [
+                Observation(resource=r.resource, kinds=r.kinds, findings=r.findings)
+                for r in by_plan.get(id(plan), ())
+                if r.outcome in ("scanned", "cached")
+            ]
+            scopes = [
+                RepositoryScope(plan.account_id, plan.region, r.name, r.present)
+                for r in plan.repositories
+                if r.complete
+            ]
+            if not observations and not scopes:
+                continue
+            scope = f"{plan.account_id}/{plan.region}"
+            try:
+                summary = self.publisher.publish(
+                    plan.region, observations, repositories=scopes, target=plan.target
+                )
+            except ContainerscanError as exc:
+                status.errors.append({"scope": scope, "error": f"Security Hub: {exc.message}"})
+                log.error("publish failed", extra=fields(scope=scope, error=exc.message))
+                continue
+            doc = summary.as_dict() if hasattr(summary, "as_dict") else asdict(summary)
+            status.security_hub[scope] = doc
+            if getattr(summary, "failed", 0):
+                status.errors.append(
+                    {
+                        "scope": scope,
+                        "error": f"Security Hub: {summary.failed} finding(s) not imported",
+                    }
+                )
+            log.info(
+                "published",
+                extra=fields(scope=scope, **{k: v for k, v in doc.items() if k != "errors"}),
+            )
+
+    # ------------------------------------------------------------ tags and alert
+
+    def _tag(self, status: RunStatus) -> None:
+        tag = self.config.tag_scanned
+        if not tag:
+            return
+        for record in status.records:
+            if record.outcome not in ("scanned", "cached") or tag in record.image.tags:
+                continue
+            if record.plan.registry is None:
+                continue
+            record.tag = tag_image(
+                record.plan.registry,
+                record.image.repository,
+                record.image.digest,
+                tag,
+                immutable=record.repository.immutable,
+            )
+            status.tagging.append(record.tag)
+
+    def _alert(self, status: RunStatus) -> None:
+        new = [f for r in status.records for f in r.new_findings]
+        alert = build_alert(
+            status.run_id,
+            new,
+            self.config.alert_threshold,
+            locations=self.outputs.locations(status.run_id),
+        )
+        if alert is None:
+            return
+        status.alert = {"findings": alert.count, "threshold": self.config.alert_threshold.name}
+        if self.sns is not None and self.config.sns_topic_arn:
+            status.alert["message_id"] = send_alert(self.sns, self.config.sns_topic_arn, alert)
+
+    def _write_status(self, status: RunStatus) -> None:
+        if not self.outputs.enabled:
+            return
+        status.outputs = {"locations": self.outputs.locations(status.run_id)}
+        self.outputs.write_json(f"runs/{status.run_id}/status.json", status.as_dict())
+        status.outputs["written"] = self.outputs.written
+        if self.outputs.errors:
+            status.outputs["errors"] = list(self.outputs.errors)
+
+
+def _kinds(scan_types: Sequence[str]) -> frozenset[str]:
+    return frozenset(KINDS_BY_SCAN_TYPE[t] for t in scan_types if t in KINDS_BY_SCAN_TYPE)
