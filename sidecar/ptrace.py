@@ -1,0 +1,198 @@
+"""Thin ptrace(2) wrappers over python-ptrace's low-level binding, plus what it lacks.
+
+python-ptrace 0.9.9 defines PTRACE_O_TRACESYSGOOD..TRACEEXIT and the fork/exec events, but
+not the seccomp option and event, EXITKILL, or the SEIZE/INTERRUPT/LISTEN requests
+(python-ptrace#51); they are defined here from <linux/ptrace.h>. Every call goes through the
+binding's generic `ptrace(cmd, pid, a1, a2)`, which raises `PtraceError` (with `.errno`)
+when the kernel returns -1.
+
+Registers are read into a caller-owned, preallocated ctypes structure (the binding's
+`ptrace_getregs` allocates a new one per call, ~2 µs more per stop). x86_64 uses
+PTRACE_GETREGS; aarch64 has no GETREGS and uses PTRACE_GETREGSET with NT_PRSTATUS, and
+changes the syscall number through the NT_ARM_SYSTEM_CALL regset.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import os
+
+from ptrace import PtraceError
+from ptrace.binding import func as _binding
+
+__all__ = ["PtraceError"]
+
+# <linux/ptrace.h> requests python-ptrace lacks.
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_GET_SYSCALL_INFO = 0x420E
+# Requests it has, repeated so the tracer needs one import.
+PTRACE_TRACEME = 0
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_DETACH = 17
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_GETREGSET = 0x4204
+PTRACE_SETREGSET = 0x4205
+
+# Options (PTRACE_SETOPTIONS / the data of PTRACE_SEIZE).
+PTRACE_O_TRACESYSGOOD = 0x01
+PTRACE_O_TRACEFORK = 0x02
+PTRACE_O_TRACEVFORK = 0x04
+PTRACE_O_TRACECLONE = 0x08
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACEVFORKDONE = 0x20
+PTRACE_O_TRACEEXIT = 0x40
+PTRACE_O_TRACESECCOMP = 0x80
+PTRACE_O_EXITKILL = 0x100000
+
+# Events: the bits 16..23 of a wait status (status >> 16).
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_VFORK_DONE = 5
+PTRACE_EVENT_EXIT = 6
+PTRACE_EVENT_SECCOMP = 7
+PTRACE_EVENT_STOP = 128  # group-stop or PTRACE_INTERRUPT of a SEIZEd tracee
+
+# wait(2): also wait for clone children (threads); <linux/wait.h>.
+WALL = 0x40000000
+# The stop signal of a syscall stop under PTRACE_O_TRACESYSGOOD.
+SYSCALL_TRAP = 0x80 | 5  # SIGTRAP | 0x80
+
+# <elf.h> regset notes.
+NT_PRSTATUS = 1
+NT_ARM_SYSTEM_CALL = 0x404
+
+PROCESS_FOLLOW_OPTIONS = (
+    PTRACE_O_TRACESYSGOOD
+    | PTRACE_O_TRACEFORK
+    | PTRACE_O_TRACEVFORK
+    | PTRACE_O_TRACECLONE
+    | PTRACE_O_TRACEEXEC
+)
+
+_ptrace = _binding.ptrace
+
+
+class X86_64Regs(ctypes.Structure):
+    """struct user_regs_struct (arch/x86/include/asm/user_64.h)."""
+
+    _fields_ = [
+        (name, ctypes.c_ulong)
+        for name in (
+            "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs "
+            "eflags rsp ss fs_base gs_base ds es fs gs"
+        ).split()
+    ]
+
+
+class Aarch64Regs(ctypes.Structure):
+    """struct user_pt_regs (arch/arm64/include/uapi/asm/ptrace.h)."""
+
+    _fields_ = [
+        ("regs", ctypes.c_ulonglong * 31),
+        ("sp", ctypes.c_ulonglong),
+        ("pc", ctypes.c_ulonglong),
+        ("pstate", ctypes.c_ulonglong),
+    ]
+
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def traceme() -> None:
+    _ptrace(PTRACE_TRACEME)
+
+
+def cont(tid: int, sig: int = 0) -> None:
+    _ptrace(PTRACE_CONT, tid, 0, sig)
+
+
+def syscall(tid: int, sig: int = 0) -> None:
+    _ptrace(PTRACE_SYSCALL, tid, 0, sig)
+
+
+def setoptions(tid: int, options: int) -> None:
+    _ptrace(PTRACE_SETOPTIONS, tid, 0, options)
+
+
+def seize(tid: int, options: int) -> None:
+    """Attach without stopping the thread; `options` take effect at once."""
+    _ptrace(PTRACE_SEIZE, tid, 0, options)
+
+
+def interrupt(tid: int) -> None:
+    """Stop a SEIZEd thread; it reports PTRACE_EVENT_STOP."""
+    _ptrace(PTRACE_INTERRUPT, tid)
+
+
+def listen(tid: int) -> None:
+    """Leave a SEIZEd thread in its group-stop while still receiving its events."""
+    _ptrace(PTRACE_LISTEN, tid)
+
+
+def detach(tid: int, sig: int = 0) -> None:
+    _ptrace(PTRACE_DETACH, tid, 0, sig)
+
+
+def geteventmsg(tid: int) -> int:
+    msg = ctypes.c_ulong(0)
+    _ptrace(PTRACE_GETEVENTMSG, tid, 0, ctypes.addressof(msg))
+    return msg.value
+
+
+def is_group_stop(tid: int) -> bool:
+    """True when a stop with a stop signal is a group-stop, not a signal-delivery stop.
+
+    PTRACE_GETSIGINFO fails with EINVAL in a group-stop (ptrace(2), "Group-stop").
+    """
+    info = ctypes.create_string_buffer(128)  # sizeof(siginfo_t)
+    try:
+        _ptrace(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(info))
+    except PtraceError as exc:
+        if exc.errno == errno_mod.EINVAL:
+            return True
+        raise
+    return False
+
+
+def getregs_x86_64(tid: int, regs: X86_64Regs) -> None:
+    _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
+
+
+def setregs_x86_64(tid: int, regs: X86_64Regs) -> None:
+    _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
+
+
+def getregs_aarch64(tid: int, regs: Aarch64Regs, iov: IoVec) -> None:
+    iov.iov_base = ctypes.addressof(regs)
+    iov.iov_len = ctypes.sizeof(regs)
+    _ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, ctypes.addressof(iov))
+
+
+def setregs_aarch64(tid: int, regs: Aarch64Regs, iov: IoVec) -> None:
+    iov.iov_base = ctypes.addressof(regs)
+    iov.iov_len = ctypes.sizeof(regs)
+    _ptrace(PTRACE_SETREGSET, tid, NT_PRSTATUS, ctypes.addressof(iov))
+
+
+def set_syscall_aarch64(tid: int, nr: int) -> None:
+    """Change (or with -1, skip) the current syscall: arm64's NT_ARM_SYSTEM_CALL regset."""
+    value = ctypes.c_int(nr)
+    iov = IoVec(ctypes.addressof(value), ctypes.sizeof(value))
+    _ptrace(PTRACE_SETREGSET, tid, NT_ARM_SYSTEM_CALL, ctypes.addressof(iov))
+
+
+def decode_status(status: int) -> tuple[int, int]:
+    """(stop signal, ptrace event) of a stopped wait status."""
+    return os.WSTOPSIG(status), status >> 16

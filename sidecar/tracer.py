@@ -1,0 +1,774 @@
+"""The ptrace event loop: launch mode (wrap the entrypoint) and attach mode.
+
+One blocking `waitpid(-1, __WALL)` loop dispatches on typed stops, the way python-ptrace's
+strace.py does, but on the low-level bindings only (its high-level PtraceDebugger polls every
+tracee with sleeps once more than one is traced, ~600 µs per stop, and does not know seccomp
+stops). The wait goes through libc directly so that a signal to the sidecar interrupts it
+(EINTR) instead of being retried as os.waitpid does (PEP 475).
+
+Launch mode (`containerscan sidecar run -- CMD`): the sidecar forks; the child calls
+PTRACE_TRACEME, stops itself, sets no_new_privs, installs a seccomp-bpf filter that returns
+SECCOMP_RET_TRACE only for the policy's syscalls (open/openat only when the flags can write,
+if no rule needs read opens), and execs the workload. The tracer sets TRACESYSGOOD, the
+fork/vfork/clone/exec options, TRACESECCOMP and EXITKILL (a seccomp TRACE filter without a
+tracer fails every watched syscall with ENOSYS, so no tracee may outlive the tracer) and lets
+it run with PTRACE_CONT: unwatched syscalls cost nothing, each watched one costs one stop
+(~30 µs on one vCPU). Signals sent to the sidecar are forwarded to the workload; the
+workload's exit status (code, or 128 + signal) is the sidecar's. The sidecar is a child
+subreaper, so orphaned descendants are reaped by it, not left as zombies. When the workload's
+main process exits, remaining descendants are killed, as a container runtime would.
+
+Attach mode (`containerscan sidecar attach`): PTRACE_SEIZE of every thread of running
+processes in the shared PID namespace (ECS `pidMode: task`), excluding the sidecar and its
+ancestors; new matching processes are picked up by a /proc scan every `poll_interval`
+seconds, children of traced processes through fork events. No seccomp filter can be added to
+a running process, so: when the policy needs only process events (exec), the tracees run
+with PTRACE_CONT and stop only at fork/exec/exit (near zero cost); otherwise every syscall
+stops (PTRACE_SYSCALL) and the number is filtered before decoding: 1.6-2x on syscall-heavy
+workloads. SIGTERM or SIGINT detaches everything (PTRACE_INTERRUPT, then PTRACE_DETACH per
+thread) and the application runs on. EXITKILL is never set in attach mode: if the sidecar is
+killed, the kernel detaches and the application runs on.
+
+When to use which: wrap the entrypoint (launch mode; the sidecar image shares its binary
+through a volume, `entryPoint: [containerscan, sidecar, run, --, app...]`) whenever the task
+definition can be changed: it is the only mode with seccomp filtering and the only one that
+can block before a syscall runs at low cost. Use attach mode for tasks whose entrypoint cannot
+change, with a process-only policy (exec and software-installation rules), which costs about
+nothing; syscall-level rules in attach mode cost every syscall a stop.
+
+Blocking: at the stop the syscall is skipped (x86_64 orig_rax = -1; aarch64 NT_ARM_SYSTEM_CALL
+= -1) with an -EPERM result, and the offending process (its thread group, nothing else) is
+killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from securityhub.errors import TracerError
+from securityhub.logs import fields, get_logger
+from sidecar import ptrace as pt
+from sidecar import seccomp
+from sidecar.decode import Decoder, Process, signed
+from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
+from sidecar.syscalls import Arch, native_arch
+
+log = get_logger("sidecar.tracer")
+
+# Signals the sidecar forwards to the workload in launch mode (SIGKILL/SIGSTOP cannot be
+# caught; SIGCHLD is the tracer's own business).
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+)
+# Signals that end attach mode (detach everything, exit 0).
+DETACH_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+# How often attach mode scans /proc for new matching processes (Datadog's ptracer: 500 ms).
+DEFAULT_POLL_INTERVAL = 1.0
+# Threads being created while we attach: retry /proc/PID/task this many times (pdig: 10).
+ATTACH_RETRIES = 10
+# How long detaching may take before the sidecar exits anyway (the kernel then detaches).
+DETACH_TIMEOUT = 5.0
+# Exit status when the workload cannot be executed (as a shell: 127 not found, 126 other).
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_EXEC = 126
+ENOSYS_RESULT = -errno.ENOSYS & ((1 << 64) - 1)
+EPERM_RESULT = -errno.EPERM & ((1 << 64) - 1)
+SKIP_SYSCALL = (1 << 64) - 1  # -1: the kernel skips the syscall
+
+PTRACE_REMEDY = (
+    "ptrace needs the SYS_PTRACE capability (ECS: linuxParameters.capabilities.add = "
+    '["SYS_PTRACE"]), a shared PID namespace to attach to other containers (pidMode: task), '
+    "and kernel.yama.ptrace_scope <= 1 (1 allows descendants only: use launch mode)"
+)
+
+Evaluate = Callable[[SyscallEvent], Verdict]
+Submit = Callable[[RuntimeEvent], None]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_waitpid = _libc.waitpid
+_waitpid.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+_waitpid.restype = ctypes.c_int
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+_prctl.restype = ctypes.c_int
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+@dataclass
+class TracerStats:
+    """Counters the heartbeat reports; plain ints, read from another thread."""
+
+    stops: int = 0  # every ptrace stop handled
+    syscall_stops: int = 0  # seccomp or syscall-entry stops
+    decoded: int = 0  # events decoded and evaluated
+    events: int = 0  # runtime events submitted
+    blocked: int = 0
+    processes: int = 0  # processes seen in total
+    threads: int = 0  # threads traced now
+    engine_errors: int = 0
+
+
+class Tracer:
+    """The event loop shared by both modes; use `launch()` or `attach()` first, then `run()`."""
+
+    def __init__(
+        self,
+        requirements: Requirements,
+        evaluate: Evaluate,
+        submit: Submit,
+        *,
+        arch: Arch | None = None,
+        container_of: Callable[[int], str | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.req = requirements
+        self.arch = arch or native_arch()
+        if self.arch.name != native_arch().name:
+            raise TracerError(f"cannot trace {self.arch.name} processes on this machine")
+        self._evaluate = evaluate
+        self._submit = submit
+        self._container_of = container_of
+        self.decoder = Decoder(self.arch, clock)
+        self.stats = TracerStats()
+        names = set(requirements.syscalls)
+        self.watched: frozenset[int] = frozenset(
+            self.arch.number(n) for n in names if self.arch.has(n)
+        )
+        self._exec_at_stop = any(
+            self.arch.has(n) and n in names for n in ("execve", "execveat")
+        ) and not requirements.process_only
+        # Without exec syscall stops, execs are reported from PTRACE_EVENT_EXEC.
+        self._exec_at_event = not self._exec_at_stop and (
+            requirements.process_only or bool(names & {"execve", "execveat"})
+        )
+        self._threads: dict[int, int] = {}  # tid -> tgid
+        self._procs: dict[int, Process] = {}  # tgid -> Process
+        self._awaiting_first_stop: set[int] = set()  # new tids whose initial stop is due
+        self._started_early: set[int] = set()  # initial stop seen before the fork event
+        self._in_syscall: set[int] = set()  # aarch64 entry/exit toggle (attach mode)
+        self.root_pid: int | None = None
+        self.exit_status = 0
+        self.mode = ""
+        self._seize = False
+        self._stop_every_syscall = False
+        self._pending_signals: list[int] = []
+        self._detach_requested = False
+        self._detaching = False
+        self._poll_due = False
+        self._poll_interval = DEFAULT_POLL_INTERVAL
+        self._matcher: Callable[[int], bool] | None = None
+        self._excluded: set[int] = set()
+        self._refused: set[int] = set()
+        self._stop_when_empty = True
+        if self.arch.name == "x86_64":
+            self._regs: pt.X86_64Regs | pt.Aarch64Regs = pt.X86_64Regs()
+        else:
+            self._regs = pt.Aarch64Regs()
+        self._iov = pt.IoVec()
+        self._status = ctypes.c_int(0)
+
+    # --- launch mode -------------------------------------------------------------------
+
+    def launch(self, argv: list[str], env: dict[str, str] | None = None) -> int:
+        """Fork and exec `argv` under the tracer; returns the workload's pid (stopped)."""
+        if not argv:
+            raise TracerError("no command to run", "give the workload after `--`")
+        self.mode = "launch"
+        keep = None
+        fprog = None
+        if not self.req.process_only:
+            conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
+            program = seccomp.build_program(self.arch, self.req.syscalls, conditions)
+            fprog, keep = seccomp.pack_program(program)
+        _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        pid = os.fork()
+        if pid == 0:  # the child: only async-signal-safe-ish work, then exec
+            _child_exec(argv, env, fprog)
+        del keep  # the child has its copy; the parent does not need the program
+        _, status = os.waitpid(pid, pt.WALL)
+        if not os.WIFSTOPPED(status):
+            code = _exit_code(status)
+            raise TracerError(
+                f"the workload exited before it could be traced (status {code})",
+                "check the command; is the sidecar itself running under a debugger?",
+            )
+        options = pt.PROCESS_FOLLOW_OPTIONS | pt.PTRACE_O_EXITKILL
+        if fprog is not None:
+            options |= pt.PTRACE_O_TRACESECCOMP
+        try:
+            pt.setoptions(pid, options)
+        except pt.PtraceError as exc:
+            os.kill(pid, signal.SIGKILL)
+            raise TracerError(f"cannot set ptrace options: {exc}", PTRACE_REMEDY) from exc
+        self.root_pid = pid
+        self._add_thread(pid, pid, os.getpid())
+        pt.cont(pid, 0)  # swallow the child's own SIGSTOP
+        log.info(
+            "workload started under the tracer",
+            extra=fields(
+                pid=pid,
+                argv=argv[:8],
+                seccomp=fprog is not None,
+                watched=sorted(self.req.syscalls),
+                open_needs_read=self.req.open_needs_read,
+            ),
+        )
+        return pid
+
+    # --- attach mode -------------------------------------------------------------------
+
+    def attach(
+        self,
+        pids: Iterable[int] = (),
+        *,
+        match: str | None = None,
+        everything: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> list[int]:
+        """Seize the given processes (and, with `match`/`everything`, the matching ones now
+        and later). Returns the pids traced now."""
+        self.mode = "attach"
+        self._seize = True
+        self._stop_every_syscall = not self.req.process_only
+        self._poll_interval = poll_interval
+        self._excluded = _self_and_ancestors()
+        pattern = re.compile(match) if match else None
+        if pattern is not None or everything:
+
+            def matcher(pid: int) -> bool:
+                cmdline = _cmdline(pid)
+                if not cmdline:
+                    return False  # kernel thread or gone
+                return everything or bool(pattern and pattern.search(cmdline))
+
+            self._matcher = matcher
+            self._stop_when_empty = False
+        attached = []
+        for pid in pids:
+            if pid in self._excluded:
+                raise TracerError(f"refusing to trace pid {pid}: it is the sidecar or its parent")
+            self._attach_process(pid, explicit=True)
+            attached.append(pid)
+        if self._matcher is not None:
+            attached += self._scan_proc()
+        log.info(
+            "attached",
+            extra=fields(
+                pids=attached[:50],
+                count=len(attached),
+                syscall_stops=self._stop_every_syscall,
+                watched=sorted(self.req.syscalls),
+            ),
+        )
+        return attached
+
+    def _attach_process(self, pid: int, explicit: bool) -> bool:
+        options = pt.PROCESS_FOLLOW_OPTIONS
+        seized: set[int] = set()
+        ppid = _ppid(pid)
+        for _ in range(ATTACH_RETRIES):
+            try:
+                tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - seized
+            except FileNotFoundError:
+                if explicit and not seized:
+                    raise TracerError(f"no process with pid {pid}") from None
+                break
+            if not tids:
+                break
+            for tid in sorted(tids):
+                try:
+                    pt.seize(tid, options)
+                except pt.PtraceError as exc:
+                    if exc.errno == errno.ESRCH:
+                        continue  # the thread ended meanwhile
+                    if exc.errno == errno.EPERM and not explicit:
+                        self._refused.add(pid)
+                        log.warning(
+                            "cannot trace a process", extra=fields(pid=pid, error=str(exc))
+                        )
+                        return False
+                    raise TracerError(
+                        f"cannot trace pid {pid} (thread {tid}): {os.strerror(exc.errno or 0)}",
+                        PTRACE_REMEDY,
+                    ) from exc
+                seized.add(tid)
+                self._add_thread(tid, pid, ppid)
+                if self._stop_every_syscall:
+                    # A seized thread runs on; interrupt it to switch it to PTRACE_SYSCALL.
+                    with contextlib.suppress(pt.PtraceError):
+                        pt.interrupt(tid)
+        return bool(seized)
+
+    def _scan_proc(self) -> list[int]:
+        """Attach to matching processes not traced yet."""
+        if self._matcher is None:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid in self._procs or pid in self._excluded or pid in self._refused:
+                continue
+            if _tracer_pid(pid) not in (0, None):
+                continue  # traced already (by us: a child whose fork event is on its way)
+            if self._matcher(pid) and self._attach_process(pid, explicit=False):
+                found.append(pid)
+        return found
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """Forward (launch) or detach on (attach) signals; call from the main thread."""
+        if self.mode == "launch":
+            for sig in FORWARDED_SIGNALS:
+                signal.signal(sig, self._on_signal)
+        else:
+            for sig in DETACH_SIGNALS:
+                signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, self._poll_interval, self._poll_interval)
+
+    def restore_signal_handlers(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        for sig in (*FORWARDED_SIGNALS, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_DFL)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.mode == "launch":
+            # Forward at once: the handler runs in the main thread between bytecodes.
+            if self.root_pid is not None and self.root_pid in self._threads:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.root_pid, signum)
+        else:
+            self._detach_requested = True
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        self._poll_due = True
+
+    def request_detach(self) -> None:
+        self._detach_requested = True
+
+    def run(self) -> int:
+        """Trace until the workload exits (launch) or until detached (attach); returns the
+        exit status for the sidecar."""
+        status = self._status
+        deadline: float | None = None
+        while self._threads:
+            if self._detach_requested and not self._detaching:
+                self._start_detach()
+                deadline = time.monotonic() + DETACH_TIMEOUT
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("detach timed out", extra=fields(left=sorted(self._threads)[:20]))
+                break
+            if self._poll_due:
+                self._poll_due = False
+                if self._matcher is not None and not self._detaching:
+                    self._scan_proc()
+            tid = _waitpid(-1, ctypes.byref(status), pt.WALL)
+            if tid == -1:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                if err == errno.ECHILD:
+                    break
+                raise OSError(err, os.strerror(err))
+            self.stats.stops += 1
+            self._dispatch(tid, status.value)
+        self._close_all()
+        return self.exit_status
+
+    def run_attach_forever(self) -> int:
+        """Attach mode with `match`/`everything`: keep watching while nothing is traced."""
+        while True:
+            self.run()
+            if self._detach_requested or self._matcher is None:
+                return 0
+            time.sleep(self._poll_interval)  # nothing traced now: wait for a match
+            self._scan_proc()
+
+    # --- dispatch ----------------------------------------------------------------------
+
+    def _dispatch(self, tid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._on_exit(tid, status)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if tid not in self._threads:
+            self._adopt(tid)
+            if (event == 0 and sig == signal.SIGSTOP) or event == pt.PTRACE_EVENT_STOP:
+                # A new child's initial stop, before its parent's fork event.
+                self._started_early.add(tid)
+                if self._detaching:
+                    self._detach_stopped(tid, 0)
+                else:
+                    self._resume(tid, 0)
+                return
+        if self._detaching:
+            self._detach_stopped(tid, sig if event == 0 and sig != pt.SYSCALL_TRAP else 0)
+            return
+        if sig == pt.SYSCALL_TRAP:
+            self._on_syscall_stop(tid)
+        elif event == pt.PTRACE_EVENT_SECCOMP:
+            self._on_seccomp_stop(tid)
+        elif event in (pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_VFORK, pt.PTRACE_EVENT_CLONE):
+            self._on_new_child(tid, event)
+        elif event == pt.PTRACE_EVENT_EXEC:
+            self._on_exec(tid)
+        elif event == pt.PTRACE_EVENT_STOP:
+            self._on_event_stop(tid, sig)
+        elif event != 0:
+            self._resume(tid, 0)  # vfork-done, exit: nothing to do
+        else:
+            self._on_signal_stop(tid, sig)
+
+    def _on_signal_stop(self, tid: int, sig: int) -> None:
+        if sig == signal.SIGSTOP and tid in self._awaiting_first_stop:
+            self._awaiting_first_stop.discard(tid)
+            self._resume(tid, 0)
+            return
+        if not self._seize and sig in STOP_SIGNALS:
+            try:
+                group = pt.is_group_stop(tid)
+            except pt.PtraceError:
+                return  # gone
+            if group:
+                # Without SEIZE a group-stop cannot be kept (no PTRACE_LISTEN): resume.
+                self._resume(tid, 0)
+                return
+        self._resume(tid, sig)  # signal-delivery stop: deliver the signal
+
+    def _on_event_stop(self, tid: int, sig: int) -> None:
+        if tid in self._awaiting_first_stop:
+            self._awaiting_first_stop.discard(tid)
+            self._resume(tid, 0)
+        elif sig in STOP_SIGNALS:
+            with contextlib.suppress(pt.PtraceError):
+                pt.listen(tid)  # a real group-stop: stay stopped, keep reporting
+        else:
+            self._resume(tid, 0)  # our PTRACE_INTERRUPT after attach
+
+    def _on_new_child(self, tid: int, event: int) -> None:
+        try:
+            child = pt.geteventmsg(tid)
+        except pt.PtraceError:
+            return
+        parent_tgid = self._threads.get(tid, tid)
+        if child not in self._threads:
+            if event == pt.PTRACE_EVENT_CLONE and os.path.exists(
+                f"/proc/{parent_tgid}/task/{child}"
+            ):
+                self._add_thread(child, parent_tgid, 0)
+            else:
+                self._add_thread(child, child, parent_tgid)
+                parent = self._procs.get(parent_tgid)
+                if parent is not None:
+                    self._procs[child].exe = parent.exe
+            if child in self._started_early:
+                self._started_early.discard(child)
+            else:
+                self._awaiting_first_stop.add(child)
+        self._resume(tid, 0)
+
+    def _on_exec(self, tid: int) -> None:
+        tgid = self._threads.get(tid, tid)
+        try:
+            former = pt.geteventmsg(tid)
+        except pt.PtraceError:
+            former = tid
+        if former != tid:
+            # A non-leader thread exec'd: it now has the leader's tid; its old tid is gone.
+            self._threads.pop(former, None)
+            self._in_syscall.discard(former)
+        proc = self._procs.get(tgid)
+        if proc is not None:
+            proc.exec_happened()
+            if self._exec_at_event:
+                self._report(self.decoder.exec_event(proc, tid))
+        self._resume(tid, 0)
+
+    def _on_seccomp_stop(self, tid: int) -> None:
+        self.stats.syscall_stops += 1
+        nr, args = self._read_call(tid)
+        if nr in self.watched:
+            if self._handle_call(tid, nr, args):
+                return
+        self._resume(tid, 0)
+
+    def _on_syscall_stop(self, tid: int) -> None:
+        nr, args = self._read_call(tid)
+        if isinstance(self._regs, pt.X86_64Regs):
+            # The kernel sets rax to -ENOSYS before the syscall-entry stop.
+            entering = self._regs.rax == ENOSYS_RESULT
+        else:
+            entering = tid not in self._in_syscall
+            if entering:
+                self._in_syscall.add(tid)
+            else:
+                self._in_syscall.discard(tid)
+        if entering and nr in self.watched:
+            self.stats.syscall_stops += 1
+            if self._handle_call(tid, nr, args):
+                return
+        self._resume(tid, 0)
+
+    def _handle_call(self, tid: int, nr: int, args: tuple[int, ...]) -> bool:
+        """Decode, evaluate, report; True when the syscall was denied (tracee resumed)."""
+        tgid = self._threads.get(tid, tid)
+        proc = self._procs.get(tgid)
+        if proc is None:
+            return False
+        try:
+            event = self.decoder.decode(proc, tid, nr, args)
+        except OSError as exc:
+            log.debug("cannot decode", extra=fields(tid=tid, nr=nr, error=str(exc)))
+            return False
+        if event is None:
+            return False
+        if event.kind == "exec" and event.path and not _exists(proc.pid, event.path):
+            return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
+        verdict = self._report(event)
+        if verdict.block:
+            self._deny(tid, tgid)
+            return True
+        return False
+
+    def _report(self, event: SyscallEvent) -> Verdict:
+        self.stats.decoded += 1
+        try:
+            verdict = self._evaluate(event)
+        except Exception as exc:  # noqa: BLE001 - the workload must never die of a rule bug
+            self.stats.engine_errors += 1
+            log.error(
+                "the engine failed on an event; allowed",
+                extra=fields(syscall=event.syscall, pid=event.pid, error=repr(exc)),
+            )
+            return ALLOW
+        for runtime_event in verdict.events:
+            self.stats.events += 1
+            self._submit(runtime_event)
+        return verdict
+
+    def _deny(self, tid: int, tgid: int) -> None:
+        """Skip the syscall with -EPERM, resume, and kill the offending process."""
+        self.stats.blocked += 1
+        try:
+            if isinstance(self._regs, pt.X86_64Regs):
+                self._regs.orig_rax = SKIP_SYSCALL
+                self._regs.rax = EPERM_RESULT
+                pt.setregs_x86_64(tid, self._regs)
+            else:
+                pt.set_syscall_aarch64(tid, -1)
+                self._regs.regs[0] = EPERM_RESULT
+                pt.setregs_aarch64(tid, self._regs, self._iov)
+        except pt.PtraceError as exc:
+            log.warning("cannot deny a syscall", extra=fields(tid=tid, error=str(exc)))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(tgid, signal.SIGKILL)  # the whole thread group, nothing else
+        self._resume(tid, 0)
+        self._in_syscall.discard(tid)
+
+    def _read_call(self, tid: int) -> tuple[int, tuple[int, ...]]:
+        regs = self._regs
+        try:
+            if isinstance(regs, pt.X86_64Regs):
+                pt.getregs_x86_64(tid, regs)
+                return signed(regs.orig_rax), (
+                    regs.rdi,
+                    regs.rsi,
+                    regs.rdx,
+                    regs.r10,
+                    regs.r8,
+                    regs.r9,
+                )
+            pt.getregs_aarch64(tid, regs, self._iov)
+        except pt.PtraceError:
+            return -1, ()
+        r = regs.regs
+        return r[8], (r[0], r[1], r[2], r[3], r[4], r[5])
+
+    def _resume(self, tid: int, sig: int) -> None:
+        try:
+            if self._stop_every_syscall:
+                pt.syscall(tid, sig)
+            else:
+                pt.cont(tid, sig)
+        except pt.PtraceError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+            # Killed while stopped (our own block, or SIGKILL from elsewhere): its exit
+            # status arrives through waitpid.
+
+    # --- bookkeeping -------------------------------------------------------------------
+
+    def _add_thread(self, tid: int, tgid: int, ppid: int) -> None:
+        self._threads[tid] = tgid
+        self.stats.threads = len(self._threads)
+        if tgid not in self._procs:
+            proc = Process(tgid, ppid or _ppid(tgid))
+            proc.refresh_exe()
+            if self._container_of is not None:
+                proc.container = self._container_of(tgid)
+            self._procs[tgid] = proc
+            self.stats.processes += 1
+
+    def _adopt(self, tid: int) -> None:
+        """A stop from a tid we have not heard of (its fork event is still queued)."""
+        tgid = _tgid(tid) or tid
+        self._add_thread(tid, tgid, _ppid(tgid) if tgid == tid else 0)
+
+    def _on_exit(self, tid: int, status: int) -> None:
+        tgid = self._threads.pop(tid, None)
+        self.stats.threads = len(self._threads)
+        self._awaiting_first_stop.discard(tid)
+        self._in_syscall.discard(tid)
+        if tgid is None:
+            return  # an untraced child of ours (an orphan reparented to the subreaper)
+        if tid == tgid:
+            proc = self._procs.pop(tgid, None)
+            if proc is not None:
+                proc.close()
+        if tid == self.root_pid:
+            self.exit_status = _exit_code(status)
+            self.root_pid = None
+            log.info("workload exited", extra=fields(pid=tid, status=self.exit_status))
+            # As a container runtime does: the main process is gone, so is the rest.
+            for other in list(self._procs):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(other, signal.SIGKILL)
+
+    def _start_detach(self) -> None:
+        self._detaching = True
+        log.info("detaching", extra=fields(threads=len(self._threads)))
+        for tid in list(self._threads):
+            try:
+                pt.interrupt(tid)
+            except pt.PtraceError:
+                self._threads.pop(tid, None)  # gone
+
+    def _detach_stopped(self, tid: int, sig: int) -> None:
+        with contextlib.suppress(pt.PtraceError):
+            pt.detach(tid, sig)
+        self._threads.pop(tid, None)
+        self.stats.threads = len(self._threads)
+
+    def _close_all(self) -> None:
+        for proc in self._procs.values():
+            proc.close()
+        if self._detaching:
+            self._procs.clear()
+            self._threads.clear()
+
+
+def _child_exec(argv: list[str], env: dict[str, str] | None, fprog: object) -> None:
+    """In the forked child: become traceable, stop, filter, exec. Never returns."""
+    code = EXIT_CANNOT_EXEC
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_DFL)
+        pt.traceme()
+        os.kill(os.getpid(), signal.SIGSTOP)  # the tracer sets its options meanwhile
+        if fprog is not None:
+            seccomp.install(fprog)  # type: ignore[arg-type]
+        if env is None:
+            os.execvp(argv[0], argv)  # noqa: S606 - an argument list, no shell
+        else:
+            os.execvpe(argv[0], argv, env)  # noqa: S606 - an argument list, no shell
+    except FileNotFoundError as exc:
+        code = EXIT_NOT_FOUND
+        _child_error(argv[0], exc)
+    except BaseException as exc:  # noqa: BLE001 - a forked child must never return
+        _child_error(argv[0], exc)
+    finally:
+        os._exit(code)
+
+
+def _child_error(cmd: str, exc: BaseException) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"containerscan sidecar: cannot run {cmd}: {exc}\n".encode())
+
+
+def _exit_code(status: int) -> int:
+    """Shell convention: the exit code, or 128 + the signal number."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _exists(pid: int, path: str) -> bool:
+    try:
+        os.stat(f"/proc/{pid}/root{path}" if path.startswith("/") else path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # exists but unreadable to us: treat as real
+    return True
+
+
+def _status_field(pid: int, name: bytes) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(name):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _tgid(tid: int) -> int | None:
+    return _status_field(tid, b"Tgid:")
+
+
+def _tracer_pid(pid: int) -> int | None:
+    return _status_field(pid, b"TracerPid:")
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        # comm may contain spaces and parentheses: fields start after the last ')'.
+        return int(data[data.rindex(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read(4096).replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _self_and_ancestors() -> set[int]:
+    """The sidecar, its threads, and every ancestor up to pid 1: never traced."""
+    out = {os.getpid()}
+    with contextlib.suppress(OSError):
+        out |= {int(t) for t in os.listdir(f"/proc/{os.getpid()}/task")}
+    pid = os.getppid()
+    while pid > 0 and pid not in out:
+        out.add(pid)
+        pid = _ppid(pid)
+    return out
