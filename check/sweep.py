@@ -666,3 +666,67 @@ class Sweep:
 
 def _kinds(scan_types: Sequence[str]) -> frozenset[str]:
     return frozenset(KINDS_BY_SCAN_TYPE[t] for t in scan_types if t in KINDS_BY_SCAN_TYPE)
+
+
+# ----------------------------------------------------------------------------- wiring
+
+
+def build_sweep(
+    request: ScanRequest,
+    config: RunConfig,
+    *,
+    sessions: SessionFactory | None = None,
+    scanner: Scanner | None = None,
+    progress_stream: TextIO | None = None,
+) -> Sweep:
+    """A Sweep wired from the configuration: the CLI's and the launchers' way in.
+
+    Clients come from one SessionFactory; the cache, the ledger and the outputs live in the
+    caller's account and default region, the scans and imports in each image's account.
+    """
+    sessions = sessions or SessionFactory(
+        default_region=request.regions[0] if request.regions else None
+    )
+    publisher = cache = None
+    if not request.dry_run:
+        if scanner is None:
+            from check.scanners import make_scanner
+
+            scanner = make_scanner(request.scanner)
+        if config.table:
+            from securityhub.hub import SecurityHubPublisher
+
+            publisher = SecurityHubPublisher(sessions, config.table, prefix=config.finding_prefix)
+    s3 = sessions.client("s3") if config.bucket and not request.dry_run else None
+    if config.table and not request.dry_run:
+        cache = ScanCache(
+            sessions.client("dynamodb"),
+            config.table,
+            ttl_days=config.cache_ttl_days,
+            s3=s3,
+            bucket=config.bucket,
+            prefix=config.prefix,
+            kms_key_id=config.kms_key_id,
+        )
+    outputs = RunOutputs(
+        s3=s3,
+        bucket=config.bucket if s3 is not None else None,
+        prefix=config.prefix,
+        kms_key_id=config.kms_key_id,
+        local_dir=config.output_dir if not request.dry_run else None,
+    )
+    sns = None
+    if config.sns_topic_arn and not request.dry_run:
+        # arn:aws:sns:<region>:<account>:<name>: publish in the topic's own region.
+        sns = sessions.client("sns", config.sns_topic_arn.split(":")[3])
+    return Sweep(
+        request,
+        config,
+        sessions,
+        scanner=scanner,
+        publisher=publisher,
+        cache=cache,
+        outputs=outputs,
+        sns=sns,
+        progress_stream=progress_stream,
+    )

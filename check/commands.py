@@ -1,0 +1,356 @@
+"""The check's commands: `containerscan sweep` and `containerscan scan-image`.
+
+Only click and the standard library are imported here at the top; the sweep's machinery
+is imported inside the commands, so `containerscan --help` stays instant.
+
+Exit codes: 0 done; 3 partial (some images, repositories, regions or imports failed);
+4 findings at or above `--fail-on`; 2 bad request or configuration; 1 fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+REQUEST_ENV = "CONTAINERSCAN_REQUEST"
+# <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(@sha256:<hex>|:<tag>)
+ECR_REF_RE = re.compile(
+    r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[^@:]+)(?:@(?P<digest>sha256:[0-9a-f]{64})|:(?P<tag>[^@]+))?"
+)
+# A bare `<repository>@sha256:...` or `<repository>:<tag>` in the default account and region.
+BARE_REF_RE = re.compile(
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(?:@(?P<digest>sha256:[0-9a-f]{64})|:(?P<tag>[^@/:]+))"
+)
+
+
+def _selection_options(func: Any) -> Any:
+    options = [
+        click.option("--account", "accounts", multiple=True, metavar="ID",
+                     help="AWS account to sweep (repeatable; default: the caller's)."),
+        click.option("--role", help="Role NAME to assume in accounts other than the caller's."),
+        click.option("--external-id", help="External id for that role."),
+        click.option("--region", "regions", multiple=True, help="Region (repeatable)."),
+        click.option("--scan-types", help="Comma-separated: pkg,secret (default SCAN_TYPES)."),
+        click.option("--scanner", help="qscanner, trivy, grype or builtin (default: auto)."),
+        click.option("--force", is_flag=True, default=None, help="Ignore the scan cache."),
+        click.option("--fail-on", metavar="SEVERITY",
+                     help="Exit 4 when a finding reaches SEVERITY (pipelines)."),
+        click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Also write the run's outputs under this directory."),
+        click.option("--concurrency", type=click.IntRange(1, 256),
+                     help="Parallel scans (default from CPUs and memory)."),
+        click.option("--timeout", type=click.FloatRange(1), help="Seconds per image."),
+        click.option("--tag-scanned", metavar="TAG", help="Add TAG to each scanned image."),
+        click.option("--output", type=click.Choice(["table", "json"]), default="table",
+                     show_default=True),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.option(
+    "--request",
+    "request_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"JSON request document (else ${REQUEST_ENV}); flags override it.",
+)
+@click.option(
+    "--repository",
+    "repositories",
+    multiple=True,
+    metavar="GLOB",
+    help="Repositories to include (repeatable; default all).",
+)
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Repositories to exclude.")
+@click.option("--image", "images", multiple=True, help="Only these digests or tags.")
+@click.option("--tagged-only", is_flag=True, default=None, help="Skip untagged images.")
+@click.option("--tag", "tags", multiple=True, metavar="GLOB", help="Keep images with such a tag.")
+@click.option("--pushed-since", metavar="WHEN", help="7d, 12h, or an ISO 8601 time.")
+@click.option("--max-images", type=int, metavar="N", help="The newest N per repository.")
+@click.option(
+    "--filter",
+    "jmespath_filter",
+    metavar="JMESPATH",
+    help="Keep images whose ECR ImageDetail matches.",
+)
+@click.option("--shard", metavar="I/N", help="This task's share of the repositories (1/4).")
+@click.option("--dry-run", is_flag=True, default=None, help="List what would be scanned.")
+@_selection_options
+@click.pass_context
+def sweep(ctx: click.Context, request_file: str | None, **flags: Any) -> None:
+    """Sweep ECR repositories: enumerate, scan, correlate in Security Hub, report.
+
+    \b
+    containerscan sweep --account 123456789012 --region us-east-1 \\
+        --repository 'payments/*' --exclude 'sandbox/*' --max-images 5 \\
+        --scan-types pkg,secret --force
+    """
+    from securityhub.errors import ContainerscanError
+
+    try:
+        base: dict[str, Any] = {}
+        if request_file:
+            from check.request import load_document
+
+            base = load_document(Path(request_file).read_text(encoding="utf-8"), request_file)
+        elif os.environ.get(REQUEST_ENV):
+            from check.request import load_document
+
+            base = load_document(os.environ[REQUEST_ENV], REQUEST_ENV)
+        source = "file" if request_file else ("env" if base else "cli")
+        _run(ctx, base, flags, source)
+    except ContainerscanError as exc:
+        _fail(ctx, exc)
+
+
+@click.command("scan-image")
+@click.argument("ref", required=False)
+@click.option(
+    "--event",
+    "event_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An EventBridge 'ECR Image Action' PUSH event (JSON file).",
+)
+@_selection_options
+@click.pass_context
+def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **flags: Any) -> None:
+    """Scan one image: an ECR reference, the image of an ECR push event, or a local image.
+
+    \b
+    containerscan scan-image 123456789012.dkr.ecr.us-east-1.amazonaws.com/app@sha256:...
+    containerscan scan-image payments/api:1.4 --region us-east-1
+    containerscan scan-image --event push-event.json
+    containerscan scan-image oci-layout:./image --scanner builtin
+    """
+    from securityhub.errors import ContainerscanError, ValidationError
+
+    try:
+        if bool(ref) == bool(event_file):
+            raise ValidationError("give either REF or --event", [("REF", "exactly one is needed")])
+        if event_file:
+            from check.request import document_from_event, load_document
+
+            event = load_document(Path(event_file).read_text(encoding="utf-8"), event_file)
+            doc, problems = document_from_event(
+                event, role=flags.get("role"), external_id=flags.get("external_id")
+            )
+            if doc is None:
+                raise ValidationError(f"{event_file} is not an ECR push event", problems)
+            _run(ctx, doc, flags, "event", single=True)
+            return
+        assert ref is not None
+        doc = _reference_document(ref)
+        if doc is None:
+            _scan_local(ctx, ref, flags)
+            return
+        _run(ctx, doc, flags, "cli", single=True)
+    except ContainerscanError as exc:
+        _fail(ctx, exc)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _reference_document(ref: str) -> dict[str, Any] | None:
+    """The request for an ECR reference; None for anything else (local and other registries)."""
+    if match := ECR_REF_RE.fullmatch(ref):
+        image = match.group("digest") or match.group("tag") or "latest"
+        return {
+            "accounts": [match.group("account")],
+            "regions": [match.group("region")],
+            "repositories": [match.group("repository")],
+            "images": [image],
+        }
+    if ":" in ref.split("/", 1)[0] or "." in ref.split("/", 1)[0]:
+        return None  # oci-layout:DIR, docker-archive:FILE, registry.example.com/...
+    if match := BARE_REF_RE.fullmatch(ref):
+        return {
+            "repositories": [match.group("repository")],
+            "images": [match.group("digest") or match.group("tag")],
+        }
+    return None
+
+
+def _flags_document(flags: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if flags.get("accounts"):
+        doc["accounts"] = list(flags["accounts"])
+    for flag, key in (
+        ("regions", "regions"), ("repositories", "repositories"), ("exclude", "exclude"),
+        ("images", "images"), ("tags", "tags"),
+    ):  # fmt: skip
+        if flags.get(flag):
+            doc[key] = list(flags[flag])
+    for flag, key in (
+        ("tagged_only", "tagged_only"), ("pushed_since", "pushed_since"),
+        ("max_images", "max_images"), ("jmespath_filter", "filter"), ("scan_types", "scan_types"),
+        ("scanner", "scanner"), ("force", "force"), ("shard", "shard"), ("dry_run", "dry_run"),
+        ("fail_on", "fail_on"),
+    ):  # fmt: skip
+        if flags.get(flag) is not None:
+            doc[key] = flags[flag]
+    return doc
+
+
+def _run(
+    ctx: click.Context,
+    base: dict[str, Any],
+    flags: dict[str, Any],
+    source: str,
+    *,
+    single: bool = False,
+) -> None:
+    from check.config import RunConfig
+    from check.request import merge_documents, parse_request
+    from check.scanners import scanner_names
+    from check.sweep import build_sweep
+
+    config = RunConfig.from_env().with_overrides(
+        output_dir=flags.get("output_dir"),
+        concurrency=flags.get("concurrency"),
+        image_timeout=flags.get("timeout"),
+        tag_scanned=flags.get("tag_scanned"),
+        role_name=flags.get("role"),
+        external_id=flags.get("external_id"),
+    )
+    doc = merge_documents(base, _flags_document(flags))
+    request = parse_request(
+        doc,
+        source=source,
+        default_scan_types=config.scan_types,
+        known_scanners=(*scanner_names(), "auto"),
+    )
+    stream = sys.stderr if flags.get("output") == "table" else None
+    status = build_sweep(request, config, progress_stream=stream).run()
+    report = status.as_dict()
+    if flags.get("output") == "json":
+        click.echo(json.dumps(report, indent=2, default=str, ensure_ascii=False))
+    else:
+        click.echo(render_status(report, findings=single, records=status.records))
+    ctx.exit(status.exit_code)
+
+
+def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
+    """A reference outside ECR: the built-in scanner reads it (no Security Hub import)."""
+    from securityhub.errors import ConfigurationError
+
+    try:
+        from check.builtin import scan_reference
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{ref} is not an ECR reference and the built-in scanner is not available ({exc})",
+            "give an ECR reference: <account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:...",
+        ) from None
+    scan_types = tuple((flags.get("scan_types") or "pkg,secret").split(","))
+    result = scan_reference(ref, scan_types=scan_types)
+    if flags.get("output") == "json":
+        from check.serialize import findings_to_dicts
+
+        click.echo(
+            json.dumps(
+                {"reference": ref, "findings": findings_to_dicts(result.findings)},
+                indent=2,
+                default=str,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        click.echo(render_findings(result.findings))
+    fail_on = flags.get("fail_on")
+    if fail_on:
+        from securityhub.findings import Severity
+
+        threshold = Severity.parse(fail_on)
+        if any(f.severity >= threshold for f in result.findings):
+            ctx.exit(4)
+    ctx.exit(0)
+
+
+def _fail(ctx: click.Context, exc: Any) -> None:
+    from securityhub.logs import redact
+
+    click.echo(f"error: {redact(str(exc))}", err=True)
+    ctx.exit(exc.exit_code)
+
+
+def render_findings(findings: Any) -> str:
+    from check.progress import table
+
+    rows = []
+    for f in sorted(findings, key=lambda f: (-int(f.severity), str(f.identity()))):
+        if f.kind == "vulnerability":
+            what = f.vulnerability_id
+            detail = ", ".join(f"{p.name} {p.installed_version}" for p in f.packages[:3])
+        else:
+            what, detail = f.rule_id, f"{f.file_path}:{f.line}"
+        rows.append(
+            {"severity": f.severity.name, "id": what, "title": f.title[:60], "where": detail[:80]}
+        )
+    if not rows:
+        return "no findings"
+    return table(rows, ("severity", "id", "title", "where"))
+
+
+def render_status(report: dict[str, Any], *, findings: bool = False, records: Any = ()) -> str:
+    """The summary printed at the end of a run."""
+    from check.progress import table
+
+    counts = report["counts"]
+    lines = [
+        f"run {report['run_id']}: {report['status']} (exit {report['exit_code']}) "
+        f"in {report['duration_s']}s",
+        "",
+        table(
+            [{k: counts[k] for k in ("images", "unique_digests", "selected", "scanned",
+                                     "cached", "failed", "findings", "new_findings")}],
+            ("images", "unique_digests", "selected", "scanned", "cached", "failed",
+             "findings", "new_findings"),
+        ),
+    ]  # fmt: skip
+    if counts.get("severities"):
+        lines.append(
+            "severities: " + ", ".join(f"{k} {v}" for k, v in counts["severities"].items())
+        )
+    if report.get("security_hub"):
+        rows = [{"scope": scope, **{k: v for k, v in s.items() if k != "errors"}}
+                for scope, s in report["security_hub"].items()]  # fmt: skip
+        lines += ["", "Security Hub:", table(rows, list(rows[0]))]
+    if report["request"].get("dry_run"):
+        rows = [{"repository": i["repository"], "digest": i["digest"][:19],
+                 "tags": ",".join(i.get("tags", [])), "platform": i.get("platform", "")}
+                for i in report["images"]]  # fmt: skip
+        lines += ["", "would scan:" if rows else "nothing selected"]
+        if rows:
+            lines.append(table(rows, ("repository", "digest", "tags", "platform")))
+    failed = [i for i in report["images"] if i["outcome"] == "failed"]
+    if failed:
+        rows = [{"repository": i["repository"], "digest": i["digest"][:19],
+                 "error": i.get("error", "")[:100]} for i in failed]  # fmt: skip
+        lines += ["", "failed images:", table(rows, ("repository", "digest", "error"))]
+    for error in report.get("errors", ()):
+        lines.append(f"error in {error['scope']}: {error['error']}")
+    if report.get("tagging_problems"):
+        for t in report["tagging_problems"]:
+            where = f"{t['repository']}@{t['digest'][:19]}"
+            lines.append(f"tagging {where}: {t['outcome']} {t.get('error') or ''}")
+    if report.get("alert"):
+        lines.append(
+            f"alert: {report['alert']['findings']} new finding(s) >= {report['alert']['threshold']}"
+        )
+    if report.get("outputs", {}).get("locations"):
+        lines.append("outputs: " + " ".join(report["outputs"]["locations"]))
+    if findings:
+        for record in records:
+            if record.outcome in ("scanned", "cached"):
+                lines += ["", f"{record.image.repository}@{record.image.digest}:",
+                          render_findings(record.findings)]  # fmt: skip
+    return "\n".join(lines)
