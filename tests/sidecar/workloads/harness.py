@@ -22,6 +22,23 @@ from sidecar.events import Requirements, RuntimeEvent, SyscallEvent, Verdict
 from sidecar.tracer import Tracer
 
 
+def zombies() -> int:
+    """Children of this process left as zombies (none may remain after the tracer ran)."""
+    count = 0
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and fields[1] == me:
+            count += 1
+    return count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", required=True)
@@ -70,7 +87,9 @@ def main() -> int:
         status = tracer.run_attach_forever() if opts.match else tracer.run()
     if opts.stats:
         with open(opts.stats, "w") as fh:
-            json.dump({**vars(tracer.stats), "submitted": len(submitted)}, fh)
+            json.dump(
+                {**vars(tracer.stats), "submitted": len(submitted), "zombies": zombies()}, fh
+            )
     out.close()
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
     return status
