@@ -402,9 +402,7 @@ class Decoder:
             handler = handlers.get(_ALIASES.get(name, name))
             self._by_nr[nr] = (name, handler)
 
-    def decode(
-        self, proc: Process, tid: int, nr: int, args: Sequence[int]
-    ) -> SyscallEvent | None:
+    def decode(self, proc: Process, tid: int, nr: int, args: Sequence[int]) -> SyscallEvent | None:
         """The event, or None when there is nothing to report (a sendto on a connected
         socket carries no destination)."""
         name, handler = self._by_nr.get(nr, (self.arch.name_of(nr), None))

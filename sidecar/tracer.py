@@ -150,9 +150,10 @@ class Tracer:
         self.watched: frozenset[int] = frozenset(
             self.arch.number(n) for n in names if self.arch.has(n)
         )
-        self._exec_at_stop = any(
-            self.arch.has(n) and n in names for n in ("execve", "execveat")
-        ) and not requirements.process_only
+        self._exec_at_stop = (
+            any(self.arch.has(n) and n in names for n in ("execve", "execveat"))
+            and not requirements.process_only
+        )
         # Without exec syscall stops, execs are reported from PTRACE_EVENT_EXEC.
         self._exec_at_event = not self._exec_at_stop and (
             requirements.process_only or bool(names & {"execve", "execveat"})
@@ -299,9 +300,7 @@ class Tracer:
                         continue  # the thread ended meanwhile
                     if exc.errno == errno.EPERM and not explicit:
                         self._refused.add(pid)
-                        log.warning(
-                            "cannot trace a process", extra=fields(pid=pid, error=str(exc))
-                        )
+                        log.warning("cannot trace a process", extra=fields(pid=pid, error=str(exc)))
                         return False
                     raise TracerError(
                         f"cannot trace pid {pid} (thread {tid}): {os.strerror(exc.errno or 0)}",

@@ -36,9 +36,12 @@ def harness(
 ) -> list[str]:
     return [
         *HARNESS,
-        "--events", str(tmp / "events.jsonl"),
-        "--stats", str(tmp / "stats.json"),
-        "--watch", watch,
+        "--events",
+        str(tmp / "events.jsonl"),
+        "--stats",
+        str(tmp / "stats.json"),
+        "--watch",
+        watch,
         *opts,
         mode,
         *args,
@@ -46,9 +49,7 @@ def harness(
 
 
 def run(tmp: Path, argv: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw
-    )
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def events(tmp: Path) -> list[dict]:
@@ -91,7 +92,7 @@ def fake_pip(tmp: Path) -> dict[str, str]:
     bindir = tmp / "bin"
     bindir.mkdir()
     pip = bindir / "pip"
-    pip.write_text("#!/bin/sh\necho pip \"$@\"\n")
+    pip.write_text('#!/bin/sh\necho pip "$@"\n')
     pip.chmod(0o755)
     return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
 
@@ -102,8 +103,11 @@ def test_every_event_type_is_decoded(tmp_path: Path, listeners) -> None:
     work.mkdir()
     env = fake_pip(tmp_path)
     argv = [sys.executable, str(WORKLOADS / "events.py"), str(work), str(port), str(udp_port)]
-    proc = run(tmp_path, harness(tmp_path, "run", "--", *argv, watch=FIM_SET,
-                                 opts=("--open-read",)), env=env)
+    proc = run(
+        tmp_path,
+        harness(tmp_path, "run", "--", *argv, watch=FIM_SET, opts=("--open-read",)),
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "step done" in proc.stdout
     evs = events(tmp_path)
@@ -188,8 +192,19 @@ def test_block_kills_only_the_offender(tmp_path: Path) -> None:
         f"{sys.executable} -c \"import time; open('{forbidden}', 'w').write('x'); time.sleep(5)\"; "
         "echo offender=$?; wait; echo parent alive"
     )
-    proc = run(tmp_path, harness(tmp_path, "run", "--", "/bin/sh", "-c", script,
-                                 watch="execve,openat,open", opts=("--block", str(forbidden))))
+    proc = run(
+        tmp_path,
+        harness(
+            tmp_path,
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            watch="execve,openat,open",
+            opts=("--block", str(forbidden)),
+        ),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "offender=137" in proc.stdout  # SIGKILL
     assert "parent alive" in proc.stdout
@@ -208,8 +223,19 @@ def test_block_denies_with_eperm_in_a_multithreaded_offender(tmp_path: Path) -> 
         f"t = threading.Thread(target=lambda: open('{forbidden}', 'w'))\n"
         "t.start(); t.join(); time.sleep(5); print('survived')\n"
     )
-    proc = run(tmp_path, harness(tmp_path, "run", "--", sys.executable, "-c", code,
-                                 watch="openat", opts=("--block", str(forbidden))))
+    proc = run(
+        tmp_path,
+        harness(
+            tmp_path,
+            "run",
+            "--",
+            sys.executable,
+            "-c",
+            code,
+            watch="openat",
+            opts=("--block", str(forbidden)),
+        ),
+    )
     assert proc.returncode == 128 + signal.SIGKILL
     assert "survived" not in proc.stdout
     assert not forbidden.exists()
@@ -240,8 +266,11 @@ def test_signals_are_forwarded_to_the_workload(tmp_path: Path) -> None:
         "while True: time.sleep(0.05)\n"
     )
     proc = subprocess.Popen(
-        harness(tmp_path, "run", "--", sys.executable, "-c", code), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        harness(tmp_path, "run", "--", sys.executable, "-c", code),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(ready.exists)
@@ -257,8 +286,9 @@ def test_signals_are_forwarded_to_the_workload(tmp_path: Path) -> None:
 def test_hundreds_of_short_lived_processes_and_threads(tmp_path: Path) -> None:
     argv = [sys.executable, str(WORKLOADS / "busy.py"), "300", "200"]
     start = time.monotonic()
-    proc = run(tmp_path, harness(tmp_path, "run", "--", *argv, watch="execve,connect,openat"),
-               timeout=120)
+    proc = run(
+        tmp_path, harness(tmp_path, "run", "--", *argv, watch="execve,connect,openat"), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "busy done 300 200" in proc.stdout
     st = stats(tmp_path)

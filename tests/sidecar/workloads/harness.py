@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("argv", nargs="*")
     opts = parser.parse_args()
 
-    out = open(opts.events, "a", buffering=1)  # noqa: SIM115 - open for the whole run
+    out = open(opts.events, "a", buffering=1)
     blocked = set(opts.block)
 
     def evaluate(event: SyscallEvent) -> Verdict:
@@ -64,8 +64,16 @@ def main() -> int:
         subject = event.path or ""
         if subject in blocked or os.path.basename(subject) in blocked:
             rt = RuntimeEvent(
-                event.timestamp, "file", "test-block", "high", "block",
-                event.pid, event.ppid, event.exe, event.syscall, path=event.path,
+                event.timestamp,
+                "file",
+                "test-block",
+                "high",
+                "block",
+                event.pid,
+                event.ppid,
+                event.exe,
+                event.syscall,
+                path=event.path,
             )
             return Verdict((rt,), block=True)
         return Verdict()
@@ -87,9 +95,7 @@ def main() -> int:
         status = tracer.run_attach_forever() if opts.match else tracer.run()
     if opts.stats:
         with open(opts.stats, "w") as fh:
-            json.dump(
-                {**vars(tracer.stats), "submitted": len(submitted), "zombies": zombies()}, fh
-            )
+            json.dump({**vars(tracer.stats), "submitted": len(submitted), "zombies": zombies()}, fh)
     out.close()
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
     return status
