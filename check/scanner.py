@@ -48,6 +48,9 @@ class ScanResult:
     # QScanner's policy evaluation outcome when it ran one: "ALLOW", "DENY", "AUDIT".
     policy_result: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # What the scanner said about the image, as (key, value) pairs: os, architecture,
+    # image_id, repo_tags... (QScanner's ScanResult.json metadata). Informational only.
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def kinds(self) -> frozenset[str]:

@@ -1,0 +1,487 @@
+"""The Qualys QScanner runner: one image per subprocess, reports parsed into findings.
+
+Contract (shared/reference/qscanner.md, mostly from public wrappers of QScanner 4.x):
+
+    qscanner --pod <POD> --mode get-report --scan-types pkg,secret
+             --output-dir <workdir>/output --cache-dir <workdir>/cache
+             --format json --report-format sarif,json --scan-timeout <N>s
+             image <registry>/<repository>@sha256:<digest>
+
+- The token travels in the child's environment (`QUALYS_ACCESS_TOKEN`), never in argv nor
+  in logs; registry credentials likewise (`QSCANNER_REGISTRY_USERNAME`/`_PASSWORD`).
+- The environment is minimal: PATH, HOME, TMPDIR, locale, CA files, proxies, the scanner's
+  own `QSCANNER_*` settings, the Qualys token and the registry credentials.
+- Each scan has its own output and cache directories (QScanner's cache is not safe to
+  share between concurrent processes).
+- `--scan-timeout` is a little below our own deadline, so QScanner normally stops by
+  itself; at the deadline we kill its process group anyway.
+- Exit codes are interpreted by name: 0 success, 42/43 policy DENY/AUDIT (recorded, the
+  report is still parsed), 40 FAILED_TO_GET_VULN_REPORT (an error: without a report nothing
+  can be proven fixed), anything else an error naming the code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from check.process import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_OUTPUT_CAP,
+    ProcessOutcome,
+    ScannerFailedError,
+    check_finished,
+    failure_detail,
+    minimal_environment,
+    start_scanner,
+)
+from check.reports.sarif import parse_sarif
+from check.reports.scanresult import QScannerScanResult, parse_scan_result
+from check.scanner import SCAN_TYPES, ScanResult, ScanTarget
+from securityhub.errors import ConfigurationError, ScanError
+from securityhub.findings import QUALYS_SEVERITY, Finding, ScannerInfo, Severity
+from securityhub.logs import fields, get_logger, redact, register_secret
+
+log = get_logger("check.qscanner")
+
+NAME = "qscanner"
+BINARY_ENV = "QSCANNER_PATH"
+TOKEN_ENVS = ("QUALYS_ACCESS_TOKEN", "QUALYS_TOKEN")
+POD_ENV = "QUALYS_POD"
+MODE_ENV = "CONTAINERSCAN_QSCANNER_MODE"
+MODES = ("get-report", "evaluate-policy", "scan-only", "inventory-only")
+DEFAULT_MODE = "get-report"
+# Modes that download a vulnerability report (the others only collect or upload inventory).
+REPORT_MODES = frozenset({"get-report", "evaluate-policy"})
+# Documented PODs (docs.qualys.com qscanner_modes.htm). Others pass a gateway URL.
+PODS = frozenset(
+    {"US1", "US2", "US3", "US4", "EU1", "EU2", "EU3", "IN1", "CA1", "AE1", "UK1", "AU1", "KSA1"}
+)
+# Exit codes (reference 2.1; the same enum in three independent wrappers).
+EXIT_CODES = MappingProxyType(
+    {
+        0: "SUCCESS",
+        1: "GENERIC_ERROR",
+        2: "INVALID_PARAMETER",
+        3: "LOGGER_INIT_FAILED",
+        5: "FILESYSTEM_ARTIFACT_FAILED",
+        6: "IMAGE_ARTIFACT_FAILED",
+        7: "IMAGE_ARCHIVE_ARTIFACT_FAILED",
+        8: "IMAGE_STORAGE_DRIVER_ARTIFACT_FAILED",
+        9: "CONTAINER_ARTIFACT_FAILED",
+        10: "OTHER_ARTIFACT_FAILED",
+        11: "METADATA_SCAN_FAILED",
+        12: "OS_SCAN_FAILED",
+        13: "SCA_SCAN_FAILED",
+        14: "SECRET_SCAN_FAILED",
+        15: "OS_NOT_FOUND",
+        16: "MALWARE_SCAN_FAILED",
+        17: "OS_NOT_SUPPORTED",
+        18: "FILE_INSIGHT_SCAN_FAILED",
+        19: "COMPLIANCE_SCAN_FAILED",
+        20: "MANIFEST_SCAN_FAILED",
+        21: "WINREGISTRY_SCAN_FAILED",
+        30: "JSON_RESULT_HANDLER_FAILED",
+        31: "CHANGELIST_CREATION_FAILED",
+        32: "CHANGELIST_COMPRESSION_FAILED",
+        33: "CHANGELIST_UPLOAD_FAILED",
+        34: "SPDX_HANDLER_FAILED",
+        35: "CDX_HANDLER_FAILED",
+        36: "SBOM_COMPRESSION_FAILED",
+        37: "SBOM_UPLOAD_FAILED",
+        38: "SECRET_RESULT_CREATION_FAILED",
+        39: "SECRET_RESULT_UPLOAD_FAILED",
+        40: "FAILED_TO_GET_VULN_REPORT",
+        41: "FAILED_TO_GET_POLICY_EVALUATION_RESULT",
+        42: "POLICY_EVALUATION_DENY",
+        43: "POLICY_EVALUATION_AUDIT",
+    }
+)
+EXIT_REPORT_UNAVAILABLE = 40
+# Exit codes after which the reports are complete and parsed: code -> policy result.
+POLICY_RESULTS = MappingProxyType({0: "ALLOW", 42: "DENY", 43: "AUDIT"})
+# Seconds reserved between QScanner's own --scan-timeout and our hard kill (at most a
+# tenth of the timeout), so that QScanner can stop cleanly and say why.
+DEFAULT_KILL_MARGIN = 15.0
+MIN_SCAN_TIMEOUT = 1
+VERSION_TIMEOUT = 30.0
+_VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?(?:-\d+)?")
+SARIF_SUFFIX = "-Report.sarif.json"
+SCAN_RESULT_SUFFIX = "-ScanResult.json"
+
+
+def exit_code_name(code: int) -> str:
+    return EXIT_CODES.get(code, f"UNKNOWN_EXIT_CODE_{code}")
+
+
+class ReportUnavailableError(ScanError):
+    """QScanner scanned the image but could not fetch its vulnerability report (exit 40)."""
+
+    default_remediation = (
+        "the Qualys platform had not produced the report in time; the image's findings are "
+        "left untouched and the next run retries"
+    )
+
+
+@dataclass(frozen=True)
+class QScannerConfig:
+    """Validated QScanner settings (`from_environment` builds one)."""
+
+    binary: Path
+    pod: str | None
+    token: str | None = field(repr=False)
+    mode: str = DEFAULT_MODE
+    report_formats: tuple[str, ...] = ("sarif", "json")
+    kill_margin: float = DEFAULT_KILL_MARGIN
+    kill_grace: float = DEFAULT_KILL_GRACE
+    output_cap: int = DEFAULT_OUTPUT_CAP
+    severity_map: Mapping[int, Severity] = field(default_factory=lambda: dict(QUALYS_SEVERITY))
+    # The parent's variables the scanner may need (see check.process.PASSTHROUGH_ENV) and
+    # its own QSCANNER_* settings; captured when the configuration is built.
+    base_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigurationError(
+                f"unknown QScanner mode {self.mode!r}", f"use one of {', '.join(MODES)}"
+            )
+        if self.mode != "inventory-only":
+            if not self.token:
+                raise ConfigurationError(
+                    f"QScanner mode {self.mode} needs a Qualys access token",
+                    "set QUALYS_ACCESS_TOKEN (or QUALYS_TOKEN), e.g. from Secrets Manager",
+                )
+            if not self.pod:
+                raise ConfigurationError(
+                    f"QScanner mode {self.mode} needs the Qualys platform",
+                    f"set QUALYS_POD to one of {', '.join(sorted(PODS))}",
+                )
+        if "sarif" not in self.report_formats and self.mode in REPORT_MODES:
+            raise ConfigurationError(
+                "QScanner report formats must include sarif", "the findings come from SARIF"
+            )
+        if sorted(self.severity_map) != [1, 2, 3, 4, 5]:
+            raise ConfigurationError(
+                "the Qualys severity mapping must map each of 1-5 to a severity label"
+            )
+        register_secret(self.token)
+
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> QScannerConfig:
+        """Read QSCANNER_PATH (or `qscanner` on PATH), QUALYS_POD, QUALYS_ACCESS_TOKEN /
+        QUALYS_TOKEN and CONTAINERSCAN_QSCANNER_MODE; `overrides` win."""
+        env = os.environ if environ is None else environ
+        token = next((env[name] for name in TOKEN_ENVS if env.get(name)), None)
+        values: dict[str, object] = {
+            "binary": find_binary(env),
+            "pod": env.get(POD_ENV) or None,
+            "token": token,
+            "mode": env.get(MODE_ENV) or DEFAULT_MODE,
+            "base_env": scanner_base_env(env),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def find_binary(environ: Mapping[str, str]) -> Path:
+    """QSCANNER_PATH, or `qscanner` on PATH; ConfigurationError with a hint otherwise."""
+    configured = environ.get(BINARY_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise ConfigurationError(
+                f"{BINARY_ENV}={configured} is not an executable file",
+                "point QSCANNER_PATH at the qscanner binary from the Qualys tarball",
+            )
+        return path
+    found = shutil.which(NAME, path=environ.get("PATH", os.defpath))
+    if found is None:
+        raise ConfigurationError(
+            "the qscanner binary was not found",
+            "set QSCANNER_PATH, put qscanner on PATH, or choose --scanner builtin|trivy|grype",
+        )
+    return Path(found)
+
+
+def is_configured(environ: Mapping[str, str]) -> bool:
+    """Whether a QScanner binary is available (decides the default scanner)."""
+    if environ.get(BINARY_ENV):
+        return True
+    return shutil.which(NAME, path=environ.get("PATH", os.defpath)) is not None
+
+
+# Credentials we set ourselves per scan: never copied from the parent.
+_OWN_VARS = frozenset(
+    {
+        "QSCANNER_PATH",
+        "QSCANNER_REGISTRY_USERNAME",
+        "QSCANNER_REGISTRY_PASSWORD",
+        "QSCANNER_REGISTRY_TOKEN",
+    }
+)
+
+
+def scanner_base_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of the parent environment the scanner gets: passthroughs and QSCANNER_*."""
+    env = minimal_environment(environ)
+    env.update(
+        {
+            name: value
+            for name, value in environ.items()
+            if name.startswith("QSCANNER_") and name not in _OWN_VARS
+        }
+    )
+    return env
+
+
+def build_argv(
+    config: QScannerConfig,
+    target: ScanTarget,
+    output_dir: Path,
+    cache_dir: Path,
+    scan_timeout: int,
+) -> list[str]:
+    """The argument list: global flags, then `image <immutable reference>`. No secrets."""
+    argv = [str(config.binary), "--mode", config.mode]
+    if config.pod:
+        argv += ["--pod", config.pod]
+    argv += [
+        "--scan-types",
+        ",".join(target.scan_types),
+        "--output-dir",
+        str(output_dir),
+        "--cache-dir",
+        str(cache_dir),
+        "--format",
+        "json",
+    ]
+    if config.mode in REPORT_MODES:
+        argv += ["--report-format", ",".join(config.report_formats)]
+    argv += ["--scan-timeout", f"{scan_timeout}s", "image", target.image.reference]
+    return argv
+
+
+def build_environment(config: QScannerConfig, target: ScanTarget) -> dict[str, str]:
+    """The child's whole environment: base variables, token, registry credentials."""
+    env = dict(config.base_env)
+    if config.token:
+        env["QUALYS_ACCESS_TOKEN"] = config.token
+    if target.auth is not None:
+        register_secret(target.auth.password)
+        env["QSCANNER_REGISTRY_USERNAME"] = target.auth.username
+        env["QSCANNER_REGISTRY_PASSWORD"] = target.auth.password
+    return env
+
+
+def scan_timeout_for(timeout: float, kill_margin: float) -> int:
+    """QScanner's --scan-timeout: our deadline minus a margin (at most a tenth of it)."""
+    margin = min(kill_margin, timeout / 10)
+    return max(MIN_SCAN_TIMEOUT, math.floor(timeout - margin))
+
+
+class QScanner:
+    """The Scanner for Qualys QScanner (see the module docstring for the contract)."""
+
+    name = NAME
+
+    def __init__(self, config: QScannerConfig) -> None:
+        self.config = config
+        self._version: str | None = None
+
+    @classmethod
+    def from_config(cls, environ: Mapping[str, str] | None = None, **options: object) -> QScanner:
+        """The registry's factory: settings from the environment, `options` override."""
+        return cls(QScannerConfig.from_environment(environ, **options))
+
+    # ------------------------------------------------------------------- version
+    def version(self) -> str:
+        """`qscanner version`, e.g. "4.8.0-2" (run once per instance; part of cache keys)."""
+        if self._version is None:
+            with tempfile.TemporaryDirectory(prefix="qscanner-version-") as tmp:
+                outcome = start_scanner(
+                    NAME,
+                    [str(self.config.binary), "version"],
+                    env=dict(self.config.base_env),
+                    workdir=Path(tmp),
+                    timeout=VERSION_TIMEOUT,
+                    output_cap=64 * 1024,
+                )
+                check_finished(NAME, outcome, VERSION_TIMEOUT)
+                text = outcome.stdout_path.read_text("utf-8", "replace")
+                text += outcome.stderr_path.read_text("utf-8", "replace")
+            match = _VERSION.search(text)
+            if outcome.returncode != 0 or match is None:
+                raise ScannerFailedError(
+                    f"`qscanner version` failed (exit {outcome.returncode}): {redact(text[:300])}",
+                    code=outcome.returncode,
+                )
+            self._version = match.group(0)
+        return self._version
+
+    # ---------------------------------------------------------------------- scan
+    def scan(self, target: ScanTarget, workdir: Path, timeout: float) -> ScanResult:
+        """Scan one image; raw outputs stay under `workdir` (listed in raw_files)."""
+        unknown = set(target.scan_types) - SCAN_TYPES
+        if unknown:
+            raise ScanError(f"unsupported scan types for qscanner: {', '.join(sorted(unknown))}")
+        output_dir = workdir / "output"
+        cache_dir = workdir / "cache"
+        if output_dir.exists():
+            shutil.rmtree(output_dir)  # a previous attempt's reports must not be parsed
+        output_dir.mkdir(parents=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        scan_timeout = scan_timeout_for(timeout, self.config.kill_margin)
+        argv = build_argv(self.config, target, output_dir, cache_dir, scan_timeout)
+        reference = target.image.reference
+        log.info(
+            "qscanner scan started",
+            extra=fields(image=reference, mode=self.config.mode, scan_types=target.scan_types),
+        )
+        outcome = start_scanner(
+            NAME,
+            argv,
+            env=build_environment(self.config, target),
+            workdir=workdir,
+            timeout=timeout,
+            output_cap=self.config.output_cap,
+            kill_grace=self.config.kill_grace,
+        )
+        raw_files = _raw_files(output_dir, outcome)
+        check_finished(f"qscanner on {reference}", outcome, timeout)
+        code = outcome.returncode
+        assert code is not None  # check_finished raised for timeouts and signals
+        if code == EXIT_REPORT_UNAVAILABLE:
+            raise ReportUnavailableError(
+                f"qscanner could not get the vulnerability report for {reference} "
+                f"(exit {code} FAILED_TO_GET_VULN_REPORT){failure_detail(outcome)}"
+            )
+        if code not in POLICY_RESULTS:
+            raise ScannerFailedError(
+                f"qscanner failed on {reference}: exit {code} {exit_code_name(code)}"
+                f"{failure_detail(outcome)}",
+                code=code,
+            )
+        result = self._parse(target, output_dir, raw_files, outcome)
+        log.info(
+            "qscanner scan finished",
+            extra=fields(
+                image=reference,
+                exit_code=code,
+                exit_name=exit_code_name(code),
+                findings=len(result.findings),
+                duration=round(outcome.duration, 3),
+                stdout_truncated=outcome.stdout_truncated,
+            ),
+        )
+        return result
+
+    def _parse(
+        self,
+        target: ScanTarget,
+        output_dir: Path,
+        raw_files: tuple[Path, ...],
+        outcome: ProcessOutcome,
+    ) -> ScanResult:
+        code = outcome.returncode
+        assert code is not None
+        image = target.image
+        requested = set(target.scan_types)
+        notes: list[str] = []
+        scan_result_file = _single(output_dir, SCAN_RESULT_SUFFIX)
+        sarif_file = _single(output_dir, SARIF_SUFFIX)
+        scanner = ScannerInfo(NAME, self._version or "unknown")
+
+        inventory: QScannerScanResult | None = None
+        if scan_result_file is not None:
+            inventory = parse_scan_result(
+                scan_result_file.read_bytes(),
+                scan_result_file.name,
+                image=image,
+                scanner=scanner,
+                severity_map=self.config.severity_map,
+            )
+            if self._version is None and inventory.qscanner_version:
+                scanner = ScannerInfo(NAME, inventory.qscanner_version)
+            if inventory.metadata.matches_digest(image.digest) is False:
+                described = ", ".join(inventory.metadata.repo_digests)
+                raise ScanError(
+                    f"{scan_result_file.name} describes {described}, not {image.reference}",
+                    "the scanner resolved another image; the report was not used",
+                )
+        elif "secret" in requested:
+            raise ScanError(
+                f"qscanner exited {code} on {image.reference} but wrote no *{SCAN_RESULT_SUFFIX}",
+                "the secrets of this image are unknown; its findings are left untouched",
+            )
+
+        findings: list[Finding] = []
+        covered: set[str] = set()
+        if "pkg" in requested:
+            if self.config.mode not in REPORT_MODES:
+                notes.append(f"mode {self.config.mode} gives no vulnerability report")
+            elif sarif_file is None:
+                raise ScanError(
+                    f"qscanner exited {code} on {image.reference} but wrote no *{SARIF_SUFFIX}",
+                    "the vulnerabilities of this image are unknown; its findings are untouched",
+                )
+            else:
+                report = parse_sarif(
+                    sarif_file.read_bytes(),
+                    sarif_file.name,
+                    image=image,
+                    scanner=scanner,
+                    severity_map=self.config.severity_map,
+                    inventory=inventory.package_index() if inventory else None,
+                )
+                if report.image_digest and report.image_digest != image.digest:
+                    raise ScanError(
+                        f"{sarif_file.name} describes {report.image_digest}, not {image.reference}",
+                        "the scanner resolved another image; the report was not used",
+                    )
+                findings.extend(report.findings)
+                covered.add("pkg")
+        if "secret" in requested and inventory is not None:
+            findings.extend(inventory.secrets)
+            covered.add("secret")
+        if inventory is not None:
+            for failed in sorted(inventory.failed_scan_types() & covered):
+                covered.discard(failed)
+                notes.append(f"qscanner reported its {failed} scan as failed")
+        policy = POLICY_RESULTS[code] if code or self.config.mode == "evaluate-policy" else None
+        if policy is not None:
+            notes.append(f"policy evaluation: {policy} (exit {code} {exit_code_name(code)})")
+        if outcome.stdout_truncated or outcome.stderr_truncated:
+            notes.append(f"scanner output truncated at {self.config.output_cap} bytes")
+        return ScanResult(
+            scanner=scanner,
+            findings=tuple(findings),
+            scan_types=tuple(t for t in target.scan_types if t in covered),
+            raw_files=raw_files,
+            policy_result=policy,
+            notes=tuple(notes),
+            metadata=tuple(sorted(inventory.metadata.as_dict().items())) if inventory else (),
+        )
+
+
+def _single(directory: Path, suffix: str) -> Path | None:
+    """The one file ending in `suffix` (QScanner's prefix is not documented)."""
+    matches = sorted(directory.glob(f"*{suffix}"))
+    if len(matches) > 1:
+        raise ScanError(
+            f"several *{suffix} files in {directory}: {', '.join(p.name for p in matches)}"
+        )
+    return matches[0] if matches else None
+
+
+def _raw_files(output_dir: Path, outcome: ProcessOutcome) -> tuple[Path, ...]:
+    files = sorted(p for p in output_dir.rglob("*") if p.is_file())
+    return (*files, outcome.stdout_path, outcome.stderr_path)

@@ -1,0 +1,409 @@
+"""The QScanner runner against real subprocesses of the stand-in (`tests/bin/qscanner`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from check.process import ScannerFailedError, ScannerTimeoutError
+from check.qscanner import (
+    QScanner,
+    QScannerConfig,
+    ReportUnavailableError,
+    build_argv,
+    exit_code_name,
+    scan_timeout_for,
+)
+from check.scanner import RegistryAuth, ScanTarget
+from securityhub.errors import ConfigurationError, ReportParseError, ScanError
+from securityhub.findings import EcrImage, SecretFinding, Severity, VulnerabilityFinding
+from securityhub.logs import redact
+from tests.check.standin import (
+    AWS_KEY_SECRET,
+    GITHUB_PAT_SECRET,
+    MUSL_CVE_2019_14697,
+    OPENSSL_CVE_2019_1547,
+    PRIVATE_KEY_SECRET,
+    REQUESTS_CVE_2023_32681,
+    STANDIN,
+    Scenario,
+    digest_of,
+)
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.standin-qualys-token.c2lnbmF0dXJl"
+REGISTRY_PASSWORD = "ecr-authorization-token-value-0123456789"
+DIGEST = digest_of("payments/api:1.4.2")
+
+
+def image(digest: str = DIGEST) -> EcrImage:
+    return EcrImage(
+        account_id="123456789012",
+        region="us-east-1",
+        repository="payments/api",
+        digest=digest,
+        tags=("1.4.2",),
+    )
+
+
+def target(digest: str = DIGEST, scan_types: tuple[str, ...] = ("pkg", "secret")) -> ScanTarget:
+    return ScanTarget(
+        image=image(digest), scan_types=scan_types, auth=RegistryAuth("AWS", REGISTRY_PASSWORD)
+    )
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
+    """A scenario file the stand-in reads; the test fills it before scanning."""
+    path = tmp_path / "scenario.json"
+    built = Scenario(path=path)
+    built.save()
+    monkeypatch.setenv("QSCANNER_PATH", str(STANDIN))
+    monkeypatch.setenv("QSCANNER_STANDIN_SCENARIO", str(path))
+    monkeypatch.setenv("QSCANNER_STANDIN_RECORD", "1")
+    monkeypatch.setenv("QUALYS_POD", "US1")
+    monkeypatch.setenv("QUALYS_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("PARENT_ONLY_SENTINEL", "must-not-reach-the-scanner")
+    return built
+
+
+def scan(
+    scenario: Scenario,
+    tmp_path: Path,
+    timeout: float = 30.0,
+    digest: str = DIGEST,
+    scan_types: tuple[str, ...] = ("pkg", "secret"),
+    **options: object,
+):
+    scenario.save()
+    scanner = QScanner.from_config(**options)
+    return scanner.scan(target(digest, scan_types), tmp_path / "work", timeout)
+
+
+def invocation(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "work" / "output" / "qscanner-invocation.json").read_text())
+
+
+# ---------------------------------------------------------------------------- success
+
+
+def test_success_gives_one_finding_per_qid_with_every_package(scenario, tmp_path):
+    scenario.image(
+        DIGEST,
+        findings=[OPENSSL_CVE_2019_1547, MUSL_CVE_2019_14697, REQUESTS_CVE_2023_32681],
+        secrets=[AWS_KEY_SECRET, PRIVATE_KEY_SECRET],
+    )
+    result = scan(scenario, tmp_path)
+
+    vulns = {f.vulnerability_id: f for f in result.findings if isinstance(f, VulnerabilityFinding)}
+    assert sorted(vulns) == ["376802", "376817", "5000389"]
+    openssl = vulns["376817"]
+    assert openssl.qid == "376817"
+    assert openssl.cves == ("CVE-2019-1547", "CVE-2019-1549", "CVE-2019-1563")
+    assert [(p.name, p.installed_version, p.fixed_version) for p in openssl.packages] == [
+        ("libcrypto1.1", "1.1.1c-r0", "1.1.1d-r0"),
+        ("libssl1.1", "1.1.1c-r0", "1.1.1d-r0"),
+        ("openssl", "1.1.1c-r0", "1.1.1d-r0"),
+    ]
+    assert {p.package_manager for p in openssl.packages} == {"apk"}  # from the inventory's OS
+    assert openssl.packages[0].layer == OPENSSL_CVE_2019_1547.packages[0].layer
+    assert openssl.severity is Severity.MEDIUM and openssl.vendor_severity == "3"
+    assert openssl.cvss[0].base_score == 4.7 and openssl.cvss[0].version == "3.1"
+    assert "https://nvd.nist.gov/vuln/detail/CVE-2019-1547" in openssl.references
+    assert vulns["376802"].severity is Severity.CRITICAL
+    requests = vulns["5000389"].packages[0]
+    assert requests.package_manager == "pip"
+    assert requests.file_path.endswith("requests-2.28.1.dist-info/METADATA")
+
+    secrets = [f for f in result.findings if isinstance(f, SecretFinding)]
+    assert {(s.rule_id, s.file_path, s.line) for s in secrets} == {
+        ("aws-access-key-id", "/app/config/.env", 3),
+        ("private-key", "/root/.ssh/id_rsa", 1),
+    }
+    assert AWS_KEY_SECRET.match not in repr(result.findings)  # the match never leaks
+
+    assert result.scan_types == ("pkg", "secret")
+    assert result.kinds == {"vulnerability", "secret"}
+    assert result.scanner.name == "qscanner" and result.scanner.version == "4.8.0-2"
+    assert result.policy_result is None
+    assert dict(result.metadata)["os"] == "alpine 3.10.2"
+    names = {p.name for p in result.raw_files}
+    assert {"qscanner.stdout.log", "qscanner.stderr.log"} <= names
+    assert any(n.endswith("-Report.sarif.json") for n in names)
+    assert any(n.endswith("-ScanResult.json") for n in names)
+    assert all(p.is_file() and p.is_relative_to(tmp_path / "work") for p in result.raw_files)
+
+
+def test_clean_image_unknown_to_the_scenario(scenario, tmp_path):
+    result = scan(scenario, tmp_path, digest=digest_of("never-listed"))
+    assert result.findings == ()
+    assert result.scan_types == ("pkg", "secret")  # a clean image is fully observed
+
+
+def test_argv_and_environment_carry_no_secret_and_nothing_extra(scenario, tmp_path):
+    result = scan(scenario, tmp_path)
+    record = invocation(tmp_path)
+    argv = record["argv"]
+    assert not any(TOKEN in a or REGISTRY_PASSWORD in a for a in argv)
+    assert argv[-2:] == ["image", image().reference]
+    assert image().reference.startswith(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/payments/api@sha256:"
+    )
+    flags = dict(zip(argv[:-2:2], argv[1:-2:2], strict=True))
+    assert flags["--mode"] == "get-report"
+    assert flags["--pod"] == "US1"
+    assert flags["--scan-types"] == "pkg,secret"
+    assert flags["--output-dir"] == str(tmp_path / "work" / "output")
+    assert flags["--cache-dir"] == str(tmp_path / "work" / "cache")
+    assert flags["--report-format"] == "sarif,json"
+    assert flags["--scan-timeout"] == "27s"  # 30 s deadline minus a tenth
+    env_names = set(record["env_names"])
+    assert {
+        "QUALYS_ACCESS_TOKEN",
+        "QSCANNER_REGISTRY_USERNAME",
+        "QSCANNER_REGISTRY_PASSWORD",
+        "PATH",
+    } <= env_names
+    # The parent's other variables stay out: AWS keys (set by conftest), anything else.
+    assert "PARENT_ONLY_SENTINEL" not in env_names
+    assert "AWS_SECRET_ACCESS_KEY" not in env_names and "QSCANNER_PATH" not in env_names
+    assert (tmp_path / "work" / "cache" / "secret_config.json").is_file()
+    assert redact(f"token={TOKEN} password={REGISTRY_PASSWORD}") == "token=*** password=***"
+    assert result.findings == ()
+
+
+def test_qualys_token_variable_is_accepted(scenario, tmp_path, monkeypatch):
+    monkeypatch.delenv("QUALYS_ACCESS_TOKEN")
+    monkeypatch.setenv("QUALYS_TOKEN", TOKEN)
+    scan(scenario, tmp_path)
+    assert "QUALYS_ACCESS_TOKEN" in invocation(tmp_path)["env_names"]
+
+
+# ------------------------------------------------------------------------ exit codes
+
+
+def test_exit_40_report_unavailable_is_an_error_for_that_image(scenario, tmp_path):
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547], behaviour="exit:40")
+    with pytest.raises(ReportUnavailableError, match="FAILED_TO_GET_VULN_REPORT") as info:
+        scan(scenario, tmp_path)
+    assert isinstance(info.value, ScanError)
+    assert "exit 40" in str(info.value)
+
+
+@pytest.mark.parametrize(("code", "policy"), [(42, "DENY"), (43, "AUDIT")])
+def test_policy_deny_and_audit_are_recorded_not_failures(scenario, tmp_path, code, policy):
+    scenario.image(
+        DIGEST,
+        findings=[MUSL_CVE_2019_14697],
+        secrets=[GITHUB_PAT_SECRET],
+        behaviour=f"exit:{code}",
+    )
+    result = scan(scenario, tmp_path)
+    assert result.policy_result == policy
+    assert [f.vulnerability_id for f in result.findings if f.kind == "vulnerability"] == ["376802"]
+    assert [f.rule_id for f in result.findings if isinstance(f, SecretFinding)] == ["github-pat"]
+    assert any(policy in note for note in result.notes)
+
+
+def test_evaluate_policy_mode_records_allow_on_exit_0(scenario, tmp_path):
+    result = scan(scenario, tmp_path, mode="evaluate-policy")
+    assert result.policy_result == "ALLOW"
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (14, "SECRET_SCAN_FAILED"),
+        (6, "IMAGE_ARTIFACT_FAILED"),
+        (1, "GENERIC_ERROR"),
+        (99, "UNKNOWN_EXIT_CODE_99"),
+    ],
+)
+def test_other_exit_codes_fail_with_their_name(scenario, tmp_path, code, name):
+    scenario.image(DIGEST, behaviour=f"exit:{code}")
+    with pytest.raises(ScannerFailedError, match=name) as info:
+        scan(scenario, tmp_path)
+    assert info.value.code == code
+    assert f"scan failed with exit code {code}" in str(info.value)  # the stderr tail
+    assert exit_code_name(code) == name
+
+
+def test_crash_is_a_scan_error_naming_the_signal(scenario, tmp_path):
+    scenario.image(DIGEST, behaviour="crash")
+    with pytest.raises(ScannerFailedError, match="SIGSEGV") as info:
+        scan(scenario, tmp_path)
+    assert "nil pointer dereference" in str(info.value)
+    assert not list((tmp_path / "work").glob("core*"))
+
+
+def _group_gone(pgid: int) -> bool:
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "hang-hard"])
+def test_hang_past_the_timeout_kills_the_whole_process_group(scenario, tmp_path, behaviour):
+    scenario.image(DIGEST, behaviour=behaviour)
+    started = time.monotonic()
+    with pytest.raises(ScannerTimeoutError, match=r"timed out after 1\.5s"):
+        scan(scenario, tmp_path, timeout=1.5, kill_grace=0.3)
+    elapsed = time.monotonic() - started
+    assert elapsed < 5
+    pgid = invocation(tmp_path)["pid"]
+    assert _group_gone(pgid), "the stand-in or its child survived the timeout"
+
+
+def test_garbage_report_is_a_parse_error_naming_the_file(scenario, tmp_path):
+    scenario.image(DIGEST, behaviour="garbage")
+    with pytest.raises(ReportParseError, match=r"-ScanResult\.json: invalid JSON at line 1"):
+        scan(scenario, tmp_path)
+
+
+def test_huge_output_is_capped_and_the_scan_still_succeeds(scenario, tmp_path):
+    scenario.image(
+        DIGEST,
+        findings=[OPENSSL_CVE_2019_1547],
+        behaviour="huge-output",
+        huge_bytes=24 * 1024 * 1024,
+    )
+    result = scan(scenario, tmp_path, output_cap=1024 * 1024)
+    stdout_log = tmp_path / "work" / "qscanner.stdout.log"
+    assert stdout_log.stat().st_size == 1024 * 1024
+    assert [f.vulnerability_id for f in result.findings] == ["376817"]
+    assert any("truncated" in note for note in result.notes)
+
+
+def test_failed_secret_scan_is_not_covered(scenario, tmp_path):
+    scenario.image(
+        DIGEST, findings=[OPENSSL_CVE_2019_1547], secrets=[AWS_KEY_SECRET], failed_scans=("secret",)
+    )
+    result = scan(scenario, tmp_path)
+    assert result.scan_types == ("pkg",)  # secrets of this image must not be archived
+    assert result.kinds == {"vulnerability"}
+
+
+def test_pkg_only_scan(scenario, tmp_path):
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547], secrets=[AWS_KEY_SECRET])
+    result = scan(scenario, tmp_path, scan_types=("pkg",))
+    assert result.scan_types == ("pkg",)
+    assert {f.kind for f in result.findings} == {"vulnerability"}
+    assert (
+        invocation(tmp_path)["argv"][invocation(tmp_path)["argv"].index("--scan-types") + 1]
+        == "pkg"
+    )
+
+
+def test_inventory_only_needs_no_token_and_covers_no_vulnerabilities(
+    scenario, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("QUALYS_ACCESS_TOKEN")
+    monkeypatch.delenv("QUALYS_POD")
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547], secrets=[AWS_KEY_SECRET])
+    result = scan(scenario, tmp_path, mode="inventory-only")
+    assert result.scan_types == ("secret",)
+    assert [f.kind for f in result.findings] == ["secret"]
+    assert any("no vulnerability report" in n for n in result.notes)
+
+
+def test_a_rerun_does_not_parse_the_previous_attempts_reports(scenario, tmp_path):
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547])
+    assert len(scan(scenario, tmp_path).findings) == 1
+    scenario.image(DIGEST, behaviour="exit:40")
+    with pytest.raises(ReportUnavailableError):
+        scan(scenario, tmp_path)
+
+
+# --------------------------------------------------------------------- configuration
+
+
+def test_version_runs_the_binary(scenario):
+    assert QScanner.from_config().version() == "4.8.0-2"
+
+
+def test_missing_binary_is_a_configuration_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUALYS_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("QUALYS_POD", "US1")
+    monkeypatch.setenv("QSCANNER_PATH", str(tmp_path / "nowhere" / "qscanner"))
+    with pytest.raises(ConfigurationError, match="not an executable file") as info:
+        QScanner.from_config()
+    assert "QSCANNER_PATH" in info.value.remediation
+    monkeypatch.delenv("QSCANNER_PATH")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="qscanner binary was not found"):
+        QScanner.from_config()
+
+
+def test_binary_found_on_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUALYS_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("QUALYS_POD", "US1")
+    monkeypatch.delenv("QSCANNER_PATH", raising=False)
+    monkeypatch.setenv("PATH", f"{STANDIN.parent}:/usr/bin:/bin")
+    assert QScanner.from_config().config.binary == STANDIN
+
+
+def test_binary_removed_after_configuration_is_a_configuration_error(scenario, tmp_path):
+    copy = tmp_path / "qscanner"
+    copy.write_bytes(STANDIN.read_bytes())
+    copy.chmod(0o755)
+    scanner = QScanner.from_config(binary=copy)
+    copy.unlink()
+    with pytest.raises(ConfigurationError, match="cannot run qscanner"):
+        scanner.scan(target(), tmp_path / "work", 10)
+
+
+@pytest.mark.parametrize(
+    ("unset", "message"),
+    [("QUALYS_ACCESS_TOKEN", "access token"), ("QUALYS_POD", "Qualys platform")],
+)
+def test_token_and_pod_are_required_for_uploading_modes(scenario, monkeypatch, unset, message):
+    monkeypatch.delenv(unset)
+    with pytest.raises(ConfigurationError, match=message):
+        QScanner.from_config()
+
+
+def test_config_repr_hides_the_token():
+    config = QScannerConfig(binary=STANDIN, pod="US1", token=TOKEN)
+    assert TOKEN not in repr(config)
+
+
+def test_unknown_mode_and_incomplete_severity_map_are_rejected():
+    with pytest.raises(ConfigurationError, match="unknown QScanner mode"):
+        QScannerConfig(binary=STANDIN, pod="US1", token=TOKEN, mode="fast")
+    with pytest.raises(ConfigurationError, match="1-5"):
+        QScannerConfig(binary=STANDIN, pod="US1", token=TOKEN, severity_map={5: Severity.HIGH})
+
+
+def test_custom_severity_mapping(scenario, tmp_path):
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547])  # Qualys 3
+    collapsed = {
+        1: Severity.LOW,
+        2: Severity.LOW,
+        3: Severity.MEDIUM,
+        4: Severity.HIGH,
+        5: Severity.HIGH,
+    }
+    collapsed[3] = Severity.HIGH
+    result = scan(scenario, tmp_path, severity_map=collapsed)
+    assert result.findings[0].severity is Severity.HIGH
+
+
+def test_build_argv_is_a_pure_argument_list():
+    config = QScannerConfig(binary=Path("/opt/qscanner"), pod="EU2", token=TOKEN)
+    argv = build_argv(config, target(), Path("/w/output"), Path("/w/cache"), 120)
+    assert argv[0] == "/opt/qscanner"
+    assert TOKEN not in " ".join(argv) and REGISTRY_PASSWORD not in " ".join(argv)
+    assert argv[argv.index("--scan-timeout") + 1] == "120s"
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [(300, 285), (30, 27), (5, 4), (0.5, 1)])
+def test_scan_timeout_leaves_a_margin_before_the_hard_kill(timeout, expected):
+    assert scan_timeout_for(timeout, 15.0) == expected
