@@ -470,3 +470,31 @@ def stamp(
     doc["LastObservedAt"] = timestamp(last_observed_at)
     doc["RecordState"] = record_state
     return doc
+
+
+# Fields Security Hub adds or owns; not part of what the provider imported.
+SERVICE_FIELDS = (
+    "ProductName",
+    "CompanyName",
+    "Workflow",
+    "WorkflowState",
+    "ProcessedAt",
+    "Note",
+    "UserDefinedFields",
+    "VerificationState",
+    "Sample",
+)
+SERVICE_PRODUCT_FIELD_PREFIX = "aws/"
+
+
+def provider_content(finding: Mapping[str, Any]) -> dict[str, Any]:
+    """A finding read back from GetFindings, reduced to what the provider imported."""
+    doc = {k: v for k, v in finding.items() if k not in SERVICE_FIELDS}
+    product_fields = doc.get("ProductFields")
+    if isinstance(product_fields, dict):
+        doc["ProductFields"] = {
+            k: v
+            for k, v in product_fields.items()
+            if not k.startswith(SERVICE_PRODUCT_FIELD_PREFIX)
+        }
+    return doc

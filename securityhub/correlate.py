@@ -178,4 +178,3 @@ def vanished_scopes(
     present = {prefix + ids.component(d) for d in present_digests}
     gone = {e.scope for e in entries if e.scope.startswith(prefix) and e.scope not in present}
     return [ObservedScope(scope, all_kinds) for scope in sorted(gone)]
-

@@ -195,8 +195,9 @@ def batch_import_findings(
             if findings
             else "Invalid parameter 'Findings'. Size '0' is less than minimum value: 1",
         )
+    account_id = self.account_id
     default_arn = (
-        f"arn:aws:securityhub:{self.region_name}:{self.account_id}:product/{self.account_id}/default"
+        f"arn:aws:securityhub:{self.region_name}:{account_id}:product/{account_id}/default"
     )
     for finding in findings:
         account = finding.get("AwsAccountId")
@@ -429,9 +430,13 @@ class LocalServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> str:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
         install()
+        # werkzeug logs every request at INFO on stderr; the quick start's output is ours.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         return self.endpoint

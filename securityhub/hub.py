@@ -213,9 +213,7 @@ class SecurityHubPublisher:
         )
         log.info(
             "published findings to Security Hub",
-            extra=fields(
-                account=account, region=region, calls=outcome.calls, **summary.as_dict()
-            ),
+            extra=fields(account=account, region=region, calls=outcome.calls, **summary.as_dict()),
         )
         return summary
 
@@ -273,8 +271,14 @@ class SecurityHubPublisher:
                     continue
                 doc = dict(copy, RecordState=ARCHIVED, UpdatedAt=asff.timestamp(updated_at))
                 new_entry = LedgerEntry(
-                    change.finding_id, entry.scope, entry.kind, entry.fingerprint,
-                    entry.created_at, entry.first_observed_at, updated_at, ARCHIVED,
+                    change.finding_id,
+                    entry.scope,
+                    entry.kind,
+                    entry.fingerprint,
+                    entry.created_at,
+                    entry.first_observed_at,
+                    updated_at,
+                    ARCHIVED,
                 )
             else:
                 item = built[change.finding_id]
@@ -294,8 +298,14 @@ class SecurityHubPublisher:
                     record_state=ACTIVE,
                 )
                 new_entry = LedgerEntry(
-                    change.finding_id, item.scope, item.finding.kind, item.fingerprint,
-                    created_at, first_observed, updated_at, ACTIVE,
+                    change.finding_id,
+                    item.scope,
+                    item.finding.kind,
+                    item.fingerprint,
+                    created_at,
+                    first_observed,
+                    updated_at,
+                    ACTIVE,
                 )
             documents.append((doc, change.finding_id))
             records[change.finding_id] = LedgerRecord(new_entry, ctx.account_id, ctx.region, doc)

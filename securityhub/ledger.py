@@ -328,4 +328,3 @@ class Ledger:
     def _backoff(self, attempt: int) -> None:
         # Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
         self._sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))  # noqa: S311
-

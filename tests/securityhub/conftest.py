@@ -24,7 +24,12 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 TABLE = "containerscan-test"
 # Tests do not wait for real quotas or backoff: same code paths, tiny delays.
-FAST_GATEWAY = {"import_rate": 10_000.0, "get_rate": 10_000.0, "backoff_base": 0.001, "backoff_cap": 0.005}
+FAST_GATEWAY = {
+    "import_rate": 10_000.0,
+    "get_rate": 10_000.0,
+    "backoff_base": 0.001,
+    "backoff_cap": 0.005,
+}
 QSCANNER = ScannerInfo("qscanner", "4.8.0-2")
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -78,8 +83,14 @@ def image(digest: str = DIGEST_A, repository: str = "team/app", region: str = RE
     return EcrImage(ACCOUNT, region, repository, digest, tags=("1.0",), architecture="amd64")
 
 
-def vuln(img: EcrImage, vid: str = "CVE-2024-0001", *, fixed: str | None = "1.1.1w-1",
-         severity: Severity = Severity.HIGH, packages: int = 1) -> VulnerabilityFinding:
+def vuln(
+    img: EcrImage,
+    vid: str = "CVE-2024-0001",
+    *,
+    fixed: str | None = "1.1.1w-1",
+    severity: Severity = Severity.HIGH,
+    packages: int = 1,
+) -> VulnerabilityFinding:
     return VulnerabilityFinding(
         resource=img,
         vulnerability_id=vid,
@@ -100,8 +111,16 @@ def vuln(img: EcrImage, vid: str = "CVE-2024-0001", *, fixed: str | None = "1.1.
 
 
 def secret(img: EcrImage, line: int = 3) -> SecretFinding:
-    return SecretFinding(img, "aws-access-key-id", "AWS", "AWS access key", Severity.CRITICAL,
-                         QSCANNER, "/app/.env", line)
+    return SecretFinding(
+        img,
+        "aws-access-key-id",
+        "AWS",
+        "AWS access key",
+        Severity.CRITICAL,
+        QSCANNER,
+        "/app/.env",
+        line,
+    )
 
 
 def observe(img: EcrImage, *findings, kinds=("vulnerability", "secret")) -> Observation:  # type: ignore[no-untyped-def]
