@@ -37,7 +37,7 @@ from typing import Any
 
 from check.inventory import APK, DPKG, NPM, PIP, InstalledPackage, OsInfo
 from check.versions import Compare, VersionError, ordering
-from securityhub.errors import ContainerscanError
+from securityhub.errors import ConfigurationError
 from securityhub.findings import Cvss, Severity
 from securityhub.logs import fields, get_logger
 
@@ -54,7 +54,7 @@ _SECDB_MARK = re.compile(rb"(?m)^\s*secfixes:")
 _PEP503 = re.compile(r"[-_.]+")
 
 
-class AdvisoryDatabaseError(ContainerscanError):
+class AdvisoryDatabaseError(ConfigurationError):
     """The advisory database is missing, unreadable or cannot be downloaded."""
 
     default_remediation = (
