@@ -18,7 +18,7 @@ from sidecar.seccomp import (
     open_conditions,
     run_program,
 )
-from sidecar.syscalls import AARCH64, AUDIT_ARCH_AARCH64, X86_64, X32_SYSCALL_BIT, native_arch
+from sidecar.syscalls import AARCH64, AUDIT_ARCH_AARCH64, X32_SYSCALL_BIT, X86_64, native_arch
 
 ENOSYS_ACTION = SECCOMP_RET_ERRNO | errno.ENOSYS
 O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_CLOEXEC = 0, 1, 2, 0o100, 0o1000, 0o2000000
