@@ -121,7 +121,7 @@ class ImageInfo:
 @dataclass(frozen=True)
 class PlatformRef:
     digest: str
-    platform: str
+    platform: str | None  # None: not a runnable image (an attestation, an unknown platform)
 
 
 def image_from_detail(detail: Mapping[str, Any]) -> ImageInfo:
@@ -141,23 +141,27 @@ def image_from_detail(detail: Mapping[str, Any]) -> ImageInfo:
 
 
 def parse_index(manifest: str | bytes) -> list[PlatformRef]:
-    """The platform images an index lists, without attestations and unknown platforms."""
+    """Every manifest an index lists; attestations and unknown platforms get platform None."""
     try:
         doc = json.loads(manifest)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return []
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
     refs = []
-    for entry in doc.get("manifests") or () if isinstance(doc, dict) else ():
+    for entry in entries or ():
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
             continue
         annotations = entry.get("annotations") or {}
-        if annotations.get(ATTESTATION_ANNOTATION) == "attestation-manifest":
-            continue
         platform = entry.get("platform") or {}
         os_name, arch = platform.get("os", "unknown"), platform.get("architecture", "unknown")
-        if os_name == "unknown" or arch == "unknown":
-            continue
-        name = f"{os_name}/{arch}" + (f"/{platform['variant']}" if platform.get("variant") else "")
+        name: str | None = f"{os_name}/{arch}"
+        if platform.get("variant"):
+            name = f"{name}/{platform['variant']}"
+        if annotations.get(ATTESTATION_ANNOTATION) == "attestation-manifest" or "unknown" in (
+            os_name,
+            arch,
+        ):
+            name = None
         refs.append(PlatformRef(entry["digest"], name))
     return refs
 
@@ -175,6 +179,8 @@ def expand_indexes(
             out.append(image)
             continue
         for ref in platforms.get(image.digest, ()):
+            if ref.platform is None:
+                continue
             child = by_digest.get(ref.digest)
             out.append(
                 ImageInfo(

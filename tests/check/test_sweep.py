@@ -1,0 +1,365 @@
+"""End to end: a registry in moto, the QScanner stand-in, the emulated Security Hub.
+
+Two runs over the same registry, with the reports changed in between (a fixed
+vulnerability, a new one, a deleted image, a scan that fails): after each run the hub holds
+exactly the truth for every image observed, the failed image's findings are untouched, and
+unchanged findings are not imported again.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from check.config import RunConfig
+from check.request import parse_request
+from check.sweep import EXIT_FINDINGS, build_sweep
+from securityhub.aws import SessionFactory
+from securityhub.errors import EXIT_OK, EXIT_PARTIAL
+from securityhub.ledger import create_table
+from tests.check.ecrfixtures import put_image, put_index
+from tests.check.standin import (
+    AWS_KEY_SECRET,
+    BUSYBOX_CVE_2019_5747,
+    CURL_CVE_2019_5481,
+    MUSL_CVE_2019_14697,
+    OPENSSL_CVE_2019_1547,
+    STANDIN,
+    Scenario,
+)
+
+REGION = "us-east-1"
+TABLE = "containerscan"
+BUCKET = "containerscan-runs"
+HUB = "123456789012"  # moto's default account: the caller
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from securityhub import emulator
+
+    monkeypatch.setenv("QSCANNER_PATH", str(STANDIN))
+    monkeypatch.setenv("QUALYS_POD", "US1")
+    monkeypatch.setenv("QUALYS_ACCESS_TOKEN", "standin-token-123456")
+    monkeypatch.setenv("QSCANNER_STANDIN_SCENARIO", str(tmp_path / "scenario.json"))
+    Scenario().write(tmp_path / "scenario.json")  # every image clean until a test says
+    emulator.install()
+    with mock_aws():
+        create_table(boto3.client("dynamodb", region_name=REGION), TABLE)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        yield
+    emulator.uninstall()
+
+
+def config(tmp_path: Path, **changes: Any) -> RunConfig:
+    base = RunConfig(table=TABLE, bucket=BUCKET, concurrency=4, image_timeout=30,
+                     output_dir=tmp_path / "out")  # fmt: skip
+    return base.with_overrides(**changes)
+
+
+def run(tmp_path: Path, doc: dict[str, Any], **changes: Any):
+    request = parse_request(doc, source="test")
+    sessions = SessionFactory(default_region=REGION)
+    sweep = build_sweep(request, config(tmp_path, **changes), sessions=sessions)
+    return sweep.run()
+
+
+def active_findings(region: str = REGION, client: Any = None) -> dict[str, dict[str, Any]]:
+    hub = client or boto3.client("securityhub", region_name=region)
+    found: dict[str, dict[str, Any]] = {}
+    token = None
+    while True:
+        params: dict[str, Any] = {
+            "Filters": {"RecordState": [{"Value": "ACTIVE", "Comparison": "EQUALS"}]},
+            "MaxResults": 100,
+        }
+        if token:
+            params["NextToken"] = token
+        page = hub.get_findings(**params)
+        found.update({f["Id"]: f for f in page["Findings"]})
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def truth(findings: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+    """(resource id, vulnerability QID or secret rule) of each active finding."""
+    out = set()
+    for f in findings.values():
+        resource = f["Resources"][0]["Id"]
+        if f.get("Vulnerabilities"):
+            what = f["Vulnerabilities"][0]["Id"]
+        else:
+            what = f["Id"].rsplit("/", 3)[-3] if "secret" in f["Id"] else f["Id"]
+        out.add((resource, str(what)))
+    return out
+
+
+def resource_id(repository: str, digest: str, account: str = HUB) -> str:
+    return f"arn:aws:ecr:{REGION}:{account}:repository/{repository}/{digest}"
+
+
+def test_two_runs_leave_the_hub_telling_the_truth(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    for name in ("payments/api", "payments/worker", "sandbox/tmp", "web"):
+        ecr.create_repository(repositoryName=name)
+    api = put_image(ecr, "payments/api", "api-1", "1.0")
+    worker = put_image(ecr, "payments/worker", "worker-1", "1.0")
+    # The same digest under two tags and in two repositories: scanned once.
+    ecr.put_image(repositoryName="payments/api", imageTag="stable",
+                  imageManifest=ecr.batch_get_image(repositoryName="payments/api",
+                  imageIds=[{"imageDigest": api}])["images"][0]["imageManifest"],
+                  imageDigest=api)  # fmt: skip
+    shared = put_image(ecr, "web", "api-1", "latest")
+    assert shared == api
+    index, children = put_index(ecr, "payments/worker", "worker-multi", "2.0")
+    sandbox = put_image(ecr, "sandbox/tmp", "sandbox-1", "x")
+
+    scenario = Scenario()
+    scenario.image(api, findings=[OPENSSL_CVE_2019_1547, MUSL_CVE_2019_14697],
+                   secrets=[AWS_KEY_SECRET])  # fmt: skip
+    scenario.image(worker, findings=[CURL_CVE_2019_5481])
+    scenario.image(children["amd64"], findings=[BUSYBOX_CVE_2019_5747])
+    scenario.image(children["arm64"], findings=[BUSYBOX_CVE_2019_5747, CURL_CVE_2019_5481])
+    scenario.image(sandbox, findings=[MUSL_CVE_2019_14697])
+    scenario.write(Path(_scenario_path()))
+
+    doc = {"repositories": ["payments/*", "web"], "exclude": ["sandbox/*"], "regions": [REGION]}
+    first = run(tmp_path, doc)
+    report = first.as_dict()
+    assert first.exit_code == EXIT_OK, report
+    # api (3 records: 2 repos; tags merge into one record per repo), worker, 2 platforms.
+    assert report["counts"]["unique_digests"] == 4
+    assert report["counts"]["scanned"] == len(first.records) == 5
+    assert {r.image.platform for r in first.records} == {None, "linux/amd64", "linux/arm64/v8"}
+    assert all(r.image.digest != index for r in first.records)
+
+    expected = {
+        (resource_id("payments/api", api), "376817"),
+        (resource_id("payments/api", api), "376802"),
+        (resource_id("web", api), "376817"),
+        (resource_id("web", api), "376802"),
+        (resource_id("payments/worker", worker), "376705"),
+        (resource_id("payments/worker", children["amd64"]), "376354"),
+        (resource_id("payments/worker", children["arm64"]), "376354"),
+        (resource_id("payments/worker", children["arm64"]), "376705"),
+    }
+    findings = active_findings()
+    vulns = {t for t in truth(findings) if t[1].isdigit()}
+    assert vulns == expected
+    secrets = [f for f in findings.values() if not f.get("Vulnerabilities")]
+    assert len(secrets) == 2  # the AWS key in api, seen in two repositories
+    assert all("AKIA" not in json.dumps(f) for f in secrets)
+    sandbox_ids = [f for f in findings.values() if "sandbox" in f["Resources"][0]["Id"]]
+    assert not sandbox_ids
+
+    status = json.loads(
+        boto3.client("s3", region_name=REGION)
+        .get_object(Bucket=BUCKET, Key=f"containerscan/runs/{first.run_id}/status.json")["Body"]
+        .read()
+    )
+    assert status["counts"]["scanned"] == 5
+    assert status["security_hub"][f"{HUB}/{REGION}"]["created"] == len(findings)
+    local = tmp_path / "out" / "runs" / first.run_id
+    assert (local / "status.json").is_file()
+    raw = list((local / "images" / api.replace(":", "-") / "raw").iterdir())
+    assert any(p.name.endswith("-Report.sarif.json") for p in raw)
+    obj = boto3.client("s3", region_name=REGION).head_object(
+        Bucket=BUCKET, Key=f"containerscan/runs/{first.run_id}/status.json"
+    )
+    assert obj["ServerSideEncryption"] == "AES256"
+
+    # ---- the world changes: api fixed openssl and gained curl; worker's scan fails;
+    # the amd64 platform is unchanged; web's copy of api deleted.
+    scenario = Scenario()
+    scenario.image(api, findings=[MUSL_CVE_2019_14697, CURL_CVE_2019_5481],
+                   secrets=[AWS_KEY_SECRET])  # fmt: skip
+    scenario.image(worker, behaviour="crash")
+    scenario.image(children["amd64"], findings=[BUSYBOX_CVE_2019_5747])
+    scenario.image(children["arm64"], findings=[BUSYBOX_CVE_2019_5747, CURL_CVE_2019_5481])
+    scenario.write(Path(_scenario_path()))
+    ecr.batch_delete_image(repositoryName="web", imageIds=[{"imageDigest": api}])
+    second = run(tmp_path, {**doc, "force": True})
+    report = second.as_dict()
+    assert second.exit_code == EXIT_PARTIAL
+    failed = [i for i in report["images"] if i["outcome"] == "failed"]
+    assert [(i["repository"], i["digest"]) for i in failed] == [("payments/worker", worker)]
+    assert failed[0]["error"]
+
+    expected_now = {
+        (resource_id("payments/api", api), "376802"),
+        (resource_id("payments/api", api), "376705"),  # new
+        (resource_id("payments/worker", worker), "376705"),  # failed scan: untouched
+        (resource_id("payments/worker", children["amd64"]), "376354"),
+        (resource_id("payments/worker", children["arm64"]), "376354"),
+        (resource_id("payments/worker", children["arm64"]), "376705"),
+    }
+    after = active_findings()
+    assert {t for t in truth(after) if t[1].isdigit()} == expected_now
+    hub = report["security_hub"][f"{HUB}/{REGION}"]
+    # archived: openssl in api, and web's 2 vulns + 1 secret (image deleted from web).
+    assert hub["archived"] == 4
+    assert hub["created"] == 1
+    # Nothing else changed, and nothing was due for a refresh: not imported again.
+    assert hub["updated"] == hub["refreshed"] == hub["reactivated"] == 0
+    for fid, finding in after.items():
+        if fid in findings and "payments/worker" in finding["Resources"][0]["Id"]:
+            assert finding["UpdatedAt"] == findings[fid]["UpdatedAt"]
+    # The alert's notion of "new": curl in api, against api's previous result.
+    assert {f.vulnerability_id for r in second.records for f in r.new_findings} == {"376705"}
+
+
+def test_cache_hits_reuse_results_and_still_feed_correlation(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    digest = put_image(ecr, "app", "app-1", "1")
+    Scenario().image(digest, findings=[MUSL_CVE_2019_14697]).write(Path(_scenario_path()))
+    first = run(tmp_path, {"repositories": ["app"]})
+    assert first.as_dict()["counts"]["scanned"] == 1
+    # The scanner now crashes: a cache hit never runs it.
+    Scenario().image(digest, behaviour="crash").write(Path(_scenario_path()))
+    second = run(tmp_path, {"repositories": ["app"]})
+    counts = second.as_dict()["counts"]
+    assert (counts["cached"], counts["scanned"], counts["failed"]) == (1, 0, 0)
+    assert second.exit_code == EXIT_OK
+    assert second.records[0].findings[0].vulnerability_id == "376802"
+    assert not second.records[0].new_findings
+    assert len(active_findings()) == 1
+    # --force bypasses the cache: the crash is now visible, the findings untouched.
+    third = run(tmp_path, {"repositories": ["app"], "force": True})
+    assert third.exit_code == EXIT_PARTIAL
+    assert len(active_findings()) == 1
+
+
+def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
+    sns = boto3.client("sns", region_name=REGION)
+    topic = sns.create_topic(Name="containerscan-alerts")["TopicArn"]
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
+                  Attributes={"RawMessageDelivery": "true"})  # fmt: skip
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    digest = put_image(ecr, "app", "app-1", "1")
+    Scenario().image(digest, findings=[MUSL_CVE_2019_14697, BUSYBOX_CVE_2019_5747],
+                     secrets=[AWS_KEY_SECRET]).write(Path(_scenario_path()))  # fmt: skip
+    status = run(tmp_path, {"repositories": ["app"], "fail_on": "critical"},
+                 sns_topic_arn=topic)  # fmt: skip
+    assert status.exit_code == EXIT_FINDINGS
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 1
+    body = messages[0]["Body"]
+    assert "376802" in body  # musl, CRITICAL
+    assert "376354" not in body  # busybox, LOW: below the HIGH threshold
+    assert "aws-access-key-id" in body and "AKIA" not in body
+    # A rerun finds nothing new: no second message.
+    run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    assert not sqs.receive_message(QueueUrl=queue).get("Messages")
+
+
+def test_cross_account_images_are_published_in_their_owner_account(
+    aws: None, tmp_path: Path
+) -> None:
+    spoke = "210987654321"
+    role = f"arn:aws:iam::{spoke}:role/ContainerScanRole"
+    creds = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=role, RoleSessionName="setup"
+    )["Credentials"]
+    session = boto3.session.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=REGION,
+    )
+    ecr = session.client("ecr")
+    ecr.create_repository(repositoryName="spoke/app")
+    digest = put_image(ecr, "spoke/app", "spoke-1", "1")
+    Scenario().image(digest, findings=[CURL_CVE_2019_5481]).write(Path(_scenario_path()))
+    status = run(tmp_path, {"accounts": [{"account_id": spoke, "role": "ContainerScanRole",
+                                          "external_id": "ext-123"}]})  # fmt: skip
+    assert status.exit_code == EXIT_OK, status.as_dict()
+    assert status.records[0].plan.account_id == spoke
+    spoke_findings = active_findings(client=session.client("securityhub"))
+    assert [f["AwsAccountId"] for f in spoke_findings.values()] == [spoke]
+    assert not active_findings()  # nothing in the hub account
+
+
+def test_an_account_that_cannot_be_entered_is_partial_not_fatal(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    put_image(ecr, "app", "app-1", "1")
+    # 999999999999 has no role: reported, and the caller's account is still swept.
+    status = run(tmp_path, {"accounts": [HUB, "999999999999"]})
+    assert status.exit_code == EXIT_PARTIAL
+    assert [e["scope"] for e in status.errors] == [f"999999999999/{REGION}"]
+    assert status.as_dict()["counts"]["scanned"] == 1
+
+
+def test_dry_run_writes_nothing(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    put_image(ecr, "app", "app-1", "1")
+    put_image(ecr, "app", "app-0", None)
+    status = run(tmp_path, {"dry_run": True, "tagged_only": True})
+    assert [r.outcome for r in status.records] == ["selected"]
+    assert not (tmp_path / "out").exists()
+    assert not active_findings()
+    items = boto3.client("dynamodb", region_name=REGION).scan(TableName=TABLE)["Items"]
+    assert items == []
+
+
+def test_tagging_scanned_images(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="mutable")
+    ecr.create_repository(repositoryName="locked", imageTagMutability="IMMUTABLE")
+    one = put_image(ecr, "mutable", "m-1", "1")
+    put_image(ecr, "locked", "l-1", "1")
+    two = put_image(ecr, "locked", "l-2", "2")
+    # In the immutable repository the tag already names another image.
+    body = ecr.batch_get_image(repositoryName="locked", imageIds=[{"imageDigest": two}])
+    ecr.put_image(repositoryName="locked", imageTag="scanned", imageDigest=two,
+                  imageManifest=body["images"][0]["imageManifest"])  # fmt: skip
+    status = run(tmp_path, {}, tag_scanned="scanned")
+    outcomes = {(t.repository, t.outcome) for t in status.tagging}
+    assert outcomes == {("mutable", "tagged"), ("locked", "immutable")}
+    assert status.exit_code == EXIT_OK  # reported, not fatal
+    tags = ecr.describe_images(repositoryName="mutable", imageIds=[{"imageDigest": one}])
+    assert set(tags["imageDetails"][0]["imageTags"]) == {"1", "scanned"}
+
+
+def test_shards_split_the_registry(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    for i in range(12):
+        ecr.create_repository(repositoryName=f"repo-{i:02d}")
+        put_image(ecr, f"repo-{i:02d}", f"seed-{i}", "1")
+    seen: list[str] = []
+    for index in (1, 2, 3):
+        status = run(tmp_path, {"shard": f"{index}/3", "dry_run": True})
+        seen += [r.image.repository for r in status.records]
+    assert sorted(seen) == [f"repo-{i:02d}" for i in range(12)]
+
+
+def test_pushed_since_excludes_older_images(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    put_image(ecr, "app", "app-1", "1")
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    status = run(tmp_path, {"dry_run": True, "pushed_since": future})
+    assert status.records == []
+    status = run(tmp_path, {"dry_run": True, "pushed_since": "1d"})
+    assert len(status.records) == 1
+
+
+def _scenario_path() -> str:
+    import os
+
+    return os.environ["QSCANNER_STANDIN_SCENARIO"]
