@@ -89,9 +89,13 @@ def parse_sarif(
             props = result.get("properties")
             qid_node = props.first("QID", "qid")
             qid = qid_node.text()
-            rule = rules.get(qid) or rules.get(opt_str(result, "ruleId") or "")
+            # ruleId is SARIF's link to the rule; QScanner's rule ids are the QIDs.
+            rule_id = opt_str(result, "ruleId") or qid
+            rule = rules.get(rule_id) or rules.get(qid)
             if rule is None:
                 raise qid_node.error(f"QID {qid} has no rule in tool.driver.rules")
+            if rule.qid.isdigit() and rule.qid != qid:
+                raise qid_node.error(f"QID {qid} does not match ruleId {rule.qid}")
             packages = [
                 _package(node, inventory or {}) for node in props.get("vulnerableSoftware").items()
             ]
