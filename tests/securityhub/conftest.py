@@ -62,8 +62,9 @@ def aws() -> Iterator[None]:
 
 @pytest.fixture
 def sessions(aws: None) -> SessionFactory:
-    # One attempt in botocore: the gateway's own retries are what the tests exercise.
-    return SessionFactory(REGION, max_attempts=1)
+    # No botocore retries (its `max_attempts` counts retries, so 0 = one attempt): the
+    # gateway's own retries are what the tests exercise.
+    return SessionFactory(REGION, max_attempts=0)
 
 
 @pytest.fixture
