@@ -22,6 +22,7 @@ import difflib
 import fnmatch
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -98,6 +99,7 @@ DOWNLOAD_TOOLS = frozenset({"curl", "wget"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _POLICIES_DIR_ENV = "CONTAINERSCAN_POLICY_DIR"
 _LEARNING_WINDOW_ENV = "CONTAINERSCAN_LEARNING_WINDOW"
+_DOCUMENT_ENV = "TRACING_POLICY_DOCUMENT"
 
 
 # ---------------------------------------------------------------------------- dataclasses
@@ -336,9 +338,14 @@ def _dotted(path: Sequence[str | int]) -> str:
 
 
 def policies_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The bundled `policies/` directory (CONTAINERSCAN_POLICY_DIR overrides it)."""
-    if environ and environ.get(_POLICIES_DIR_ENV):
-        return Path(environ[_POLICIES_DIR_ENV])
+    """The bundled `policies/` directory (CONTAINERSCAN_POLICY_DIR overrides it).
+
+    Read when called, never at import. The images copy `policies/` to a fixed place and set
+    the variable; a source checkout finds it beside the packages.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(_POLICIES_DIR_ENV):
+        return Path(env[_POLICIES_DIR_ENV])
     return Path(__file__).resolve().parent.parent / "policies"
 
 
@@ -785,7 +792,8 @@ def resolve_policy(
 
     Precedence: `--policy` paths, then TRACING_POLICY_PATH (a file, a directory, or an
     `s3://bucket/key` object, or an `s3://bucket/prefix/` of *.yaml objects, fetched now with
-    `sessions`), then MONITORING_MODE's bundled files (default: balanced). Then the
+    `sessions`), then TRACING_POLICY_DOCUMENT (the policy's YAML itself, as ECS injects an
+    SSM parameter), then MONITORING_MODE's bundled files (default: balanced). Then the
     overrides: ALERT_THRESHOLD (anomaly score, > 0), SYSCALL_WHITELIST (comma-separated
     names), NETWORK_POLICY (comma-separated CIDRs replacing the allowlist), and
     CONTAINERSCAN_LEARNING_WINDOW (seconds).
@@ -798,6 +806,9 @@ def resolve_policy(
             policy = merge(fetch_s3_policies(location, sessions))
         else:
             policy = load_policies([location])
+    elif environ.get(_DOCUMENT_ENV, "").strip():
+        # ECS injects an SSM parameter's value as an environment variable
+        policy = merge(parse_policy_text(environ[_DOCUMENT_ENV], _DOCUMENT_ENV))
     else:
         mode = (environ.get("MONITORING_MODE") or DEFAULT_MODE).strip().lower()
         if mode not in MODE_FILES:

@@ -228,6 +228,20 @@ def test_cli_paths_win_over_environment() -> None:
     assert policy.names == ("valid-block",)
     policy = resolve_policy({"TRACING_POLICY_PATH": str(DATA / "valid-block.yaml")})
     assert policy.names == ("valid-block",)
+    inline = resolve_policy({"TRACING_POLICY_DOCUMENT": (DATA / "valid-block.yaml").read_text()})
+    assert inline.names == ("valid-block",)
+    with pytest.raises(PolicyError) as caught:
+        resolve_policy({"TRACING_POLICY_DOCUMENT": (DATA / "bad-port.yaml").read_text()})
+    assert caught.value.problems[0][0].startswith("TRACING_POLICY_DOCUMENT:11:")
+
+
+def test_policy_dir_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "minimal-policy.yaml").write_text(
+        (DATA / "valid-block.yaml").read_text())
+    policy = resolve_policy({"MONITORING_MODE": "minimal",
+                             "CONTAINERSCAN_POLICY_DIR": str(tmp_path)})
+    assert policy.names == ("valid-block",)
 
 
 @mock_aws
