@@ -1,0 +1,1 @@
+"""Tests of the built-in scanner: images built here from real files, real advisory data."""
