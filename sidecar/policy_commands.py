@@ -7,6 +7,7 @@ inside the commands so that `containerscan --help` stays instant.
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -38,7 +39,9 @@ def validate(files: tuple[str, ...], show: bool) -> None:
         for doc in docs:
             click.echo(f"ok: {doc.source}:{doc.start_line} ({doc.data['metadata']['name']})")
     if failed:
-        raise click.exceptions.Exit(EXIT_USAGE)
+        # SystemExit, not click's Exit: the root runs click with standalone_mode=False,
+        # which turns Exit into a return value that `python -m check` would ignore.
+        sys.exit(EXIT_USAGE)
     merged = merge(load_documents(list(files)))
     if show:
         from sidecar.engine import Engine

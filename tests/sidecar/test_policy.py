@@ -291,3 +291,57 @@ def test_cli_schema_prints_the_schema() -> None:
         "fileIntegrityMonitoring", "processExecution", "networkMonitoring",
         "softwareInstallation", "syscallFiltering", "actions", "performance",
     }
+
+
+def test_cli_through_the_console_entry_point() -> None:
+    """The real `containerscan` entry: exit 2 and the message on stderr, 0 when valid."""
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "check", "policy", "validate",
+                          str(DATA / "bad-cidr.yaml")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert bad.returncode == 2
+    assert "bad-cidr.yaml:11" in bad.stderr and "did you mean 10.1.0.0/16" in bad.stderr
+    good = subprocess.run([sys.executable, "-m", "check", "policy", "validate",
+                           str(policies_dir() / "tracing-policy-schema.yaml")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert good.returncode == 0, good.stderr
+
+
+def _schema_keys(node: dict, prefix: str = "") -> set[str]:  # type: ignore[type-arg]
+    from sidecar.policy import schema
+
+    keys: set[str] = set()
+    if "$ref" in node:
+        node = schema()["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    for key, child in node.get("properties", {}).items():
+        keys.add(prefix + key)
+        keys |= _schema_keys(child, prefix + key + ".")
+    items = node.get("items")
+    if isinstance(items, dict):
+        keys |= _schema_keys(items, prefix)
+    return keys
+
+
+def _data_keys(data: object, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            keys.add(prefix + key)
+            keys |= _data_keys(value, prefix + key + ".")
+    elif isinstance(data, list):
+        for item in data:
+            keys |= _data_keys(item, prefix)
+    return keys
+
+
+def test_the_aggressive_policy_uses_every_key_of_the_schema() -> None:
+    """Meta-test: the full policy shows every key, so none is undocumented or untested."""
+    from sidecar.policy import load_documents, schema
+
+    (doc,) = load_documents([policies_dir() / "tracing-policy-schema.yaml"])
+    unused = _schema_keys(schema()) - _data_keys(doc.data)
+    # metadata extras and the SNS topic (taken from SNS_TOPIC_ARN in the bundled policy)
+    assert unused == {"metadata.namespace", "metadata.labels", "metadata.annotations",
+                      "spec.actions.alert.destinations.topicArn"}
