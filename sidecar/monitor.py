@@ -1,0 +1,160 @@
+"""The glue of `containerscan sidecar run|attach`: policy -> engine -> tracer -> pipeline ->
+sinks, plus the heartbeat.
+
+Order matters in launch mode: the workload is forked before any thread exists (the pipeline
+and sink workers, the heartbeat), so the child never inherits a lock held by another thread
+between fork and exec. Signals the tracer handles are blocked before the threads start, so
+the kernel delivers them to the main thread, whose blocking wait they interrupt; the main
+thread unblocks them once the tracer's handlers are installed.
+
+An invalid policy raises `PolicyError` before anything starts (exit 2 with the file, the line
+and the fix); a tracer that cannot trace raises `TracerError` with the remedy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from securityhub.logs import fields, get_logger
+from sidecar.context import Heartbeat, TaskContext, discover
+from sidecar.events import RuntimeEvent
+from sidecar.tracer import DETACH_SIGNALS, FORWARDED_SIGNALS, Tracer
+
+log = get_logger("sidecar.monitor")
+
+DEFAULT_HEARTBEAT_SECONDS = 60.0
+HEARTBEAT_ENV = "CONTAINERSCAN_HEARTBEAT_SECONDS"
+# Time given to the sinks to flush at exit (the workload has finished by then).
+FLUSH_TIMEOUT = 5.0
+
+
+class _HeartbeatThread:
+    def __init__(self, tracer: Tracer, pipeline: Any, interval: float) -> None:
+        self.tracer = tracer
+        self.pipeline = pipeline
+        self.interval = interval
+        self.beats = Heartbeat()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._thread.start()
+
+    def line(self) -> dict[str, Any]:
+        return self.beats.beat(asdict(self.tracer.stats), self.pipeline.stats())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            log.info("heartbeat", extra=fields(**self.line()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+        log.info("final heartbeat", extra=fields(**self.line()))
+
+
+class Monitor:
+    """Everything one sidecar run needs, built from the policy and the environment."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        policy_paths: Sequence[str] = (),
+        events_file: str | None = None,
+        sessions: Any = None,
+    ) -> None:
+        from sidecar.engine import Engine
+        from sidecar.policy import resolve_policy
+
+        self.environ = environ
+        self.events_file = events_file
+        self.sessions = sessions
+        self.policy = resolve_policy(environ, list(policy_paths), sessions)
+        self.engine = Engine(self.policy)
+        self.requirements = self.engine.requirements()
+        self.context: TaskContext | None = discover(environ)
+        self.pipeline: Any = None
+        self.sinks: list[Any] = []
+        self.tracer = Tracer(
+            self.requirements,
+            self.engine.evaluate,
+            self._submit,
+            container_of=self.context.container_of if self.context else None,
+        )
+        self.heartbeat_interval = float(environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_SECONDS)
+        log.info(
+            "policy loaded",
+            extra=fields(
+                policy=getattr(self.policy, "name", None),
+                syscalls=sorted(self.requirements.syscalls),
+                process_only=self.requirements.process_only,
+                open_needs_read=self.requirements.open_needs_read,
+            ),
+        )
+
+    def _submit(self, event: RuntimeEvent) -> None:
+        self.pipeline.submit(event)
+
+    def _start_pipeline(self) -> None:
+        from sidecar.pipeline import Pipeline
+        from sidecar.sinks import build_sinks
+
+        sinks = build_sinks(
+            self.policy,
+            self.environ,
+            events_file=self.events_file,
+            sessions=self.sessions,
+            context=self.context,
+        )
+        self.sinks = sinks
+        self.pipeline = Pipeline(self.policy, sinks)
+
+    def _loop(self, handled: Sequence[int], body: Any) -> int:
+        """Start the threads with `handled` signals blocked, then run `body` in this thread."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+        heartbeat = None
+        try:
+            self._start_pipeline()
+            heartbeat = _HeartbeatThread(self.tracer, self.pipeline, self.heartbeat_interval)
+            heartbeat.start()
+        finally:
+            self.tracer.install_signal_handlers()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+        try:
+            return int(body())
+        finally:
+            self.tracer.restore_signal_handlers()
+            if heartbeat is not None:
+                heartbeat.stop()
+            if self.pipeline is not None:
+                self.pipeline.close(FLUSH_TIMEOUT)
+            for sink in self.sinks:
+                close = getattr(sink, "close", None)
+                if callable(close):
+                    with contextlib.suppress(OSError):
+                        close()
+
+    def launch(self, argv: list[str]) -> int:
+        """Run `argv` under the tracer; the workload's exit status."""
+        self.tracer.launch(argv)  # fork now: no thread exists yet
+        return self._loop((*FORWARDED_SIGNALS, signal.SIGALRM), self.tracer.run)
+
+    def attach(
+        self,
+        pids: Sequence[int],
+        match: str | None,
+        everything: bool,
+        poll_interval: float,
+    ) -> int:
+        """Trace running processes until SIGTERM (or, with only --pid, until they exit)."""
+        self.tracer.attach(pids, match=match, everything=everything, poll_interval=poll_interval)
+        handled = (*DETACH_SIGNALS, signal.SIGALRM)
+        forever = match is not None or everything
+        return self._loop(handled, self.tracer.run_attach_forever if forever else self.tracer.run)

@@ -1,0 +1,154 @@
+"""ECS task context from a real HTTP metadata endpoint on loopback; cgroups; heartbeat."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from securityhub.errors import ConfigurationError
+from sidecar.context import (
+    METADATA_ENV,
+    Heartbeat,
+    TaskContext,
+    container_id,
+    container_id_from_cgroup,
+    discover,
+)
+
+TASK_ID = "158d1c8083dd49d6b527399fd6414f5c"
+# The shape of a Fargate task metadata v4 `/task` answer (AWS docs, "Task metadata v4
+# examples"), trimmed.
+TASK_DOC = {
+    "Cluster": "arn:aws:ecs:eu-west-1:111122223333:cluster/prod",
+    "TaskARN": f"arn:aws:ecs:eu-west-1:111122223333:task/prod/{TASK_ID}",
+    "Family": "shop-api",
+    "Revision": "26",
+    "LaunchType": "FARGATE",
+    "Containers": [
+        {
+            "DockerId": f"{TASK_ID}-2495160603",
+            "Name": "app",
+            "Image": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/shop:1.2",
+            "ImageID": "sha256:" + "a" * 64,
+        },
+        {"DockerId": f"{TASK_ID}-1111111111", "Name": "containerscan-sidecar", "Image": "cs"},
+    ],
+}
+CONTAINER_DOC = {"DockerId": f"{TASK_ID}-2495160603", "Name": "app"}
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[str]]]:
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            doc = TASK_DOC if self.path.endswith("/task") else CONTAINER_DOC
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v4/{TASK_ID}-2495160603", hits
+    server.shutdown()
+    server.server_close()
+
+
+def test_discover_reads_task_and_container(endpoint) -> None:
+    url, hits = endpoint
+    ctx = discover({METADATA_ENV: url})
+    assert ctx is not None
+    assert ctx.task_arn == TASK_DOC["TaskARN"]
+    assert ctx.task_id == TASK_ID
+    assert ctx.cluster_arn == TASK_DOC["Cluster"]
+    assert (ctx.task_family, ctx.revision, ctx.launch_type) == ("shop-api", "26", "FARGATE")
+    assert (ctx.account_id, ctx.region) == ("111122223333", "eu-west-1")
+    assert ctx.container_name == "app"
+    assert ctx.containers[f"{TASK_ID}-2495160603"] == "app"
+    assert ctx.images["app"] == (TASK_DOC["Containers"][0]["Image"], "sha256:" + "a" * 64)
+    assert sorted(hits) == sorted([f"/v4/{TASK_ID}-2495160603", f"/v4/{TASK_ID}-2495160603/task"])
+
+
+def test_no_endpoint_means_no_context() -> None:
+    assert discover({}) is None
+
+
+def test_unreachable_endpoint_is_a_configuration_error() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once closed
+    with pytest.raises(ConfigurationError, match=METADATA_ENV):
+        discover({METADATA_ENV: f"http://127.0.0.1:{port}/v4/x"})
+    with pytest.raises(ConfigurationError, match="not an http URL"):
+        discover({METADATA_ENV: "file:///etc/passwd"})
+
+
+def test_short_cluster_names_become_arns() -> None:
+    doc = {**TASK_DOC, "Cluster": "prod"}
+    ctx = TaskContext.from_metadata(doc, None)
+    assert ctx.cluster_arn == "arn:aws:ecs:eu-west-1:111122223333:cluster/prod"
+    with pytest.raises(ConfigurationError):
+        TaskContext.from_metadata({"Family": "x"}, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"0::/ecs/{TASK_ID}/{TASK_ID}-2495160603\n", f"{TASK_ID}-2495160603"),
+        (
+            f"12:pids:/ecs/{TASK_ID}/{TASK_ID}-1111111111\n11:memory:/ecs/{TASK_ID}/"
+            f"{TASK_ID}-1111111111\n",
+            f"{TASK_ID}-1111111111",
+        ),
+        ("0::/docker/" + "b" * 64 + "\n", "b" * 64),
+        ("0::/system.slice/docker-" + "c" * 64 + ".scope\n", "c" * 64),
+        ("0::/user.slice/user-0.slice/session-1.scope\n", None),
+        ("0::/\n", None),
+    ],
+)
+def test_container_id_from_cgroup(text: str, expected: str | None) -> None:
+    assert container_id_from_cgroup(text) == expected
+
+
+def test_container_of_maps_ids_to_names() -> None:
+    ctx = TaskContext.from_metadata(TASK_DOC, CONTAINER_DOC)
+    own = container_id(os.getpid())
+    if own is None:  # not in a container here
+        assert ctx.container_of(os.getpid()) is None
+    else:
+        named = dataclasses.replace(ctx, containers={own: "mine"})
+        assert named.container_of(os.getpid()) == "mine"
+        assert ctx.container_of(os.getpid()) in (own, own[:12])
+    assert container_id(999_999_999) is None
+    assert ctx.container_of(999_999_999) is None
+
+
+def test_heartbeat_rates_and_cpu() -> None:
+    now = [100.0]
+    hb = Heartbeat(clock=lambda: now[0])
+    now[0] = 102.0
+    sum(i * i for i in range(200_000))  # burn a little CPU
+    line = hb.beat({"stops": 500, "events": 7, "syscall_stops": 300}, {"dropped": 3})
+    assert line["stops_per_s"] == 250.0
+    assert (line["events"], line["drops"], line["syscall_stops"]) == (7, 3, 300)
+    assert line["cpu_seconds"] > 0 and line["cpu_percent"] >= 0
+    now[0] = 104.0
+    line = hb.beat({"stops": 600}, {})
+    assert line["stops_per_s"] == 50.0
