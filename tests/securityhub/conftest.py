@@ -60,11 +60,22 @@ def aws() -> Iterator[None]:
     emulator.set_faults()
 
 
+def single_attempt_sessions(region: str = REGION) -> SessionFactory:
+    """A SessionFactory whose clients make one attempt, in standard mode.
+
+    The gateway's own retries are what the tests exercise; botocore's adaptive mode would
+    also slow the client down on every injected throttle.
+    """
+    from botocore.config import Config
+
+    sessions = SessionFactory(region)
+    sessions._config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    return sessions
+
+
 @pytest.fixture
 def sessions(aws: None) -> SessionFactory:
-    # No botocore retries (its `max_attempts` counts retries, so 0 = one attempt): the
-    # gateway's own retries are what the tests exercise.
-    return SessionFactory(REGION, max_attempts=0)
+    return single_attempt_sessions()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ SCOPE_B = ids.image_scope(image(DIGEST_B))
 BOTH = frozenset({"vulnerability", "secret"})
 
 
-def entry(fid: str, scope: str = SCOPE_A, kind: str = "vulnerability", fp: str = "f1",
+def entry(fid: str, scope: str = SCOPE_A, kind: str = "vulnerability", *, fp: str = "f1",
           state: str = ACTIVE, age: timedelta = timedelta(days=1)) -> LedgerEntry:
     then = NOW - age
     return LedgerEntry(fid, scope, kind, fp, then - timedelta(days=30), then - timedelta(days=30), then, state)
