@@ -20,6 +20,7 @@ never hits an unrelated group.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import signal
@@ -36,6 +37,10 @@ from securityhub.logs import redact
 DEFAULT_OUTPUT_CAP = 8 * 1024 * 1024
 # Seconds between SIGTERM and SIGKILL to the process group.
 DEFAULT_KILL_GRACE = 5.0
+# Seconds reserved between a scanner's own timeout flag and our hard kill (at most a tenth
+# of the timeout), so that the scanner can stop cleanly and say why.
+DEFAULT_KILL_MARGIN = 15.0
+MIN_SCAN_TIMEOUT = 1
 # Seconds to drain the pipes after the group is gone (kernel buffers, at most 64 KiB each).
 _DRAIN_AFTER_EXIT = 2.0
 _READ_SIZE = 64 * 1024
@@ -111,6 +116,27 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def scan_timeout_for(timeout: float, kill_margin: float = DEFAULT_KILL_MARGIN) -> int:
+    """A scanner's own timeout (whole seconds): our deadline minus a margin."""
+    margin = min(kill_margin, timeout / 10)
+    return max(MIN_SCAN_TIMEOUT, math.floor(timeout - margin))
+
+
+def passthrough_environment(
+    parent: Mapping[str, str], prefix: str, exclude: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """`minimal_environment` plus the parent's `<prefix>*` settings (minus `exclude`)."""
+    env = minimal_environment(parent)
+    env.update(
+        {
+            name: value
+            for name, value in parent.items()
+            if name.startswith(prefix) and name not in exclude
+        }
+    )
+    return env
 
 
 def minimal_environment(

@@ -22,7 +22,6 @@ Contract (shared/reference/qscanner.md, mostly from public wrappers of QScanner 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -34,12 +33,14 @@ from types import MappingProxyType
 
 from check.process import (
     DEFAULT_KILL_GRACE,
+    DEFAULT_KILL_MARGIN,
     DEFAULT_OUTPUT_CAP,
     ProcessOutcome,
     ScannerFailedError,
     check_finished,
     failure_detail,
-    minimal_environment,
+    passthrough_environment,
+    scan_timeout_for,
     start_scanner,
 )
 from check.reports.sarif import parse_sarif
@@ -107,10 +108,6 @@ EXIT_CODES = MappingProxyType(
 EXIT_REPORT_UNAVAILABLE = 40
 # Exit codes after which the reports are complete and parsed: code -> policy result.
 POLICY_RESULTS = MappingProxyType({0: "ALLOW", 42: "DENY", 43: "AUDIT"})
-# Seconds reserved between QScanner's own --scan-timeout and our hard kill (at most a
-# tenth of the timeout), so that QScanner can stop cleanly and say why.
-DEFAULT_KILL_MARGIN = 15.0
-MIN_SCAN_TIMEOUT = 1
 VERSION_TIMEOUT = 30.0
 _VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?(?:-\d+)?")
 SARIF_SUFFIX = "-Report.sarif.json"
@@ -232,15 +229,7 @@ _OWN_VARS = frozenset(
 
 def scanner_base_env(environ: Mapping[str, str]) -> dict[str, str]:
     """What of the parent environment the scanner gets: passthroughs and QSCANNER_*."""
-    env = minimal_environment(environ)
-    env.update(
-        {
-            name: value
-            for name, value in environ.items()
-            if name.startswith("QSCANNER_") and name not in _OWN_VARS
-        }
-    )
-    return env
+    return passthrough_environment(environ, "QSCANNER_", _OWN_VARS)
 
 
 def build_argv(
@@ -280,12 +269,6 @@ def build_environment(config: QScannerConfig, target: ScanTarget) -> dict[str, s
         env["QSCANNER_REGISTRY_USERNAME"] = target.auth.username
         env["QSCANNER_REGISTRY_PASSWORD"] = target.auth.password
     return env
-
-
-def scan_timeout_for(timeout: float, kill_margin: float) -> int:
-    """QScanner's --scan-timeout: our deadline minus a margin (at most a tenth of it)."""
-    margin = min(kill_margin, timeout / 10)
-    return max(MIN_SCAN_TIMEOUT, math.floor(timeout - margin))
 
 
 class QScanner:
