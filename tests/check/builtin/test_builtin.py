@@ -77,8 +77,8 @@ def test_raw_inventory_lists_every_package_with_its_layer(debian_layout, advisor
     inventory = json.loads((tmp_path / INVENTORY_FILE).read_text())
     managers = {p["package_manager"] for p in inventory["packages"]}
     assert {"dpkg", "pip"} <= managers
-    names = {p["name"] for p in inventory["packages"] if p["package_manager"] == "pip"}
-    assert names == {"Jinja2", "Werkzeug"} or names == {"jinja2", "werkzeug"}
+    names = {p["name"].lower() for p in inventory["packages"] if p["package_manager"] == "pip"}
+    assert names == {"jinja2", "werkzeug"}  # click-7.0 was removed by a whiteout
     assert inventory["os"]["id"] == "debian"
     assert all(p["layer"] in inventory["layers"] for p in inventory["packages"])
     assert not [f for f in result.findings if isinstance(f, SecretFinding)]  # pkg only
