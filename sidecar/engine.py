@@ -265,8 +265,9 @@ class Engine:
 
     def _fim(self, event: SyscallEvent, path: str | None, what: str,
              found: list[RuntimeEvent]) -> None:
-        if not path or not self._fim_events:
-            return
+        if not path or (what not in self._fim_events
+                        and not (what == "write" and "open" in self._fim_events)):
+            return  # no rule watches this kind of event: skip the path lookups
         best: tuple[tuple[int, int, int], FimPath, str] | None = None
         for rule in self._fim_rules(path):
             if what in rule.events:
