@@ -99,6 +99,7 @@ DOWNLOAD_TOOLS = frozenset({"curl", "wget"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _POLICIES_DIR_ENV = "CONTAINERSCAN_POLICY_DIR"
 _LEARNING_WINDOW_ENV = "CONTAINERSCAN_LEARNING_WINDOW"
+_LEARNING_EVENTS_ENV = "CONTAINERSCAN_LEARNING_EVENTS"
 _DOCUMENT_ENV = "TRACING_POLICY_DOCUMENT"
 
 
@@ -794,9 +795,10 @@ def resolve_policy(
     `s3://bucket/key` object, or an `s3://bucket/prefix/` of *.yaml objects, fetched now with
     `sessions`), then TRACING_POLICY_DOCUMENT (the policy's YAML itself, as ECS injects an
     SSM parameter), then MONITORING_MODE's bundled files (default: balanced). Then the
-    overrides: ALERT_THRESHOLD (anomaly score, > 0), SYSCALL_WHITELIST (comma-separated
-    names), NETWORK_POLICY (comma-separated CIDRs replacing the allowlist), and
-    CONTAINERSCAN_LEARNING_WINDOW (seconds).
+    overrides: ALERT_THRESHOLD (anomaly score, > 0; it turns anomaly detection on),
+    SYSCALL_WHITELIST (comma-separated names), NETWORK_POLICY (comma-separated CIDRs
+    replacing the allowlist; it turns network monitoring on), and the anomaly learning
+    window: CONTAINERSCAN_LEARNING_WINDOW (seconds), CONTAINERSCAN_LEARNING_EVENTS.
     """
     if cli_paths:
         policy = load_policies(cli_paths)
@@ -832,7 +834,14 @@ def apply_overrides(policy: Policy, environ: Mapping[str, str]) -> Policy:
         if value is None:
             problems.append(("ALERT_THRESHOLD", f"{raw!r} is not a positive number; e.g. 0.7"))
         else:
-            anomaly = replace(anomaly, alert_threshold=value)
+            # a threshold says the operator wants anomaly alerts: it turns detection on
+            anomaly = replace(anomaly, enabled=True, alert_threshold=value)
+    raw = environ.get(_LEARNING_EVENTS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            problems.append((_LEARNING_EVENTS_ENV, f"{raw!r} is not a number of events >= 1"))
+        else:
+            anomaly = replace(anomaly, learning_events=int(raw))
     raw = environ.get(_LEARNING_WINDOW_ENV, "").strip()
     if raw:
         value = _positive_float(raw)

@@ -199,9 +199,12 @@ def test_environment_overrides() -> None:
             "SYSCALL_WHITELIST": "execve, connect,read",
             "NETWORK_POLICY": "10.1.0.0/16,fd00::/8",
             "CONTAINERSCAN_LEARNING_WINDOW": "30",
+            "CONTAINERSCAN_LEARNING_EVENTS": "500",
         }
     )
+    assert policy.anomaly.enabled  # minimal has no anomaly section: the threshold enables it
     assert policy.anomaly.alert_threshold == 1.5
+    assert policy.anomaly.learning_events == 500
     assert policy.anomaly.learning_window == 30
     assert policy.syscalls.whitelist == {"execve", "connect", "read"}
     assert policy.network.allowlist == ("10.1.0.0/16", "fd00::/8")
