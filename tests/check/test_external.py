@@ -101,7 +101,7 @@ def test_grype_secret_only_request_runs_nothing(tools, tmp_path):
 
 
 def test_report_for_another_image_is_refused(tools, tmp_path):
-    with pytest.raises(ScanError, match="not .*payments/api@sha256:000"):
+    with pytest.raises(ScanError, match=r"not .*payments/api@sha256:000"):
         TrivyScanner.from_config().scan(target(digest="sha256:" + "0" * 64), tmp_path, 30)
 
 
