@@ -52,18 +52,14 @@ def _htpasswd(username: str, password: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt
-    return f"{username}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+    return f"{username}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n"
 
 
-def _start_registry(tmp: Path, htpasswd: str | None) -> Iterator[str]:
+def _start_registry(tmp: Path, auth: str = "") -> Iterator[str]:
     binary = shutil.which(REGISTRY_BINARY)
     if binary is None:
         pytest.skip(f"{REGISTRY_BINARY} is not installed (apt-get install docker-registry)")
     port = free_port()
-    auth = ""
-    if htpasswd:
-        (tmp / "htpasswd").write_text(htpasswd)
-        auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp / 'htpasswd'}\n"
     config = tmp / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
@@ -93,13 +89,32 @@ def _start_registry(tmp: Path, htpasswd: str | None) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    for host in _start_registry(tmp_path_factory.mktemp("registry"), None):
+    for host in _start_registry(tmp_path_factory.mktemp("registry")):
         yield Registry(host)
 
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     user, password = "scanner", "s3cret-registry-pw"
-    for host in _start_registry(tmp_path_factory.mktemp("auth-registry"),
-                                _htpasswd(user, password)):
+    tmp = tmp_path_factory.mktemp("auth-registry")
+    (tmp / "htpasswd").write_text(_htpasswd(user, password))
+    auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp / 'htpasswd'}\n"
+    for host in _start_registry(tmp, auth):
         yield Registry(host, user, password)
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry behind bearer-token auth, with its token service on loopback."""
+    pytest.importorskip("cryptography", reason="the token service signs JWTs with it")
+    from tests.check.builtin.tokenserver import TokenServer
+
+    user, password = "robot", "t0ken-service-pw"
+    tmp = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(tmp, user, password)
+    tokens.start()
+    try:
+        for host in _start_registry(tmp, tokens.registry_auth_config()):
+            yield Registry(host, user, password)
+    finally:
+        tokens.stop()
