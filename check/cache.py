@@ -44,6 +44,8 @@ log = get_logger("check.cache")
 ITEM_PAYLOAD_MAX = 350_000
 # BatchGetItem reads at most 100 items per call (DynamoDB API reference).
 BATCH_GET_MAX = 100
+# BatchWriteItem writes at most 25 items per call (DynamoDB API reference).
+BATCH_WRITE_MAX = 25
 BATCH_GET_RETRIES = 8
 PK_PREFIX = "cache#"
 
@@ -212,14 +214,14 @@ class ScanCache:
 
     # ---------------------------------------------------------------------------- write
 
-    def put(
+    def _item(
         self,
         key: CacheKey,
         scanner: ScannerInfo,
         findings: Sequence[Any],
-        policy_result: str | None = None,
-    ) -> bool:
-        """Store a result; False (and a warning) when it could not be stored."""
+        policy_result: str | None,
+    ) -> dict[str, Any] | None:
+        """The DynamoDB item for a result (its payload put in S3 first if too big)."""
         now = self.clock()
         payload = encode_payload(scanner, key.scan_types, findings, policy_result)
         item: dict[str, Any] = {
@@ -229,35 +231,76 @@ class ScanCache:
             "stored_at": {"S": now.isoformat()},
             "findings": {"N": str(len(findings))},
         }
-        try:
-            if len(payload) <= ITEM_PAYLOAD_MAX:
-                item["payload"] = {"B": payload}
-            elif self.s3 is not None and self.bucket:
-                s3_key = self._s3_key(key)
-                params: dict[str, Any] = {
-                    "Bucket": self.bucket,
-                    "Key": s3_key,
-                    "Body": payload,
-                    "ContentType": "application/json",
-                    "ContentEncoding": "gzip",
-                }
-                params.update(sse_params(self.kms_key_id))
-                self.s3.put_object(**params)
-                item["s3_key"] = {"S": s3_key}
-            else:
-                log.warning(
-                    "result too big for a cache item and no bucket; not cached",
-                    extra=fields(digest=key.digest, bytes=len(payload)),
-                )
-                return False
-            self.dynamodb.put_item(TableName=self.table, Item=item)
-        except (ClientError, BotoCoreError) as exc:
+        if len(payload) <= ITEM_PAYLOAD_MAX:
+            item["payload"] = {"B": payload}
+            return item
+        if self.s3 is None or not self.bucket:
             log.warning(
-                "cannot store a result in the scan cache",
-                extra=fields(digest=key.digest, error=error_code(exc)),
+                "result too big for a cache item and no bucket; not cached",
+                extra=fields(digest=key.digest, bytes=len(payload)),
             )
-            return False
-        return True
+            return None
+        s3_key = self._s3_key(key)
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": s3_key,
+            "Body": payload,
+            "ContentType": "application/json",
+            "ContentEncoding": "gzip",
+        }
+        params.update(sse_params(self.kms_key_id))
+        self.s3.put_object(**params)
+        item["s3_key"] = {"S": s3_key}
+        return item
+
+    def put(
+        self,
+        key: CacheKey,
+        scanner: ScannerInfo,
+        findings: Sequence[Any],
+        policy_result: str | None = None,
+    ) -> bool:
+        """Store one result; False (and a warning) when it could not be stored."""
+        return self.put_many([(key, scanner, findings, policy_result)]) == 1
+
+    def put_many(
+        self, results: Sequence[tuple[CacheKey, ScannerInfo, Sequence[Any], str | None]]
+    ) -> int:
+        """Store results with BatchWriteItem (25 per call); how many were stored.
+
+        A failure costs only a rescan on the next run, so it is logged, never raised.
+        """
+        items = []
+        for key, scanner, findings, policy_result in results:
+            try:
+                item = self._item(key, scanner, findings, policy_result)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning(
+                    "cannot store a big result in S3; not cached",
+                    extra=fields(digest=key.digest, error=error_code(exc)),
+                )
+                continue
+            if item is not None:
+                items.append(item)
+        stored = 0
+        for start in range(0, len(items), BATCH_WRITE_MAX):
+            chunk = items[start : start + BATCH_WRITE_MAX]
+            request = {self.table: [{"PutRequest": {"Item": item}} for item in chunk]}
+            try:
+                for attempt in range(BATCH_GET_RETRIES):
+                    response = self.dynamodb.batch_write_item(RequestItems=request)
+                    request = response.get("UnprocessedItems") or {}
+                    if not request:
+                        break
+                    time.sleep(min(2.0, 0.05 * 2**attempt))
+            except (ClientError, BotoCoreError) as exc:
+                log.warning(
+                    "cannot store results in the scan cache",
+                    extra=fields(count=len(chunk), error=error_code(exc)),
+                )
+                continue
+            stored += len(chunk) - len(request.get(self.table, ()))
+        return stored
 
     def _s3_key(self, key: CacheKey) -> str:
         name = hashlib.sha256(key.sk.encode()).hexdigest()[:32]

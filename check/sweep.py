@@ -59,6 +59,8 @@ from securityhub.logs import fields, get_logger
 log = get_logger("check.sweep")
 
 EXIT_FINDINGS = 4  # --fail-on: findings at or above the threshold
+# Scan results are written to the cache in batches of this many (one BatchWriteItem).
+CACHE_FLUSH = 25
 
 
 class Publisher(Protocol):
@@ -245,6 +247,8 @@ class Sweep:
         self._auth: dict[tuple[str, str], RegistryAuth | AwsError] = {}
         self._auth_lock = threading.Lock()
         self._enumeration_errors: list[dict[str, str]] = []
+        self._pending: list[tuple[CacheKey, ScannerInfo, Sequence[Any], str | None]] = []
+        self._pending_lock = threading.Lock()
 
     # ---------------------------------------------------------------- enumeration
 
@@ -459,10 +463,26 @@ class Sweep:
                 }
                 for future in as_completed(futures):
                     progress.advance(future.result())
+                    self._flush_cache(CACHE_FLUSH)
         finally:
+            self._flush_cache(1)
             progress.finish()
             if self.config.workdir is None:
                 shutil.rmtree(workroot, ignore_errors=True)
+
+    def _to_cache(
+        self, key: CacheKey, scanner: ScannerInfo, findings: Sequence[Any], policy: str | None
+    ) -> None:
+        with self._pending_lock:
+            self._pending.append((key, scanner, findings, policy))
+
+    def _flush_cache(self, at_least: int) -> None:
+        """Write pending results in batches (BatchWriteItem), from the main thread."""
+        with self._pending_lock:
+            if self.cache is None or len(self._pending) < at_least:
+                return
+            pending, self._pending = self._pending, []
+        self.cache.put_many(pending)
 
     def _registry_auth(self, plan: RegionPlan) -> RegistryAuth | None:
         key = (plan.account_id, plan.region)
@@ -523,7 +543,7 @@ class Sweep:
                 f for f in record.findings if previous is None or f.identity() not in known
             )
         if self.cache is not None:
-            self.cache.put(
+            self._to_cache(
                 self._key(digest, status), result.scanner, result.findings, result.policy_result
             )
         if self.outputs.enabled:
