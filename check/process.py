@@ -185,22 +185,27 @@ def run_process(
     Raises OSError when the executable cannot be started (the caller turns it into its own
     error). Never raises for what the child does.
     """
+    stdout_sink = _CappedSink(stdout_path, output_cap)
+    stderr_sink = _CappedSink(stderr_path, output_cap)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv),
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-    )
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError:
+        stdout_sink.close()
+        stderr_sink.close()
+        raise
     assert proc.stdout is not None and proc.stderr is not None  # PIPE above
-    sinks = {
-        proc.stdout.fileno(): _CappedSink(stdout_path, output_cap),
-        proc.stderr.fileno(): _CappedSink(stderr_path, output_cap),
-    }
+    sinks = {proc.stdout.fileno(): stdout_sink, proc.stderr.fileno(): stderr_sink}
+    # Cannot fail for a child we have not reaped (Linux >= 5.3, which this project needs).
     pidfd = os.pidfd_open(proc.pid)
     selector = selectors.DefaultSelector()
     for fd in sinks:
@@ -261,7 +266,6 @@ def run_process(
         proc.stdout.close()
         proc.stderr.close()
 
-    stdout_sink, stderr_sink = list(sinks.values())
     return ProcessOutcome(
         argv0=str(argv[0]),
         returncode=None if timed_out else returncode,
