@@ -252,6 +252,8 @@ class Document:
     data: Any
     lines: Mapping[tuple[str | int, ...], int]
     start_line: int = 1
+    # YAML-level problems (duplicate keys), reported with the structural ones
+    problems: tuple[tuple[str, str], ...] = ()
 
     def line(self, path: Sequence[str | int]) -> int:
         """The line of the deepest node of `path` that exists."""
@@ -269,16 +271,17 @@ def _yaml_documents(text: str, source: str) -> list[Document]:
 
     loader = yaml.SafeLoader(text)
     docs: list[Document] = []
-    problems: list[tuple[str, str]] = []
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
             lines: dict[tuple[str | int, ...], int] = {}
+            problems: list[tuple[str, str]] = []
             _walk(node, (), lines, source, problems)
             data = loader.construct_document(node)
-            docs.append(Document(source, data, lines, node.start_mark.line + 1))
+            docs.append(Document(source, data, lines, node.start_mark.line + 1,
+                                 tuple(problems)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -291,8 +294,6 @@ def _yaml_documents(text: str, source: str) -> list[Document]:
         raise PolicyError(f"{source}: not valid YAML", [(source, str(exc))]) from None
     finally:
         loader.dispose()
-    if problems:
-        raise PolicyError(f"{source}: invalid TracingPolicy", problems)
     return docs
 
 
@@ -568,12 +569,12 @@ def validate_documents(docs: Sequence[Document]) -> None:
     """Run the structural, schema and semantic phases; raise one PolicyError for all."""
     problems: list[tuple[str, str]] = []
     for doc in docs:
-        found = _structural(doc)
+        found = [*doc.problems, *_structural(doc)]
         if not found:
             found = _schema_problems(doc)
         if not found:
             found = _semantic(doc)
-        problems.extend(found)
+        problems.extend(sorted(found, key=_line_of))
     if problems:
         sources = sorted({d.source for d in docs})
         raise PolicyError(
@@ -581,6 +582,12 @@ def validate_documents(docs: Sequence[Document]) -> None:
             problems,
             "fix each line above; `containerscan policy schema` prints every allowed key",
         )
+
+
+def _line_of(problem: tuple[str, str]) -> int:
+    """The line in a "file:line: path" location (0 when there is none)."""
+    parts = problem[0].split(":")
+    return next((int(p) for p in parts[1:] if p.strip().isdigit()), 0)
 
 
 def parse_policy_text(text: str, source: str = "<string>") -> list[Document]:
