@@ -467,7 +467,7 @@ def _decompressor(stream: Any, where: str) -> Any:
                 f"{where} is zstd-compressed, which this installation cannot read",
                 "install the `zstandard` package (pip install zstandard)",
             ) from None
-        return zstandard.ZstdDecompressor().stream_reader(stream)
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
     return stream
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -191,17 +192,9 @@ def test_malformed_digest_cannot_reach_outside_the_layout(tmp_path):
     _expect_error(OciLayoutSource(root), r"malformed digest")
 
 
-def test_zstd_layers_fail_clearly_without_zstandard(tmp_path):
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("zstandard is installed; the unsupported path cannot be exercised")
-    fake_zstd = b"\x28\xb5\x2f\xfd" + b"\0" * 64
-    root = tmp_path / "img"
-    digest = write_blob(root, fake_zstd)
-    config = json.dumps({"rootfs": {"diff_ids": []}}).encode()
+def _zstd_layout(root: Path, blob: bytes, diff_id: str | None = None) -> OciLayoutSource:
+    digest = write_blob(root, blob)
+    config = json.dumps({"rootfs": {"diff_ids": [diff_id] if diff_id else []}}).encode()
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"digest": write_blob(root, config)},
@@ -210,8 +203,24 @@ def test_zstd_layers_fail_clearly_without_zstandard(tmp_path):
     (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json",
          "digest": write_blob(root, manifest)}]}))
-    error = _expect_error(OciLayoutSource(root), r"zstd-compressed")
+    return OciLayoutSource(root)
+
+
+def test_zstd_layers_fail_clearly_without_zstandard(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as if it were not installed
+    source = _zstd_layout(tmp_path / "img", b"\x28\xb5\x2f\xfd" + b"\0" * 64)
+    error = _expect_error(source, r"zstd-compressed")
     assert "zstandard" in error.remediation
+
+
+def test_zstd_layers_are_streamed_with_zstandard(tmp_path):
+    zstandard = pytest.importorskip("zstandard", reason="optional: reads zstd layers")
+    tar = Layer().file("etc/os-release", "ID=alpine\nVERSION_ID=3.19.1\n").bytes()
+    # Two frames, as chunked zstd layers are written.
+    compressor = zstandard.ZstdCompressor()
+    blob = compressor.compress(tar[:1024]) + compressor.compress(tar[1024:])
+    files = read_image(_zstd_layout(tmp_path / "img", blob, sha256(tar)), wants)
+    assert files.files["etc/os-release"][1].startswith(b"ID=alpine")
 
 
 def test_docker_archive_with_traversing_member_is_refused(tmp_path):
