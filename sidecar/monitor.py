@@ -116,8 +116,10 @@ class Monitor:
         self.sinks = sinks
         self.pipeline = Pipeline(self.policy, sinks)
 
-    def _loop(self, handled: Sequence[int], body: Any) -> int:
-        """Start the threads with `handled` signals blocked, then run `body` in this thread."""
+    def _loop(self, handled: Sequence[int], begin: Any, body: Any) -> int:
+        """Start the threads with `handled` signals blocked, then `begin()` (the workload
+        runs or the tracer attaches, once the sidecar's own start-up is over, so the two do
+        not compete for a small task's CPU) and run `body` in this thread."""
         signal.pthread_sigmask(signal.SIG_BLOCK, handled)
         heartbeat = None
         try:
@@ -128,6 +130,7 @@ class Monitor:
             self.tracer.install_signal_handlers()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
         try:
+            begin()
             return int(body())
         finally:
             self.tracer.restore_signal_handlers()
@@ -143,8 +146,9 @@ class Monitor:
 
     def launch(self, argv: list[str]) -> int:
         """Run `argv` under the tracer; the workload's exit status."""
-        self.tracer.launch(argv)  # fork now: no thread exists yet
-        return self._loop((*FORWARDED_SIGNALS, signal.SIGALRM), self.tracer.run)
+        self.tracer.launch(argv)  # fork now, while no thread exists; it waits stopped
+        handled = (*FORWARDED_SIGNALS, signal.SIGALRM)
+        return self._loop(handled, self.tracer.start, self.tracer.run)
 
     def attach(
         self,
@@ -154,7 +158,11 @@ class Monitor:
         poll_interval: float,
     ) -> int:
         """Trace running processes until SIGTERM (or, with only --pid, until they exit)."""
-        self.tracer.attach(pids, match=match, everything=everything, poll_interval=poll_interval)
+        self.tracer.configure_attach(match, everything, poll_interval)
         handled = (*DETACH_SIGNALS, signal.SIGALRM)
         forever = match is not None or everything
-        return self._loop(handled, self.tracer.run_attach_forever if forever else self.tracer.run)
+        return self._loop(
+            handled,
+            lambda: self.tracer.attach(pids),
+            self.tracer.run_attach_forever if forever else self.tracer.run,
+        )

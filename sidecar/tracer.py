@@ -187,7 +187,7 @@ class Tracer:
     # --- launch mode -------------------------------------------------------------------
 
     def launch(self, argv: list[str], env: dict[str, str] | None = None) -> int:
-        """Fork and exec `argv` under the tracer; returns the workload's pid (stopped)."""
+        """Fork `argv` under the tracer; returns its pid, stopped before exec: call `start()`."""
         if not argv:
             raise TracerError("no command to run", "give the workload after `--`")
         self.mode = "launch"
@@ -219,7 +219,6 @@ class Tracer:
             raise TracerError(f"cannot set ptrace options: {exc}", PTRACE_REMEDY) from exc
         self.root_pid = pid
         self._add_thread(pid, pid, os.getpid())
-        pt.cont(pid, 0)  # swallow the child's own SIGSTOP
         log.info(
             "workload started under the tracer",
             extra=fields(
@@ -231,6 +230,13 @@ class Tracer:
             ),
         )
         return pid
+
+    def start(self) -> None:
+        """Let the launched workload run (it waits in its initial stop until then, so the
+        sidecar can finish starting its own threads without competing with it)."""
+        if self.root_pid is None:
+            raise TracerError("nothing launched")
+        pt.cont(self.root_pid, 0)  # and swallow the child's own SIGSTOP
 
     # --- attach mode -------------------------------------------------------------------
 
@@ -244,22 +250,8 @@ class Tracer:
     ) -> list[int]:
         """Seize the given processes (and, with `match`/`everything`, the matching ones now
         and later). Returns the pids traced now."""
-        self.mode = "attach"
-        self._seize = True
-        self._stop_every_syscall = not self.req.process_only
-        self._poll_interval = poll_interval
-        self._excluded = _self_and_ancestors()
-        pattern = re.compile(match) if match else None
-        if pattern is not None or everything:
-
-            def matcher(pid: int) -> bool:
-                cmdline = _cmdline(pid)
-                if not cmdline:
-                    return False  # kernel thread or gone
-                return everything or bool(pattern and pattern.search(cmdline))
-
-            self._matcher = matcher
-            self._stop_when_empty = False
+        if self.mode != "attach":
+            self.configure_attach(match, everything, poll_interval)
         attached = []
         for pid in pids:
             if pid in self._excluded:
@@ -278,6 +270,30 @@ class Tracer:
             ),
         )
         return attached
+
+    def configure_attach(
+        self,
+        match: str | None = None,
+        everything: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        """Attach mode's settings, before signal handlers are installed and `attach()`."""
+        self.mode = "attach"
+        self._seize = True
+        self._stop_every_syscall = not self.req.process_only
+        self._poll_interval = poll_interval
+        self._excluded = _self_and_ancestors()
+        pattern = re.compile(match) if match else None
+        if pattern is not None or everything:
+
+            def matcher(pid: int) -> bool:
+                cmdline = _cmdline(pid)
+                if not cmdline:
+                    return False  # kernel thread or gone
+                return everything or bool(pattern and pattern.search(cmdline))
+
+            self._matcher = matcher
+            self._stop_when_empty = False
 
     def _attach_process(self, pid: int, explicit: bool) -> bool:
         options = pt.PROCESS_FOLLOW_OPTIONS

@@ -85,6 +85,7 @@ def main() -> int:
     if opts.mode == "run":
         tracer.launch(opts.argv)
         tracer.install_signal_handlers()
+        tracer.start()
         status = tracer.run()
     else:
         tracer.attach(opts.pid, match=opts.match, poll_interval=0.2)
