@@ -411,6 +411,10 @@ class QScanner:
         if "pkg" in requested:
             if self.config.mode not in REPORT_MODES:
                 notes.append(f"mode {self.config.mode} gives no vulnerability report")
+            elif sarif_file is None and self.config.mode == "evaluate-policy":
+                # Whether evaluate-policy also writes the report is not documented: without
+                # it the verdict stands, and the vulnerabilities are simply not observed.
+                notes.append("evaluate-policy wrote no vulnerability report")
             elif sarif_file is None:
                 raise ScanError(
                     f"qscanner exited {code} on {image.reference} but wrote no *{SARIF_SUFFIX}",

@@ -32,6 +32,16 @@ def _describe(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+class ReportFieldError(ReportParseError):
+    """A field of a report is missing or unreadable; `source` and `path` say which."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        super().__init__(f"{source}: {path or '(top level)'}: {problem}")
+        self.source = source
+        self.path = path
+        self.problem = problem
+
+
 def load_json(data: bytes | str, source: str) -> Node:
     """Parse a whole report; truncated or invalid JSON names the line and column."""
     try:
@@ -65,9 +75,8 @@ class Node:
             return f"{self.path}[{key}]"
         return f"{self.path}.{key}" if self.path else key
 
-    def error(self, problem: str) -> ReportParseError:
-        where = self.path or "(top level)"
-        return ReportParseError(f"{self.source}: {where}: {problem}")
+    def error(self, problem: str) -> ReportFieldError:
+        return ReportFieldError(self.source, self.path, problem)
 
     def _object(self) -> dict[str, Any]:
         if not isinstance(self.value, dict):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 STANDIN = Path(__file__).resolve().parents[1] / "bin" / "qscanner"
-BEHAVIOURS = ("ok", "crash", "hang", "hang-hard", "garbage", "huge-output")
+BEHAVIOURS = ("ok", "crash", "hang", "hang-hard", "garbage", "huge-output", "no-report")
 
 
 def digest_of(text: str) -> str:

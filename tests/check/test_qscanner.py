@@ -282,6 +282,22 @@ def test_huge_output_is_capped_and_the_scan_still_succeeds(scenario, tmp_path):
     assert any("truncated" in note for note in result.notes)
 
 
+def test_missing_vulnerability_report_fails_in_get_report_mode(scenario, tmp_path):
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547], behaviour="no-report")
+    with pytest.raises(ScanError, match=r"wrote no \*-Report\.sarif\.json"):
+        scan(scenario, tmp_path)
+
+
+def test_evaluate_policy_without_report_keeps_the_verdict_and_covers_no_vulnerabilities(
+    scenario, tmp_path
+):
+    scenario.image(DIGEST, secrets=[AWS_KEY_SECRET], behaviour="no-report")
+    result = scan(scenario, tmp_path, mode="evaluate-policy")
+    assert result.policy_result == "ALLOW"
+    assert result.scan_types == ("secret",)
+    assert [f.kind for f in result.findings] == ["secret"]
+
+
 def test_failed_secret_scan_is_not_covered(scenario, tmp_path):
     scenario.image(
         DIGEST, findings=[OPENSSL_CVE_2019_1547], secrets=[AWS_KEY_SECRET], failed_scans=("secret",)

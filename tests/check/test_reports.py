@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from check.reports.document import ReportFieldError
 from check.reports.grype import parse_grype
 from check.reports.sarif import parse_sarif
 from check.reports.scanresult import parse_scan_result
@@ -378,6 +379,15 @@ def test_malformed_fields_name_the_file_and_json_path(path, where, value, delete
     data = _mutate(path, where, value, delete)
     with pytest.raises(ReportParseError, match=rf"^{path.name}: .*{message}"):
         PARSERS[path](data)
+
+
+def test_field_errors_carry_the_file_and_path():
+    data = _mutate(SCAN_RESULT, ["SecretResults", 0, "Secrets", 1, "RuleID"], delete=True)
+    with pytest.raises(ReportFieldError) as info:
+        scan_result(data)
+    assert info.value.source == SCAN_RESULT.name
+    assert info.value.path == "SecretResults[0].Secrets[1]"
+    assert info.value.problem == "missing 'RuleID'"
 
 
 def _walk(value, where=()):
