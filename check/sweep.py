@@ -59,6 +59,8 @@ from securityhub.logs import fields, get_logger
 log = get_logger("check.sweep")
 
 EXIT_FINDINGS = 4  # --fail-on: findings at or above the threshold
+# Repositories whose images are listed in parallel within one account and region.
+ENUMERATION_THREADS = 8
 # Scan results are written to the cache in batches of this many (one BatchWriteItem).
 CACHE_FLUSH = 25
 
@@ -152,6 +154,7 @@ class RunStatus:
     alert: dict[str, Any] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     unique_digests: int = 0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property
     def failed(self) -> list[ImageRecord]:
@@ -195,6 +198,7 @@ class RunStatus:
             "started_at": self.started_at.isoformat(),
             "finished_at": finished.isoformat(),
             "duration_s": round((finished - self.started_at).total_seconds(), 3),
+            "phases": self.phases,
             "request": self.request.as_dict(),
             "scanner": asdict(self.scanner) if self.scanner else None,
             "counts": self.counts(),
@@ -326,31 +330,17 @@ class Sweep:
                 shard=self.request.shard,
             )
         )
-        for repository in repositories:
-            if repository.name not in wanted:
-                continue
-            try:
-                images = registry.images(repository.name)
-                platforms = registry.platforms(repository.name, images)
-            except AwsError as exc:
-                plan.repositories.append(
-                    RepositoryPlan(
-                        repository.name, repository.immutable, frozenset(), [], complete=False
+        chosen = [r for r in repositories if r.name in wanted]
+        # DescribeImages is latency-bound (one call per repository and 1,000 images); a few
+        # threads hide the round trips. botocore's adaptive retry absorbs throttling.
+        with ThreadPoolExecutor(max_workers=ENUMERATION_THREADS, thread_name_prefix="ecr") as pool:
+            plans = pool.map(lambda r: self._enumerate_repository(registry, r), chosen)
+            for repository, (repo_plan, error) in zip(chosen, plans, strict=True):
+                plan.repositories.append(repo_plan)
+                if error:
+                    self._enumeration_errors.append(
+                        {"scope": f"{account_id}/{region}/{repository.name}", "error": error}
                     )
-                )
-                self._enumeration_errors.append(
-                    {"scope": f"{account_id}/{region}/{repository.name}", "error": exc.message}
-                )
-                continue
-            chosen = select_images(selectable(images, platforms), self.request.selection)
-            plan.repositories.append(
-                RepositoryPlan(
-                    repository.name,
-                    repository.immutable,
-                    frozenset(i.digest for i in images),
-                    expand_indexes(images, chosen, platforms),
-                )
-            )
         log.info(
             "enumerated",
             extra=fields(
@@ -362,11 +352,53 @@ class Sweep:
         )
         return plan
 
+    def _enumerate_repository(
+        self, registry: EcrRegistry, repository: Any
+    ) -> tuple[RepositoryPlan, str | None]:
+        try:
+            images = registry.images(repository.name)
+            platforms = registry.platforms(repository.name, images)
+        except AwsError as exc:
+            # Not fully enumerated: no scope, so nothing in it can be archived.
+            empty = RepositoryPlan(
+                repository.name, repository.immutable, frozenset(), [], complete=False
+            )
+            return empty, exc.message
+        chosen = select_images(selectable(images, platforms), self.request.selection)
+        return (
+            RepositoryPlan(
+                repository.name,
+                repository.immutable,
+                frozenset(i.digest for i in images),
+                expand_indexes(images, chosen, platforms),
+            ),
+            None,
+        )
+
     # ----------------------------------------------------------------------- run
 
     def run(self) -> RunStatus:
+        if not self.request.dry_run:
+            # Configuration problems stop the run before any work (exit code 2).
+            if self.scanner is None:
+                raise ConfigurationError(
+                    "no scanner is configured", "pass --scanner or install qscanner"
+                )
+            if self.publisher is None:
+                raise ConfigurationError(
+                    "CONTAINERSCAN_TABLE is not set: the Security Hub ledger lives there",
+                    "set CONTAINERSCAN_TABLE (containerscan init creates it), or use --dry-run",
+                )
         started = self.clock()
         status = RunStatus(new_run_id(started), started, self.request)
+        mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            status.phases[name] = round(now - mark, 3)
+            mark = now
+
         self._enumeration_errors = []
         plans = self.enumerate()
         status.errors.extend(self._enumeration_errors)
@@ -386,25 +418,22 @@ class Sweep:
             "selected",
             extra=fields(run_id=status.run_id, images=len(status.records), digests=len(by_digest)),
         )
+        phase("enumerate_s")
         if self.request.dry_run:
             status.finished_at = self.clock()
             return status
-        if self.scanner is None:
-            raise ConfigurationError(
-                "no scanner is configured", "pass --scanner or install qscanner"
-            )
-        if self.publisher is None:
-            raise ConfigurationError(
-                "CONTAINERSCAN_TABLE is not set: the Security Hub ledger lives there",
-                "set CONTAINERSCAN_TABLE (containerscan init creates it), or use --dry-run",
-            )
+        assert self.scanner is not None
         status.scanner = ScannerInfo(self.scanner.name, self._scanner_version())
         self._scan_all(status, by_digest)
+        phase("scan_s")
         self._publish(status, plans)
+        phase("publish_s")
         self._tag(status)
         self._alert(status)
+        phase("tag_alert_s")
         status.finished_at = self.clock()
         self._write_status(status)
+        phase("status_s")
         return status
 
     def _scanner_version(self) -> str:

@@ -1,0 +1,214 @@
+"""Sweep orchestration cost, against moto's server on loopback.
+
+    python -m bench.sweep                      # 2,000 repositories x 5 images, then the timed run
+    python -m bench.sweep --repos 200          # smaller registry
+    python -m bench.sweep --skip-timed
+
+Part 1: a registry of R repositories x I images in moto's ThreadedMotoServer (with the
+Security Hub emulator), swept by the real `Sweep` (enumeration, cache, publisher with its
+ledger, S3 outputs) with a stand-in scanner that answers at once with two findings per
+image. Printed: wall time per image (the orchestration cost, scanner time ~0), the time per
+phase, and AWS calls per image by operation. Then the same sweep again: every image a cache
+hit, every finding unchanged (nothing imported).
+
+Part 2: N images, a stand-in scanner that takes S seconds, concurrency C: the wall time of
+the scan phase and of the whole run against N*S/C.
+
+The registry is created through moto's backend objects (in-process, the server shares
+them): setting up 10,000 images over HTTP would take longer than the benchmark itself. The
+sweep itself only talks HTTP to the server. Timings are noisy on a shared 2-core machine
+(other work runs beside it); the call counts are exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+TABLE = "containerscan-bench"
+BUCKET = "containerscan-bench-runs"
+
+
+class InstantScanner:
+    """A stand-in that answers at once (or after `delay` seconds) with fixed findings."""
+
+    name = "bench"
+
+    def __init__(self, delay: float = 0.0, findings: int = 2) -> None:
+        self.delay = delay
+        self.findings = findings
+
+    def version(self) -> str:
+        return "1.0"
+
+    def scan(self, target: Any, workdir: Path, timeout: float) -> Any:
+        from check.scanner import ScanResult
+        from securityhub.findings import Package, ScannerInfo, Severity, VulnerabilityFinding
+
+        if self.delay:
+            time.sleep(self.delay)
+        info = ScannerInfo(self.name, "1.0")
+        findings = tuple(
+            VulnerabilityFinding(
+                resource=target.image,
+                vulnerability_id=f"37680{i}",
+                title=f"Alpine Linux Security Update for pkg{i}",
+                severity=Severity.HIGH,
+                scanner=info,
+                cves=(f"CVE-2019-{1547 + i}",),
+                packages=(Package(f"pkg{i}", "1.1.1c-r0", "1.1.1d-r0", "apk"),),
+            )
+            for i in range(self.findings)
+        )
+        return ScanResult(info, findings, tuple(target.scan_types))
+
+
+def populate(repos: int, images: int, prefix: str = "team") -> int:
+    from moto.ecr.models import ecr_backends
+
+    backend = ecr_backends[ACCOUNT][REGION]
+    count = 0
+    for r in range(repos):
+        name = f"{prefix}{r // 100:02d}/service-{r:04d}"
+        backend.create_repository(name, None, {"encryptionType": "AES256"}, None, "MUTABLE", [])
+        for i in range(images):
+            seed = f"{name}/{i}"
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                               "size": 1469, "digest": _sha(f"config {seed}")},
+                    "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                                "size": 2797541, "digest": _sha(f"layer {seed}")}],
+                }
+            )  # fmt: skip
+            backend.put_image(name, manifest, f"v{i}", None, _sha(manifest))
+            count += 1
+    return count
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def counting_sessions() -> tuple[Any, Counter[str]]:
+    import boto3
+
+    from securityhub.aws import SessionFactory
+
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[f"{model.service_model.service_name}.{model.name}"] += 1
+
+    base = boto3.session.Session(region_name=REGION)
+    base.events.register("before-call", count)
+    return SessionFactory(default_region=REGION, base_session=base), calls
+
+
+def sweep_once(
+    doc: dict[str, Any], scanner: Any, concurrency: int, tmp: Path
+) -> tuple[Any, Counter[str], float]:
+    from check.config import RunConfig
+    from check.request import parse_request
+    from check.sweep import build_sweep
+
+    sessions, calls = counting_sessions()
+    config = RunConfig(table=TABLE, bucket=BUCKET, concurrency=concurrency, workdir=tmp)
+    sweep = build_sweep(parse_request(doc, source="bench"), config, sessions=sessions,
+                        scanner=scanner)  # fmt: skip
+    started = time.perf_counter()
+    status = sweep.run()
+    return status, calls, time.perf_counter() - started
+
+
+def report(title: str, status: Any, calls: Counter[str], wall: float) -> None:
+    n = len(status.records)
+    counts = status.counts()
+    print(f"\n== {title}: {n} images, {status.unique_digests} digests, wall {wall:.1f}s")
+    print(
+        f"   outcomes: scanned {counts['scanned']} cached {counts['cached']} failed {counts['failed']}"
+    )
+    print(f"   orchestration per image: {1000 * wall / max(n, 1):.2f} ms (target < 20 ms)")
+    print("   phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in status.phases.items()))
+    total = sum(calls.values())
+    print(f"   AWS calls: {total} = {total / max(n, 1):.3f} per image")
+    for op, c in calls.most_common(12):
+        print(f"     {op:<45} {c:>7}  {c / max(n, 1):.3f}/image")
+    hub = status.security_hub.get(f"{ACCOUNT}/{REGION}", {})
+    print("   Security Hub: " + ", ".join(f"{k} {v}" for k, v in hub.items() if k != "errors"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sweep", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--repos", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--timed-images", type=int, default=160)
+    parser.add_argument("--delay", type=float, default=0.5, help="S: seconds per timed scan")
+    parser.add_argument("--skip-timed", action="store_true")
+    args = parser.parse_args(argv)
+
+    import logging
+    import tempfile
+
+    from securityhub import emulator
+    from securityhub.ledger import create_table
+
+    logging.getLogger("containerscan").setLevel(logging.WARNING)
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                             "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}  # fmt: skip
+    with emulator.LocalServer() as endpoint, tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench",
+                          AWS_SECRET_ACCESS_KEY="bench-secret", AWS_DEFAULT_REGION=REGION)  # fmt: skip
+        try:
+            import boto3
+
+            create_table(boto3.client("dynamodb", region_name=REGION), TABLE)
+            boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+            t0 = time.perf_counter()
+            n = populate(args.repos, args.images)
+            print(f"registry: {args.repos} repositories x {args.images} images = {n} images "
+                  f"(set up in {time.perf_counter() - t0:.1f}s); moto server at {endpoint}")  # fmt: skip
+            doc = {"repositories": ["team*"]}
+            status, calls, wall = sweep_once(doc, InstantScanner(), args.concurrency, Path(tmp))
+            report("first sweep (every image scanned, every finding new)", status, calls, wall)
+            status, calls, wall = sweep_once(doc, InstantScanner(), args.concurrency, Path(tmp))
+            report("second sweep (cache hits, nothing changed)", status, calls, wall)
+
+            if not args.skip_timed:
+                populate(max(1, args.timed_images // 5), 5, prefix="timed")
+                scanner = InstantScanner(delay=args.delay)
+                status, calls, wall = sweep_once({"repositories": ["timed*"], "force": True},
+                                                 scanner, args.concurrency, Path(tmp))  # fmt: skip
+                n = status.unique_digests
+                ideal = n * args.delay / args.concurrency
+                scan = status.phases.get("scan_s", 0.0)
+                print(f"\n== timed: N={n} S={args.delay}s C={args.concurrency}: "
+                      f"N*S/C = {ideal:.1f}s")  # fmt: skip
+                print(
+                    f"   scan phase {scan:.1f}s ({100 * (scan / ideal - 1):+.1f}%), "
+                    f"whole run {wall:.1f}s ({100 * (wall / ideal - 1):+.1f}%) (target within 10%)"
+                )
+                print("   phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in status.phases.items()))
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+if __name__ == "__main__":
+    main()
