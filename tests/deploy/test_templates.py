@@ -322,13 +322,14 @@ def test_sidecar_wrap_runs_the_app_under_the_tracer(wrap_task: dict[str, Any]) -
 def test_sidecar_policy_comes_from_ssm_or_s3(sidecar: dict[str, Any],
                                              attach_task: dict[str, Any],
                                              wrap_task: dict[str, Any]) -> None:
-    assert {"PolicyS3Uri", "PolicySsmParameterName"} <= set(sidecar["Parameters"])
+    assert {"PolicyS3Bucket", "PolicyS3Key", "PolicySsmParameterName"} <= set(sidecar["Parameters"])
     assert "OnePolicySource" in sidecar["Rules"]
     for task in (attach_task, wrap_task):
         monitor = [c for c in cfn.containers(task).values() if c["Image"] != {"Ref": "AppImage"}]
         (container,) = monitor
         assert "TRACING_POLICY_PATH" in cfn.env_names(container)
-        assert cfn.secret_names(container) == {"TRACING_POLICY_DOCUMENT"}
+        assert cfn.secret_names(container) == {"TRACING_POLICY_DOCUMENT", "QUALYS_ACCESS_TOKEN"}
+        assert not {"QUALYS_ACCESS_TOKEN", "QUALYS_TOKEN"} & cfn.env_names(container)
 
 
 def test_sidecar_logs_are_encrypted(sidecar: dict[str, Any]) -> None:
