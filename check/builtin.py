@@ -40,7 +40,7 @@ from check.image import (
     read_image,
 )
 from check.inventory import Inventory, build_inventory, wants
-from check.registry import ImageReference, RegistrySource
+from check.registry import ImageReference, RegistryClient, RegistrySource
 from check.scanner import DEFAULT_SCAN_TYPES, RegistryAuth, ScanResult, ScanTarget
 from check.secrets import SecretHit, scan_bytes
 from securityhub.errors import ConfigurationError
@@ -300,10 +300,14 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
         target = ScanTarget(image=image, scan_types=scan_types, auth=auth, source=ref)
     else:
         parsed = ImageReference.parse(ref)
+        digest = parsed.digest
+        if digest is None:  # pin the tag: the findings belong to what it points at now
+            _, _, digest = RegistryClient(parsed.host, auth).get_manifest(
+                parsed.repository, parsed.reference)
         image = EcrImage(account_id="", region="", registry_host=parsed.host,
-                         repository=parsed.repository, digest=parsed.digest or "",
+                         repository=parsed.repository, digest=digest,
                          tags=(parsed.tag,) if parsed.tag else ())
-        target = ScanTarget(image=image, scan_types=scan_types, auth=auth, source=str(parsed))
+        target = ScanTarget(image=image, scan_types=scan_types, auth=auth)
     chosen = scanner or BuiltinScanner(vuln_db=vuln_db, platform=platform)
     if workdir is None:
         import tempfile

@@ -613,8 +613,9 @@ class _Walk:
             _check_link(info, path, where)
             if info.islnk() and self.want(path):
                 target = normalize_member(info.linkname, where)
-                if target in state.kept:
-                    state.kept[path] = state.kept[target]
+                linked = state.kept.get(target) or self.result.files.get(target)
+                if linked is not None:
+                    state.kept[path] = (layer, linked[1])
             return
         if not info.isfile():
             return

@@ -237,3 +237,12 @@ def test_docker_archive_with_traversing_member_is_refused(tmp_path):
 
 def test_missing_layout_is_a_clear_error(tmp_path):
     _expect_error(OciLayoutSource(tmp_path / "nowhere"), r"has no index.json")
+
+
+def test_hard_links_to_wanted_files_carry_their_content(tmp_path):
+    meta = f"{SITE}/a-1.0.dist-info/METADATA"
+    linked = "opt/venv/lib/site-packages/a-1.0.dist-info/METADATA"
+    tars = [Layer().file(meta, _meta("a", "1.0")).bytes(),
+            Layer().hardlink(linked, meta).bytes()]
+    files = read_image(_layout(tmp_path, tars), wants)
+    assert files.files[linked] == (files.layers[1], files.files[meta][1])
