@@ -63,9 +63,9 @@ def config(tmp_path: Path, **changes: Any) -> RunConfig:
     return base.with_overrides(**changes)
 
 
-def run(tmp_path: Path, doc: dict[str, Any], **changes: Any):
+def run(tmp_path: Path, doc: dict[str, Any], sessions: Any = None, **changes: Any):
     request = parse_request(doc, source="test")
-    sessions = SessionFactory(default_region=REGION)
+    sessions = sessions or SessionFactory(default_region=REGION)
     sweep = build_sweep(request, config(tmp_path, **changes), sessions=sessions)
     return sweep.run()
 
@@ -363,3 +363,36 @@ def _scenario_path() -> str:
     import os
 
     return os.environ["QSCANNER_STANDIN_SCENARIO"]
+
+
+def test_a_repository_that_cannot_be_listed_keeps_its_findings(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    for name in ("app", "web"):
+        ecr.create_repository(repositoryName=name)
+    app = put_image(ecr, "app", "app-1", "1")
+    web = put_image(ecr, "web", "web-1", "1")
+    Scenario().image(app, findings=[CURL_CVE_2019_5481]).image(
+        web, findings=[MUSL_CVE_2019_14697]
+    ).write(Path(_scenario_path()))
+    assert run(tmp_path, {}).exit_code == EXIT_OK
+    before = active_findings()
+    assert len(before) == 2
+    # web's image is deleted, and then DescribeImages of web fails (an AWS-side fault injected
+    # at the HTTP layer): web was not fully observed, so its finding must stay.
+    ecr.batch_delete_image(repositoryName="web", imageIds=[{"imageDigest": web}])
+    base = boto3.session.Session(region_name=REGION)
+
+    def fail_web(params: dict[str, Any], **_: Any) -> Any:
+        if json.loads(params["body"]).get("repositoryName") == "web":
+            error = {"Error": {"Code": "AccessDeniedException", "Message": "denied"}}
+            from botocore.awsrequest import AWSResponse
+
+            return (AWSResponse("https://ecr", 400, {}, None), error)
+        return None
+
+    base.events.register("before-call.ecr.DescribeImages", fail_web)
+    status = run(tmp_path, {"force": True}, sessions=SessionFactory(REGION, base_session=base))
+    assert status.exit_code == EXIT_PARTIAL
+    assert [e["scope"] for e in status.errors] == [f"{HUB}/{REGION}/web"]
+    assert "AccessDeniedException" in status.errors[0]["error"]
+    assert set(active_findings()) == set(before)
