@@ -37,7 +37,7 @@ from typing import Any
 
 from check.inventory import APK, DPKG, NPM, PIP, InstalledPackage, OsInfo
 from check.versions import Compare, VersionError, ordering
-from securityhub.errors import ConfigurationError
+from securityhub.errors import ConfigurationError, ContainerscanError
 from securityhub.findings import Cvss, Severity
 from securityhub.logs import fields, get_logger
 
@@ -61,6 +61,12 @@ class AdvisoryDatabaseError(ConfigurationError):
         "run `containerscan db update` on a machine with network access, or point "
         f"--vuln-db / {VULN_DB_ENV} at a directory of OSV records and Alpine secdb files"
     )
+
+
+class AdvisoryDownloadError(ContainerscanError):
+    """`db update` could not fetch an advisory archive (network, HTTP, not a zip)."""
+
+    default_remediation = "check the network access and the --base-url"
 
 
 # ------------------------------------------------------------------------------- records

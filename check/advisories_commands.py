@@ -31,13 +31,13 @@ def download_archives(target: str, ecosystems: tuple[str, ...], base_url: str = 
     import zipfile
     from pathlib import Path
 
-    from check.advisories import AdvisoryDatabaseError
+    from check.advisories import AdvisoryDownloadError
     from securityhub.logs import fields, get_logger
 
     log = get_logger("check.advisories_commands")
     scheme = urllib.parse.urlsplit(base_url).scheme
     if scheme not in ("https", "http"):
-        raise AdvisoryDatabaseError(f"unsupported download URL {base_url!r}",
+        raise AdvisoryDownloadError(f"unsupported download URL {base_url!r}",
                                     "use an http(s) URL")
     directory = Path(target).expanduser() / "osv"
     directory.mkdir(parents=True, exist_ok=True)
@@ -55,16 +55,16 @@ def download_archives(target: str, ecosystems: tuple[str, ...], base_url: str = 
                     out.write(chunk)
                     size += len(chunk)
             if not zipfile.is_zipfile(temp_name):
-                raise AdvisoryDatabaseError(f"{url} did not return a zip archive",
+                raise AdvisoryDownloadError(f"{url} did not return a zip archive",
                                             "check the URL; the download was discarded")
             os.replace(temp_name, final)
         except urllib.error.HTTPError as exc:
-            raise AdvisoryDatabaseError(f"cannot download {url}: HTTP {exc.code}",
+            raise AdvisoryDownloadError(f"cannot download {url}: HTTP {exc.code}",
                                         "check the ecosystem name (OSV spells them "
                                         "PyPI, npm, Debian, Alpine, ...)") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise AdvisoryDatabaseError(
+            raise AdvisoryDownloadError(
                 f"network error while downloading {url}: {reason}",
                 "this machine seems to be offline; run `containerscan db update` where the "
                 "network is reachable and copy the directory, or point --vuln-db at "

@@ -11,7 +11,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
-from check.advisories import AdvisoryDatabaseError
+from check.advisories import AdvisoryDownloadError
 from check.advisories_commands import db
 
 
@@ -45,7 +45,7 @@ def test_update_offline_fails_with_a_network_error(tmp_path):
     result = CliRunner().invoke(db, ["update", "--vuln-db", str(tmp_path / "db"),
                                      "--ecosystem", "PyPI", "--base-url", "http://127.0.0.1:9"])
     assert result.exit_code != 0
-    assert isinstance(result.exception, AdvisoryDatabaseError)
+    assert isinstance(result.exception, AdvisoryDownloadError)
     assert "network error while downloading http://127.0.0.1:9/PyPI/all.zip" in str(
         result.exception)
     assert "offline" in result.exception.remediation
@@ -66,7 +66,7 @@ def test_update_downloads_archives_the_scanner_reads(tmp_path, osv_mirror):
 def test_update_refuses_what_is_not_a_zip(tmp_path, osv_mirror):
     result = CliRunner().invoke(db, ["update", "--vuln-db", str(tmp_path), "--ecosystem", "npm",
                                      "--base-url", osv_mirror])
-    assert isinstance(result.exception, AdvisoryDatabaseError)
+    assert isinstance(result.exception, AdvisoryDownloadError)
     assert "did not return a zip archive" in str(result.exception)
     assert not (tmp_path / "osv" / "npm.zip").exists()
 
