@@ -396,3 +396,24 @@ def test_a_repository_that_cannot_be_listed_keeps_its_findings(aws: None, tmp_pa
     assert [e["scope"] for e in status.errors] == [f"{HUB}/{REGION}/web"]
     assert "AccessDeniedException" in status.errors[0]["error"]
     assert set(active_findings()) == set(before)
+
+
+@pytest.mark.slow  # the hung scanner ignores SIGTERM: the runner's kill grace is waited out
+def test_hanging_and_failing_scans_cost_only_their_image(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    ok = put_image(ecr, "app", "ok", "ok")
+    hang = put_image(ecr, "app", "hang", "hang")
+    unavailable = put_image(ecr, "app", "unavailable", "unavailable")
+    garbage = put_image(ecr, "app", "garbage", "garbage")
+    scenario = Scenario().image(ok, findings=[CURL_CVE_2019_5481])
+    scenario.image(hang, behaviour="hang-hard").image(unavailable, behaviour="exit:40")
+    scenario.image(garbage, behaviour="garbage").write(Path(_scenario_path()))
+    status = run(tmp_path, {}, image_timeout=1.5)
+    assert status.exit_code == EXIT_PARTIAL
+    outcomes = {r.image.digest: (r.outcome, r.error or "") for r in status.records}
+    assert outcomes[ok] == ("scanned", "")
+    assert outcomes[hang][0] == "failed" and "timed out" in outcomes[hang][1]
+    assert outcomes[unavailable][0] == "failed" and "40" in outcomes[unavailable][1]
+    assert outcomes[garbage][0] == "failed"
+    assert [f["Resources"][0]["Id"] for f in active_findings().values()] == [resource_id("app", ok)]
