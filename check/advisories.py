@@ -217,6 +217,8 @@ def parse_osv(doc: dict[str, Any], where: str) -> Advisory:
             version = "3.1" if score.startswith("CVSS:3.1") else "3.0"
             cvss.append(Cvss(version=version, base_score=base, vector=score, source="OSV"))
             severity = max(severity or Severity.INFORMATIONAL, severity_from_score(base))
+        elif kind == "Ubuntu" and severity is None:  # Ubuntu's priority label: "medium"
+            severity = _label(score)
     if severity is None:
         severity = _label((doc.get("database_specific") or {}).get("severity"))
     affected = []
@@ -409,6 +411,8 @@ class AdvisoryDatabase:
         self._parsed: dict[_SourceRef, dict[str, list[Advisory]]] = {}
         self._zips: dict[Path, zipfile.ZipFile] = {}
         self._lock = threading.Lock()
+        self._zip_lock = threading.Lock()
+        self._fingerprint: str | None = None
         self.records_indexed = 0
 
     @classmethod
@@ -470,9 +474,11 @@ class AdvisoryDatabase:
             return index
 
     def _zip(self, path: Path) -> zipfile.ZipFile:
-        if path not in self._zips:
-            self._zips[path] = zipfile.ZipFile(path)
-        return self._zips[path]
+        # Reading members of one ZipFile from several threads is safe (it locks its file).
+        with self._zip_lock:
+            if path not in self._zips:
+                self._zips[path] = zipfile.ZipFile(path)
+            return self._zips[path]
 
     def close(self) -> None:
         for archive in self._zips.values():
@@ -480,7 +486,15 @@ class AdvisoryDatabase:
         self._zips.clear()
 
     def fingerprint(self) -> str:
-        """Changes whenever a file of the database changes (part of the scanner version)."""
+        """Changes whenever a file of the database changes (part of the scanner version).
+
+        Computed once per instance: a run sees one state of the database.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         import hashlib
 
         digest = hashlib.sha256()
@@ -503,7 +517,12 @@ class AdvisoryDatabase:
             raise AdvisoryDatabaseError(f"cannot read advisory {where}: {exc}") from None
         doc = _decode(data, where)
         parsed: dict[str, list[Advisory]]
-        if ref.secdb:
+        if not ref.secdb and not (isinstance(doc, dict) and isinstance(doc.get("id"), str)):
+            # Another YAML/JSON file that happens to have a `name` key (a README's front
+            # matter, a CI file): not an advisory, and not a reason to fail every scan.
+            log.warning("not an OSV record; skipped", extra=fields(path=where))
+            parsed = {}
+        elif ref.secdb:
             parsed = parse_secdb(doc, where)
         else:
             advisory = parse_osv(doc, where)

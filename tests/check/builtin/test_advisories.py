@@ -220,3 +220,18 @@ def test_fingerprint_changes_with_the_data(tmp_path):
     before = AdvisoryDatabase(tmp_path).fingerprint()
     (tmp_path / "b.json").write_text(json.dumps({"id": "B-1"}))
     assert AdvisoryDatabase(Path(tmp_path)).fingerprint() != before
+
+
+def test_files_that_are_not_advisories_are_skipped(tmp_path):
+    (tmp_path / "ci.yaml").write_text("jobs:\n  - name: jinja2\n    run: make\n")
+    (tmp_path / "PYSEC-1.json").write_text(json.dumps({
+        "id": "PYSEC-1", "affected": [{"package": {"ecosystem": "PyPI", "name": "jinja2"},
+                                       "versions": ["2.0"]}]}))
+    database = AdvisoryDatabase(tmp_path)
+    assert [m.advisory.id for m in database.match(_pip("jinja2", "2.0"), None)] == ["PYSEC-1"]
+
+
+def test_ubuntu_priority_label():
+    advisory = parse_osv({"id": "UBUNTU-CVE-1", "severity": [
+        {"type": "Ubuntu", "score": "high"}]}, "x")
+    assert advisory.severity is Severity.HIGH
