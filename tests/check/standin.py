@@ -25,12 +25,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 STANDIN = Path(__file__).resolve().parents[1] / "bin" / "qscanner"
 BEHAVIOURS = ("ok", "crash", "hang", "hang-hard", "garbage", "huge-output", "no-report")
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of a process, from /proc; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a dead child waiting to be reaped)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (non-zombie) processes of process group `pgid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                members.append(int(entry))
+    return members
+
+
+def wait_until_gone(pgid: int, seconds: float = 2.0) -> list[int]:
+    """Wait for the group to have no live member; return the survivors (empty: gone)."""
+    deadline = time.monotonic() + seconds
+    while (members := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return members
 
 
 def digest_of(text: str) -> str:

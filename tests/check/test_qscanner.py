@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.check.standin import (
     STANDIN,
     Scenario,
     digest_of,
+    wait_until_gone,
 )
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.standin-qualys-token.c2lnbmF0dXJl"
@@ -239,17 +239,6 @@ def test_crash_is_a_scan_error_naming_the_signal(scenario, tmp_path):
     assert not list((tmp_path / "work").glob("core*"))
 
 
-def _group_gone(pgid: int) -> bool:
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.parametrize("behaviour", ["hang", "hang-hard"])
 def test_hang_past_the_timeout_kills_the_whole_process_group(scenario, tmp_path, behaviour):
     scenario.image(DIGEST, behaviour=behaviour)
@@ -259,7 +248,7 @@ def test_hang_past_the_timeout_kills_the_whole_process_group(scenario, tmp_path,
     elapsed = time.monotonic() - started
     assert elapsed < 5
     pgid = invocation(tmp_path)["pid"]
-    assert _group_gone(pgid), "the stand-in or its child survived the timeout"
+    assert wait_until_gone(pgid) == [], "the stand-in or its child survived the timeout"
 
 
 def test_garbage_report_is_a_parse_error_naming_the_file(scenario, tmp_path):
