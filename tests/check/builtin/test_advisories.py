@@ -235,3 +235,29 @@ def test_ubuntu_priority_label():
     advisory = parse_osv({"id": "UBUNTU-CVE-1", "severity": [
         {"type": "Ubuntu", "score": "high"}]}, "x")
     assert advisory.severity is Severity.HIGH
+
+
+def test_debian_records_match_binary_packages_through_their_source(tmp_path):
+    """A DSA-shaped OSV record for source `openssl` hits libssl3 of this machine's dpkg db."""
+    from check.inventory import parse_dpkg_status
+
+    status = Path("/var/lib/dpkg/status")
+    if not status.is_file():
+        pytest.skip("needs a Debian dpkg database")
+    packages = parse_dpkg_status(status.read_text(), "var/lib/dpkg/status", None)
+    from_openssl = [p for p in packages if p.source_name == "openssl"]
+    if not from_openssl:
+        pytest.skip("no package built from openssl is installed here")
+    installed = from_openssl[0].source_version
+    for release, fixed in (("12", installed + "+fix1"), ("11", installed + "+fix1")):
+        (tmp_path / f"DSA-{release}.json").write_text(json.dumps({
+            "id": f"DSA-{release}", "aliases": [f"CVE-2099-{release}"],
+            "affected": [{"package": {"ecosystem": f"Debian:{release}", "name": "openssl"},
+                          "ranges": [{"type": "ECOSYSTEM", "events": [
+                              {"introduced": "0"}, {"fixed": fixed}]}]}]}))
+    database = AdvisoryDatabase(tmp_path)
+    bookworm = OsInfo(id="debian", version_id="12")
+    for package in from_openssl:
+        matches = database.match(package, bookworm)
+        assert [(m.advisory.id, m.fixed_version) for m in matches] == [
+            ("DSA-12", installed + "+fix1")]
