@@ -434,6 +434,16 @@ class Sweep:
         status.finished_at = self.clock()
         self._write_status(status)
         phase("status_s")
+        counts = status.counts()
+        log.info(
+            "sweep finished",
+            extra=fields(
+                run_id=status.run_id,
+                exit_code=status.exit_code,
+                errors=len(status.errors),
+                **{k: v for k, v in counts.items() if k != "severities"},
+            ),
+        )
         return status
 
     def _scanner_version(self) -> str:
