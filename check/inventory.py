@@ -65,7 +65,7 @@ class Inventory:
 # --------------------------------------------------------------------------- which files
 
 _PY_METADATA = re.compile(r"(?:^|/)[^/]+\.(?:dist-info/METADATA|egg-info/PKG-INFO)$")
-_PY_EGG_FILE = re.compile(r"(?:^|/)site-packages/[^/]+\.egg-info$")
+_PY_EGG_FILE = re.compile(r"(?:^|/)(?:site|dist)-packages/[^/]+\.egg-info$")
 _NODE_MANIFEST = re.compile(r"(?:^|/)node_modules/(?:@[^/]+/)?[^/@]+/package\.json$")
 
 

@@ -246,3 +246,9 @@ def test_hard_links_to_wanted_files_carry_their_content(tmp_path):
             Layer().hardlink(linked, meta).bytes()]
     files = read_image(_layout(tmp_path, tars), wants)
     assert files.files[linked] == (files.layers[1], files.files[meta][1])
+
+
+def test_docker_archive_that_is_not_a_tar(tmp_path):
+    path = tmp_path / "image.tar"
+    path.write_bytes(b"PK\x03\x04 not a tar")
+    _expect_error(DockerArchiveSource(path), r"is not a readable tar archive")

@@ -102,3 +102,10 @@ def test_os_release():
 ])
 def test_wanted_paths(path, wanted):
     assert wants(path) is wanted
+
+
+def test_single_file_egg_info():
+    files = {"usr/lib/python3/dist-packages/six-1.16.0.egg-info": (
+        "sha256:a", b"Metadata-Version: 1.1\nName: six\nVersion: 1.16.0\n")}
+    assert wants("usr/lib/python3/dist-packages/six-1.16.0.egg-info")
+    assert [(p.name, p.version) for p in build_inventory(files).packages] == [("six", "1.16.0")]
