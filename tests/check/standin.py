@@ -133,6 +133,7 @@ class Scenario:
         os: str = "alpine 3.10.2",
         failed_scans: tuple[str, ...] = (),
         huge_bytes: int | None = None,
+        echo_credentials: bool = False,
     ) -> Scenario:
         if behaviour not in BEHAVIOURS and not behaviour.startswith("exit:"):
             raise ValueError(f"unknown behaviour {behaviour!r}")
@@ -146,6 +147,8 @@ class Scenario:
         }
         if huge_bytes is not None:
             spec["huge_bytes"] = huge_bytes
+        if echo_credentials:
+            spec["echo_credentials"] = True
         self.images[digest] = spec
         return self
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from check.qscanner import (
     scan_timeout_for,
 )
 from check.scanner import RegistryAuth, ScanTarget
+from securityhub import logs
 from securityhub.errors import ConfigurationError, ReportParseError, ScanError
 from securityhub.findings import EcrImage, SecretFinding, Severity, VulnerabilityFinding
 from securityhub.logs import redact
@@ -229,6 +232,28 @@ def test_other_exit_codes_fail_with_their_name(scenario, tmp_path, code, name):
     assert info.value.code == code
     assert f"scan failed with exit code {code}" in str(info.value)  # the stderr tail
     assert exit_code_name(code) == name
+
+
+def test_credentials_printed_by_the_scanner_never_reach_errors_or_logs(scenario, tmp_path):
+    scenario.image(DIGEST, behaviour="exit:6", echo_credentials=True)
+    stream = io.StringIO()
+    root = logging.getLogger(logs.ROOT_LOGGER)
+    saved = (root.level, root.propagate, list(root.handlers))
+    logs.configure("DEBUG", stream=stream, json_lines=True)
+    try:
+        with pytest.raises(ScannerFailedError) as info:
+            scan(scenario, tmp_path)
+        logs.get_logger("test").error("scan failed: %s", info.value)
+    finally:  # leave logging as other tests expect it
+        root.level, root.propagate, root.handlers[:] = saved
+    stderr_log = (tmp_path / "work" / "qscanner.stderr.log").read_text()
+    assert TOKEN in stderr_log  # the raw file is the scanner's own output, kept as is
+    message = str(info.value)
+    assert "token=*** registry password=***" in message
+    output = stream.getvalue()
+    assert "qscanner scan started" in output and "scan failed" in output
+    for secret in (TOKEN, REGISTRY_PASSWORD):
+        assert secret not in message and secret not in output
 
 
 def test_crash_is_a_scan_error_naming_the_signal(scenario, tmp_path):
