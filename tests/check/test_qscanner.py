@@ -245,7 +245,8 @@ def test_credentials_printed_by_the_scanner_never_reach_errors_or_logs(scenario,
             scan(scenario, tmp_path)
         logs.get_logger("test").error("scan failed: %s", info.value)
     finally:  # leave logging as other tests expect it
-        root.level, root.propagate, root.handlers[:] = saved
+        root.propagate, root.handlers[:] = saved[1], saved[2]
+        root.setLevel(saved[0])  # setLevel also clears the loggers' level caches
     stderr_log = (tmp_path / "work" / "qscanner.stderr.log").read_text()
     assert TOKEN in stderr_log  # the raw file is the scanner's own output, kept as is
     message = str(info.value)
