@@ -143,15 +143,19 @@ def verify_bytes(data: bytes, digest: str, what: str, where: str) -> None:
 
 
 def manifest_kind(doc: dict[str, Any], media_type: str | None) -> str:
-    kind = media_type or doc.get("mediaType")
-    if kind in INDEX_TYPES or (kind is None and "manifests" in doc):
+    """"index" or "manifest", from the document's mediaType, the transport's, or its shape."""
+    for kind in (doc.get("mediaType"), media_type):
+        if kind in INDEX_TYPES:
+            return "index"
+        if kind in MANIFEST_TYPES:
+            return "manifest"
+    # Registries may serve OCI documents as application/json and without mediaType.
+    if isinstance(doc.get("manifests"), list):
         return "index"
-    if kind in MANIFEST_TYPES or (kind is None and "layers" in doc and "config" in doc):
+    if isinstance(doc.get("layers"), list) and isinstance(doc.get("config"), dict):
         return "manifest"
-    raise ImageError(
-        f"unsupported manifest media type {kind!r}",
-        "containerscan reads OCI and Docker schema 2 images",
-    )
+    raise ImageError(f"unsupported manifest media type {doc.get('mediaType') or media_type!r}",
+                     "containerscan reads OCI and Docker schema 2 images (not schema 1)")
 
 
 def select_platform(index: dict[str, Any], platform: str, where: str) -> dict[str, Any]:

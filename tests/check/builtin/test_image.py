@@ -252,3 +252,15 @@ def test_docker_archive_that_is_not_a_tar(tmp_path):
     path = tmp_path / "image.tar"
     path.write_bytes(b"PK\x03\x04 not a tar")
     _expect_error(DockerArchiveSource(path), r"is not a readable tar archive")
+
+
+def test_manifest_kinds():
+    from check.image import manifest_kind
+
+    assert manifest_kind({"manifests": []}, "application/json") == "index"
+    assert manifest_kind({"layers": [], "config": {}}, None) == "manifest"
+    assert manifest_kind({}, "application/vnd.docker.distribution.manifest.list.v2+json") == \
+        "index"
+    schema1 = {"schemaVersion": 1, "fsLayers": [], "name": "x"}
+    with pytest.raises(ImageError, match="not schema 1"):
+        manifest_kind(schema1, "application/vnd.docker.distribution.manifest.v1+prettyjws")
