@@ -42,6 +42,7 @@ def sidecar() -> dict[str, Any]:
 # ------------------------------------------------------------------------------- linters
 
 
+@pytest.mark.slow
 def test_cfn_lint_reports_nothing() -> None:
     # The console script's module (cfnlint has no __main__).
     runner = "import sys; from cfnlint.runner import main; sys.exit(main())"
@@ -65,6 +66,7 @@ def _checkov() -> str | None:
     return next((c for c in CHECKOV_CANDIDATES if Path(c).exists()), None)
 
 
+@pytest.mark.slow
 def test_checkov_reports_no_failed_check() -> None:
     checkov = _checkov()
     if checkov is None:
