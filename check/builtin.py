@@ -285,17 +285,19 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
                    scanner: BuiltinScanner | None = None) -> ScanResult:
     """Scan `oci-layout:DIR`, `docker-archive:FILE` or a registry reference (not ECR).
 
-    The resource of the findings is an EcrImage with `registry_host` set: the registry host,
-    or `oci-layout` / `docker-archive` with the path as the repository.
+    The resource of the findings is an EcrImage with `registry_host` set: the registry host
+    (tags are pinned to the digest they point at now), or `oci-layout` / `docker-archive`
+    with the absolute path as the repository (`oci-layout/srv/images/app@sha256:...`).
+    Raw outputs go to `workdir`, or to a new temporary directory the caller then owns.
     """
     if ref.startswith(OCI_LAYOUT_PREFIX):
         image = EcrImage(account_id="", region="", registry_host="oci-layout",
-                         repository=str(Path(ref[len(OCI_LAYOUT_PREFIX):]).resolve()),
+                         repository=str(Path(ref[len(OCI_LAYOUT_PREFIX):]).resolve()).lstrip("/"),
                          digest="")
         target = ScanTarget(image=image, scan_types=scan_types, auth=auth, source=ref)
     elif ref.startswith(DOCKER_ARCHIVE_PREFIX):
         image = EcrImage(account_id="", region="", registry_host="docker-archive",
-                         repository=str(Path(ref[len(DOCKER_ARCHIVE_PREFIX):]).resolve()),
+                         repository=str(Path(ref[len(DOCKER_ARCHIVE_PREFIX):]).resolve()).lstrip("/"),
                          digest="")
         target = ScanTarget(image=image, scan_types=scan_types, auth=auth, source=ref)
     else:
