@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from check.advisories import (
     AdvisoryDatabase,
@@ -261,3 +263,29 @@ def test_debian_records_match_binary_packages_through_their_source(tmp_path):
         matches = database.match(package, bookworm)
         assert [(m.advisory.id, m.fixed_version) for m in matches] == [
             ("DSA-12", installed + "+fix1")]
+
+
+@st.composite
+def _intervals(draw):
+    """Disjoint [introduced, fixed) intervals over integer versions, maybe open-ended."""
+    cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=60), min_size=1, max_size=8)))
+    pairs = [(cuts[i], cuts[i + 1] if i + 1 < len(cuts) else None)
+             for i in range(0, len(cuts), 2)]
+    return pairs
+
+
+@given(_intervals(), st.integers(min_value=0, max_value=70), st.randoms())
+def test_range_evaluation_agrees_with_intervals(pairs, installed, rnd):
+    events = []
+    for low, high in pairs:
+        events.append(("introduced", f"{low}.0"))
+        if high is not None:
+            events.append(("fixed", f"{high}.0"))
+    rnd.shuffle(events)  # OSV does not promise an order; evaluation sorts
+    expected_hit = any(low <= installed and (high is None or installed < high)
+                       for low, high in pairs)
+    expected_fix = next((f"{high}.0" for low, high in pairs
+                         if low <= installed and high is not None and installed < high), None)
+    affected = Affected("PyPI", "x", ranges=(Range("ECOSYSTEM", tuple(events)),))
+    assert affects(affected, f"{installed}.0", compare_pep440) == (
+        expected_hit, expected_fix if expected_hit else None)

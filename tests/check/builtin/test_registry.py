@@ -126,3 +126,81 @@ def test_bearer_token_auth(token_registry, debian_blobs, tmp_path, advisories):
     with pytest.raises(ImageError, match="token service refused the credentials"):
         scan_reference(f"{token_registry.host}/tok/app:1", vuln_db=advisories,
                        auth=RegistryAuth("robot", "nope"), workdir=tmp_path)
+
+
+class _Hostile:
+    """A registry that serves whatever the test puts in `routes` (path -> (type, body))."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        routes: dict[str, tuple[str, bytes]] = {}
+        self.routes = routes
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                return None
+
+            def do_GET(self):
+                if self.path not in routes:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                content_type, body = routes[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, repo: str, tag: str, blobs: Blobs, layer_override: bytes | None = None,
+              manifest_override: bytes | None = None) -> None:
+        self.routes[f"/v2/{repo}/manifests/{tag}"] = (OCI_MANIFEST,
+                                                      manifest_override or blobs.manifest)
+        for digest, data in blobs.all().items():
+            self.routes[f"/v2/{repo}/blobs/{digest}"] = ("application/octet-stream", data)
+        if layer_override is not None:
+            from tests.check.builtin.images import sha256
+
+            digest = sha256(blobs.layers[0])
+            self.routes[f"/v2/{repo}/blobs/{digest}"] = ("application/octet-stream",
+                                                         layer_override)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile():
+    server = _Hostile()
+    yield server
+    server.close()
+
+
+def test_registry_serving_a_tampered_layer_is_caught(hostile):
+    import gzip
+
+    blobs = build_blobs([Layer().file("etc/os-release", "ID=debian\n").bytes()])
+    evil = gzip.compress(Layer().file("etc/os-release", "ID=evil\n").bytes())
+    hostile.serve("app", "1", blobs, layer_override=evil)
+    source = RegistrySource(ImageReference.parse(f"{hostile.host}/app:1"))
+    with pytest.raises(ImageError, match=r"layer 0 .* does not match its digest"):
+        read_image(source, wants)
+
+
+def test_registry_serving_a_truncated_manifest_is_caught(hostile):
+    blobs = build_blobs([Layer().file("etc/os-release", "ID=debian\n").bytes()])
+    hostile.serve("app", "1", blobs, manifest_override=blobs.manifest[:40])
+    with pytest.raises(ImageError, match=r"manifest in .*app:1 is not valid JSON"):
+        read_image(RegistrySource(ImageReference.parse(f"{hostile.host}/app:1")), wants)
+    # Pinned by digest, the same bytes fail the digest check first.
+    hostile.serve("app", blobs.manifest_digest, blobs, manifest_override=blobs.manifest[:40])
+    pinned = ImageReference.parse(f"{hostile.host}/app@{blobs.manifest_digest}")
+    with pytest.raises(ImageError, match=r"does not match its digest"):
+        read_image(RegistrySource(pinned), wants)
