@@ -229,8 +229,11 @@ class RegistryClient:
             if response.status in ok:
                 return response
             response.close()
-            raise ImageError(f"{self.host}: unexpected HTTP {response.status} for {method} {url}")
-        raise ImageError(f"{self.host}: too many redirects or challenges for {url}")
+            # Paths only: redirect targets carry presigned signatures in their query.
+            raise ImageError(f"{self.host}: unexpected HTTP {response.status} for {method} "
+                             f"{urllib.parse.urlsplit(url).path}")
+        raise ImageError(f"{self.host}: too many redirects or challenges for "
+                         f"{urllib.parse.urlsplit(url).path}")
 
     # ------------------------------------------------------------------------------ pull
 
