@@ -14,6 +14,7 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sidecar.engine import Engine
 from sidecar.events import (
@@ -39,31 +40,72 @@ def stream(n: int, seed: int = 1) -> list[SyscallEvent]:
     out: list[SyscallEvent] = []
     for i in range(n):
         roll = rng.random()
-        base = dict(timestamp=1000.0 + i, pid=100 + i % 50, tid=100 + i % 50, ppid=1,
-                    exe="/usr/bin/python3.11")
+        base: dict[str, Any] = dict(
+            timestamp=1000.0 + i,
+            pid=100 + i % 50,
+            tid=100 + i % 50,
+            ppid=1,
+            exe="/usr/bin/python3.11",
+        )
         if roll < 0.60:
-            out.append(SyscallEvent(syscall="openat", kind=KIND_OPEN,
-                                    path=f"/usr/lib/python3.11/m{i % 300}.py",
-                                    access=frozenset({ACCESS_READ}), **base))  # type: ignore[arg-type]
+            out.append(
+                SyscallEvent(
+                    syscall="openat",
+                    kind=KIND_OPEN,
+                    path=f"/usr/lib/python3.11/m{i % 300}.py",
+                    access=frozenset({ACCESS_READ}),
+                    **base,
+                )
+            )
         elif roll < 0.75:
-            out.append(SyscallEvent(syscall="openat", kind=KIND_OPEN,
-                                    path=f"/tmp/work/{i % 1000}.json",
-                                    access=frozenset({ACCESS_WRITE, ACCESS_CREATE}), **base))  # type: ignore[arg-type]
+            out.append(
+                SyscallEvent(
+                    syscall="openat",
+                    kind=KIND_OPEN,
+                    path=f"/tmp/work/{i % 1000}.json",
+                    access=frozenset({ACCESS_WRITE, ACCESS_CREATE}),
+                    **base,
+                )
+            )
         elif roll < 0.80:
-            out.append(SyscallEvent(syscall="openat", kind=KIND_OPEN, path="/etc/hosts",
-                                    access=frozenset({ACCESS_WRITE}), **base))  # type: ignore[arg-type]
+            out.append(
+                SyscallEvent(
+                    syscall="openat",
+                    kind=KIND_OPEN,
+                    path="/etc/hosts",
+                    access=frozenset({ACCESS_WRITE}),
+                    **base,
+                )
+            )
         elif roll < 0.85:
-            out.append(SyscallEvent(syscall="unlinkat", kind=KIND_UNLINK,
-                                    path=f"/tmp/work/{i % 1000}.json", **base))  # type: ignore[arg-type]
+            out.append(
+                SyscallEvent(
+                    syscall="unlinkat", kind=KIND_UNLINK, path=f"/tmp/work/{i % 1000}.json", **base
+                )
+            )
         elif roll < 0.93:
-            argv = rng.choice([("/bin/sh", "-c", "ls"), ("pip", "install", "x"),
-                               ("/usr/bin/curl", "https://example.com/x")])
-            out.append(SyscallEvent(syscall="execve", kind=KIND_EXEC, path=argv[0], argv=argv,
-                                    **base))  # type: ignore[arg-type]
+            argv = rng.choice(
+                [
+                    ("/bin/sh", "-c", "ls"),
+                    ("pip", "install", "x"),
+                    ("/usr/bin/curl", "https://example.com/x"),
+                ]
+            )
+            out.append(
+                SyscallEvent(syscall="execve", kind=KIND_EXEC, path=argv[0], argv=argv, **base)
+            )
         else:
             ip = rng.choice(["10.0.1.5", "93.184.216.34", "127.0.0.1"])
-            out.append(SyscallEvent(syscall="connect", kind=KIND_CONNECT, family="inet", ip=ip,
-                                    port=rng.choice([443, 5432, 22]), **base))  # type: ignore[arg-type]
+            out.append(
+                SyscallEvent(
+                    syscall="connect",
+                    kind=KIND_CONNECT,
+                    family="inet",
+                    ip=ip,
+                    port=rng.choice([443, 5432, 22]),
+                    **base,
+                )
+            )
     return out
 
 
@@ -92,13 +134,22 @@ class NullSink:
 
 def time_pipeline(n: int) -> None:
     sink = NullSink()
-    policy = Policy(performance=Performance(sampling_rate=1.0, batch_size=100,
-                                            batch_timeout=1.0))
+    policy = Policy(performance=Performance(sampling_rate=1.0, batch_size=100, batch_timeout=1.0))
     pipe = Pipeline(policy, [sink], queue_size=n)
     events = [
-        RuntimeEvent(timestamp=float(i), category="network", rule="network:outside-allowlist",
-                     severity="medium", action="alert", pid=i % 100, ppid=1,
-                     process="/usr/bin/curl", syscall="connect", ip=f"6.6.{i % 50}.1", port=443)
+        RuntimeEvent(
+            timestamp=float(i),
+            category="network",
+            rule="network:outside-allowlist",
+            severity="medium",
+            action="alert",
+            pid=i % 100,
+            ppid=1,
+            process="/usr/bin/curl",
+            syscall="connect",
+            ip=f"6.6.{i % 50}.1",
+            port=443,
+        )
         for i in range(n)
     ]
     start = time.perf_counter()
@@ -108,16 +159,20 @@ def time_pipeline(n: int) -> None:
     pipe.close(timeout=60)
     drained = time.perf_counter() - start
     stats = pipe.stats()
-    print(f"pipeline: submit {submitted / n * 1e6:.2f} µs/event on the caller; "
-          f"{n} events drained in {drained:.2f} s ({n / drained:,.0f}/s); "
-          f"{stats['batches']} batches, {stats['aggregated']} aggregated into "
-          f"{sink.events} sink events, dropped {stats['dropped']}")
+    print(
+        f"pipeline: submit {submitted / n * 1e6:.2f} µs/event on the caller; "
+        f"{n} events drained in {drained:.2f} s ({n / drained:,.0f}/s); "
+        f"{stats['batches']} batches, {stats['aggregated']} aggregated into "
+        f"{sink.events} sink events, dropped {stats['dropped']}"
+    )
 
 
 def main() -> None:
     events = stream(EVENTS)
-    print(f"engine.evaluate over {EVENTS:,} decoded syscalls (60% read opens, 20% writes, "
-          "8% execs, 7% connects); shared 2-vCPU box, figures are noisy")
+    print(
+        f"engine.evaluate over {EVENTS:,} decoded syscalls (60% read opens, 20% writes, "
+        "8% execs, 7% connects); shared 2-vCPU box, figures are noisy"
+    )
     modes = {
         "minimal": resolve_policy({"MONITORING_MODE": "minimal"}),
         "balanced": resolve_policy({"MONITORING_MODE": "balanced"}),

@@ -52,9 +52,13 @@ class AnomalyDetector:
 
     @property
     def learning(self) -> bool:
-        if self._learning and self._started is not None and (
-            self._learned >= self._config.learning_events
-            or self._clock() - self._started >= self._config.learning_window
+        if (
+            self._learning
+            and self._started is not None
+            and (
+                self._learned >= self._config.learning_events
+                or self._clock() - self._started >= self._config.learning_window
+            )
         ):
             self._learning = False
         return self._learning

@@ -263,10 +263,12 @@ class Engine:
                 rules.append(rule)
         return rules
 
-    def _fim(self, event: SyscallEvent, path: str | None, what: str,
-             found: list[RuntimeEvent]) -> None:
-        if not path or (what not in self._fim_events
-                        and not (what == "write" and "open" in self._fim_events)):
+    def _fim(
+        self, event: SyscallEvent, path: str | None, what: str, found: list[RuntimeEvent]
+    ) -> None:
+        if not path or (
+            what not in self._fim_events and not (what == "write" and "open" in self._fim_events)
+        ):
             return  # no rule watches this kind of event: skip the path lookups
         best: tuple[tuple[int, int, int], FimPath, str] | None = None
         for rule in self._fim_rules(path):
@@ -352,7 +354,7 @@ class Engine:
             module = argv[argv.index("-m") + 1]
             if module in ("pip", "pip3"):
                 names = {module}
-                argv = [module, *argv[argv.index("-m") + 2:]]
+                argv = [module, *argv[argv.index("-m") + 2 :]]
         for name in names & self._managers.keys():
             for manager in self._managers[name]:
                 detail = _install_command(manager, argv[1:])
@@ -373,8 +375,11 @@ class Engine:
                         args=_redact_args(event.argv),
                         package_manager=name,
                         container=event.container,
-                        message=(f"download by {name}" if download
-                                 else f"software installation: {name} {detail}"),
+                        message=(
+                            f"download by {name}"
+                            if download
+                            else f"software installation: {name} {detail}"
+                        ),
                         extra={"command": "download" if download else detail},
                     )
                 )
@@ -389,8 +394,10 @@ class Engine:
             return
         net = self.policy.network
         if event.port in self._blocked_ports:
-            rule, severity, action = "network:blocked-port", net.blocked_ports_severity, (
-                net.blocked_ports_action
+            rule, severity, action = (
+                "network:blocked-port",
+                net.blocked_ports_severity,
+                (net.blocked_ports_action),
             )
             message = f"connection to blocked port {event.port} at {event.ip}"
         elif not self._allowed(event.ip):
@@ -475,8 +482,12 @@ def _install_command(manager: PackageManagerRule, args: Sequence[str]) -> str | 
                 if arg == command:
                     return command
                 # rpm -ivh / -Uvh: the mode letter comes first in a short-flag cluster
-                if (len(command) == 2 and arg.startswith(command)
-                        and not arg.startswith("--") and arg[2:].isalpha()):
+                if (
+                    len(command) == 2
+                    and arg.startswith(command)
+                    and not arg.startswith("--")
+                    and arg[2:].isalpha()
+                ):
                     return command
         elif first == command:
             return command

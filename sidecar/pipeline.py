@@ -70,8 +70,10 @@ class _SinkWorker:
             self.dropped_batches += 1
             self.dropped_events += len(batch)
             if self.dropped_batches == 1:
-                log.warning("sink is too slow: dropping batches",
-                            extra=fields(sink=self.name, events=len(batch)))
+                log.warning(
+                    "sink is too slow: dropping batches",
+                    extra=fields(sink=self.name, events=len(batch)),
+                )
 
     def _run(self) -> None:
         while True:
@@ -84,8 +86,10 @@ class _SinkWorker:
             # here and must not end the thread that serves it.
             except Exception as exc:  # noqa: BLE001
                 self.failed_batches += 1
-                log.error("sink failed a batch", extra=fields(
-                    sink=self.name, events=len(batch), error=str(exc)))
+                log.error(
+                    "sink failed a batch",
+                    extra=fields(sink=self.name, events=len(batch), error=str(exc)),
+                )
             else:
                 self.sent_batches += 1
                 self.sent_events += len(batch)
@@ -151,8 +155,10 @@ class Pipeline:
         if self._queue.qsize() >= self._queue_size:
             self.dropped += 1
             if self.dropped == 1:
-                log.warning("event queue full: dropping events (sinks too slow?)",
-                            extra=fields(queue_size=self._queue_size))
+                log.warning(
+                    "event queue full: dropping events (sinks too slow?)",
+                    extra=fields(queue_size=self._queue_size),
+                )
             return
         self._queue.put(event)
 
@@ -178,8 +184,9 @@ class Pipeline:
         self._queue.put(_STOP)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("pipeline did not drain before close",
-                        extra=fields(queued=self._queue.qsize()))
+            log.warning(
+                "pipeline did not drain before close", extra=fields(queued=self._queue.qsize())
+            )
         for worker in self._workers:
             try:
                 worker.queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
@@ -188,8 +195,9 @@ class Pipeline:
         for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
         stats = self.stats()
-        log.info("pipeline closed", extra=fields(**{k: v for k, v in stats.items()
-                                                   if k != "sinks"}))
+        log.info(
+            "pipeline closed", extra=fields(**{k: v for k, v in stats.items() if k != "sinks"})
+        )
 
     # ------------------------------------------------------------------ the worker side
 
@@ -226,10 +234,13 @@ class Pipeline:
         if not pending:
             return
         batch = tuple(
-            replace(p.event, count=p.count,
-                    extra={**p.event.extra, "first_seen": p.event.timestamp,
-                           "last_seen": p.last_seen})
-            if p.count != 1 else p.event
+            replace(
+                p.event,
+                count=p.count,
+                extra={**p.event.extra, "first_seen": p.event.timestamp, "last_seen": p.last_seen},
+            )
+            if p.count != 1
+            else p.event
             for p in pending.values()
         )
         pending.clear()

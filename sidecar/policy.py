@@ -280,8 +280,7 @@ def _yaml_documents(text: str, source: str) -> list[Document]:
             problems: list[tuple[str, str]] = []
             _walk(node, (), lines, source, problems)
             data = loader.construct_document(node)
-            docs.append(Document(source, data, lines, node.start_mark.line + 1,
-                                 tuple(problems)))
+            docs.append(Document(source, data, lines, node.start_mark.line + 1, tuple(problems)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -379,8 +378,11 @@ def _structural(doc: Document) -> list[tuple[str, str]]:
         if node.get("type") == "object":
             if not isinstance(value, dict):
                 problems.append(
-                    (where(path), f"expected a mapping of keys, found {_kind(value)}; "
-                     "write `key: value` lines indented below it")
+                    (
+                        where(path),
+                        f"expected a mapping of keys, found {_kind(value)}; "
+                        "write `key: value` lines indented below it",
+                    )
                 )
                 return
             known = node.get("properties", {})
@@ -389,15 +391,20 @@ def _structural(doc: Document) -> list[tuple[str, str]]:
                     visit(item, known[key], (*path, key))
                 elif node.get("additionalProperties") is False:
                     guess = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-                    hint = f"did you mean {guess[0]!r}?" if guess else (
-                        f"valid keys here: {', '.join(known)}"
+                    hint = (
+                        f"did you mean {guess[0]!r}?"
+                        if guess
+                        else (f"valid keys here: {', '.join(known)}")
                     )
                     problems.append((where((*path, key)), f"unknown key {key!r}; {hint}"))
         elif node.get("type") == "array":
             if not isinstance(value, list):
                 problems.append(
-                    (where(path), f"expected a list, found {_kind(value)}; "
-                     "write `[a, b]` or one `- item` per line")
+                    (
+                        where(path),
+                        f"expected a list, found {_kind(value)}; "
+                        "write `[a, b]` or one `- item` per line",
+                    )
                 )
                 return
             items = node.get("items")
@@ -406,8 +413,13 @@ def _structural(doc: Document) -> list[tuple[str, str]]:
                     visit(item, items, (*path, index))
 
     if not isinstance(doc.data, dict):
-        return [(f"{doc.source}:{doc.start_line}", "a TracingPolicy must be a YAML mapping "
-                 "starting with `apiVersion:`, `kind: TracingPolicy`, `metadata:` and `spec:`")]
+        return [
+            (
+                f"{doc.source}:{doc.start_line}",
+                "a TracingPolicy must be a YAML mapping "
+                "starting with `apiVersion:`, `kind: TracingPolicy`, `metadata:` and `spec:`",
+            )
+        ]
     visit(doc.data, schema(), ())
     return problems
 
@@ -429,9 +441,7 @@ def _schema_problems(doc: Document) -> list[tuple[str, str]]:
         if error.validator == "additionalProperties":
             continue  # reported by the structural pass, with a "did you mean"
         path = tuple(error.absolute_path)
-        problems.append(
-            (f"{doc.source}:{doc.line(path)}: {_dotted(path)}", _schema_message(error))
-        )
+        problems.append((f"{doc.source}:{doc.line(path)}: {_dotted(path)}", _schema_message(error)))
     return problems
 
 
@@ -502,19 +512,25 @@ def _semantic(doc: Document) -> list[tuple[str, str]]:
                 add((*base, "allowlist", i), message)
     for i, port in enumerate(out.get("blockedPorts") or []):
         if isinstance(port, int) and not isinstance(port, bool) and not 1 <= port <= MAX_PORT:
-            add((*base, "blockedPorts", i),
-                f"port {port} is out of range; use a TCP/UDP port between 1 and {MAX_PORT}")
+            add(
+                (*base, "blockedPorts", i),
+                f"port {port} is out of range; use a TCP/UDP port between 1 and {MAX_PORT}",
+            )
 
     soft = spec.get("softwareInstallation") or {}
     for i, entry in enumerate(soft.get("packageManagers") or []):
         name = entry.get("name")
         if isinstance(name, str) and name not in PACKAGE_MANAGERS:
             guess = difflib.get_close_matches(name, list(PACKAGE_MANAGERS), n=1)
-            hint = f"did you mean {guess[0]!r}?" if guess else (
-                f"use one of: {', '.join(PACKAGE_MANAGERS)}"
+            hint = (
+                f"did you mean {guess[0]!r}?"
+                if guess
+                else (f"use one of: {', '.join(PACKAGE_MANAGERS)}")
             )
-            add(("spec", "softwareInstallation", "packageManagers", i, "name"),
-                f"unknown package manager {name!r}; {hint}")
+            add(
+                ("spec", "softwareInstallation", "packageManagers", i, "name"),
+                f"unknown package manager {name!r}; {hint}",
+            )
 
     filtering = spec.get("syscallFiltering") or {}
     for key in ("tracedSyscalls", "whitelist"):
@@ -535,8 +551,11 @@ def _check_regex(
     try:
         re.compile(pattern)
     except re.error as exc:
-        add(where, f"the {what} {pattern!r} does not compile ({exc}); "
-            "escape special characters with a backslash")
+        add(
+            where,
+            f"the {what} {pattern!r} does not compile ({exc}); "
+            "escape special characters with a backslash",
+        )
 
 
 def cidr_problem(cidr: str) -> str | None:
@@ -547,8 +566,10 @@ def cidr_problem(cidr: str) -> str | None:
         try:
             fixed = ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            return (f"{cidr!r} is not a CIDR ({exc}); write an address or a network "
-                    "such as 10.0.0.0/8 or 2001:db8::/32")
+            return (
+                f"{cidr!r} is not a CIDR ({exc}); write an address or a network "
+                "such as 10.0.0.0/8 or 2001:db8::/32"
+            )
         return f"{cidr!r} has host bits set; did you mean {fixed}?"
     return None
 
@@ -824,8 +845,8 @@ def resolve_policy(
             guess = difflib.get_close_matches(mode, MODES, n=1)
             raise ConfigurationError(
                 f"MONITORING_MODE={mode!r} is not a monitoring mode",
-                f"use one of: {', '.join(MODES)}" + (f" (did you mean {guess[0]!r}?)"
-                                                     if guess else ""),
+                f"use one of: {', '.join(MODES)}"
+                + (f" (did you mean {guess[0]!r}?)" if guess else ""),
             )
         root = policies_dir(environ)
         policy = load_policies([root / name for name in MODE_FILES[mode]])
@@ -899,7 +920,7 @@ def fetch_s3_policies(location: str, sessions: Any) -> list[Document]:
         raise ConfigurationError(
             f"TRACING_POLICY_PATH={location} needs AWS access", "pass a SessionFactory"
         )
-    bucket, _, key = location[len("s3://"):].partition("/")
+    bucket, _, key = location[len("s3://") :].partition("/")
     if not bucket or not key:
         raise ConfigurationError(
             f"TRACING_POLICY_PATH={location!r} is not an S3 object",
@@ -912,11 +933,14 @@ def fetch_s3_policies(location: str, sessions: Any) -> list[Document]:
         if key.endswith("/"):
             keys: list[str] = []
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-                keys += [o["Key"] for o in page.get("Contents", [])
-                         if o["Key"].endswith(POLICY_SUFFIXES)]
+                keys += [
+                    o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(POLICY_SUFFIXES)
+                ]
             if not keys:
-                raise PolicyError(f"{location}: no policy objects",
-                                  [(location, "no *.yaml object under this prefix")])
+                raise PolicyError(
+                    f"{location}: no policy objects",
+                    [(location, "no *.yaml object under this prefix")],
+                )
         else:
             keys = [key]
         for name in sorted(keys):

@@ -21,6 +21,7 @@ thread, so a sink may block (retries, backoff) without stalling anything else. A
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -99,7 +100,8 @@ class Sink(Protocol):
 
 def _alerts(batch: Sequence[RuntimeEvent], event_types: frozenset[str]) -> list[RuntimeEvent]:
     return [
-        e for e in batch
+        e
+        for e in batch
         if e.action in ALERT_ACTIONS
         and (not event_types or EVENT_TYPES.get(e.category, e.category) in event_types)
     ]
@@ -144,8 +146,9 @@ class JsonLinesSink:
 class SnsSink:
     name = "sns"
 
-    def __init__(self, client: Any, topic_arn: str,
-                 event_types: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, client: Any, topic_arn: str, event_types: frozenset[str] = frozenset()
+    ) -> None:
         self._client = client
         self.topic_arn = topic_arn
         self._event_types = event_types
@@ -154,20 +157,26 @@ class SnsSink:
         from botocore.exceptions import BotoCoreError, ClientError
 
         alerts = _alerts(batch, self._event_types)
-        for chunk in _chunks([_line(e) for e in alerts],
-                             SNS_MAX_MESSAGE_BYTES - _SNS_ENVELOPE_BYTES):
+        for chunk in _chunks(
+            [_line(e) for e in alerts], SNS_MAX_MESSAGE_BYTES - _SNS_ENVELOPE_BYTES
+        ):
             worst = max((json.loads(line)["severity"] for line in chunk), key=_severity_rank)
             subject = f"containerscan runtime: {len(chunk)} {worst} event(s)"
             message = '{"source":"' + SCANNER_NAME + '","events":[' + ",".join(chunk) + "]}"
+            params: dict[str, Any] = {
+                "TopicArn": self.topic_arn,
+                "Subject": subject[:SNS_MAX_SUBJECT],
+                "Message": message,
+                "MessageAttributes": {"severity": {"DataType": "String", "StringValue": worst}},
+            }
+            if self.topic_arn.endswith(".fifo"):
+                # FIFO topics need a group; the content hash de-duplicates retried publishes
+                params["MessageGroupId"] = SCANNER_NAME
+                params["MessageDeduplicationId"] = hashlib.sha256(
+                    message.encode("utf-8")
+                ).hexdigest()
             try:
-                self._client.publish(
-                    TopicArn=self.topic_arn,
-                    Subject=subject[:SNS_MAX_SUBJECT],
-                    Message=message,
-                    MessageAttributes={
-                        "severity": {"DataType": "String", "StringValue": worst},
-                    },
-                )
+                self._client.publish(**params)
             except (ClientError, BotoCoreError) as exc:
                 raise SinkError(
                     f"SNS publish to {self.topic_arn} failed: {exc}",
@@ -176,8 +185,11 @@ class SnsSink:
 
 
 def _severity_rank(severity: str) -> int:
-    return ("low", "medium", "high", "critical").index(severity) if severity in (
-        "low", "medium", "high", "critical") else -1
+    return (
+        ("low", "medium", "high", "critical").index(severity)
+        if severity in ("low", "medium", "high", "critical")
+        else -1
+    )
 
 
 def _chunks(lines: list[str], limit: int) -> list[list[str]]:
@@ -219,19 +231,28 @@ class SecurityHubSink:
 
     name = "security-hub"
 
-    def __init__(self, publisher: Any, context: Any, region: str,
-                 event_types: frozenset[str] = frozenset(), version: str = "0.1.0") -> None:
+    def __init__(
+        self,
+        publisher: Any,
+        context: Any,
+        region: str,
+        event_types: frozenset[str] = frozenset(),
+        version: str = "0.1.0",
+    ) -> None:
         self._publisher = publisher
         self._context = context
         self._region = region
         self._event_types = event_types
         self._version = version
         self._aggregates: dict[tuple[str, str, str, str], _Aggregate] = {}
+        # aggregates whose latest count Security Hub has not accepted yet (a failed import
+        # is retried with the next batch, so no count is lost to a throttled call)
+        self._dirty: dict[tuple[str, str, str, str], None] = {}
 
     def send(self, batch: Sequence[RuntimeEvent]) -> None:
         from securityhub.findings import Observation
 
-        touched: dict[tuple[str, str, str, str], None] = {}
+        touched = self._dirty
         for event in _alerts(batch, self._event_types):
             container = event.container or _attr(self._context, "container_name") or "unknown"
             family = _attr(self._context, "task_family") or "unknown"
@@ -249,28 +270,32 @@ class SecurityHubSink:
             self._aggregates[key] = agg  # most recent last, for eviction
             touched[key] = None
         while len(self._aggregates) > MAX_RUNTIME_AGGREGATES:
-            del self._aggregates[next(iter(self._aggregates))]
+            evicted = next(iter(self._aggregates))
+            del self._aggregates[evicted]
+            touched.pop(evicted, None)
         if not touched:
             return
         by_container: dict[str, list[Any]] = {}
         for key in touched:
-            if key in self._aggregates:
-                by_container.setdefault(key[1], []).append(self._finding(key))
+            by_container.setdefault(key[1], []).append(self._finding(key))
         observations = [
-            Observation(resource=findings[0].resource, kinds=frozenset({"runtime"}),
-                        findings=tuple(findings))
+            Observation(
+                resource=findings[0].resource,
+                kinds=frozenset({"runtime"}),
+                findings=tuple(findings),
+            )
             for findings in by_container.values()
         ]
         try:
             summary = self._publisher.publish(self._region, observations)
         except ContainerscanError as exc:
-            raise SinkError(f"Security Hub import failed: {exc.message}",
-                            exc.remediation) from exc
+            raise SinkError(f"Security Hub import failed: {exc.message}", exc.remediation) from exc
         if getattr(summary, "failed", 0):
             raise SinkError(
                 f"Security Hub rejected {summary.failed} runtime finding(s): "
                 + "; ".join(summary.errors[:3])
             )
+        touched.clear()
 
     def _finding(self, key: tuple[str, str, str, str]) -> Any:
         from securityhub.findings import ProcessInfo, RuntimeFinding, ScannerInfo, Severity
@@ -285,8 +310,9 @@ class SecurityHubSink:
             action=event.action,
             subject=key[3],
             scanner=ScannerInfo(SCANNER_NAME, self._version),
-            process=ProcessInfo(pid=event.pid, ppid=event.ppid, path=event.process,
-                                args=tuple(event.args or ())),
+            process=ProcessInfo(
+                pid=event.pid, ppid=event.ppid, path=event.process, args=tuple(event.args or ())
+            ),
             syscall=event.syscall,
             path=event.path,
             ip=event.ip,
@@ -402,21 +428,24 @@ class QualysSink:
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code} {exc.reason}"
                 if exc.code not in _RETRY_STATUSES:
-                    hint = ("check QUALYS_ACCESS_TOKEN" if exc.code in (401, 403)
-                            else "check qualysIntegration.endpoint")
-                    raise SinkError(f"Qualys rejected {len(alerts)} event(s): {last}",
-                                    hint) from None
+                    hint = (
+                        "check QUALYS_ACCESS_TOKEN"
+                        if exc.code in (401, 403)
+                        else "check qualysIntegration.endpoint"
+                    )
+                    raise SinkError(
+                        f"Qualys rejected {len(alerts)} event(s): {last}", hint
+                    ) from None
                 retry_after = _retry_after(exc.headers.get("Retry-After"))
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = str(getattr(exc, "reason", exc))
             if attempt + 1 < self._attempts:
                 self.retries += 1
-                cap = min(QUALYS_MAX_BACKOFF, self._backoff * (2 ** attempt))
+                cap = min(QUALYS_MAX_BACKOFF, self._backoff * (2**attempt))
                 delay = retry_after if retry_after is not None else random.uniform(0, cap)  # noqa: S311
                 self._sleep(min(delay, QUALYS_MAX_BACKOFF))
         raise SinkError(
-            f"Qualys did not accept {len(alerts)} event(s) after {self._attempts} attempts: "
-            f"{last}",
+            f"Qualys did not accept {len(alerts)} event(s) after {self._attempts} attempts: {last}",
             "check the network path to the Qualys gateway",
         )
 
@@ -439,8 +468,10 @@ def qualys_url(endpoint: str) -> str:
     """The URL events are POSTed to; https only, except to a loopback test server."""
     parsed = urllib.parse.urlsplit(endpoint)
     if parsed.scheme not in ("https", "http") or not parsed.hostname:
-        raise ConfigurationError(f"Qualys endpoint {endpoint!r} is not a URL",
-                                 "write https://gateway.<pod>.apps.qualys.com")
+        raise ConfigurationError(
+            f"Qualys endpoint {endpoint!r} is not a URL",
+            "write https://gateway.<pod>.apps.qualys.com",
+        )
     if parsed.scheme == "http" and parsed.hostname not in _LOOPBACK_HOSTS:
         raise ConfigurationError(
             f"Qualys endpoint {endpoint!r} is not https",
@@ -498,16 +529,18 @@ def build_sinks(
         if sessions is None:
             from securityhub.aws import SessionFactory
 
-            sessions = SessionFactory(environ.get("AWS_REGION") or environ.get(
-                "AWS_DEFAULT_REGION"))
+            sessions = SessionFactory(
+                environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+            )
         return sessions
 
     sns = actions.destination("sns")
     topic = environ.get("SNS_TOPIC_ARN") or (sns.topic_arn if sns else None)
     if topic:
         region = topic.split(":")[3] if topic.count(":") >= 5 else None
-        sinks.append(SnsSink(factory().client("sns", region), topic,
-                             sns.event_types if sns else frozenset()))
+        sinks.append(
+            SnsSink(factory().client("sns", region), topic, sns.event_types if sns else frozenset())
+        )
     elif sns is not None:
         log.warning("SNS destination skipped: set SNS_TOPIC_ARN")
 
@@ -515,8 +548,11 @@ def build_sinks(
     if hub is not None:
         table = environ.get("CONTAINERSCAN_TABLE")
         if not table or context is None:
-            log.warning("Security Hub destination skipped: needs CONTAINERSCAN_TABLE and the "
-                        "ECS task context", extra=fields(table=table))
+            log.warning(
+                "Security Hub destination skipped: needs CONTAINERSCAN_TABLE and the "
+                "ECS task context",
+                extra=fields(table=table),
+            )
         else:
             from securityhub.hub import SecurityHubPublisher
 
@@ -532,10 +568,16 @@ def build_sinks(
         if environ.get("QUALYS_POD") and not endpoint:
             endpoint = qualys_gateway(environ["QUALYS_POD"])
         if not token or not endpoint:
-            log.warning("Qualys CRS destination skipped: needs QUALYS_ACCESS_TOKEN and an "
-                        "endpoint (qualysIntegration.endpoint or QUALYS_POD)")
+            log.warning(
+                "Qualys CRS destination skipped: needs QUALYS_ACCESS_TOKEN and an "
+                "endpoint (qualysIntegration.endpoint or QUALYS_POD)"
+            )
         else:
-            types = frozenset(t for d in actions.destinations
-                              if d.type == "qualys-crs" and d.enabled for t in d.event_types)
+            types = frozenset(
+                t
+                for d in actions.destinations
+                if d.type == "qualys-crs" and d.enabled
+                for t in d.event_types
+            )
             sinks.append(QualysSink(endpoint, token, event_types=types, context=context))
     return sinks

