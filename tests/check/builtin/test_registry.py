@@ -137,12 +137,31 @@ class _Hostile:
 
         routes: dict[str, tuple[str, bytes]] = {}
         self.routes = routes
+        self.basic: str | None = None  # the exact Authorization header required, if any
+        self.redirect_blobs_to: str | None = None  # "http://host:port" of blob storage
+        seen: list[tuple[str, str | None]] = []
+        self.seen = seen
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 return None
 
             def do_GET(self):
+                seen.append((self.path, self.headers.get("Authorization")))
+                if outer.basic and self.headers.get("Authorization") != outer.basic:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="hostile"')
+                    self.end_headers()
+                    return
+                if outer.redirect_blobs_to and "/blobs/" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", outer.redirect_blobs_to + self.path +
+                                     "?X-Amz-Signature=deadbeef")
+                    self.end_headers()
+                    return
+                if self.path.split("?")[0] in routes:
+                    self.path = self.path.split("?")[0]
                 if self.path not in routes:
                     self.send_response(404)
                     self.end_headers()
@@ -204,3 +223,25 @@ def test_registry_serving_a_truncated_manifest_is_caught(hostile):
     pinned = ImageReference.parse(f"{hostile.host}/app@{blobs.manifest_digest}")
     with pytest.raises(ImageError, match=r"does not match its digest"):
         read_image(RegistrySource(pinned), wants)
+
+
+def test_blob_redirects_to_storage_drop_the_credentials(tmp_path):
+    """As ECR does: blobs redirect to presigned storage URLs, which must not see the password."""
+    import base64
+
+    registry, storage = _Hostile(), _Hostile()
+    try:
+        blobs = build_blobs([Layer().file("etc/os-release", "ID=debian\n").bytes()])
+        registry.serve("app", "1", blobs)
+        storage.serve("app", "1", blobs)
+        registry.basic = "Basic " + base64.b64encode(b"AWS:ecr-password-123").decode()
+        registry.redirect_blobs_to = f"http://{storage.host}"
+        source = RegistrySource(ImageReference.parse(f"{registry.host}/app:1"),
+                                RegistryAuth("AWS", "ecr-password-123"))
+        files = read_image(source, wants)
+        assert files.files["etc/os-release"][1] == b"ID=debian\n"
+        assert storage.seen and all(auth is None for _, auth in storage.seen)
+        assert any(auth == registry.basic for _, auth in registry.seen)
+    finally:
+        registry.close()
+        storage.close()
