@@ -251,7 +251,10 @@ def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
             "give an ECR reference: <account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:...",
         ) from None
     scan_types = tuple((flags.get("scan_types") or "pkg,secret").split(","))
-    result = scan_reference(ref, scan_types=scan_types)
+    options: dict[str, Any] = {"scan_types": scan_types}
+    if flags.get("timeout"):
+        options["timeout"] = flags["timeout"]
+    result = scan_reference(ref, **options)
     if flags.get("output") == "json":
         from check.serialize import findings_to_dicts
 

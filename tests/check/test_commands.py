@@ -114,3 +114,16 @@ def test_bad_environment_is_exit_2(env: str, monkeypatch: pytest.MonkeyPatch) ->
     result = invoke("sweep", "--dry-run")
     assert result.exit_code == 2
     assert "CACHE_TTL_DAYS" in result.output and "SNS_TOPIC_ARN" in result.output
+
+
+def test_local_references_go_to_the_builtin_scanner(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advisories = Path(__file__).resolve().parents[3] / "shared" / "data" / "advisories"
+    if not advisories.is_dir():
+        pytest.skip(f"no advisory data at {advisories}")
+    monkeypatch.setenv("CONTAINERSCAN_VULN_DB", str(advisories))
+    missing = tmp_path / "no-such-layout"
+    result = invoke("scan-image", f"oci-layout:{missing}")
+    assert result.exit_code != 0
+    assert str(missing) in result.output
