@@ -157,6 +157,7 @@ class _ExternalScanner:
         scanner = ScannerInfo(self.name, self.version())
         if not covered:
             return ScanResult(scanner=scanner, findings=(), scan_types=(), notes=notes)
+        workdir = workdir.resolve()  # the child runs in workdir: relative paths would shift
         workdir.mkdir(parents=True, exist_ok=True)
         report = workdir / self.report_name
         report.unlink(missing_ok=True)  # never parse a previous attempt's report

@@ -316,6 +316,7 @@ class QScanner:
         unknown = set(target.scan_types) - SCAN_TYPES
         if unknown:
             raise ScanError(f"unsupported scan types for qscanner: {', '.join(sorted(unknown))}")
+        workdir = workdir.resolve()  # the child runs in workdir: relative paths would shift
         output_dir = workdir / "output"
         cache_dir = workdir / "cache"
         if output_dir.exists():

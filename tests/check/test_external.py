@@ -62,6 +62,13 @@ def test_trivy_scan(tools, tmp_path):
     assert "PARENT_ONLY_SENTINEL" not in env_names and "AWS_SECRET_ACCESS_KEY" not in env_names
 
 
+def test_relative_workdir(tools, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = TrivyScanner.from_config().scan(target(), Path("rel"), 30)
+    assert len(result.findings) == 7
+    assert (tmp_path / "rel" / "trivy-report.json") in result.raw_files
+
+
 def test_trivy_pkg_only_drops_secrets(tools, tmp_path):
     result = TrivyScanner.from_config().scan(target(("pkg",)), tmp_path, 30)
     assert result.scan_types == ("pkg",)

@@ -345,6 +345,16 @@ def test_inventory_only_needs_no_token_and_covers_no_vulnerabilities(
     assert any("no vulnerability report" in n for n in result.notes)
 
 
+def test_relative_workdir(scenario, tmp_path, monkeypatch):
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547])
+    scenario.save()
+    monkeypatch.chdir(tmp_path)
+    result = QScanner.from_config().scan(target(), Path("rel") / "work", 30)
+    assert [f.vulnerability_id for f in result.findings] == ["376817"]
+    assert all(p.is_absolute() and p.is_file() for p in result.raw_files)
+    assert (tmp_path / "rel" / "work" / "output").is_dir()
+
+
 def test_a_rerun_does_not_parse_the_previous_attempts_reports(scenario, tmp_path):
     scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547])
     assert len(scan(scenario, tmp_path).findings) == 1
