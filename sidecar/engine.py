@@ -125,6 +125,19 @@ def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
     return paths, names
 
 
+def _normalize(path: str) -> str:
+    """One spelling per file: `//etc/passwd` or `/etc/./passwd` must not slip past a rule.
+
+    (POSIX lets normpath keep a leading `//`; the kernel treats it as `/`.) Symlinks are not
+    resolved: a path-based rule sees the name the process used, as Tetragon's do.
+    """
+    if "//" in path or "/." in path:
+        path = os.path.normpath(path)
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+    return path
+
+
 def _parent(event: SyscallEvent, program: str) -> dict[str, str]:
     """At an execve stop `exe` is the image that calls exec (the shell): worth reporting."""
     return {"caller": event.exe} if event.exe and event.exe != program else {}
@@ -267,9 +280,10 @@ class Engine:
             current = path
             while True:
                 rules += self._fim_recursive.get(current, ())
-                if current == "/":
+                parent = os.path.dirname(current)
+                if parent == current:  # "/" (or a relative path's "")
                     break
-                current = os.path.dirname(current)
+                current = parent
         for pattern, rule in self._fim_globs:
             if pattern.match(path):
                 rules.append(rule)
@@ -282,6 +296,7 @@ class Engine:
             what not in self._fim_events and not (what == "write" and "open" in self._fim_events)
         ):
             return  # no rule watches this kind of event: skip the path lookups
+        path = _normalize(path)
         best: tuple[tuple[int, int, int], FimPath, str] | None = None
         for rule in self._fim_rules(path):
             if what in rule.events:

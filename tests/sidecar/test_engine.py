@@ -91,6 +91,14 @@ def test_fim_recursive_and_children() -> None:
     assert engine.evaluate(open_ev("/srv/app/sub/a.py", ACCESS_WRITE)).events == ()
 
 
+def test_fim_path_spellings_do_not_evade_or_hang() -> None:
+    engine = Engine(policy(FIM))
+    for spelling in ("//etc/passwd", "///etc//passwd", "/etc/./passwd", "/tmp/../etc/passwd"):
+        events = engine.evaluate(open_ev(spelling, ACCESS_WRITE)).events
+        assert [e.path for e in events] == ["/etc/passwd"], spelling
+    assert engine.evaluate(open_ev("relative/file", ACCESS_WRITE)).events == ()
+
+
 def test_fim_unlink_rename_chmod_chown_and_globs() -> None:
     engine = Engine(policy(FIM))
     assert (
