@@ -330,15 +330,18 @@ class QScanner:
             "qscanner scan started",
             extra=fields(image=reference, mode=self.config.mode, scan_types=target.scan_types),
         )
-        outcome = start_scanner(
-            NAME,
-            argv,
-            env=build_environment(self.config, target),
-            workdir=workdir,
-            timeout=timeout,
-            output_cap=self.config.output_cap,
-            kill_grace=self.config.kill_grace,
-        )
+        try:
+            outcome = start_scanner(
+                NAME,
+                argv,
+                env=build_environment(self.config, target),
+                workdir=workdir,
+                timeout=timeout,
+                output_cap=self.config.output_cap,
+                kill_grace=self.config.kill_grace,
+            )
+        finally:
+            _remove_cache(cache_dir)
         raw_files = _raw_files(output_dir, outcome)
         check_finished(f"qscanner on {reference}", outcome, timeout)
         code = outcome.returncode
@@ -468,6 +471,16 @@ def _single(directory: Path, suffix: str) -> Path | None:
             f"several *{suffix} files in {directory}: {', '.join(p.name for p in matches)}"
         )
     return matches[0] if matches else None
+
+
+def _remove_cache(cache_dir: Path) -> None:
+    """Drop the scan's cache (vulnerability DBs, secret rules: large, not a raw output)."""
+    try:
+        shutil.rmtree(cache_dir)
+    except OSError as exc:  # disk space is the only cost: say so, do not fail the scan
+        log.warning(
+            "could not remove the qscanner cache", extra=fields(path=str(cache_dir), error=str(exc))
+        )
 
 
 def _raw_files(output_dir: Path, outcome: ProcessOutcome) -> tuple[Path, ...]:

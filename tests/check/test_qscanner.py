@@ -173,7 +173,8 @@ def test_argv_and_environment_carry_no_secret_and_nothing_extra(scenario, tmp_pa
     # The parent's other variables stay out: AWS keys (set by conftest), anything else.
     assert "PARENT_ONLY_SENTINEL" not in env_names
     assert "AWS_SECRET_ACCESS_KEY" not in env_names and "QSCANNER_PATH" not in env_names
-    assert (tmp_path / "work" / "cache" / "secret_config.json").is_file()
+    # The stand-in filled its cache dir (secret_config.json); the runner removed it after.
+    assert not (tmp_path / "work" / "cache").exists()
     assert redact(f"token={TOKEN} password={REGISTRY_PASSWORD}") == "token=*** password=***"
     assert result.findings == ()
 
