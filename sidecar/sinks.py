@@ -558,7 +558,7 @@ def build_sinks(
 
             publisher = SecurityHubPublisher(factory(), table)
             region = _attr(context, "region") or factory().region()
-            sinks.append(SecurityHubSink(publisher, context, region, hub.event_types))
+            sinks.append(SecurityHubSink(publisher, context, region, hub.event_types, _version()))
 
     qualys = actions.destination("qualys-crs")
     wants_qualys = qualys is not None or (actions.qualys.enabled and actions.qualys.send_events)
@@ -581,3 +581,12 @@ def build_sinks(
             )
             sinks.append(QualysSink(endpoint, token, event_types=types, context=context))
     return sinks
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("containerscan")
+    except PackageNotFoundError:
+        return "unknown"
