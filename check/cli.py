@@ -19,7 +19,7 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("check.commands", "sweep", "Sweep ECR repositories: scan, correlate, report."),
     "scan-image": ("check.commands", "scan_image", "Scan one image, or the image of an ECR event."),
-    "db": ("check.commands", "db", "Manage the built-in scanner's advisory database."),
+    "db": ("check.advisories_commands", "db", "Manage the built-in scanner's advisory database."),
     "init": ("securityhub.commands", "init", "Create the table and bucket a run needs."),
     "findings": ("securityhub.commands", "findings", "Review findings as Security Hub shows them."),
     "reconcile": ("securityhub.commands", "reconcile", "Repair the ledger from Security Hub."),
