@@ -8,14 +8,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from check.reports.document import ReportFieldError
 from check.reports.grype import parse_grype
+from check.reports.packages import FindingGroups, package_manager
 from check.reports.sarif import parse_sarif
 from check.reports.scanresult import parse_scan_result
 from check.reports.trivy import parse_trivy
 from securityhub.errors import ReportParseError
-from securityhub.findings import EcrImage, ScannerInfo, Severity
+from securityhub.findings import EcrImage, Package, ScannerInfo, Severity, VulnerabilityFinding
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "reports"
 SARIF = DATA / "qscanner-api-Report.sarif.json"
@@ -420,3 +423,67 @@ def test_any_value_of_the_wrong_type_parses_or_raises_report_parse_error(path):
                 assert str(exc).startswith(f"{path.name}: ")
             checked += 1
     assert checked > 500
+
+
+# ------------------------------------------------------------------ grouping property
+
+_packages = st.builds(
+    Package,
+    name=st.sampled_from(["openssl", "musl", "curl", "zlib"]),
+    installed_version=st.sampled_from(["1.0", "1.1", "2.0"]),
+    fixed_version=st.none() | st.just("9.9"),
+    layer=st.none() | st.sampled_from(["sha256:aa", "sha256:bb"]),
+)
+_occurrences = st.lists(
+    st.tuples(
+        st.sampled_from(["CVE-2019-1547", "CVE-2019-14697", "376817", "GHSA-j8r2-6x86-q33q"]),
+        st.sampled_from(list(Severity)),
+        st.lists(_packages, max_size=3),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_occurrences)
+def test_grouping_gives_one_finding_per_id_with_every_package(occurrences):
+    groups = FindingGroups()
+    for vuln_id, severity, packages in occurrences:
+        finding = VulnerabilityFinding(
+            resource=IMAGE,
+            vulnerability_id=vuln_id,
+            title=vuln_id,
+            severity=severity,
+            scanner=QSCANNER,
+            cves=(vuln_id,) if vuln_id.startswith("CVE-") else (),
+        )
+        groups.add(finding, packages)
+    findings = groups.findings()
+    ids = [f.vulnerability_id for f in findings]
+    assert ids == sorted(set(ids)) == sorted({o[0] for o in occurrences})
+    for finding in findings:
+        mine = [o for o in occurrences if o[0] == finding.vulnerability_id]
+        assert finding.severity == max(o[1] for o in mine)
+        expected = {p for o in mine for p in o[2]}
+        assert set(finding.packages) == expected and len(finding.packages) == len(expected)
+        assert len(set(finding.cves)) == len(finding.cves)
+
+
+@pytest.mark.parametrize(
+    ("kind", "manager"),
+    [
+        ("alpine 3.10.2", "apk"),
+        ("debian", "dpkg"),
+        ("Amazon Linux 2", "rpm"),
+        ("python-pkg", "pip"),
+        ("Node.js", "npm"),
+        ("gobinary", "gomod"),
+        ("jar", "maven"),
+        ("java-archive", "maven"),
+        ("rust-crate", "cargo"),
+        ("plan9", None),
+        (None, None),
+    ],
+)
+def test_package_manager_names(kind, manager):
+    assert package_manager(kind) == manager
