@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,3 +66,42 @@ def test_fim_tables_match_the_naive_reading(rules: list[FimPath], path: str, wri
     )
     assert (events[0].action, events[0].severity) == (best.action, best.severity)
     assert events[0].path == path
+
+
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+ANY_EVENTS = st.builds(
+    SyscallEvent,
+    timestamp=st.floats(0, 2e9),
+    pid=st.integers(1, 2**22),
+    tid=st.integers(1, 2**22),
+    ppid=st.integers(0, 2**22),
+    exe=st.one_of(st.just(""), TEXT, PATHS),
+    syscall=st.sampled_from(["execve", "openat", "connect", "sendto", "unlinkat", "ptrace"]),
+    kind=st.sampled_from(
+        ["exec", "open", "unlink", "rename", "chmod", "chown", "connect", "sendto", "other"]
+    ),
+    path=st.one_of(st.none(), TEXT, PATHS, st.just("//"), st.just("//etc/x")),
+    path2=st.one_of(st.none(), PATHS),
+    access=st.sets(st.sampled_from([ACCESS_READ, ACCESS_WRITE, "create"])).map(frozenset),
+    argv=st.lists(
+        st.one_of(TEXT, st.sampled_from(["-m", "pip", "install", "-ivh", "http://x"])), max_size=6
+    ).map(tuple),
+    family=st.sampled_from([None, "inet", "inet6", "unix"]),
+    ip=st.one_of(st.none(), TEXT, st.ip_addresses().map(str)),
+    port=st.one_of(st.none(), st.integers(0, 65535)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event=ANY_EVENTS)
+def test_evaluate_never_raises_on_odd_events(event: SyscallEvent) -> None:
+    """The engine runs at every stop: whatever the tracer decodes, it answers."""
+    verdict = _aggressive().evaluate(event)
+    assert verdict.block == any(e.action == "block" for e in verdict.events)
+
+
+@cache
+def _aggressive() -> Engine:
+    from sidecar.policy import load_policies, policies_dir
+
+    return Engine(load_policies([policies_dir() / "tracing-policy-schema.yaml"]), clock=lambda: 0.0)
