@@ -288,7 +288,7 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
     The resource of the findings is an EcrImage with `registry_host` set: the registry host
     (tags are pinned to the digest they point at now), or `oci-layout` / `docker-archive`
     with the absolute path as the repository (`oci-layout/srv/images/app@sha256:...`).
-    Raw outputs go to `workdir`, or to a new temporary directory the caller then owns.
+    Raw outputs are written to `workdir` when given; without one they are not kept.
     """
     if ref.startswith(OCI_LAYOUT_PREFIX):
         image = EcrImage(account_id="", region="", registry_host="oci-layout",
@@ -311,8 +311,10 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
                          tags=(parsed.tag,) if parsed.tag else ())
         target = ScanTarget(image=image, scan_types=scan_types, auth=auth)
     chosen = scanner or BuiltinScanner(vuln_db=vuln_db, platform=platform)
-    if workdir is None:
-        import tempfile
+    if workdir is not None:
+        return chosen.scan(target, workdir, timeout)
+    import tempfile
 
-        workdir = Path(tempfile.mkdtemp(prefix="containerscan-builtin-"))
-    return chosen.scan(target, workdir, timeout)
+    with tempfile.TemporaryDirectory(prefix="containerscan-builtin-") as temporary:
+        result = chosen.scan(target, Path(temporary), timeout)
+    return dataclasses.replace(result, raw_files=())  # they went with the directory

@@ -141,3 +141,15 @@ def test_timeout_stops_the_scan(debian_layout, advisories, tmp_path):
     with pytest.raises(ScanError, match="timed out"):
         scan_reference(f"oci-layout:{debian_layout}", vuln_db=advisories, workdir=tmp_path,
                        timeout=0)
+
+
+def test_without_a_workdir_nothing_is_left_behind(alpine_archive, advisories, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    result = scan_reference(f"docker-archive:{alpine_archive}", vuln_db=advisories)
+    assert result.raw_files == ()
+    assert result.findings
+    assert list(tmp_path.iterdir()) == []
