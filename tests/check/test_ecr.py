@@ -96,3 +96,29 @@ def test_auth_token_becomes_registry_auth_and_is_masked_in_logs(ecr) -> None:
     assert auth.username == "AWS" and auth.password
     assert auth.password not in repr(auth)
     assert auth.password not in redact(f"token {auth.password} leaked")
+
+
+def test_every_page_is_read(ecr) -> None:
+    """moto answers in one page; a real registry pages by 1000: pages injected at HTTP level."""
+    from botocore.awsrequest import AWSResponse
+
+    seen_tokens: list[str | None] = []
+
+    def pages(params: dict, **_: object) -> object:
+        token = json.loads(params["body"]).get("nextToken")
+        seen_tokens.append(token)
+        number = int(token or 0)
+        details = [
+            {"repositoryName": "app", "registryId": ACCOUNT,
+             "imageDigest": f"sha256:{number * 10 + i:064x}", "imageTags": [f"t{number}-{i}"]}
+            for i in range(3)
+        ]  # fmt: skip
+        body: dict = {"imageDetails": details}
+        if number < 2:
+            body["nextToken"] = str(number + 1)
+        return (AWSResponse("https://ecr", 200, {}, None), body)
+
+    ecr.meta.events.register("before-call.ecr.DescribeImages", pages)
+    images = EcrRegistry(ecr, ACCOUNT, REGION).images("app")
+    assert seen_tokens == [None, "1", "2"]
+    assert len(images) == 9 and len({i.digest for i in images}) == 9
