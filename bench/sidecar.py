@@ -11,7 +11,9 @@ VMs is ~10x noisier):
 - file-heavy: `tar -xf` of an archive of the standard library (~1,400 small files) into
   tmpfs, several times.
 
-Configurations, alternated within each round (medians over the rounds):
+Configurations, each paired with an untraced run in every round (which of the two goes
+first alternates); the ratio reported is the median of the per-round paired ratios, which
+resists load that drifts in from other jobs better than a ratio of medians:
 
 - untraced;
 - `sidecar run` with the minimal policy (execve + connect), balanced (FIM on write events +
@@ -291,30 +293,46 @@ def make_archive(work: Path) -> Path:
 
 
 def series(bench: Bench, configs: list[str], mode: str, arg_of, rounds: int) -> dict:
-    results: dict[str, list[float]] = {c: [] for c in configs}
+    """Paired runs: in every round each configuration runs next to its own untraced run
+    (which goes first alternates), so load drifting in from other jobs hits both sides.
+    Returns {config: (median seconds, median paired ratio, min ratio, max ratio)}."""
+    traced = [c for c in configs if c != "untraced"]
     for c in configs:  # warm-up: caches, page cache, first-run effects
         bench.run(c, mode, arg_of())
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    ratios: dict[str, list[float]] = {c: [] for c in traced}
     for r in range(rounds):
-        order = configs if r % 2 == 0 else list(reversed(configs))
-        for c in order:
-            results[c].append(bench.run(c, mode, arg_of())[0])
+        order = traced if r % 2 == 0 else list(reversed(traced))
+        for i, c in enumerate(order):
+            pair = ("untraced", c) if (r + i) % 2 == 0 else (c, "untraced")
+            got = {name: bench.run(name, mode, arg_of())[0] for name in pair}
+            times["untraced"].append(got["untraced"])
+            times[c].append(got[c])
+            ratios[c].append(got[c] / got["untraced"])
         print(f"  round {r + 1}/{rounds} done", flush=True)
-    return {c: statistics.median(v) for c, v in results.items()}
+    out = {"untraced": (statistics.median(times["untraced"]), 1.0, 1.0, 1.0)}
+    for c in traced:
+        out[c] = (
+            statistics.median(times[c]),
+            statistics.median(ratios[c]),
+            min(ratios[c]),
+            max(ratios[c]),
+        )
+    return out
 
 
-def report(title: str, medians: dict[str, float], check_targets: bool) -> None:
-    base = medians["untraced"]
-    print(f"\n{title}  (medians, pinned to CPU 0)")
-    print(f"  {'configuration':<20} {'median s':>9} {'ratio':>7}  target")
-    for config, value in medians.items():
-        ratio = value / base
+def report(title: str, results: dict, check_targets: bool) -> None:
+    print(f"\n{title}  (pinned to CPU 0; ratio = median of per-round paired ratios)")
+    print(f"  {'configuration':<20} {'median s':>9} {'ratio':>7} {'min-max':>13}  target")
+    for config, (seconds, ratio, low, high) in results.items():
         target = TARGETS.get(config) if check_targets else None
         mark = ""
         if target is not None:
             mark = f"<= {target:.2f}x {'ok' if ratio <= target else 'MISSED'}"
-        print(f"  {config:<20} {value:9.3f} {ratio:6.2f}x  {mark}")
-    if check_targets and "every-open" in medians and "strace-every-open" in medians:
-        ours, theirs = medians["every-open"], medians["strace-every-open"]
+        spread = f"{low:.2f}-{high:.2f}" if config != "untraced" else ""
+        print(f"  {config:<20} {seconds:9.3f} {ratio:6.2f}x {spread:>13}  {mark}")
+    if check_targets and "every-open" in results and "strace-every-open" in results:
+        ours, theirs = results["every-open"][1], results["strace-every-open"][1]
         verdict = "ok" if ours <= theirs * 1.02 else "MISSED"
         print(
             f"  every-open vs strace --seccomp-bpf on the same set: {ours / theirs:.2f}x {verdict}"
@@ -324,7 +342,7 @@ def report(title: str, medians: dict[str, float], check_targets: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--iterations", type=int, default=15, help="python runs per syscall round")
+    parser.add_argument("--iterations", type=int, default=10, help="python runs per syscall run")
     parser.add_argument("--tar-runs", type=int, default=3)
     parser.add_argument("--stop-samples", type=int, default=20000)
     opts = parser.parse_args()

@@ -122,6 +122,7 @@ class TracerStats:
     processes: int = 0  # processes seen in total
     threads: int = 0  # threads traced now
     engine_errors: int = 0
+    loop_errors: int = 0
 
 
 class Tracer:
@@ -405,7 +406,15 @@ class Tracer:
                     break
                 raise OSError(err, os.strerror(err))
             self.stats.stops += 1
-            self._dispatch(tid, status.value)
+            try:
+                self._dispatch(tid, status.value)
+            except (pt.PtraceError, OSError, KeyError, ValueError) as exc:
+                # The loop must survive one bad stop: in launch mode its death kills the
+                # workload (EXITKILL). Resume the thread if it can be, and go on.
+                self.stats.loop_errors += 1
+                log.error("tracer error on a stop", extra=fields(tid=tid, error=repr(exc)))
+                with contextlib.suppress(pt.PtraceError):
+                    self._resume(tid, 0)
         self._close_all()
         return self.exit_status
 
