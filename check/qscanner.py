@@ -57,6 +57,7 @@ BINARY_ENV = "QSCANNER_PATH"
 TOKEN_ENVS = ("QUALYS_ACCESS_TOKEN", "QUALYS_TOKEN")
 POD_ENV = "QUALYS_POD"
 MODE_ENV = "CONTAINERSCAN_QSCANNER_MODE"
+SEVERITY_MAP_ENV = "CONTAINERSCAN_QUALYS_SEVERITY_MAP"
 MODES = ("get-report", "evaluate-policy", "scan-only", "inventory-only")
 DEFAULT_MODE = "get-report"
 # Modes that download a vulnerability report (the others only collect or upload inventory).
@@ -164,9 +165,16 @@ class QScannerConfig:
             raise ConfigurationError(
                 "QScanner report formats must include sarif", "the findings come from SARIF"
             )
-        if sorted(self.severity_map) != [1, 2, 3, 4, 5]:
+        if sorted(self.severity_map) != [1, 2, 3, 4, 5] or not all(
+            isinstance(label, Severity) for label in self.severity_map.values()
+        ):
             raise ConfigurationError(
-                "the Qualys severity mapping must map each of 1-5 to a severity label"
+                "the Qualys severity mapping must map each of 1-5 to a severity label",
+                f"e.g. {SEVERITY_MAP_ENV}=5=CRITICAL,4=HIGH,3=MEDIUM,2=LOW,1=INFORMATIONAL",
+            )
+        if self.kill_margin < 0 or self.kill_grace < 0 or self.output_cap <= 0:
+            raise ConfigurationError(
+                "kill margin and grace must be >= 0 seconds and the output cap > 0 bytes"
             )
         register_secret(self.token)
 
@@ -175,18 +183,39 @@ class QScannerConfig:
         cls, environ: Mapping[str, str] | None = None, **overrides: object
     ) -> QScannerConfig:
         """Read QSCANNER_PATH (or `qscanner` on PATH), QUALYS_POD, QUALYS_ACCESS_TOKEN /
-        QUALYS_TOKEN and CONTAINERSCAN_QSCANNER_MODE; `overrides` win."""
+        QUALYS_TOKEN, CONTAINERSCAN_QSCANNER_MODE and CONTAINERSCAN_QUALYS_SEVERITY_MAP;
+        `overrides` win."""
         env = os.environ if environ is None else environ
         token = next((env[name] for name in TOKEN_ENVS if env.get(name)), None)
         values: dict[str, object] = {
-            "binary": find_binary(env),
             "pod": env.get(POD_ENV) or None,
             "token": token,
             "mode": env.get(MODE_ENV) or DEFAULT_MODE,
             "base_env": scanner_base_env(env),
         }
+        if env.get(SEVERITY_MAP_ENV):
+            values["severity_map"] = parse_severity_map(env[SEVERITY_MAP_ENV])
         values.update(overrides)
+        if "binary" not in values:
+            values["binary"] = find_binary(env)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_severity_map(text: str) -> dict[int, Severity]:
+    """`5=CRITICAL,4=HIGH,3=MEDIUM,2=LOW,1=INFORMATIONAL` -> {5: Severity.CRITICAL, ...}."""
+    mapping: dict[int, Severity] = {}
+    for item in text.split(","):
+        number, sep, label = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(f"expected <1-5>=<label>, got {item.strip()!r}")
+            mapping[int(number)] = Severity.parse(label)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{SEVERITY_MAP_ENV}: {exc}",
+                "use e.g. 5=CRITICAL,4=HIGH,3=MEDIUM,2=LOW,1=INFORMATIONAL",
+            ) from None
+    return mapping
 
 
 def find_binary(environ: Mapping[str, str]) -> Path:

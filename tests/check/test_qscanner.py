@@ -438,6 +438,27 @@ def test_custom_severity_mapping(scenario, tmp_path):
     assert result.findings[0].severity is Severity.HIGH
 
 
+def test_severity_map_from_the_environment(scenario, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTAINERSCAN_QUALYS_SEVERITY_MAP", "5=high,4=HIGH,3=high,2=LOW,1=LOW")
+    scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547])  # Qualys 3
+    assert scan(scenario, tmp_path).findings[0].severity is Severity.HIGH
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("5=CRITICAL,4=HIGH", "1-5"),
+        ("5=SEVERE,4=HIGH,3=MEDIUM,2=LOW,1=LOW", "unknown severity"),
+        ("5:CRITICAL", "expected <1-5>=<label>"),
+        ("x=LOW", "invalid literal"),
+    ],
+)
+def test_bad_severity_map_in_the_environment(scenario, monkeypatch, text, problem):
+    monkeypatch.setenv("CONTAINERSCAN_QUALYS_SEVERITY_MAP", text)
+    with pytest.raises(ConfigurationError, match=problem):
+        QScanner.from_config()
+
+
 def test_build_argv_is_a_pure_argument_list():
     config = QScannerConfig(binary=Path("/opt/qscanner"), pod="EU2", token=TOKEN)
     argv = build_argv(config, target(), Path("/w/output"), Path("/w/cache"), 120)
