@@ -104,10 +104,11 @@ class _ExternalScanner:
         """The registry's factory: binary and base environment from `environ`."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
-            "binary": find_tool(cls.name, cls.path_env, env),
             "base_env": passthrough_environment(env, cls.env_prefix, cls.own_vars),
         }
         values.update(options)
+        if "binary" not in values:
+            values["binary"] = find_tool(cls.name, cls.path_env, env)
         return cls(ExternalScannerConfig(**values))  # type: ignore[arg-type]
 
     # ---------------------------------------------------------- subclass hooks

@@ -143,6 +143,12 @@ def test_missing_binaries(tmp_path, monkeypatch):
         GrypeScanner.from_config()
 
 
+def test_binary_option_skips_the_lookup(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    scanner = GrypeScanner.from_config(binary=BIN / "grype")
+    assert scanner.config.binary == BIN / "grype" and scanner.version() == "0.74.7"
+
+
 def test_found_on_path(monkeypatch):
     monkeypatch.delenv("CONTAINERSCAN_TRIVY_PATH", raising=False)
     monkeypatch.setenv("PATH", f"{BIN}:/usr/bin:/bin")
