@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sidecar.anomaly import AnomalyDetector
 from sidecar.events import (
@@ -123,6 +124,32 @@ def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
             paths.add(_canonical(os.path.normpath(candidate)))
         names.add(candidate.rsplit("/", 1)[-1])
     return paths, names
+
+
+def report(
+    event: SyscallEvent,
+    *,
+    category: str,
+    rule: str,
+    severity: str,
+    action: str,
+    process: str | None = None,
+    **details: Any,
+) -> RuntimeEvent:
+    """A RuntimeEvent about `event`: its time, process, syscall and container, plus details."""
+    return RuntimeEvent(
+        timestamp=event.timestamp,
+        category=category,
+        rule=rule,
+        severity=severity,
+        action=action,
+        pid=event.pid,
+        ppid=event.ppid,
+        process=process or event.exe,
+        syscall=event.syscall,
+        container=event.container,
+        **details,
+    )
 
 
 def _normalize(path: str) -> str:
@@ -313,18 +340,13 @@ class Engine:
         if best is not None:
             _, rule, label = best
             found.append(
-                RuntimeEvent(
-                    timestamp=event.timestamp,
+                report(
+                    event,
                     category="file",
                     rule=f"fim:{rule.path}",
                     severity=rule.severity,
                     action=rule.action,
-                    pid=event.pid,
-                    ppid=event.ppid,
-                    process=event.exe,
-                    syscall=event.syscall,
                     path=path,
-                    container=event.container,
                     message=f"{label} of {path} (watched: {rule.path})",
                     extra={"event": label},
                 )
@@ -353,19 +375,15 @@ class Engine:
             rule = proc.rule
             program = event.path or event.exe
             found.append(
-                RuntimeEvent(
-                    timestamp=event.timestamp,
+                report(
+                    event,
                     category="process",
                     rule=proc.rule_id,
                     severity=rule.severity,
                     action=rule.action,
-                    pid=event.pid,
-                    ppid=event.ppid,
                     process=program,
-                    syscall=event.syscall,
                     path=program,
                     args=_redact_args(argv) if rule.capture_args else None,
-                    container=event.container,
                     message=f"execution of {program}",
                     extra=_parent(event, program),
                 )
@@ -390,19 +408,15 @@ class Engine:
                     continue
                 download = name in DOWNLOAD_TOOLS
                 found.append(
-                    RuntimeEvent(
-                        timestamp=event.timestamp,
+                    report(
+                        event,
                         category="software",
                         rule=f"software:{name}",
                         severity=manager.severity,
                         action=manager.action,
-                        pid=event.pid,
-                        ppid=event.ppid,
                         process=event.path or event.exe,
-                        syscall=event.syscall,
                         args=_redact_args(event.argv),
                         package_manager=name,
-                        container=event.container,
                         message=(
                             f"download by {name}"
                             if download
@@ -437,19 +451,14 @@ class Engine:
         else:
             return
         found.append(
-            RuntimeEvent(
-                timestamp=event.timestamp,
+            report(
+                event,
                 category="network",
                 rule=rule,
                 severity=severity,
                 action=action,
-                pid=event.pid,
-                ppid=event.ppid,
-                process=event.exe,
-                syscall=event.syscall,
                 ip=event.ip,
                 port=event.port,
-                container=event.container,
                 message=message,
                 extra={"protocol": event.protocol} if event.protocol else {},
             )
@@ -481,18 +490,13 @@ class Engine:
             return  # decoded syscalls are the other rules' business unless a whitelist is set
         sf = self.policy.syscalls
         found.append(
-            RuntimeEvent(
-                timestamp=event.timestamp,
+            report(
+                event,
                 category="syscall",
                 rule=f"syscall:{name}",
                 severity=sf.severity,
                 action=sf.action,
-                pid=event.pid,
-                ppid=event.ppid,
-                process=event.exe,
-                syscall=name,
                 path=event.path,
-                container=event.container,
                 message=f"traced syscall {name}"
                 + (" outside the whitelist" if self._whitelist else ""),
             )

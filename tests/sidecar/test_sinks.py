@@ -267,7 +267,7 @@ class Recorder(BaseHTTPRequestHandler):
 def server() -> Iterator[tuple[str, type[Recorder]]]:
     handler = type("Handler", (Recorder,), {"statuses": [], "requests": []})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
     httpd.shutdown()
