@@ -45,6 +45,8 @@ log = get_logger("check.advisories")
 
 VULN_DB_ENV = "CONTAINERSCAN_VULN_DB"
 RECORD_SUFFIXES = (".json", ".yaml", ".yml")
+INDEX_FILE = ".containerscan-index"
+INDEX_FORMAT = 1
 # A single OSV record is a few KiB; anything this large is not one.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 RANGE_TYPES = frozenset({"ECOSYSTEM", "SEMVER"})
@@ -446,32 +448,83 @@ class AdvisoryDatabase:
         with self._lock:
             if self._index is not None:
                 return self._index
-            index: dict[str, list[_SourceRef]] = {}
-            for path in self._files():
-                try:
-                    if path.suffix == ".zip":
-                        archive = self._zip(path)
-                        for info in archive.infolist():
-                            if info.filename.endswith(RECORD_SUFFIXES) and \
-                                    info.file_size <= MAX_RECORD_BYTES:
-                                self._add(index, archive.read(info),
-                                          _SourceRef(path, info.filename))
-                        continue
-                    if path.stat().st_size > MAX_RECORD_BYTES:
-                        log.warning("advisory file too large; skipped",
-                                    extra=fields(path=str(path)))
-                        continue
-                    data = path.read_bytes()
-                except (OSError, zipfile.BadZipFile) as exc:
-                    raise AdvisoryDatabaseError(f"cannot read advisory file {path}: {exc}") \
-                        from None
-                is_secdb = path.suffix != ".json" and bool(_SECDB_MARK.search(data))
-                self._add(index, data, _SourceRef(path, None, is_secdb))
-            log.info("advisory index built", extra=fields(root=str(self.root),
-                                                          records=self.records_indexed,
-                                                          names=len(index)))
-            self._index = index
-            return index
+            saved = self._load_saved_index()
+            if saved is not None:
+                self._index = saved
+                return saved
+            self._index = self._build_index()
+            return self._index
+
+    def _build_index(self) -> dict[str, list[_SourceRef]]:
+        index: dict[str, list[_SourceRef]] = {}
+        for path in self._files():
+            try:
+                if path.suffix == ".zip":
+                    archive = self._zip(path)
+                    for info in archive.infolist():
+                        if info.filename.endswith(RECORD_SUFFIXES) and \
+                                info.file_size <= MAX_RECORD_BYTES:
+                            self._add(index, archive.read(info),
+                                      _SourceRef(path, info.filename))
+                    continue
+                if path.stat().st_size > MAX_RECORD_BYTES:
+                    log.warning("advisory file too large; skipped",
+                                extra=fields(path=str(path)))
+                    continue
+                data = path.read_bytes()
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise AdvisoryDatabaseError(f"cannot read advisory file {path}: {exc}") \
+                    from None
+            is_secdb = path.suffix != ".json" and bool(_SECDB_MARK.search(data))
+            self._add(index, data, _SourceRef(path, None, is_secdb))
+        log.info("advisory index built", extra=fields(root=str(self.root),
+                                                      records=self.records_indexed,
+                                                      names=len(index)))
+        return index
+
+    # A saved index spares the scan of every record at start-up (seconds for OSV's full
+    # archives). It is valid only for the exact files it was built from: the fingerprint
+    # (paths, sizes, mtimes) is stored with it. Its name has no record suffix, so it is
+    # never read as a record nor part of the fingerprint.
+    def save_index(self) -> Path:
+        """Write the index beside the data (`db update` does, after downloading)."""
+        index = self.index()
+        refs: dict[_SourceRef, int] = {}
+        for entries in index.values():
+            for ref in entries:
+                refs.setdefault(ref, len(refs))
+        doc = {
+            "version": INDEX_FORMAT,
+            "fingerprint": self.fingerprint(),
+            "records": self.records_indexed,
+            "sources": [[str(r.path.relative_to(self.root)), r.member, r.secdb] for r in refs],
+            "names": {name: [refs[r] for r in entries] for name, entries in index.items()},
+        }
+        target = self.root / INDEX_FILE
+        temporary = target.with_name(target.name + ".part")
+        temporary.write_text(json.dumps(doc, separators=(",", ":")))
+        os.replace(temporary, target)
+        return target
+
+    def _load_saved_index(self) -> dict[str, list[_SourceRef]] | None:
+        path = self.root / INDEX_FILE
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_bytes())
+            if doc.get("version") != INDEX_FORMAT or doc.get("fingerprint") != self.fingerprint():
+                log.info("saved advisory index is stale; rebuilding",
+                         extra=fields(path=str(path)))
+                return None
+            sources = [_SourceRef(self.root / rel, member, bool(secdb))
+                       for rel, member, secdb in doc["sources"]]
+            index = {name: [sources[i] for i in ids] for name, ids in doc["names"].items()}
+            self.records_indexed = int(doc["records"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("saved advisory index is unreadable; rebuilding",
+                        extra=fields(path=str(path), error=str(exc)))
+            return None
+        return index
 
     def _zip(self, path: Path) -> zipfile.ZipFile:
         # Reading members of one ZipFile from several threads is safe (it locks its file).

@@ -104,6 +104,31 @@ def update(vuln_db: str | None, ecosystems: tuple[str, ...], base_url: str) -> N
     target = vuln_db or default_location()
     for path, size in download_archives(target, ecosystems or DEFAULT_ECOSYSTEMS, base_url):
         click.echo(f"{path}  {size} bytes")
+    _save_index(target)
+
+
+def _save_index(target: str) -> None:
+    from pathlib import Path
+
+    from check.advisories import AdvisoryDatabase
+
+    database = AdvisoryDatabase(Path(target).expanduser())
+    path = database.save_index()
+    database.close()
+    click.echo(f"index: {path} ({database.records_indexed} records)")
+
+
+@db.command("index")
+@_VULN_DB
+def index(vuln_db: str | None) -> None:
+    """Index the advisory files once, so that scans start without reading every record.
+
+    `db update` does this itself; run it after adding files by hand. The index is ignored
+    as soon as any file of the database changes.
+    """
+    from check.advisories import default_location
+
+    _save_index(vuln_db or default_location())
 
 
 @db.command("info")

@@ -289,3 +289,35 @@ def test_range_evaluation_agrees_with_intervals(pairs, installed, rnd):
     affected = Affected("PyPI", "x", ranges=(Range("ECOSYSTEM", tuple(events)),))
     assert affects(affected, f"{installed}.0", compare_pep440) == (
         expected_hit, expected_fix if expected_hit else None)
+
+
+def test_saved_index_is_used_until_the_data_changes(advisories, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "db"
+    shutil.copytree(advisories / "pypa-osv" / "vulns" / "jinja2", root / "jinja2")
+    built = AdvisoryDatabase(root)
+    built.save_index()
+
+    def must_not_build(self):
+        raise AssertionError("the saved index should have been used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AdvisoryDatabase, "_build_index", must_not_build)
+        loaded = AdvisoryDatabase(root)
+        assert _ids(loaded.match(_pip("jinja2", "2.7.1"), None)) == samples.JINJA2_EXPECTED
+        assert loaded.records_indexed == built.records_indexed == 5
+
+    (root / "extra.json").write_text(json.dumps({"id": "X-1", "affected": [
+        {"package": {"ecosystem": "PyPI", "name": "jinja2"}, "versions": ["2.7.1"]}]}))
+    changed = AdvisoryDatabase(root)
+    assert "X-1" in {m.advisory.id for m in changed.match(_pip("jinja2", "2.7.1"), None)}
+    assert changed.records_indexed == 6
+
+
+def test_corrupt_saved_index_is_rebuilt(tmp_path):
+    (tmp_path / "A-1.json").write_text(json.dumps({"id": "A-1", "affected": [
+        {"package": {"ecosystem": "PyPI", "name": "a"}, "versions": ["1"]}]}))
+    (tmp_path / ".containerscan-index").write_text("{not json")
+    assert [m.advisory.id for m in AdvisoryDatabase(tmp_path).match(_pip("a", "1"), None)] == [
+        "A-1"]

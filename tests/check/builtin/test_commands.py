@@ -58,6 +58,8 @@ def test_update_downloads_archives_the_scanner_reads(tmp_path, osv_mirror):
                                      "--base-url", osv_mirror])
     assert result.exit_code == 0, result.output
     assert (target / "osv" / "PyPI.zip").is_file()
+    assert (target / ".containerscan-index").is_file()
+    assert "index: " in result.output
     info = CliRunner().invoke(db, ["info", "--vuln-db", str(target)])
     assert info.exit_code == 0
     assert "records:  1" in info.output
