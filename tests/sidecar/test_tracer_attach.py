@@ -153,3 +153,40 @@ def test_attach_by_match_picks_up_new_processes(tmp_path: Path) -> None:
         tracer.kill()
         late.kill()
         late.wait()
+
+
+def test_attach_block_kills_only_the_offender(tmp_path: Path) -> None:
+    """In attach mode the syscall is skipped at syscall entry and the process killed; another
+    traced process goes on."""
+    forbidden = tmp_path / "forbidden.txt"
+    offender = subprocess.Popen(
+        [sys.executable, str(WORKLOADS / "sleeper.py"), str(tmp_path / "c1"), str(forbidden)]
+    )
+    bystander = subprocess.Popen(
+        [sys.executable, str(WORKLOADS / "sleeper.py"), str(tmp_path / "c2")]
+    )
+    _wait_for(lambda: (tmp_path / "c1").exists() and (tmp_path / "c2").exists())
+    forbidden.unlink(missing_ok=True)
+    tracer = start_attach(
+        tmp_path,
+        "--pid",
+        str(offender.pid),
+        "--pid",
+        str(bystander.pid),
+        watch="openat",
+        opts=("--block", str(forbidden)),
+    )
+    try:
+        assert offender.wait(timeout=15) == -signal.SIGKILL
+        forbidden.unlink(missing_ok=True)  # it may have been written before the attach
+        assert bystander.poll() is None
+        assert still_ticking(tmp_path / "c2")
+        tracer.send_signal(signal.SIGTERM)
+        assert tracer.wait(timeout=10) == 0
+        assert still_ticking(tmp_path / "c2")
+        assert stats(tmp_path)["blocked"] == 1
+    finally:
+        tracer.kill()
+        offender.kill()
+        bystander.kill()
+        bystander.wait()
