@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> Any:
     from securityhub.errors import ContainerscanError
 
     try:
-        return cli.main(args=argv, prog_name="containerscan", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="containerscan", standalone_mode=False)
+        # Without standalone mode, click returns ctx.exit(N) codes instead of exiting.
+        if isinstance(result, int) and not isinstance(result, bool):
+            sys.exit(result)
+        return result
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -347,7 +348,11 @@ def policies_dir(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(_POLICIES_DIR_ENV):
         return Path(env[_POLICIES_DIR_ENV])
-    return Path(__file__).resolve().parent.parent / "policies"
+    beside = Path(__file__).resolve().parent.parent / "policies"
+    if beside.is_dir():
+        return beside
+    # A wheel install puts them under <prefix>/share (setup.cfg data_files).
+    return Path(sys.prefix) / "share" / "containerscan" / "policies"
 
 
 @cache
