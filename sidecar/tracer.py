@@ -52,12 +52,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import re
 import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
@@ -106,13 +108,20 @@ PTRACE_REMEDY = (
 Evaluate = Callable[[SyscallEvent], Verdict]
 Submit = Callable[[RuntimeEvent], None]
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_waitpid = _libc.waitpid
-_waitpid.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
-_waitpid.restype = ctypes.c_int
-_prctl = _libc.prctl
-_prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-_prctl.restype = ctypes.c_int
+
+@functools.cache
+def _libc() -> tuple[Any, Any]:
+    """libc's waitpid (a blocking wait that a signal interrupts) and prctl, typed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    waitpid = libc.waitpid
+    waitpid.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    waitpid.restype = ctypes.c_int
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+    prctl.restype = ctypes.c_int
+    return waitpid, prctl
+
+
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
@@ -145,8 +154,12 @@ class Tracer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.req = requirements
-        self.arch = arch or native_arch()
-        if self.arch.name != native_arch().name:
+        try:
+            native = native_arch()
+        except ValueError as exc:
+            raise TracerError(str(exc)) from None
+        self.arch = arch or native
+        if self.arch.name != native.name:
             raise TracerError(f"cannot trace {self.arch.name} processes on this machine")
         self._evaluate = evaluate
         self._submit = submit
@@ -204,7 +217,7 @@ class Tracer:
             conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
             program = seccomp.build_program(self.arch, self.req.syscalls, conditions)
             fprog, keep = seccomp.pack_program(program)
-        _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _libc()[1](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         pid = os.fork()
         if pid == 0:  # the child: only async-signal-safe-ish work, then exec
             _child_exec(argv, env, fprog)
@@ -393,6 +406,7 @@ class Tracer:
         """Trace until the workload exits (launch) or until detached (attach); returns the
         exit status for the sidecar."""
         status = self._status
+        waitpid = _libc()[0]
         deadline: float | None = None
         while self._threads:
             if self._detach_requested and not self._detaching:
@@ -405,7 +419,7 @@ class Tracer:
                 self._poll_due = False
                 if self._matcher is not None and not self._detaching:
                     self._scan_proc()
-            tid = _waitpid(-1, ctypes.byref(status), pt.WALL)
+            tid = waitpid(-1, ctypes.byref(status), pt.WALL)
             if tid == -1:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:
