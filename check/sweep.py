@@ -482,6 +482,10 @@ class Sweep:
                     record.outcome = "cached"
                     record.findings = hit.findings_for(record.resource)
                     record.kinds = _kinds(hit.scan_types)
+                self._write_results(
+                    status, records, hit.scanner, hit.scan_types, records[0].findings,
+                    policy_result=hit.policy_result, cached_at=hit.stored_at,
+                )  # fmt: skip
                 progress.advance("cached")
             else:
                 misses.append(digest)
@@ -585,30 +589,10 @@ class Sweep:
             self._to_cache(
                 self._key(digest, status), result.scanner, result.findings, result.policy_result
             )
-        if self.outputs.enabled:
-            base = image_dir(status.run_id, digest)
-            self.outputs.write_json(
-                f"{base}/results.json",
-                {
-                    "digest": digest,
-                    "scanner": asdict(result.scanner),
-                    "scan_types": list(result.scan_types),
-                    "policy_result": result.policy_result,
-                    "notes": list(result.notes),
-                    "images": [
-                        {
-                            "account_id": r.plan.account_id,
-                            "region": r.plan.region,
-                            "repository": r.image.repository,
-                            "tags": list(r.image.tags),
-                        }
-                        for r in records
-                    ],
-                    "findings": findings_to_dicts(result.findings),
-                },
-            )
-            for path in result.raw_files:
-                self.outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
+        self._write_results(
+            status, records, result.scanner, result.scan_types, result.findings,
+            policy_result=result.policy_result, notes=result.notes, raw_files=result.raw_files,
+        )  # fmt: skip
         log.info(
             "scanned",
             extra=fields(
@@ -619,6 +603,49 @@ class Sweep:
             ),
         )
         return "scanned"
+
+    def _write_results(
+        self,
+        status: RunStatus,
+        records: Sequence[ImageRecord],
+        scanner: ScannerInfo,
+        scan_types: Sequence[str],
+        findings: Sequence[Any],
+        *,
+        policy_result: str | None = None,
+        notes: Sequence[str] = (),
+        raw_files: Sequence[Path] = (),
+        cached_at: datetime | None = None,
+    ) -> None:
+        """runs/<id>/images/<digest>/results.json (+ raw/ for fresh scans)."""
+        if not self.outputs.enabled:
+            return
+        digest = records[0].image.digest
+        base = image_dir(status.run_id, digest)
+        self.outputs.write_json(
+            f"{base}/results.json",
+            {
+                "digest": digest,
+                "scanner": asdict(scanner),
+                "scan_types": list(scan_types),
+                "policy_result": policy_result,
+                "notes": list(notes),
+                "cached_at": cached_at.isoformat() if cached_at else None,
+                "images": [
+                    {
+                        "account_id": r.plan.account_id,
+                        "region": r.plan.region,
+                        "repository": r.image.repository,
+                        "tags": list(r.image.tags),
+                        "platform": r.image.platform,
+                    }
+                    for r in records
+                ],
+                "findings": findings_to_dicts(findings),
+            },
+        )
+        for path in raw_files:
+            self.outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
 
     def _failed(self, records: list[ImageRecord], error: str, started: float, digest: str) -> str:
         duration = time.monotonic() - started
