@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from securityhub.errors import ConfigurationError
 from securityhub.logs import fields, get_logger
 from sidecar.context import Heartbeat, TaskContext, discover
 from sidecar.events import RuntimeEvent
@@ -79,7 +80,13 @@ class Monitor:
         self.policy = resolve_policy(environ, list(policy_paths), sessions)
         self.engine = Engine(self.policy)
         self.requirements = self.engine.requirements()
-        self.context: TaskContext | None = discover(environ)
+        self.context: TaskContext | None = None
+        try:
+            self.context = discover(environ)
+        except ConfigurationError as exc:
+            # The workload must run even when the metadata endpoint does not answer; only
+            # the Security Hub sink needs the task context (it says so when it is skipped).
+            log.warning("no ECS task context", extra=fields(error=str(exc)))
         self.pipeline: Any = None
         self.sinks: list[Any] = []
         self.tracer = Tracer(

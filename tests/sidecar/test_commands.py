@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from check.cli import cli
+from tests.sidecar.test_context import serve_metadata
 from tests.sidecar.test_tracer import ROOT, WORKLOADS, _wait_for, fake_pip
 
 CLI = [sys.executable, "-m", "check"]
@@ -287,3 +288,31 @@ def test_attach_to_a_traced_process_explains_the_remedy(tmp_path: Path) -> None:
     finally:
         holder.send_signal(signal.SIGTERM)
         holder.wait(timeout=15)
+
+
+@pytest.mark.ptrace
+def test_run_reads_the_task_context_and_survives_without_it() -> None:
+    argv = [*CLI, "sidecar", "run", "--policy", MINIMAL, "--", "/bin/sh", "-c", "exit 4"]
+    with serve_metadata() as (url, hits):
+        proc = subprocess.run(
+            argv,
+            cwd=ROOT,
+            env=cli_env(ECS_CONTAINER_METADATA_URI_V4=url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 4, proc.stderr
+    assert '"ECS task context"' in proc.stderr and "shop-api" in proc.stderr
+    assert any(h.endswith("/task") for h in hits)
+    # An endpoint that does not answer: a warning, and the workload still runs.
+    proc = subprocess.run(
+        argv,
+        cwd=ROOT,
+        env=cli_env(ECS_CONTAINER_METADATA_URI_V4="http://127.0.0.1:9/v4/x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4
+    assert "no ECS task context" in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -43,8 +44,9 @@ TASK_DOC = {
 CONTAINER_DOC = {"DockerId": f"{TASK_ID}-2495160603", "Name": "app"}
 
 
-@pytest.fixture
-def endpoint() -> Iterator[tuple[str, list[str]]]:
+@contextlib.contextmanager
+def serve_metadata() -> Iterator[tuple[str, list[str]]]:
+    """A task metadata endpoint v4 on loopback: (the container URL, paths requested)."""
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -64,9 +66,17 @@ def endpoint() -> Iterator[tuple[str, list[str]]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v4/{TASK_ID}-2495160603", hits
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v4/{TASK_ID}-2495160603", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[str]]]:
+    with serve_metadata() as served:
+        yield served
 
 
 def test_discover_reads_task_and_container(endpoint) -> None:
