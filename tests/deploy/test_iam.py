@@ -113,6 +113,12 @@ LAUNCHER = RoleCase(
         "s3:ListBucket": "without it S3 answers 403 instead of 404 for a missing status.json, "
                          "and GET /scans/{runId} must tell an unknown run from a refusal",
     },
+    not_granted={
+        "dynamodb:BatchWriteItem": "the launcher only reads the scan cache (ScanCache.get_many); "
+                                   "ScanCache.put/put_many are the sweep's",
+        "sts:AssumeRole": "the launcher works in the hub account only; SessionFactory assumes "
+                          "roles only for cross-account targets, which the launcher never builds",
+    },
 )
 
 CASES = [HUB_TASK, SPOKE, SIDECAR_TASK, LAUNCHER]
