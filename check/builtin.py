@@ -25,8 +25,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from check.image import (
     read_image,
 )
 from check.inventory import Inventory, build_inventory, wants
-from check.registry import ImageReference, RegistryClient, RegistrySource
+from check.registry import LOOPBACK_HOSTS, ImageReference, RegistryClient, RegistrySource
 from check.scanner import DEFAULT_SCAN_TYPES, RegistryAuth, ScanResult, ScanTarget
 from check.secrets import SecretHit, scan_bytes
 from securityhub.errors import ConfigurationError
@@ -70,16 +73,95 @@ DOCKER_ARCHIVE_PREFIX = "docker-archive:"
 # A file with thousands of credential-looking lines is a dictionary or a test corpus; the
 # finding count per image stays bounded so one image cannot flood Security Hub.
 MAX_SECRET_FINDINGS = 1000
+# `host=url,...`: pull images named after `host` from `url` (see RegistryMirror).
+MIRRORS_ENV = "CONTAINERSCAN_REGISTRY_MIRRORS"
+# A registry host as image references name it: DNS labels, an optional port.
+_REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+                            r"(?::\d{1,5})?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RegistryMirror:
+    """Where images named after `host` are pulled from instead: `scheme://netloc/prefix`.
+
+    Production use: a pull-through cache or a private endpoint in front of ECR; the quick
+    start: a registry on loopback holding the same manifests as the emulated ECR. The image
+    keeps its identity (the original host, repository and digest); a pinned digest is
+    verified against the bytes the mirror serves, so a mirror cannot substitute content.
+    """
+
+    host: str
+    scheme: str
+    netloc: str
+    prefix: str = ""
+
+    @property
+    def insecure(self) -> bool:
+        return self.scheme == "http"
+
+    def reference(self, ref: ImageReference) -> ImageReference:
+        repository = f"{self.prefix}/{ref.repository}" if self.prefix else ref.repository
+        return dataclasses.replace(ref, host=self.netloc, repository=repository)
+
+    def auth(self, auth: RegistryAuth | None) -> RegistryAuth | None:
+        """The original registry's credentials travel to the mirror over HTTPS only, and
+        only when it asks (RegistryClient answers challenges); a plain-HTTP loopback mirror
+        never sees them."""
+        return None if self.insecure else auth
+
+
+def _loopback(netloc: str) -> bool:
+    """`127.0.0.1:5000`, `localhost`, `[::1]:5000`: what RegistryClient serves over http."""
+    if netloc.startswith("["):
+        return netloc.partition("]")[0] + "]" in LOOPBACK_HOSTS
+    return netloc.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+def parse_mirrors(text: str, source: str = MIRRORS_ENV) -> dict[str, RegistryMirror]:
+    """`host=url[,host=url...]` -> {host: mirror}; ConfigurationError names the bad entry."""
+    mirrors: dict[str, RegistryMirror] = {}
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        host, equals, url = (part.strip() for part in entry.partition("="))
+        hint = ("use host=url, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com="
+                "https://mirror.example.com/ecr")
+        if not equals or not _REGISTRY_HOST.fullmatch(host):
+            raise ConfigurationError(f"{source}: {entry!r} is not host=url", hint)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query \
+                or parts.fragment or "@" in parts.netloc:
+            raise ConfigurationError(
+                f"{source}: {url!r} (for {host}) is not an http(s) URL without credentials, "
+                "query or fragment", hint)
+        if parts.scheme == "http" and not _loopback(parts.netloc):
+            raise ConfigurationError(
+                f"{source}: plain http is allowed for loopback mirrors only, not {parts.netloc}",
+                "use https:// for a mirror on another host")
+        if host in mirrors:
+            raise ConfigurationError(f"{source}: {host} has two mirrors", hint)
+        mirrors[host] = RegistryMirror(host, parts.scheme, parts.netloc, parts.path.strip("/"))
+    return mirrors
 
 
 def open_source(ref: str, auth: RegistryAuth | None = None,
-                platform: str = DEFAULT_PLATFORM) -> ImageSource:
-    """`oci-layout:DIR`, `docker-archive:FILE` or a registry reference."""
+                platform: str = DEFAULT_PLATFORM,
+                mirrors: Mapping[str, RegistryMirror] | None = None) -> ImageSource:
+    """`oci-layout:DIR`, `docker-archive:FILE` or a registry reference (through its mirror)."""
     if ref.startswith(OCI_LAYOUT_PREFIX):
         return OciLayoutSource(Path(ref[len(OCI_LAYOUT_PREFIX):]), platform)
     if ref.startswith(DOCKER_ARCHIVE_PREFIX):
         return DockerArchiveSource(Path(ref[len(DOCKER_ARCHIVE_PREFIX):]))
-    return RegistrySource(ImageReference.parse(ref), auth, platform)
+    parsed = ImageReference.parse(ref)
+    mirror = (mirrors or {}).get(parsed.host)
+    if mirror is None:
+        return RegistrySource(parsed, auth, platform)
+    log.debug("pulling through a mirror", extra=fields(image=ref, mirror=mirror.netloc))
+    source = RegistrySource(mirror.reference(parsed), mirror.auth(auth), platform,
+                            insecure=mirror.insecure)
+    source.description = f"{parsed} (mirror {mirror.scheme}://{mirror.netloc})"
+    return source
 
 
 class BuiltinScanner:
@@ -90,7 +172,8 @@ class BuiltinScanner:
     def __init__(self, *, vuln_db: str | os.PathLike[str] | None = None,
                  platform: str | None = None, limits: ImageLimits | None = None,
                  default_severity: Severity = DEFAULT_SEVERITY,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 mirrors: Mapping[str, RegistryMirror] | None = None) -> None:
         env = dict(os.environ if environ is None else environ)
         self._vuln_db_path = vuln_db
         self._env = env
@@ -106,6 +189,8 @@ class BuiltinScanner:
                         f"{MAX_SECRET_FILE_ENV} must be a number of bytes") from None
         self.limits = limits
         self.default_severity = default_severity
+        self.mirrors = (parse_mirrors(env.get(MIRRORS_ENV, "")) if mirrors is None
+                        else dict(mirrors))
         self._db: AdvisoryDatabase | None = None
 
     # ----------------------------------------------------------------------- interface
@@ -139,7 +224,7 @@ class BuiltinScanner:
             if len(hits) < MAX_SECRET_FINDINGS:
                 hits.extend((hit, layer) for hit in scan_bytes(path, data))
 
-        source = open_source(ref, target.auth, self.platform)
+        source = open_source(ref, target.auth, self.platform, self.mirrors)
         started = time.monotonic()
         try:
             files = read_image(source, wants, visit if "secret" in target.scan_types else None,
@@ -187,7 +272,7 @@ class BuiltinScanner:
 
     def inventory(self, ref: str, auth: RegistryAuth | None = None) -> Inventory:
         """The package inventory of an image, without matching (for `db` tooling, tests)."""
-        source = open_source(ref, auth, self.platform)
+        source = open_source(ref, auth, self.platform, self.mirrors)
         try:
             files = read_image(source, wants, None, self.limits)
         finally:
@@ -290,6 +375,7 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
     with the absolute path as the repository (`oci-layout/srv/images/app@sha256:...`).
     Raw outputs are written to `workdir` when given; without one they are not kept.
     """
+    chosen = scanner or BuiltinScanner(vuln_db=vuln_db, platform=platform)
     if ref.startswith(OCI_LAYOUT_PREFIX):
         image = EcrImage(account_id="", region="", registry_host="oci-layout",
                          repository=str(Path(ref[len(OCI_LAYOUT_PREFIX):]).resolve()).lstrip("/"),
@@ -304,13 +390,15 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
         parsed = ImageReference.parse(ref)
         digest = parsed.digest
         if digest is None:  # pin the tag: the findings belong to what it points at now
-            _, _, digest = RegistryClient(parsed.host, auth).get_manifest(
-                parsed.repository, parsed.reference)
+            mirror = chosen.mirrors.get(parsed.host)
+            pull = mirror.reference(parsed) if mirror else parsed
+            client = (RegistryClient(pull.host, mirror.auth(auth), mirror.insecure) if mirror
+                      else RegistryClient(parsed.host, auth))
+            _, _, digest = client.get_manifest(pull.repository, pull.reference)
         image = EcrImage(account_id="", region="", registry_host=parsed.host,
                          repository=parsed.repository, digest=digest,
                          tags=(parsed.tag,) if parsed.tag else ())
         target = ScanTarget(image=image, scan_types=scan_types, auth=auth)
-    chosen = scanner or BuiltinScanner(vuln_db=vuln_db, platform=platform)
     if workdir is not None:
         return chosen.scan(target, workdir, timeout)
     import tempfile
