@@ -421,3 +421,19 @@ def test_hanging_and_failing_scans_cost_only_their_image(aws: None, tmp_path: Pa
     assert outcomes[unavailable][0] == "failed" and "40" in outcomes[unavailable][1]
     assert outcomes[garbage][0] == "failed"
     assert [f["Resources"][0]["Id"] for f in active_findings().values()] == [resource_id("app", ok)]
+
+
+def test_longest_names_and_odd_tags_flow_through(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    name = "a" * 120 + "/" + "b-c" * 45  # 256 characters, ECR's maximum
+    assert len(name) == 256
+    ecr.create_repository(repositoryName=name)
+    tag = "v1;rm -rf /$(id)`ü`"
+    digest = put_image(ecr, name, "long", tag)
+    Scenario().image(digest, findings=[CURL_CVE_2019_5481]).write(Path(_scenario_path()))
+    status = run(tmp_path, {"repositories": [name], "images": [tag]})
+    assert status.exit_code == EXIT_OK, status.as_dict()
+    assert status.records[0].image.tags == (tag,)
+    [finding] = active_findings().values()
+    assert finding["Resources"][0]["Id"] == resource_id(name, digest)
+    assert len(finding["Id"]) <= 512
