@@ -93,6 +93,9 @@ def sweep(ctx: click.Context, request_file: str | None, **flags: Any) -> None:
     containerscan sweep --account 123456789012 --region us-east-1 \\
         --repository 'payments/*' --exclude 'sandbox/*' --max-images 5 \\
         --scan-types pkg,secret --force
+
+    Exit codes: 0 done, 3 partial (some images failed), 4 a finding reached --fail-on,
+    2 bad request or configuration, 1 fatal.
     """
     from securityhub.errors import ContainerscanError
 
@@ -130,6 +133,8 @@ def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **fl
     containerscan scan-image payments/api:1.4 --region us-east-1
     containerscan scan-image --event push-event.json
     containerscan scan-image oci-layout:./image --scanner builtin
+
+    Exit codes as for `sweep`.
     """
     from securityhub.errors import ContainerscanError, ValidationError
 
