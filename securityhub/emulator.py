@@ -209,6 +209,7 @@ def batch_import_findings(
                 f"securityhub:BatchImportFindings on resource: {arn}",
             )
     index = _index(self)
+    self._containerscan_version = getattr(self, "_containerscan_version", 0) + 1
     failed: list[dict[str, Any]] = []
     success = 0
     with _lock:
@@ -352,14 +353,23 @@ def get_findings(
     limit = MAX_PAGE if max_results is None else int(max_results)
     if not 1 <= limit <= MAX_PAGE:
         raise _error("InvalidInputException", "MaxResults must be a number between 1 and 100")
-    selected = [f.data for f in self.findings if matches(f.data, filters)]
-    for criterion in reversed(sort_criteria or []):
-        name = criterion.get("Field", "")
+    # Paging through N findings would filter all of them on every page (quadratic); the
+    # selection is cached per (query, store version) so a paginated read stays linear.
+    key = json.dumps([filters, sort_criteria], sort_keys=True, default=str)
+    version = getattr(self, "_containerscan_version", 0)
+    cached = getattr(self, "_containerscan_query", None)
+    if cached is not None and cached[0] == (key, version, len(self.findings)):
+        selected = cached[1]
+    else:
+        selected = [f.data for f in self.findings if matches(f.data, filters)]
+        for criterion in reversed(sort_criteria or []):
+            name = criterion.get("Field", "")
 
-        def by_field(doc: dict[str, Any], name: str = name) -> str:
-            return str(doc.get(name, ""))
+            def by_field(doc: dict[str, Any], name: str = name) -> str:
+                return str(doc.get(name, ""))
 
-        selected.sort(key=by_field, reverse=criterion.get("SortOrder") == "desc")
+            selected.sort(key=by_field, reverse=criterion.get("SortOrder") == "desc")
+        self._containerscan_query = ((key, version, len(self.findings)), selected)
     start = _offset(next_token)
     page = selected[start : start + limit]
     more = start + limit < len(selected)
