@@ -1,25 +1,36 @@
-"""The local quick start (interim): the Security Hub layer end to end against an emulator.
+"""The local quick start: a real sweep, end to end, on this machine only.
 
-`python -m check.demo` or `containerscan demo`:
-1. starts moto's server on 127.0.0.1 (a free port) with the Security Hub emulator,
-2. points AWS_ENDPOINT_URL and dummy credentials at it (nothing reaches AWS),
-3. runs `containerscan init` in a child process (table, bucket, Security Hub),
-4. publishes realistic findings of two sample images and prints them with
-   `containerscan findings`,
-5. publishes a second run in which one image was fixed (rescanned, clean) and shows its
-   findings archived, the other image's untouched,
-6. stops the server.
+`python -m check.demo`, `containerscan demo` or `make demo`:
+1. starts a real OCI registry (Debian's `docker-registry`) and moto's server with the
+   project's Security Hub semantics, both on 127.0.0.1 (`check.local`);
+2. builds two sample images from real files (`check.sampleimages`), pushes them to the
+   registry and registers the identical manifests in the emulated ECR (PutImage with the
+   same bytes, so the digests match);
+3. runs `containerscan init` and `containerscan sweep --scanner builtin` as a user would,
+   in child processes whose AWS_ENDPOINT_URL points at the emulator and whose
+   CONTAINERSCAN_REGISTRY_MIRRORS sends pulls of `<account>.dkr.ecr.<region>.amazonaws.com`
+   to the local registry; then shows `containerscan findings`;
+4. "fixes" shop/worker (a rebuilt image with upgraded packages pushed to the same tag, the
+   old digest deleted from ECR), sweeps again, and shows the fixed findings archived;
+5. stops everything and removes its temporary directory, also on Ctrl-C or SIGTERM.
 
-The full sweep replaces this module later; it needs only `pip install -e .[local]`.
+The advisory database is CONTAINERSCAN_VULN_DB, else `<repo>/../shared/data/advisories`
+when present; without one the demo runs with an empty database and says so (secrets are
+still found; no vulnerabilities can be). Nothing reaches AWS: the credentials are dummies
+and every client talks to the emulator.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -27,193 +38,207 @@ import click
 REGION = "us-east-1"
 TABLE = "containerscan-demo"
 BUCKET = "containerscan-demo-outputs"
-DEMO_ENV = {
-    "AWS_ACCESS_KEY_ID": "demo",
-    "AWS_SECRET_ACCESS_KEY": "demo-not-a-secret",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "CONTAINERSCAN_TABLE": TABLE,
-    "CONTAINERSCAN_BUCKET": BUCKET,
-}
-CLEARED_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_ADVISORIES = REPO_ROOT.parent / "shared" / "data" / "advisories"
+VULN_DB_ENV = "CONTAINERSCAN_VULN_DB"
+DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-not-a-secret"}
+# Variables of the caller's shell that must not steer the demo's child processes elsewhere.
+CLEARED_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE",
+               "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+               "QSCANNER_PATH", "CONTAINERSCAN_REQUEST", "SNS_TOPIC_ARN", "SCAN_TYPES",
+               "CONTAINERSCAN_PREFIX", "CONTAINERSCAN_FINDING_PREFIX")
+EXIT_INTERRUPTED = 130
+CHILD_TIMEOUT = 300.0  # seconds for one containerscan command; the whole demo takes ~15 s
+
+Echo = Callable[[str], None]
 
 
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[dict[str, str]]:
-    """Set `values` (and clear profile/session variables) for this process, then restore."""
-    saved = {k: os.environ.get(k) for k in (*values, *CLEARED_ENV)}
-    os.environ.update(values)
-    for name in CLEARED_ENV:
-        os.environ.pop(name, None)
+class DemoFailed(Exception):
+    """A step of the demo went wrong; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class AdvisorySource:
+    path: Path
+    note: str  # how it was chosen, for the output
+
+
+def advisory_source(environ: Mapping[str, str], scratch: Path) -> AdvisorySource:
+    """CONTAINERSCAN_VULN_DB, else the shared data next to the repository, else empty."""
+    chosen = environ.get(VULN_DB_ENV, "").strip()
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_dir():
+            raise DemoFailed(f"{VULN_DB_ENV}={chosen} is not a directory; unset it or point "
+                             "it at OSV/secdb advisories (containerscan db update)")
+        return AdvisorySource(path, f"from {VULN_DB_ENV}")
+    if SHARED_ADVISORIES.is_dir():
+        return AdvisorySource(SHARED_ADVISORIES, "the shared advisory data")
+    empty = scratch / "empty-advisories"
+    empty.mkdir(parents=True, exist_ok=True)
+    return AdvisorySource(empty, f"EMPTY: no {VULN_DB_ENV} and no {SHARED_ADVISORIES}; "
+                                 "vulnerabilities cannot be found, secrets still are")
+
+
+class Demo:
+    """The steps, against a started `check.local.LocalEnvironment`."""
+
+    def __init__(self, local: Any, echo: Echo, environ: Mapping[str, str]) -> None:
+        import boto3
+
+        from check.registry import RegistryClient
+
+        self.local = local
+        self.echo = echo
+        session = boto3.session.Session(
+            aws_access_key_id=DEMO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DEMO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=REGION)
+        self.ecr = session.client("ecr", endpoint_url=local.endpoint)
+        self.account = session.client("sts", endpoint_url=local.endpoint).get_caller_identity()[
+            "Account"]
+        self.ecr_host = f"{self.account}.dkr.ecr.{REGION}.amazonaws.com"
+        self.registry = RegistryClient(local.registry.host)
+        self.advisories = advisory_source(environ, local.workdir)
+        self.env = self._child_environment(environ)
+
+    def _child_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in environ.items() if k not in CLEARED_ENV}
+        env.update(DEMO_CREDENTIALS)
+        env.update({
+            "AWS_ENDPOINT_URL": self.local.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "CONTAINERSCAN_TABLE": TABLE,
+            "CONTAINERSCAN_BUCKET": BUCKET,
+            "CONTAINERSCAN_WORKDIR": str(self.local.workdir / "scans"),
+            "CONTAINERSCAN_LOG_LEVEL": environ.get("CONTAINERSCAN_LOG_LEVEL", "WARNING"),
+            "CONTAINERSCAN_REGISTRY_MIRRORS": f"{self.ecr_host}={self.local.registry.url}",
+            VULN_DB_ENV: str(self.advisories.path),
+        })
+        return env
+
+    # ---------------------------------------------------------------------------- steps
+
+    def heading(self, text: str) -> None:
+        self.echo(f"\n== {text}")
+
+    def containerscan(self, *args: str, show: bool = True) -> str:
+        """Run the console script's module in a child process, as a user would."""
+        command = [sys.executable, "-m", "check", *args]
+        if show:
+            self.echo(f"$ containerscan {' '.join(args)}")
+        result = subprocess.run(command, env=self.env, capture_output=True, text=True,
+                                check=False, timeout=CHILD_TIMEOUT)
+        if show and result.stdout.strip():
+            self.echo(result.stdout.rstrip())
+        if result.returncode != 0:
+            raise DemoFailed(f"`containerscan {' '.join(args)}` exited {result.returncode}:\n"
+                             f"{result.stderr.strip()[-2000:]}")
+        return result.stdout
+
+    def publish(self, image: Any) -> None:
+        """Push to the registry, then register the identical manifest in the emulated ECR."""
+        from check.sampleimages import push_image
+
+        digest = push_image(self.registry, image.repository, image.tag, image.blobs)
+        self.ecr.put_image(
+            repositoryName=image.repository, imageManifest=image.blobs.manifest.decode(),
+            imageManifestMediaType=image.blobs.media_type, imageDigest=digest,
+            imageTag=image.tag)
+        name = f"{image.repository}:{image.tag}"
+        self.echo(f"  {name:<16} {digest[:19]}  {image.summary}")
+
+    def findings(self) -> list[dict[str, Any]]:
+        out = self.containerscan("findings", "--state", "all", "--output", "json", show=False)
+        found: list[dict[str, Any]] = json.loads(out)
+        return found
+
+    def run(self) -> tuple[int, int]:
+        from check.sampleimages import web_image, worker_image
+
+        self.echo(f"  AWS emulator   {self.local.endpoint} (moto with Security Hub semantics)")
+        self.echo(f"  OCI registry   {self.local.registry.host} (docker-registry), mirror of "
+                  f"{self.ecr_host}")
+        self.echo(f"  advisories     {self.advisories.path} ({self.advisories.note})")
+        self.echo(f"  workspace      {self.local.workdir}")
+
+        self.heading("1. containerscan init: ledger table, output bucket, Security Hub")
+        self.containerscan("init", "--enable-security-hub")
+
+        self.heading("2. sample images built from real files, pushed, registered in ECR")
+        web, worker = web_image(), worker_image()
+        for name in (web.repository, worker.repository):
+            self.ecr.create_repository(repositoryName=name)
+        self.publish(web)
+        self.publish(worker)
+
+        self.heading("3. sweep with the built-in scanner, then review the findings")
+        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
+        self.containerscan("findings")
+        first = self.findings()
+        before = {f["Id"] for f in first if _repository(f) == worker.repository}
+
+        self.heading(f"4. {worker.repository} fixed: rebuilt with upgraded packages, pushed to "
+                     f"tag {worker.tag}; the old digest deleted from ECR; sweep again")
+        fixed = worker_image(fixed=True)
+        self.publish(fixed)
+        self.ecr.batch_delete_image(repositoryName=worker.repository,
+                                    imageIds=[{"imageDigest": worker.digest}])
+        self.echo(f"  deleted {worker.repository}@{worker.digest[:19]} from ECR")
+        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
+        self.containerscan("findings", "--state", "archived")
+
+        second = self.findings()
+        states = Counter(str(f.get("RecordState")) for f in second)
+        archived = {f["Id"] for f in second if f.get("RecordState") == "ARCHIVED"}
+        if archived != before:
+            raise DemoFailed(f"expected the {len(before)} finding(s) of the old "
+                             f"{worker.repository} image archived, found {len(archived)} "
+                             "archived")
+        if not any(_repository(f) == web.repository for f in second
+                   if f.get("RecordState") == "ACTIVE"):
+            raise DemoFailed(f"the findings of {web.repository} should have stayed active")
+        return states["ACTIVE"], states["ARCHIVED"]
+
+
+def _repository(finding: Mapping[str, Any]) -> str:
+    for resource in finding.get("Resources") or ():
+        details = (resource.get("Details") or {}).get("AwsEcrContainerImage") or {}
+        if details.get("RepositoryName"):
+            return str(details["RepositoryName"])
+    return ""
+
+
+def run(echo: Echo = click.echo, environ: Mapping[str, str] | None = None) -> int:
+    """The demo; 0 when every step worked, 1 when one failed, 130 when interrupted."""
+    from check.local import LocalEnvironment
+    from securityhub.errors import ContainerscanError
+
+    started = time.monotonic()
+    env = dict(os.environ if environ is None else environ)
+    echo("containerscan demo: a real sweep on this machine; nothing reaches AWS")
     try:
-        yield dict(os.environ)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _containerscan(args: list[str], env: Mapping[str, str], echo: Any) -> None:
-    """Run the console script's module in a child process, as a user would."""
-    command = [sys.executable, "-m", "check", *args]
-    echo(f"$ containerscan {' '.join(args)}")
-    result = subprocess.run(command, env=dict(env), capture_output=True, text=True, check=False)
-    if result.stdout:
-        echo(result.stdout.rstrip())
-    if result.returncode != 0:
-        raise click.ClickException(
-            f"`containerscan {' '.join(args)}` exited {result.returncode}: {result.stderr[-2000:]}"
-        )
-
-
-def sample_observations(account: str, *, worker_fixed: bool = False) -> list[Any]:
-    """Two sample images: `shop/web` (vulnerabilities and a secret), `shop/worker`."""
-    from datetime import UTC, datetime
-
-    from securityhub.findings import (
-        Cvss,
-        EcrImage,
-        Observation,
-        Package,
-        ScannerInfo,
-        SecretFinding,
-        Severity,
-        VulnerabilityFinding,
-    )
-
-    qscanner = ScannerInfo("qscanner", "4.8.0-2")
-    pushed = datetime(2026, 10, 30, 9, 15, tzinfo=UTC)
-    web = EcrImage(
-        account, REGION, "shop/web", "sha256:" + "4e" * 32, ("1.4.2", "latest"), pushed, "amd64"
-    )
-    worker = EcrImage(
-        account, REGION, "shop/worker", "sha256:" + "9b" * 32, ("2.0.1",), pushed, "amd64"
-    )
-    layer = "sha256:" + "1f" * 32
-
-    def vuln(  # noqa: PLR0917 - a local sample builder
-        image: EcrImage,
-        cve: str,
-        qid: str,
-        level: int,
-        title: str,
-        packages: tuple[Package, ...],
-        score: float,
-    ) -> VulnerabilityFinding:
-        from securityhub.findings import QUALYS_SEVERITY
-
-        return VulnerabilityFinding(
-            resource=image,
-            vulnerability_id=cve,
-            title=title,
-            severity=QUALYS_SEVERITY[level],
-            scanner=qscanner,
-            description=f"{title}. Fixed versions are available from the distribution.",
-            cves=(cve,),
-            packages=packages,
-            cvss=(Cvss("3.1", score, None, "NVD"),),
-            references=(f"https://nvd.nist.gov/vuln/detail/{cve}",),
-            qid=qid,
-            vendor_severity=str(level),
-        )
-
-    openssl = (
-        Package("libssl3", "3.0.11-1~deb12u1", "3.0.13-1~deb12u1", "dpkg", layer=layer),
-        Package("openssl", "3.0.11-1~deb12u1", "3.0.13-1~deb12u1", "dpkg", layer=layer),
-    )
-    web_findings = (
-        vuln(
-            web,
-            "CVE-2023-5678",
-            "5001204",
-            3,
-            "OpenSSL DH key generation denial of service",
-            openssl,
-            5.3,
-        ),
-        vuln(
-            web,
-            "CVE-2024-24790",
-            "5002311",
-            4,
-            "Go net/netip IPv4-mapped address checks",
-            (Package("stdlib", "1.21.6", "1.21.11", "gomod", "/app/server", layer),),
-            9.8,
-        ),
-        SecretFinding(
-            web,
-            "aws-access-key-id",
-            "AWS",
-            "AWS access key id",
-            Severity.CRITICAL,
-            qscanner,
-            "/app/config/.env",
-            7,
-            layer,
-        ),
-    )
-    worker_findings = (
-        vuln(
-            worker,
-            "CVE-2024-6387",
-            "42046",
-            5,
-            "OpenSSH regreSSHion remote code execution",
-            (Package("openssh-client", "1:9.2p1-2", "1:9.2p1-2+deb12u3", "dpkg", layer=layer),),
-            8.1,
-        ),
-        vuln(
-            worker,
-            "CVE-2023-5678",
-            "5001204",
-            3,
-            "OpenSSL DH key generation denial of service",
-            openssl,
-            5.3,
-        ),
-    )
-    kinds = frozenset({"vulnerability", "secret"})
-    return [
-        Observation(web, kinds, web_findings),
-        Observation(worker, kinds, () if worker_fixed else worker_findings),
-    ]
-
-
-def run(echo: Any = click.echo) -> int:
-    """The demo; returns 0 when every step worked."""
-    from securityhub.aws import SessionFactory
-    from securityhub.emulator import LocalServer
-    from securityhub.hub import SecurityHubPublisher
-
-    with LocalServer() as endpoint, _environment({**DEMO_ENV, "AWS_ENDPOINT_URL": endpoint}) as env:
-        echo(f"AWS emulator (moto + Security Hub semantics) on {endpoint}")
-        _containerscan(["init", "--enable-security-hub"], env, echo)
-        sessions = SessionFactory(REGION)
-        account = sessions.account_id()
-        publisher = SecurityHubPublisher(sessions, TABLE)
-
-        echo("\n-- run 1: two images scanned")
-        first = publisher.publish(REGION, sample_observations(account))
-        echo(f"published: {first.as_dict()}")
-        _containerscan(["findings", "--state", "all"], env, echo)
-
-        echo("\n-- run 2: shop/worker rebuilt on patched packages, rescanned clean")
-        second = publisher.publish(REGION, sample_observations(account, worker_fixed=True))
-        echo(f"published: {second.as_dict()}")
-        _containerscan(["findings", "--state", "all"], env, echo)
-        _containerscan(
-            ["findings", "--state", "archived", "--repository", "shop/worker"], env, echo
-        )
-        ok = first.created == 5 and second.archived == 2 and not (first.failed or second.failed)
-    echo("\ndemo finished: " + ("OK" if ok else "UNEXPECTED COUNTS"))
-    return 0 if ok else 1
+        with LocalEnvironment() as local:
+            active, archived = Demo(local, echo, env).run()
+    except KeyboardInterrupt:
+        echo("\ndemo interrupted: servers stopped, temporary files removed")
+        return EXIT_INTERRUPTED
+    except (DemoFailed, ContainerscanError) as exc:
+        echo(f"\ndemo FAILED: {exc}")
+        hint = getattr(exc, "remediation", None)
+        if hint:
+            echo(f"hint: {hint}")
+        return 1
+    echo(f"\ndemo finished in {time.monotonic() - started:.0f}s: {active} active, "
+         f"{archived} archived (the fixed image's findings); servers stopped, temporary "
+         "files removed")
+    return 0
 
 
 @click.command("demo")
 def demo() -> None:
-    """Run the local end-to-end quick start against an emulator on loopback."""
+    """Run the local end-to-end quick start: registry and AWS emulator on loopback."""
     code = run()
     if code:
         sys.exit(code)
