@@ -18,8 +18,10 @@ event sources, each a plain function testable without Lambda:
 Each task gets the request document and its run id as container overrides
 (`CONTAINERSCAN_REQUEST`, `CONTAINERSCAN_RUN_ID`), or, when the overrides would pass ECS's
 8 KiB limit, the document is written to S3 and the task gets its location
-(`CONTAINERSCAN_REQUEST_URI`). Tasks run on Fargate in the configured private subnets with
-no public IP.
+(`CONTAINERSCAN_REQUEST_URI` and `sweep --request-uri`). Tasks run on Fargate in the
+configured private subnets with no public IP. While a task has written no `status.json`
+under its run id, its ECS state and container exit code stand for it (0 done, 3 partial,
+4 findings, anything else failed).
 
 What the launcher records, under `<prefix>runs/<run-id>/` in the results bucket:
 `launch.json` (the request, each shard's run id and task ARN or failure), and, when a task
@@ -69,6 +71,8 @@ RETRYABLE_ERRORS = frozenset({
 })  # fmt: skip
 RETRYABLE_REASONS = ("RESOURCE:", "AGENT", "Capacity is unavailable", "Timeout")
 
+# The check's exit codes (check/commands.py) as run statuses.
+EXIT_STATUS = {0: "done", 3: "partial", 4: "findings"}
 RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
 REQUEST_ENV = "CONTAINERSCAN_REQUEST"
 REQUEST_URI_ENV = "CONTAINERSCAN_REQUEST_URI"
@@ -363,6 +367,10 @@ class Launcher:
         if uri is not None:
             environment.append({"name": REQUEST_URI_ENV, "value": uri})
         command = ["sweep"]
+        if uri is not None:
+            # Also as a flag: a check image that cannot read the request from S3 then stops
+            # at once with a usage error, instead of sweeping with the default request.
+            command += ["--request-uri", uri]
         if shard:
             command += ["--shard", shard]
         return {"containerOverrides": [
@@ -639,10 +647,12 @@ def _from_task(task: Mapping[str, Any] | None) -> dict[str, Any]:
         report["status"] = "pending"
     elif last == "STOPPED":
         exits = [c.get("exitCode") for c in task.get("containers", []) if "exitCode" in c]
-        report["status"] = "failed"
-        report["error"] = task.get("stoppedReason") or task.get("stopCode") or "stopped"
-        if exits:
-            report["exit_code"] = exits[0]
+        code = exits[0] if exits else None
+        report["status"] = EXIT_STATUS.get(code, "failed") if code is not None else "failed"
+        if code is not None:
+            report["exit_code"] = code
+        if report["status"] == "failed":
+            report["error"] = task.get("stoppedReason") or task.get("stopCode") or "stopped"
     else:
         report["status"] = "running"
     return report

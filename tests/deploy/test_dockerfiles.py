@@ -143,7 +143,7 @@ def test_check_image_verifies_qscanner() -> None:
     instructions = parse(DOCKERFILES["check"])
     final = stages(instructions)[-1]
     args = {i.args.partition("=")[0] for i in final if i.keyword == "ARG"}
-    assert {"QSCANNER_PATH", "QSCANNER_SHA256"} <= args
+    assert {"QSCANNER_BINARY", "QSCANNER_SHA256"} <= args
     sha_arg = next(i for i in final if i.keyword == "ARG" and i.args.startswith("QSCANNER_SHA256"))
     assert "=" not in sha_arg.args  # no default: the builder must give the checksum
     runs = " ".join(i.args for i in final if i.keyword == "RUN")
@@ -174,7 +174,7 @@ def test_dockerignore_is_an_allow_list() -> None:
                 sources = ins.args.split()[:-1]
                 for source in sources:
                     if source.startswith("${"):
-                        continue  # QSCANNER_PATH: added by check.imagebuild
+                        continue  # QSCANNER_BINARY: added by check.imagebuild
                     assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
