@@ -83,3 +83,25 @@ def secret_names(container: dict[str, Any]) -> set[str]:
             for value in unwrap_if(item):
                 names.add(value["Name"])
     return names
+
+
+def resolve(value: Any, params: dict[str, str]) -> Any:
+    """Evaluate Ref/Fn::Sub/Fn::Split/Fn::Select/Fn::Join against parameter values."""
+    import re
+
+    if isinstance(value, list):
+        return [resolve(v, params) for v in value]
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    (name, arg), = value.items()
+    if name == "Ref":
+        return params[arg]
+    if name == "Fn::Sub":
+        return re.sub(r"\$\{([\w:]+)\}", lambda m: params[m.group(1)], arg)
+    if name == "Fn::Split":
+        return resolve(arg[1], params).split(arg[0])
+    if name == "Fn::Select":
+        return resolve(arg[1], params)[int(arg[0])]
+    if name == "Fn::Join":
+        return arg[0].join(resolve(arg[1], params))
+    raise NotImplementedError(name)

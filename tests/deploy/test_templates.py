@@ -173,6 +173,21 @@ def test_hub_task_definition(hub: dict[str, Any]) -> None:
     assert log["Options"]["awslogs-group"] == {"Ref": "CheckLogGroup"}
 
 
+@pytest.mark.parametrize("given", [
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf:token::",
+])
+@pytest.mark.parametrize("path", [cfn.HUB, cfn.SIDECAR], ids=lambda p: p.stem)
+def test_token_secret_grant_is_the_secret_itself(path: Path, given: str) -> None:
+    role = cfn.load(path)["Resources"]["ExecutionRole"]
+    (stmt,) = [s for s in cfn.role_statements(role) if s.get("Sid") == "QualysToken"]
+    assert cfn.resolve(stmt["Resource"], {"QualysTokenSecretArn": given}) == (
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf"
+    )
+    # An empty parameter (the sidecar's default) still resolves: no Fn::Select out of range.
+    assert cfn.resolve(stmt["Resource"], {"QualysTokenSecretArn": ""}) == "::::::"
+
+
 def test_hub_log_group_is_encrypted_with_retention(hub: dict[str, Any]) -> None:
     group = hub["Resources"]["CheckLogGroup"]["Properties"]
     assert group["LogGroupName"] == "/ecs/containerscan"
