@@ -183,6 +183,7 @@ class Tracer:
         self._awaiting_first_stop: set[int] = set()  # new tids whose initial stop is due
         self._started_early: set[int] = set()  # initial stop seen before the fork event
         self._in_syscall: set[int] = set()  # aarch64 entry/exit toggle (attach mode)
+        self._pending_exec: dict[int, tuple[RuntimeEvent, ...]] = {}  # tid -> events
         self.root_pid: int | None = None
         self.exit_status = 0
         self.mode = ""
@@ -545,6 +546,9 @@ class Tracer:
             # A non-leader thread exec'd: it now has the leader's tid; its old tid is gone.
             self._threads.pop(former, None)
             self._in_syscall.discard(former)
+        confirmed = self._pending_exec.pop(former, None)
+        if confirmed:
+            self._submit_all(confirmed)
         proc = self._procs.get(tgid)
         if proc is not None:
             proc.exec_happened()
@@ -554,6 +558,8 @@ class Tracer:
 
     def _on_seccomp_stop(self, tid: int) -> None:
         self.stats.syscall_stops += 1
+        if self._pending_exec:
+            self._pending_exec.pop(tid, None)  # its last exec failed
         nr, args = self._read_call(tid)
         if nr in self.watched:
             if self._handle_call(tid, nr, args):
@@ -571,6 +577,8 @@ class Tracer:
                 self._in_syscall.add(tid)
             else:
                 self._in_syscall.discard(tid)
+        if entering and self._pending_exec:
+            self._pending_exec.pop(tid, None)  # its last exec failed
         if entering and nr in self.watched:
             self.stats.syscall_stops += 1
             if self._handle_call(tid, nr, args):
@@ -592,13 +600,26 @@ class Tracer:
             return False
         if event.kind == "exec" and event.path and not _exists(proc.pid, event.path):
             return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
-        verdict = self._report(event)
+        is_exec = event.kind == "exec"
+        verdict = self._report(event, defer=is_exec)
         if verdict.block:
+            if is_exec:
+                self._submit_all(verdict.events)  # deferred above; report the block now
             self._deny(tid, tgid)
             return True
+        if is_exec and verdict.events:
+            # Reported when PTRACE_EVENT_EXEC confirms the exec succeeded (a failed exec,
+            # ENOEXEC or EACCES, ran nothing); dropped at the thread's next stop otherwise.
+            self._pending_exec[tid] = verdict.events
         return False
 
-    def _report(self, event: SyscallEvent) -> Verdict:
+    def _submit_all(self, events: tuple[RuntimeEvent, ...]) -> None:
+        for runtime_event in events:
+            self.stats.events += 1
+            self._submit(runtime_event)
+
+    def _report(self, event: SyscallEvent, defer: bool = False) -> Verdict:
+        """Evaluate; submit the verdict's events unless `defer`."""
         self.stats.decoded += 1
         try:
             verdict = self._evaluate(event)
@@ -609,9 +630,8 @@ class Tracer:
                 extra=fields(syscall=event.syscall, pid=event.pid, error=repr(exc)),
             )
             return ALLOW
-        for runtime_event in verdict.events:
-            self.stats.events += 1
-            self._submit(runtime_event)
+        if not defer:
+            self._submit_all(verdict.events)
         return verdict
 
     def _deny(self, tid: int, tgid: int) -> None:
@@ -687,6 +707,7 @@ class Tracer:
         self.stats.threads = len(self._threads)
         self._awaiting_first_stop.discard(tid)
         self._in_syscall.discard(tid)
+        self._pending_exec.pop(tid, None)
         if tgid is None:
             return  # an untraced child of ours (an orphan reparented to the subreaper)
         if tid == tgid:

@@ -267,8 +267,14 @@ def test_attach_to_a_traced_process_explains_the_remedy(tmp_path: Path) -> None:
                         stat = Path(f"/proc/{entry}/stat").read_text()
                     except OSError:
                         continue
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == holder.pid:
-                        return int(entry)
+                    if int(stat.rsplit(")", 1)[1].split()[1]) != holder.pid:
+                        continue
+                    try:
+                        status = Path(f"/proc/{entry}/status").read_text()
+                    except OSError:
+                        continue
+                    if "(sleep)" in stat and "TracerPid:\t0\n" not in status:
+                        return int(entry)  # the traced workload, not a helper like ldconfig
             return None
 
         _wait_for(lambda: sleeping_child() is not None)
