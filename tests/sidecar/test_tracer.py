@@ -304,3 +304,19 @@ def _wait_for(predicate, timeout: float = 15) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.02)
+
+
+def test_only_successful_execs_are_reported(tmp_path: Path) -> None:
+    """A failed exec (EACCES on a file without the x bit) ran nothing: no event."""
+    not_exec = tmp_path / "notexec"
+    not_exec.write_text("#!/bin/sh\necho never\n")
+    not_exec.chmod(0o644)
+    script = f"{not_exec}; /bin/true; echo rc=$?"
+    proc = run(
+        tmp_path, harness(tmp_path, "run", "--", "/bin/sh", "-c", script, opts=("--report-exec",))
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rc=0" in proc.stdout and "never" not in proc.stdout
+    st = stats(tmp_path)
+    assert str(not_exec) in {ev["path"] for ev in events(tmp_path)}  # seen at the stop
+    assert st["submitted_paths"] == ["/bin/sh", "/bin/true"]  # reported: what ran

@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--process-only", action="store_true")
     parser.add_argument("--open-read", action="store_true")
     parser.add_argument("--block", action="append", default=[])
+    parser.add_argument("--report-exec", action="store_true", help="an event for every exec")
     parser.add_argument("mode", choices=["run", "attach"])
     parser.add_argument("--pid", type=int, action="append", default=[])
     parser.add_argument("--match")
@@ -76,6 +77,20 @@ def main() -> int:
                 path=event.path,
             )
             return Verdict((rt,), block=True)
+        if opts.report_exec and event.kind == "exec":
+            rt = RuntimeEvent(
+                event.timestamp,
+                "process",
+                "test-exec",
+                "low",
+                "log",
+                event.pid,
+                event.ppid,
+                event.exe,
+                event.syscall,
+                path=event.path,
+            )
+            return Verdict((rt,))
         return Verdict()
 
     submitted: list[RuntimeEvent] = []
@@ -96,7 +111,15 @@ def main() -> int:
         status = tracer.run_attach_forever() if opts.match else tracer.run()
     if opts.stats:
         with open(opts.stats, "w") as fh:
-            json.dump({**vars(tracer.stats), "submitted": len(submitted), "zombies": zombies()}, fh)
+            json.dump(
+                {
+                    **vars(tracer.stats),
+                    "submitted": len(submitted),
+                    "submitted_paths": [e.path for e in submitted],
+                    "zombies": zombies(),
+                },
+                fh,
+            )
     out.close()
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
     return status
