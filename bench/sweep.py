@@ -106,12 +106,21 @@ def counting_sessions() -> tuple[Any, Counter[str]]:
     from securityhub.aws import SessionFactory
 
     calls: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
 
-    def count(model: Any, **_: Any) -> None:
+    def count(model: Any, context: dict[str, Any], **_: Any) -> None:
         calls[f"{model.service_model.service_name}.{model.name}"] += 1
+        context["bench_started"] = time.perf_counter()
+
+    def timed(model: Any, context: dict[str, Any], **_: Any) -> None:
+        if "bench_started" in context:
+            name = f"{model.service_model.service_name}.{model.name}"
+            seconds[name] += time.perf_counter() - context["bench_started"]
 
     base = boto3.session.Session(region_name=REGION)
     base.events.register("before-call", count)
+    base.events.register("after-call", timed)
+    calls.seconds = seconds  # type: ignore[attr-defined]
     return SessionFactory(default_region=REGION, base_session=base), calls
 
 
@@ -145,8 +154,11 @@ def report(title: str, status: Any, calls: Counter[str], wall: float) -> None:
     print("   phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in status.phases.items()))
     total = sum(calls.values())
     print(f"   AWS calls: {total} = {total / max(n, 1):.3f} per image")
+    seconds = getattr(calls, "seconds", Counter())
     for op, c in calls.most_common(12):
-        print(f"     {op:<45} {c:>7}  {c / max(n, 1):.3f}/image")
+        spent = seconds.get(op, 0.0)
+        print(f"     {op:<38} {c:>7}  {c / max(n, 1):.3f}/image  "
+              f"{spent:7.1f}s  {1000 * spent / max(c, 1):6.1f} ms/call")  # fmt: skip
     hub = status.security_hub.get(f"{ACCOUNT}/{REGION}", {})
     print("   Security Hub: " + ", ".join(f"{k} {v}" for k, v in hub.items() if k != "errors"))
 

@@ -474,36 +474,19 @@ class Sweep:
                 )
         now = self.clock()
         progress = Progress(len(by_digest), stream=self.progress_stream)
-        misses: list[str] = []
-        for digest, records in by_digest.items():
-            hit = cached.get(self._key(digest, status))
-            if hit is not None and hit.fresh(now) and not self.request.force:
-                for record in records:
-                    record.outcome = "cached"
-                    record.findings = hit.findings_for(record.resource)
-                    record.kinds = _kinds(hit.scan_types)
-                self._write_results(
-                    status, records, hit.scanner, hit.scan_types, records[0].findings,
-                    policy_result=hit.policy_result, cached_at=hit.stored_at,
-                )  # fmt: skip
-                progress.advance("cached")
-            else:
-                misses.append(digest)
         workroot = self.config.workdir or Path(tempfile.mkdtemp(prefix="containerscan-"))
         try:
             with ThreadPoolExecutor(
                 max_workers=max(1, self.config.pool_size), thread_name_prefix="scan"
             ) as pool:
-                futures = {
-                    pool.submit(
-                        self._scan_one,
-                        by_digest[d],
-                        cached.get(self._key(d, status)),
-                        workroot,
-                        status,
-                    ): d
-                    for d in misses
-                }
+                futures = []
+                for digest, records in by_digest.items():
+                    hit = cached.get(self._key(digest, status))
+                    if hit is not None and hit.fresh(now) and not self.request.force:
+                        # In the pool too: writing its results is an S3 round trip.
+                        futures.append(pool.submit(self._use_cached, records, hit, status))
+                    else:
+                        futures.append(pool.submit(self._scan_one, records, hit, workroot, status))
                 for future in as_completed(futures):
                     progress.advance(future.result())
                     self._flush_cache(CACHE_FLUSH)
@@ -512,6 +495,18 @@ class Sweep:
             progress.finish()
             if self.config.workdir is None:
                 shutil.rmtree(workroot, ignore_errors=True)
+
+    def _use_cached(self, records: list[ImageRecord], hit: CachedResult, status: RunStatus) -> str:
+        """A cache hit: the stored findings, re-bound to each image holding the digest."""
+        for record in records:
+            record.outcome = "cached"
+            record.findings = hit.findings_for(record.resource)
+            record.kinds = _kinds(hit.scan_types)
+        self._write_results(
+            status, records, hit.scanner, hit.scan_types, records[0].findings,
+            policy_result=hit.policy_result, cached_at=hit.stored_at,
+        )  # fmt: skip
+        return "cached"
 
     def _to_cache(
         self, key: CacheKey, scanner: ScannerInfo, findings: Sequence[Any], policy: str | None
