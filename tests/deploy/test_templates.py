@@ -68,12 +68,14 @@ def _checkov() -> str | None:
 
 @pytest.mark.slow
 def test_checkov_reports_no_failed_check() -> None:
+    """The templates and the Dockerfiles."""
     checkov = _checkov()
     if checkov is None:
         pytest.skip("checkov is not installed (pipx install checkov, or set CHECKOV)")
     proc = subprocess.run(
         [
-            checkov, "--directory", str(cfn.TEMPLATES), "--framework", "cloudformation",
+            checkov, "--directory", str(cfn.TEMPLATES), "--directory", str(cfn.ROOT / "docker"),
+            "--framework", "cloudformation", "--framework", "dockerfile",
             "--output", "json", "--quiet", "--compact", "--skip-download",
         ],
         capture_output=True,
@@ -81,8 +83,17 @@ def test_checkov_reports_no_failed_check() -> None:
         timeout=300,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
     )
-    report = json.loads(proc.stdout)
-    reports = report if isinstance(report, list) else [report]
+    reports = []
+    decoder, text, at = json.JSONDecoder(), proc.stdout.strip(), 0
+    while at < len(text):  # one JSON document per framework, sometimes concatenated
+        doc, end = decoder.raw_decode(text, at)
+        reports += doc if isinstance(doc, list) else [doc]
+        at = end
+        while at < len(text) and text[at].isspace():
+            at += 1
+    assert {r["check_type"] for r in reports} == {"cloudformation", "dockerfile"}
+    assert all(r["summary"]["parsing_errors"] == 0 for r in reports)
+    assert all(r["summary"]["passed"] > 0 for r in reports)
     failed = [
         f"{c['check_id']} {c['resource']} ({c['file_path']})"
         for r in reports
