@@ -174,6 +174,16 @@ def test_cross_account_target_imports_into_the_spoke(publisher: SecurityHubPubli
     assert counts(publisher.publish(REGION, [observe(a, vuln(a))], target=target)) == {"unchanged": 1}
 
 
+def test_oversized_finding_is_trimmed_and_accepted(publisher: SecurityHubPublisher,
+                                                   sessions: SessionFactory) -> None:
+    a = image()
+    summary = publisher.publish(REGION, [observe(a, vuln(a, packages=4000))])
+    assert counts(summary) == {"created": 1}
+    (stored,) = hub_state(sessions).values()
+    assert "affected packages listed" in stored["Description"]
+    assert 0 < len(stored["Vulnerabilities"][0]["VulnerablePackages"]) < 4000
+
+
 def test_summary_as_dict_and_addition() -> None:
     one = PublishSummary(created=1, failed=1, errors=("x: y",))
     total = one + PublishSummary(archived=2)
