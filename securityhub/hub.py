@@ -16,6 +16,8 @@ default product ARN. What is touched:
   findings of digests no longer present in it.
 - runtime findings (`EcsContainer` resources) are created and updated (count, last seen),
   and never archived by absence: a quiet period is not evidence that the behaviour stopped.
+  Their count is imported as the caller reports it (the sidecar sends cumulative counts);
+  the publisher does not add counts up.
 
 The ledger is written only for findings Security Hub accepted, after the import.
 """
