@@ -44,7 +44,10 @@ nothing; syscall-level rules in attach mode cost every syscall a stop.
 
 Blocking: at the stop the syscall is skipped (x86_64 orig_rax = -1; aarch64 NT_ARM_SYSTEM_CALL
 = -1) with an -EPERM result, and the offending process (its thread group, nothing else) is
-killed with SIGKILL.
+killed with SIGKILL. In attach mode without syscall stops, a blocked exec is killed at
+PTRACE_EVENT_EXEC, before the new program runs its first instruction. Exec events are
+reported once the exec succeeded (a failed execve ran nothing), PATH probes of execvp that
+name no existing file are not evaluated at all.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ FORWARDED_SIGNALS = (
 )
 # Signals that end attach mode (detach everything, exit 0).
 DETACH_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+EXEC_SYSCALLS = ("execve", "execveat")
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 # How often attach mode scans /proc for new matching processes (Datadog's ptracer: 500 ms).
 DEFAULT_POLL_INTERVAL = 1.0
@@ -170,14 +174,11 @@ class Tracer:
         self.watched: frozenset[int] = frozenset(
             self.arch.number(n) for n in names if self.arch.has(n)
         )
-        self._exec_at_stop = (
-            any(self.arch.has(n) and n in names for n in ("execve", "execveat"))
-            and not requirements.process_only
-        )
-        # Without exec syscall stops, execs are reported from PTRACE_EVENT_EXEC.
-        self._exec_at_event = not self._exec_at_stop and (
-            requirements.process_only or bool(names & {"execve", "execveat"})
-        )
+        self._exec_watched = any(self.arch.has(n) and n in names for n in EXEC_SYSCALLS)
+        # Where execs are evaluated: at the execve stop (launch mode, and attach mode with
+        # syscall stops), or, with no syscall stops, at PTRACE_EVENT_EXEC (set by the mode).
+        self._exec_at_stop = self._exec_watched
+        self._exec_at_event = False
         self._threads: dict[int, int] = {}  # tid -> tgid
         self._procs: dict[int, Process] = {}  # tgid -> Process
         self._awaiting_first_stop: set[int] = set()  # new tids whose initial stop is due
@@ -214,7 +215,9 @@ class Tracer:
         self.mode = "launch"
         keep = None
         fprog = None
-        if not self.req.process_only:
+        # Even a process-only policy gets the filter in launch mode: one stop per execve
+        # (nothing else stops) lets a block rule deny the exec before it happens.
+        if self.req.syscalls:
             conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
             program = seccomp.build_program(self.arch, self.req.syscalls, conditions)
             fprog, keep = seccomp.pack_program(program)
@@ -304,6 +307,10 @@ class Tracer:
         self.mode = "attach"
         self._seize = True
         self._stop_every_syscall = not self.req.process_only
+        self._exec_at_stop = self._exec_watched and self._stop_every_syscall
+        self._exec_at_event = not self._exec_at_stop and (
+            self.req.process_only or self._exec_watched
+        )
         self._poll_interval = poll_interval
         self._excluded = _self_and_ancestors()
         pattern = re.compile(match) if match else None
@@ -553,7 +560,12 @@ class Tracer:
         if proc is not None:
             proc.exec_happened()
             if self._exec_at_event:
-                self._report(self.decoder.exec_event(proc, tid))
+                verdict = self._report(self.decoder.exec_event(proc, tid))
+                if verdict.block:
+                    # The new program has not run an instruction yet: killing it now blocks.
+                    self.stats.blocked += 1
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(tgid, signal.SIGKILL)
         self._resume(tid, 0)
 
     def _on_seccomp_stop(self, tid: int) -> None:

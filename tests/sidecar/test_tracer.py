@@ -320,3 +320,25 @@ def test_only_successful_execs_are_reported(tmp_path: Path) -> None:
     st = stats(tmp_path)
     assert str(not_exec) in {ev["path"] for ev in events(tmp_path)}  # seen at the stop
     assert st["submitted_paths"] == ["/bin/sh", "/bin/true"]  # reported: what ran
+
+
+def test_process_only_policy_can_still_block_an_exec(tmp_path: Path) -> None:
+    """Launch mode filters execve even for a process-only policy, so a block denies it."""
+    script = "/bin/true; echo rc=$?"
+    proc = run(
+        tmp_path,
+        harness(
+            tmp_path,
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            watch="execve,execveat",
+            opts=("--process-only", "--block", "true"),
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rc=137" in proc.stdout
+    st = stats(tmp_path)
+    assert st["blocked"] == 1 and st["syscall_stops"] >= 2

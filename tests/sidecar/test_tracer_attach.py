@@ -190,3 +190,26 @@ def test_attach_block_kills_only_the_offender(tmp_path: Path) -> None:
         offender.kill()
         bystander.kill()
         bystander.wait()
+
+
+def test_attach_process_only_block_kills_the_new_program(tmp_path: Path, app) -> None:
+    """Without syscall stops, a blocked exec is killed at PTRACE_EVENT_EXEC, before the new
+    program runs; the parent goes on."""
+    proc, counter, _ = app
+    tracer = start_attach(
+        tmp_path,
+        "--pid",
+        str(proc.pid),
+        watch="execve,execveat",
+        opts=("--process-only", "--block", "true"),
+    )
+    try:
+        _wait_for(lambda: (tmp_path / "events.jsonl").exists() and len(events(tmp_path)) >= 2)
+        tracer.send_signal(signal.SIGTERM)
+        assert tracer.wait(timeout=10) == 0
+    finally:
+        tracer.kill()
+    st = stats(tmp_path)
+    assert st["blocked"] >= 2 and st["syscall_stops"] == 0
+    assert proc.poll() is None
+    assert still_ticking(counter)
