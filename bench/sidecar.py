@@ -17,7 +17,8 @@ resists load that drifts in from other jobs better than a ratio of medians:
 
 - untraced;
 - `sidecar run` with the minimal policy (execve + connect), balanced (FIM on write events +
-  software detection), FIM on every open (read opens stop too);
+  software detection), FIM on every open (an `open` event on /etc, /root/.ssh and /usr/bin:
+  every open stops, read-only ones included, and is matched against the paths);
 - `sidecar attach` with a process-only policy (exec events, no syscall stops);
 - `strace -f --seccomp-bpf -e trace=<the same syscalls>` for the minimal and every-open sets.
 
@@ -108,11 +109,21 @@ spec:
   fileIntegrityMonitoring:
     enabled: true
     paths:
-      - path: /
+      - path: /etc
         recursive: true
         events: [open, write, unlink, chmod, chown]
-        severity: low
-        action: log
+        severity: medium
+        action: alert
+      - path: /root/.ssh
+        recursive: true
+        events: [open, write, unlink, chmod]
+        severity: critical
+        action: alert
+      - path: /usr/bin
+        recursive: true
+        events: [open, write, unlink, chmod]
+        severity: high
+        action: alert
   processExecution:
     enabled: true
     trackedExecutables:
