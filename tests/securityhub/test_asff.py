@@ -20,13 +20,25 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def stamped(content: dict) -> dict:
-    return asff.stamp(content, created_at=NOW, first_observed_at=NOW, updated_at=NOW, last_observed_at=NOW)
+    return asff.stamp(
+        content, created_at=NOW, first_observed_at=NOW, updated_at=NOW, last_observed_at=NOW
+    )
 
 
 def test_vulnerability_has_required_fields_and_details() -> None:
     doc = stamped(asff.build(vuln(image(), packages=2), CTX))
-    for name in ("SchemaVersion", "Id", "ProductArn", "GeneratorId", "AwsAccountId", "CreatedAt",
-                 "UpdatedAt", "Title", "Description", "Resources"):
+    for name in (
+        "SchemaVersion",
+        "Id",
+        "ProductArn",
+        "GeneratorId",
+        "AwsAccountId",
+        "CreatedAt",
+        "UpdatedAt",
+        "Title",
+        "Description",
+        "Resources",
+    ):
         assert doc[name], name
     assert doc["ProductArn"] == f"arn:aws:securityhub:{REGION}:{ACCOUNT}:product/{ACCOUNT}/default"
     assert doc["FindingProviderFields"]["Types"] == [asff.TYPE_CVE]
@@ -68,12 +80,29 @@ def test_secret_never_carries_a_value_and_names_the_file() -> None:
 
 
 def test_runtime_finding_has_process_action_and_ttp_types() -> None:
-    container = EcsContainer(ACCOUNT, REGION, "arn:aws:ecs:us-east-1:1:cluster/c",
-                             "arn:aws:ecs:us-east-1:1:task/c/abc", "web", "app", "nginx:1.25")
+    container = EcsContainer(
+        ACCOUNT,
+        REGION,
+        "arn:aws:ecs:us-east-1:1:cluster/c",
+        "arn:aws:ecs:us-east-1:1:task/c/abc",
+        "web",
+        "app",
+        "nginx:1.25",
+    )
     finding = RuntimeFinding(
-        container, "egress-not-allowed", "network", Severity.MEDIUM, "block", "203.0.113.9:4444",
-        ScannerInfo("containerscan-sidecar"), process=ProcessInfo(42, 1, "/usr/bin/curl"),
-        ip="203.0.113.9", port=4444, protocol="tcp", count=3, blocked=True,
+        container,
+        "egress-not-allowed",
+        "network",
+        Severity.MEDIUM,
+        "block",
+        "203.0.113.9:4444",
+        ScannerInfo("containerscan-sidecar"),
+        process=ProcessInfo(42, 1, "/usr/bin/curl"),
+        ip="203.0.113.9",
+        port=4444,
+        protocol="tcp",
+        count=3,
+        blocked=True,
     )
     doc = asff.build(finding, CTX)
     assert doc["Process"] == {"Name": "curl", "Path": "/usr/bin/curl", "Pid": 42, "ParentPid": 1}
@@ -88,8 +117,13 @@ def test_runtime_finding_has_process_action_and_ttp_types() -> None:
 
 
 def test_field_limits_are_enforced_by_truncation() -> None:
-    finding = dataclasses.replace(vuln(image()), title="T" * 1000, description="D" * 5000,
-                                  remediation="R" * 2000, qid="Q" * 5000)
+    finding = dataclasses.replace(
+        vuln(image()),
+        title="T" * 1000,
+        description="D" * 5000,
+        remediation="R" * 2000,
+        qid="Q" * 5000,
+    )
     doc = asff.build(finding, CTX)
     assert len(doc["Title"]) == asff.MAX_TITLE and doc["Title"].endswith("...")
     assert len(doc["Description"]) == asff.MAX_DESCRIPTION
@@ -111,9 +145,14 @@ def test_oversized_finding_is_trimmed_not_rejected() -> None:
 def test_fingerprint_ignores_timestamps_and_sees_content() -> None:
     content = asff.build(vuln(image()), CTX)
     one = stamped(content)
-    two = asff.stamp(content, created_at=NOW, first_observed_at=NOW,
-                     updated_at=NOW + timedelta(days=3), last_observed_at=NOW + timedelta(days=3),
-                     record_state="ARCHIVED")
+    two = asff.stamp(
+        content,
+        created_at=NOW,
+        first_observed_at=NOW,
+        updated_at=NOW + timedelta(days=3),
+        last_observed_at=NOW + timedelta(days=3),
+        record_state="ARCHIVED",
+    )
     assert asff.fingerprint(one) == asff.fingerprint(two) == asff.fingerprint(content)
     changed = asff.build(vuln(image(), fixed="9.9"), CTX)
     assert asff.fingerprint(changed) != asff.fingerprint(content)
@@ -135,6 +174,10 @@ def test_timestamps_round_trip() -> None:
 
 def test_provider_content_strips_service_fields() -> None:
     content = stamped(asff.build(vuln(image()), CTX))
-    read_back = dict(content, ProductName="Default", Workflow={"Status": "NEW"},
-                     ProductFields={**content["ProductFields"], "aws/securityhub/FindingId": "x"})
+    read_back = dict(
+        content,
+        ProductName="Default",
+        Workflow={"Status": "NEW"},
+        ProductFields={**content["ProductFields"], "aws/securityhub/FindingId": "x"},
+    )
     assert asff.fingerprint(asff.provider_content(read_back)) == asff.fingerprint(content)

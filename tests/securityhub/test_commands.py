@@ -41,13 +41,21 @@ def published(runner: CliRunner, sessions: SessionFactory) -> SecurityHubPublish
     publisher = SecurityHubPublisher(sessions, TABLE, clock=clock, gateway_options=FAST_GATEWAY)
     a, b = image(DIGEST_A), image(DIGEST_B, "team/other")
     # Qualys severity 2 maps to LOW.
-    publisher.publish(REGION, [observe(a, vuln(a), secret(a)), observe(b, dataclasses.replace(vuln(b), vendor_severity="2"))])
+    publisher.publish(
+        REGION,
+        [
+            observe(a, vuln(a), secret(a)),
+            observe(b, dataclasses.replace(vuln(b), vendor_severity="2")),
+        ],
+    )
     clock.advance(hours=1)
     publisher.publish(REGION, [observe(a, vuln(a))])  # the secret was removed: archived
     return publisher
 
 
-def test_init_is_idempotent_and_secures_the_bucket(runner: CliRunner, sessions: SessionFactory) -> None:
+def test_init_is_idempotent_and_secures_the_bucket(
+    runner: CliRunner, sessions: SessionFactory
+) -> None:
     first = runner.invoke(cli, ["init"])
     assert first.exit_code == 0, first.output
     assert "table containerscan-test: created" in first.output
@@ -58,11 +66,14 @@ def test_init_is_idempotent_and_secures_the_bucket(runner: CliRunner, sessions: 
     block = s3.get_public_access_block(Bucket="containerscan-test-outputs")
     assert all(block["PublicAccessBlockConfiguration"].values())
     rules = s3.get_bucket_encryption(Bucket="containerscan-test-outputs")[
-        "ServerSideEncryptionConfiguration"]["Rules"]
+        "ServerSideEncryptionConfiguration"
+    ]["Rules"]
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
 
 
-def test_init_without_a_table_is_a_usage_error(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_without_a_table_is_a_usage_error(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CONTAINERSCAN_TABLE")
     result = runner.invoke(cli, ["init"])
     assert result.exit_code == 2 and "CONTAINERSCAN_TABLE" in result.output
@@ -77,11 +88,20 @@ def test_findings_table_and_filters(runner: CliRunner, published: SecurityHubPub
     every = runner.invoke(cli, ["findings", "--state", "all", "--output", "json"])
     docs = json.loads(every.output)
     assert len(docs) == 3 and docs[0]["Severity"]["Label"] in ("HIGH", "CRITICAL")
-    only_repo = json.loads(runner.invoke(cli, ["findings", "--repository", "team/other", "--output", "json"]).output)
-    assert [d["Resources"][0]["Details"]["AwsEcrContainerImage"]["RepositoryName"] for d in only_repo] == ["team/other"]
-    low = json.loads(runner.invoke(cli, ["findings", "--severity", "low,medium", "--output", "json"]).output)
+    only_repo = json.loads(
+        runner.invoke(cli, ["findings", "--repository", "team/other", "--output", "json"]).output
+    )
+    assert [
+        d["Resources"][0]["Details"]["AwsEcrContainerImage"]["RepositoryName"] for d in only_repo
+    ] == ["team/other"]
+    low = json.loads(
+        runner.invoke(cli, ["findings", "--severity", "low,medium", "--output", "json"]).output
+    )
     assert [d["Severity"]["Label"] for d in low] == ["LOW"]
-    assert runner.invoke(cli, ["findings", "--prefix", "other/", "--output", "json"]).output.strip() == "[]"
+    assert (
+        runner.invoke(cli, ["findings", "--prefix", "other/", "--output", "json"]).output.strip()
+        == "[]"
+    )
 
 
 def test_findings_rejects_bad_options(runner: CliRunner) -> None:
@@ -89,8 +109,9 @@ def test_findings_rejects_bad_options(runner: CliRunner) -> None:
     assert runner.invoke(cli, ["findings", "--prefix", "no-slash"]).exit_code == 2
 
 
-def test_reconcile_repairs_a_lost_and_a_drifted_ledger(runner: CliRunner, published: SecurityHubPublisher,
-                                                       sessions: SessionFactory) -> None:
+def test_reconcile_repairs_a_lost_and_a_drifted_ledger(
+    runner: CliRunner, published: SecurityHubPublisher, sessions: SessionFactory
+) -> None:
     ledger = Ledger(sessions.client("dynamodb"), TABLE)
     scope = ids.image_scope(image(DIGEST_A))
     lost = ledger.scope_entries(scope)

@@ -45,21 +45,52 @@ def ids_of(hub: Any, **filters: Any) -> list[str]:
 
 
 def test_record_state_default_and_filters(hub: Any) -> None:
-    hub.batch_import_findings(Findings=[finding("cs/a/1"), finding("cs/a/2"), finding("cs/b/1"),
-                                        finding("csx/1", RecordState="ARCHIVED")])
-    assert ids_of(hub, Id=[{"Value": "cs/", "Comparison": "PREFIX"}]) == ["cs/a/1", "cs/a/2", "cs/b/1"]
-    assert ids_of(hub, Id=[{"Value": "cs/a/1", "Comparison": "EQUALS"},
-                           {"Value": "cs/b/", "Comparison": "PREFIX"}]) == ["cs/a/1", "cs/b/1"]
+    hub.batch_import_findings(
+        Findings=[
+            finding("cs/a/1"),
+            finding("cs/a/2"),
+            finding("cs/b/1"),
+            finding("csx/1", RecordState="ARCHIVED"),
+        ]
+    )
+    assert ids_of(hub, Id=[{"Value": "cs/", "Comparison": "PREFIX"}]) == [
+        "cs/a/1",
+        "cs/a/2",
+        "cs/b/1",
+    ]
+    assert ids_of(
+        hub,
+        Id=[
+            {"Value": "cs/a/1", "Comparison": "EQUALS"},
+            {"Value": "cs/b/", "Comparison": "PREFIX"},
+        ],
+    ) == ["cs/a/1", "cs/b/1"]
     assert ids_of(hub, RecordState=[{"Value": "ACTIVE", "Comparison": "EQUALS"}]) == [
-        "cs/a/1", "cs/a/2", "cs/b/1"]
+        "cs/a/1",
+        "cs/a/2",
+        "cs/b/1",
+    ]
     assert ids_of(hub, RecordState=[{"Value": "ARCHIVED", "Comparison": "EQUALS"}]) == ["csx/1"]
     assert ids_of(hub, ResourceId=[{"Value": "res/cs/b/1", "Comparison": "EQUALS"}]) == ["cs/b/1"]
     assert ids_of(hub, Region=[{"Value": "eu-west-1", "Comparison": "EQUALS"}]) == []
-    assert len(ids_of(hub, AwsAccountId=[{"Value": ACCOUNT, "Comparison": "EQUALS"}],
-                      ProductArn=[{"Value": ARN, "Comparison": "EQUALS"}],
-                      GeneratorId=[{"Value": "containerscan/", "Comparison": "PREFIX"}])) == 4
-    assert ids_of(hub, Id=[{"Value": "cs/", "Comparison": "PREFIX"},
-                           {"Value": "cs/a/", "Comparison": "PREFIX_NOT_EQUALS"}]) == ["cs/b/1"]
+    assert (
+        len(
+            ids_of(
+                hub,
+                AwsAccountId=[{"Value": ACCOUNT, "Comparison": "EQUALS"}],
+                ProductArn=[{"Value": ARN, "Comparison": "EQUALS"}],
+                GeneratorId=[{"Value": "containerscan/", "Comparison": "PREFIX"}],
+            )
+        )
+        == 4
+    )
+    assert ids_of(
+        hub,
+        Id=[
+            {"Value": "cs/", "Comparison": "PREFIX"},
+            {"Value": "cs/a/", "Comparison": "PREFIX_NOT_EQUALS"},
+        ],
+    ) == ["cs/b/1"]
 
 
 def test_pagination(hub: Any) -> None:
@@ -86,10 +117,18 @@ def test_workflow_new_on_reactivation_and_kept_otherwise(hub: Any, aws: None) ->
     hub.batch_import_findings(Findings=[finding("cs/1")])
     stored = securityhub_backends[ACCOUNT][REGION].findings[0]
     stored.data["Workflow"] = {"Status": "RESOLVED"}  # what a user's BatchUpdateFindings does
-    hub.batch_import_findings(Findings=[finding("cs/1", "2026-11-02T00:00:00Z", Workflow={"Status": "NEW"})])
-    assert hub.get_findings()["Findings"][0]["Workflow"]["Status"] == "RESOLVED"  # import can't change it
-    hub.batch_import_findings(Findings=[finding("cs/1", "2026-11-03T00:00:00Z", RecordState="ARCHIVED")])
-    hub.batch_import_findings(Findings=[finding("cs/1", "2026-11-04T00:00:00Z", RecordState="ACTIVE")])
+    hub.batch_import_findings(
+        Findings=[finding("cs/1", "2026-11-02T00:00:00Z", Workflow={"Status": "NEW"})]
+    )
+    assert (
+        hub.get_findings()["Findings"][0]["Workflow"]["Status"] == "RESOLVED"
+    )  # import can't change it
+    hub.batch_import_findings(
+        Findings=[finding("cs/1", "2026-11-03T00:00:00Z", RecordState="ARCHIVED")]
+    )
+    hub.batch_import_findings(
+        Findings=[finding("cs/1", "2026-11-04T00:00:00Z", RecordState="ACTIVE")]
+    )
     assert hub.get_findings()["Findings"][0]["Workflow"]["Status"] == "NEW"
 
 
@@ -102,8 +141,10 @@ def test_more_than_100_findings_rejected(hub: Any) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"AwsAccountId": "210987654321"},
-     {"ProductArn": f"arn:aws:securityhub:eu-west-1:{ACCOUNT}:product/{ACCOUNT}/default"}],
+    [
+        {"AwsAccountId": "210987654321"},
+        {"ProductArn": f"arn:aws:securityhub:eu-west-1:{ACCOUNT}:product/{ACCOUNT}/default"},
+    ],
 )
 def test_foreign_account_or_region_is_access_denied(hub: Any, change: dict[str, str]) -> None:
     with pytest.raises(ClientError) as caught:
@@ -113,11 +154,13 @@ def test_foreign_account_or_region_is_access_denied(hub: Any, change: dict[str, 
 
 
 def test_invalid_findings_come_back_in_failed_findings(hub: Any) -> None:
-    response = hub.batch_import_findings(Findings=[
-        finding("cs/ok"),
-        finding("cs/long", Title="x" * 300),
-        finding("cs/rec", Remediation={"Recommendation": {"Text": "y" * 600}}),
-    ])
+    response = hub.batch_import_findings(
+        Findings=[
+            finding("cs/ok"),
+            finding("cs/long", Title="x" * 300),
+            finding("cs/rec", Remediation={"Recommendation": {"Text": "y" * 600}}),
+        ]
+    )
     assert response["SuccessCount"] == 1 and response["FailedCount"] == 2
     messages = {f["Id"]: f["ErrorMessage"] for f in response["FailedFindings"]}
     assert "data.Title" in messages["cs/long"]
@@ -144,7 +187,12 @@ def test_injected_throttling_and_failed_findings(hub: Any) -> None:
 
 def test_faults_parse_from_text() -> None:
     parsed = emulator.Faults.parse("throttle=0.3, failed=0.05,code=InternalError,seed=9")
-    assert (parsed.throttle, parsed.failed, parsed.failed_code, parsed.seed) == (0.3, 0.05, "InternalError", 9)
+    assert (parsed.throttle, parsed.failed, parsed.failed_code, parsed.seed) == (
+        0.3,
+        0.05,
+        "InternalError",
+        9,
+    )
     with pytest.raises(ValueError):
         emulator.Faults.parse("speed=3")
 

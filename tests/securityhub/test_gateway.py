@@ -31,7 +31,9 @@ def gateway(sessions: SessionFactory) -> Gateway:
 def test_batches_respect_count_and_size() -> None:
     small = [finding(f"cs/{i}") for i in range(250)]
     assert [len(b) for b in batches(small)] == [100, 100, 50]
-    big = [finding(f"cs/{i}", Description="x" * 1000, Note={"Text": "y" * 200_000}) for i in range(70)]
+    big = [
+        finding(f"cs/{i}", Description="x" * 1000, Note={"Text": "y" * 200_000}) for i in range(70)
+    ]
     split = batches(big)
     assert all(len(b) <= MAX_BATCH_FINDINGS for b in split)
     assert all(encoded({"Findings": b}) <= MAX_BATCH_BYTES for b in split)
@@ -40,10 +42,13 @@ def test_batches_respect_count_and_size() -> None:
 
 
 def test_invalid_field_names_the_field() -> None:
-    assert invalid_field("Finding does not adhere ... data.Remediation.Recommendation.Text should NOT") == (
-        "Remediation.Recommendation.Text"
+    assert invalid_field(
+        "Finding does not adhere ... data.Remediation.Recommendation.Text should NOT"
+    ) == ("Remediation.Recommendation.Text")
+    assert (
+        invalid_field("data should have required property 'FindingProviderFields'")
+        == "FindingProviderFields"
     )
-    assert invalid_field("data should have required property 'FindingProviderFields'") == "FindingProviderFields"
     assert invalid_field("something else") == "unknown"
 
 
@@ -62,7 +67,9 @@ def test_rate_limiter_paces_calls() -> None:
     assert all(s == pytest.approx(0.1) for s in slept)
 
 
-def test_imports_land_despite_throttling_and_transient_failures(gateway: Gateway, sessions: SessionFactory) -> None:
+def test_imports_land_despite_throttling_and_transient_failures(
+    gateway: Gateway, sessions: SessionFactory
+) -> None:
     state = emulator.set_faults(emulator.Faults(throttle=0.3, failed=0.1, seed=5))
     docs = [finding(f"cs/{i:04d}") for i in range(1000)]
     outcome = gateway.import_findings(docs)
@@ -72,7 +79,9 @@ def test_imports_land_despite_throttling_and_transient_failures(gateway: Gateway
     assert outcome.retried_calls == state.throttled
     assert outcome.retried_findings == state.failed_findings
     emulator.set_faults()
-    stored = list(gateway.get_findings({"Id": [{"Value": "cs/", "Comparison": "PREFIX"}]}, page_size=100))
+    stored = list(
+        gateway.get_findings({"Id": [{"Value": "cs/", "Comparison": "PREFIX"}]}, page_size=100)
+    )
     assert len(stored) == 1000
 
 

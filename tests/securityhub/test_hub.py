@@ -43,8 +43,9 @@ def counts(summary: PublishSummary) -> dict[str, int]:
     return {k: v for k, v in summary.as_dict().items() if k != "errors" and v}
 
 
-def test_create_then_unchanged_run_imports_nothing(publisher: SecurityHubPublisher,
-                                                  sessions: SessionFactory, clock: Clock) -> None:
+def test_create_then_unchanged_run_imports_nothing(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, clock: Clock
+) -> None:
     a, b = image(DIGEST_A), image(DIGEST_B)
     run = [observe(a, vuln(a), vuln(a, "CVE-2024-0002"), secret(a)), observe(b, vuln(b))]
     assert counts(publisher.publish(REGION, run)) == {"created": 4}
@@ -60,8 +61,9 @@ def test_create_then_unchanged_run_imports_nothing(publisher: SecurityHubPublish
     assert {f["UpdatedAt"] for f in found.values()} == {"2026-11-08T18:00:00.000Z"}
 
 
-def test_change_archive_reactivate_keep_created_at(publisher: SecurityHubPublisher,
-                                                   sessions: SessionFactory, clock: Clock) -> None:
+def test_change_archive_reactivate_keep_created_at(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, clock: Clock
+) -> None:
     a = image()
     publisher.publish(REGION, [observe(a, vuln(a), vuln(a, "CVE-2024-0002"))])
     clock.advance(hours=1)
@@ -93,11 +95,14 @@ def test_failed_scan_is_untouched_and_partial_kinds_spare_secrets(
     assert {k: v for k, v in after.items() if DIGEST_B[7:] in k} == before_b
 
 
-def test_repository_scope_archives_vanished_digests(publisher: SecurityHubPublisher,
-                                                    sessions: SessionFactory, clock: Clock) -> None:
+def test_repository_scope_archives_vanished_digests(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, clock: Clock
+) -> None:
     a, b = image(DIGEST_A), image(DIGEST_B)
     other = image(DIGEST_B, "team/other")
-    publisher.publish(REGION, [observe(a, vuln(a)), observe(b, vuln(b), secret(b)), observe(other, vuln(other))])
+    publisher.publish(
+        REGION, [observe(a, vuln(a)), observe(b, vuln(b), secret(b)), observe(other, vuln(other))]
+    )
     clock.advance(hours=1)
     scope = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset({DIGEST_A}))
     summary = publisher.publish(REGION, [], repositories=[scope])
@@ -108,8 +113,9 @@ def test_repository_scope_archives_vanished_digests(publisher: SecurityHubPublis
     assert state[ids.finding_id(vuln(other))] == "ACTIVE"  # another repository
 
 
-def test_same_millisecond_rerun_still_increases_updated_at(publisher: SecurityHubPublisher,
-                                                            sessions: SessionFactory) -> None:
+def test_same_millisecond_rerun_still_increases_updated_at(
+    publisher: SecurityHubPublisher, sessions: SessionFactory
+) -> None:
     a = image()
     publisher.publish(REGION, [observe(a, vuln(a))])
     summary = publisher.publish(REGION, [observe(a, vuln(a, fixed="3.0"))])  # clock not moved
@@ -119,18 +125,41 @@ def test_same_millisecond_rerun_still_increases_updated_at(publisher: SecurityHu
     assert stored["Vulnerabilities"][0]["VulnerablePackages"][0]["FixedInVersion"] == "3.0"
 
 
-def test_runtime_findings_update_and_are_never_archived(publisher: SecurityHubPublisher,
-                                                        sessions: SessionFactory, clock: Clock) -> None:
-    container = EcsContainer(ACCOUNT, REGION, "arn:aws:ecs:us-east-1:1:cluster/c",
-                             "arn:aws:ecs:us-east-1:1:task/c/1", "web", "app")
-    finding = RuntimeFinding(container, "shell", "process", Severity.HIGH, "alert", "/bin/sh",
-                             ScannerInfo("containerscan-sidecar"), count=1)
+def test_runtime_findings_update_and_are_never_archived(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, clock: Clock
+) -> None:
+    container = EcsContainer(
+        ACCOUNT,
+        REGION,
+        "arn:aws:ecs:us-east-1:1:cluster/c",
+        "arn:aws:ecs:us-east-1:1:task/c/1",
+        "web",
+        "app",
+    )
+    finding = RuntimeFinding(
+        container,
+        "shell",
+        "process",
+        Severity.HIGH,
+        "alert",
+        "/bin/sh",
+        ScannerInfo("containerscan-sidecar"),
+        count=1,
+    )
     from securityhub.findings import Observation
 
     def run(*findings: RuntimeFinding, task: str = "1") -> PublishSummary:
         c = dataclasses.replace(container, task_arn=f"arn:aws:ecs:us-east-1:1:task/c/{task}")
-        return publisher.publish(REGION, [Observation(c, frozenset({"runtime"}),
-                                                      tuple(dataclasses.replace(f, resource=c) for f in findings))])
+        return publisher.publish(
+            REGION,
+            [
+                Observation(
+                    c,
+                    frozenset({"runtime"}),
+                    tuple(dataclasses.replace(f, resource=c) for f in findings),
+                )
+            ],
+        )
 
     assert counts(run(finding)) == {"created": 1}
     clock.advance(minutes=5)
@@ -142,9 +171,9 @@ def test_runtime_findings_update_and_are_never_archived(publisher: SecurityHubPu
     assert stored["ProductFields"]["containerscan/runtime/count"] == "7"
 
 
-def test_rejected_findings_are_counted_and_not_recorded(publisher: SecurityHubPublisher,
-                                                       sessions: SessionFactory, table: str,
-                                                       clock: Clock) -> None:
+def test_rejected_findings_are_counted_and_not_recorded(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, table: str, clock: Clock
+) -> None:
     a = image()
     bad = ids.finding_id(vuln(a, "CVE-BAD"))
     emulator.set_faults(emulator.Faults(invalid_ids=frozenset({bad})))
@@ -152,15 +181,20 @@ def test_rejected_findings_are_counted_and_not_recorded(publisher: SecurityHubPu
     assert summary.created == 1 and summary.failed == 1
     assert summary.errors[0].startswith(bad) and "InvalidInput (Title)" in summary.errors[0]
     ledger = Ledger(sessions.client("dynamodb"), table)
-    assert [e.finding_id for e in ledger.scope_entries(ids.image_scope(a))] == [ids.finding_id(vuln(a))]
+    assert [e.finding_id for e in ledger.scope_entries(ids.image_scope(a))] == [
+        ids.finding_id(vuln(a))
+    ]
     emulator.set_faults()
     clock.advance(hours=1)
     assert counts(publisher.publish(REGION, [observe(a, vuln(a), vuln(a, "CVE-BAD"))])) == {
-        "created": 1, "unchanged": 1}
+        "created": 1,
+        "unchanged": 1,
+    }
 
 
-def test_cross_account_target_imports_into_the_spoke(publisher: SecurityHubPublisher,
-                                                      sessions: SessionFactory) -> None:
+def test_cross_account_target_imports_into_the_spoke(
+    publisher: SecurityHubPublisher, sessions: SessionFactory
+) -> None:
     # moto maps AssumeRole credentials to the role's account, as AWS does.
     spoke = "210987654321"
     target = AccountTarget(spoke, f"arn:aws:iam::{spoke}:role/containerscan-spoke")
@@ -171,11 +205,14 @@ def test_cross_account_target_imports_into_the_spoke(publisher: SecurityHubPubli
     assert found["AwsAccountId"] == spoke
     assert found["ProductArn"] == f"arn:aws:securityhub:{REGION}:{spoke}:product/{spoke}/default"
     assert hub_state(sessions) == {}  # nothing in the hub account
-    assert counts(publisher.publish(REGION, [observe(a, vuln(a))], target=target)) == {"unchanged": 1}
+    assert counts(publisher.publish(REGION, [observe(a, vuln(a))], target=target)) == {
+        "unchanged": 1
+    }
 
 
-def test_oversized_finding_is_trimmed_and_accepted(publisher: SecurityHubPublisher,
-                                                   sessions: SessionFactory) -> None:
+def test_oversized_finding_is_trimmed_and_accepted(
+    publisher: SecurityHubPublisher, sessions: SessionFactory
+) -> None:
     a = image()
     summary = publisher.publish(REGION, [observe(a, vuln(a, packages=4000))])
     assert counts(summary) == {"created": 1}
@@ -187,6 +224,14 @@ def test_oversized_finding_is_trimmed_and_accepted(publisher: SecurityHubPublish
 def test_summary_as_dict_and_addition() -> None:
     one = PublishSummary(created=1, failed=1, errors=("x: y",))
     total = one + PublishSummary(archived=2)
-    assert total.as_dict() == {"created": 1, "updated": 0, "refreshed": 0, "archived": 2,
-                               "reactivated": 0, "unchanged": 0, "failed": 1, "errors": ["x: y"]}
+    assert total.as_dict() == {
+        "created": 1,
+        "updated": 0,
+        "refreshed": 0,
+        "archived": 2,
+        "reactivated": 0,
+        "unchanged": 0,
+        "failed": 1,
+        "errors": ["x: y"],
+    }
     assert total.imported == 3

@@ -16,7 +16,9 @@ SCANNER = ScannerInfo("containerscan-sidecar", "0.1")
 
 
 def runtime(task_arn: str, rule: str = "shell-spawned", subject: str = "/bin/sh") -> RuntimeFinding:
-    container = EcsContainer(ACCOUNT, REGION, "arn:aws:ecs:us-east-1:1:cluster/c", task_arn, "web", "app")
+    container = EcsContainer(
+        ACCOUNT, REGION, "arn:aws:ecs:us-east-1:1:cluster/c", task_arn, "web", "app"
+    )
     return RuntimeFinding(container, rule, "process", Severity.HIGH, "alert", subject, SCANNER)
 
 
@@ -90,6 +92,7 @@ long_text = st.text(min_size=1, max_size=300)
 )
 def test_ids_are_injective(a: tuple[str, str, str, str], b: tuple[str, str, str, str]) -> None:
     """Different (region, repository, digest, vulnerability) never give the same Id."""
+
     def make(parts: tuple[str, str, str, str]) -> str:
         region, repo, digest, vid = parts
         return ids.finding_id(vuln(EcrImage(ACCOUNT, region, repo, digest), vid))
@@ -109,4 +112,9 @@ def test_short_ids_decode_back(repo: str, digest: str, vid: str) -> None:
     account, region, rest, kind, vid_enc = body.split("/")
     repo_enc, digest_enc = rest.split("@")
     assert (unquote(account), unquote(region)) == (ACCOUNT, REGION)
-    assert (unquote(repo_enc), unquote(digest_enc), kind, unquote(vid_enc)) == (repo, digest, "vuln", vid)
+    assert (unquote(repo_enc), unquote(digest_enc), kind, unquote(vid_enc)) == (
+        repo,
+        digest,
+        "vuln",
+        vid,
+    )

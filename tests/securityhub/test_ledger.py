@@ -13,7 +13,9 @@ from tests.securityhub.conftest import ACCOUNT, DIGEST_A, DIGEST_B, REGION, TABL
 WHEN = datetime(2026, 11, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
 
-def record(fid: str, scope: str, kind: str = "vulnerability", state: str = "ACTIVE") -> LedgerRecord:
+def record(
+    fid: str, scope: str, kind: str = "vulnerability", state: str = "ACTIVE"
+) -> LedgerRecord:
     entry = LedgerEntry(fid, scope, kind, "fp-" + fid, WHEN, WHEN, WHEN, state)
     return LedgerRecord(entry, ACCOUNT, REGION, {"Id": fid, "Title": "t" * 500})
 
@@ -35,8 +37,14 @@ def test_scope_and_partition_queries(sessions: SessionFactory, table: str) -> No
     scope_a = ids.image_scope(image(DIGEST_A))
     scope_b = ids.image_scope(image(DIGEST_B))
     scope_other_repo = ids.image_scope(image(DIGEST_A, "team/app2"))
-    written = ledger.record([record("a1", scope_a), record("a2", scope_a, "secret"),
-                             record("b1", scope_b, state=ARCHIVED), record("o1", scope_other_repo)])
+    written = ledger.record(
+        [
+            record("a1", scope_a),
+            record("a2", scope_a, "secret"),
+            record("b1", scope_b, state=ARCHIVED),
+            record("o1", scope_other_repo),
+        ]
+    )
     assert written == 4
     assert sorted(e.finding_id for e in ledger.scope_entries(scope_a)) == ["a1", "a2"]
     repo = ids.repository_scope(ACCOUNT, REGION, "team/app")

@@ -37,15 +37,23 @@ REPO = "team/app"
 
 # One image's fate in one run.
 step = st.one_of(
-    st.tuples(st.just("scan"), st.dictionaries(st.sampled_from(VULNS), st.sampled_from(["1", "2"]), max_size=4),
-              st.booleans()),
-    st.tuples(st.just("pkg-only"), st.dictionaries(st.sampled_from(VULNS), st.sampled_from(["1", "2"]), max_size=4),
-              st.just(False)),
+    st.tuples(
+        st.just("scan"),
+        st.dictionaries(st.sampled_from(VULNS), st.sampled_from(["1", "2"]), max_size=4),
+        st.booleans(),
+    ),
+    st.tuples(
+        st.just("pkg-only"),
+        st.dictionaries(st.sampled_from(VULNS), st.sampled_from(["1", "2"]), max_size=4),
+        st.just(False),
+    ),
     st.tuples(st.just("fail"), st.just({}), st.just(False)),
     st.tuples(st.just("vanish"), st.just({}), st.just(False)),
 )
-run = st.tuples(st.lists(step, min_size=len(DIGESTS), max_size=len(DIGESTS)),
-                st.sampled_from([timedelta(0), timedelta(hours=1), timedelta(days=8)]))
+run = st.tuples(
+    st.lists(step, min_size=len(DIGESTS), max_size=len(DIGESTS)),
+    st.sampled_from([timedelta(0), timedelta(hours=1), timedelta(days=8)]),
+)
 
 
 def hub_findings(sessions: Any) -> dict[str, dict[str, Any]]:
@@ -58,19 +66,26 @@ def hub_findings(sessions: Any) -> dict[str, dict[str, Any]]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=st.lists(run, min_size=1, max_size=5))
-def test_hub_equals_the_truth(runs: list[tuple[list[tuple[str, dict[str, str], bool]], timedelta]]) -> None:
+def test_hub_equals_the_truth(
+    runs: list[tuple[list[tuple[str, dict[str, str], bool]], timedelta]],
+) -> None:
     from moto import mock_aws
 
     emulator.install()
     # Imports are throttled and fail transiently; the test's own reads are not.
-    emulator.set_faults(emulator.Faults(throttle=0.2, failed=0.05, seed=len(runs),
-                                        operations=frozenset({"BatchImportFindings"})))
+    emulator.set_faults(
+        emulator.Faults(
+            throttle=0.2, failed=0.05, seed=len(runs), operations=frozenset({"BatchImportFindings"})
+        )
+    )
     try:
         with mock_aws():
             sessions = single_attempt_sessions()
             create_table(sessions.client("dynamodb"), TABLE)
             clock = Clock()
-            publisher = SecurityHubPublisher(sessions, TABLE, clock=clock, gateway_options=FAST_GATEWAY)
+            publisher = SecurityHubPublisher(
+                sessions, TABLE, clock=clock, gateway_options=FAST_GATEWAY
+            )
             created: dict[str, str] = {}
             updated: dict[str, str] = {}
             before: dict[str, dict[str, Any]] = {}
@@ -103,15 +118,19 @@ def test_hub_equals_the_truth(runs: list[tuple[list[tuple[str, dict[str, str], b
                     covered = {fid for fid in scope_ids if fate != "pkg-only" or "/vuln/" in fid}
                     expected_archived[digest] = covered - now_ids
                 summary = publisher.publish(
-                    REGION, observations,
+                    REGION,
+                    observations,
                     repositories=[RepositoryScope(ACCOUNT, REGION, REPO, frozenset(present))],
                 )
                 assert summary.failed == 0, summary.errors
                 after = hub_findings(sessions)
                 for digest, wanted in expected_active.items():
                     scope = ids.image_scope(image(digest, REPO)) + "/"
-                    active = {fid for fid, d in after.items()
-                              if scope in fid and d["RecordState"] == "ACTIVE"}
+                    active = {
+                        fid
+                        for fid, d in after.items()
+                        if scope in fid and d["RecordState"] == "ACTIVE"
+                    }
                     assert active - untouched == wanted, digest
                 for gone in expected_archived.values():
                     for fid in gone:
@@ -123,8 +142,9 @@ def test_hub_equals_the_truth(runs: list[tuple[list[tuple[str, dict[str, str], b
                     for f in obs.findings:
                         doc = after[ids.finding_id(f)]
                         if hasattr(f, "packages"):
-                            assert doc["Vulnerabilities"][0]["VulnerablePackages"][0]["FixedInVersion"] == (
-                                f.packages[0].fixed_version)
+                            assert doc["Vulnerabilities"][0]["VulnerablePackages"][0][
+                                "FixedInVersion"
+                            ] == (f.packages[0].fixed_version)
                 # One finding per (image, vulnerability); CreatedAt kept; UpdatedAt increases.
                 pairs = [(d["Resources"][0]["Id"], d["Title"]) for d in after.values()]
                 assert len(pairs) == len(set(pairs))
