@@ -293,7 +293,7 @@ def test_hub_task_runs_without_public_ip_parameters(hub: dict[str, Any]) -> None
 
 
 def test_spoke_role_trusts_only_the_hub_with_external_id(spoke: dict[str, Any]) -> None:
-    (role,) = cfn.resources(spoke, "AWS::IAM::Role").values()
+    role = spoke["Resources"]["SpokeRole"]
     (trust,) = cfn.statements(role["Properties"]["AssumeRolePolicyDocument"])
     assert trust["Principal"] == {"AWS": {"Ref": "HubTaskRoleArn"}}
     assert trust["Action"] == "sts:AssumeRole"
@@ -302,7 +302,7 @@ def test_spoke_role_trusts_only_the_hub_with_external_id(spoke: dict[str, Any]) 
 
 
 def test_spoke_role_grants_ecr_read_and_security_hub_import_only(spoke: dict[str, Any]) -> None:
-    (role,) = cfn.resources(spoke, "AWS::IAM::Role").values()
+    role = spoke["Resources"]["SpokeRole"]
     actions = cfn.granted_actions(role)
     assert {a.split(":")[0] for a in actions} == {"ecr", "securityhub"}
     writes = {"ecr:PutImage", "ecr:BatchDeleteImage", "ecr:DeleteRepository",
@@ -310,6 +310,23 @@ def test_spoke_role_grants_ecr_read_and_security_hub_import_only(spoke: dict[str
     assert not actions & writes
     assert "securityhub:BatchImportFindings" in actions
     assert "ecr:DescribeImages" in actions
+
+
+def test_spoke_push_events_reach_the_hub_launcher(spoke: dict[str, Any], hub: dict[str, Any]) -> None:
+    forward = spoke["Resources"]["ForwardPushRule"]
+    assert forward["Condition"] == "ForwardPushes"
+    hub_pattern = hub["Resources"]["EcrPushRule"]["Properties"]["EventPattern"]
+    assert forward["Properties"]["EventPattern"] == hub_pattern
+    (target,) = forward["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": "HubEventBusArn"}
+    role = spoke["Resources"]["ForwardRole"]
+    assert cfn.granted_actions(role) == {"events:PutEvents"}
+    (stmt,) = cfn.role_statements(role)
+    assert stmt["Resource"] == {"Ref": "HubEventBusArn"}
+    policy = hub["Resources"]["SpokeEventsPolicy"]
+    assert policy["Condition"] == "WithSpokeEvents"
+    assert policy["Properties"]["Statement"]["Principal"] == {"AWS": {"Ref": "SpokeAccountIds"}}
+    assert policy["Properties"]["Statement"]["Action"] == "events:PutEvents"
 
 
 # ------------------------------------------------------------------------------ sidecar
