@@ -1,6 +1,6 @@
 """Sweep orchestration cost, against moto's server on loopback.
 
-    python -m bench.sweep                      # 300 repositories x 5 images, then the timed run
+    python -m bench.sweep                      # 200 repositories x 5 images, then the timed run
     python -m bench.sweep --repos 2000         # the full-size registry (several minutes)
     python -m bench.sweep --skip-timed
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # 2,000 is the full size; against moto on a 2-core box it takes several minutes, so the
     # default stays under the 2-minute budget for benchmarks.
-    parser.add_argument("--repos", type=int, default=300)
+    parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timed-images", type=int, default=160)
