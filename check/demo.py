@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -69,8 +68,12 @@ def advisory_source(environ: Mapping[str, str], scratch: Path) -> AdvisorySource
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_dir():
-            raise DemoFailed(f"{VULN_DB_ENV}={chosen} is not a directory; unset it or point "
-                             "it at OSV/secdb advisories (containerscan db update)")
+            from securityhub.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{VULN_DB_ENV}={chosen} is not a directory",
+                "unset it, or point it at OSV records and Alpine secdb files "
+                "(containerscan db update downloads them)")
         return AdvisorySource(path, f"from {VULN_DB_ENV}")
     if SHARED_ADVISORIES.is_dir():
         return AdvisorySource(SHARED_ADVISORIES, "the shared advisory data")
@@ -128,8 +131,7 @@ class Demo:
         command = [sys.executable, "-m", "check", *args]
         if show:
             self.echo(f"$ containerscan {' '.join(args)}")
-        result = subprocess.run(command, env=self.env, capture_output=True, text=True,
-                                check=False, timeout=CHILD_TIMEOUT)
+        result = self.local.run(command, self.env, CHILD_TIMEOUT)
         if show and result.stdout.strip():
             self.echo(result.stdout.rstrip())
         if result.returncode != 0:
@@ -211,7 +213,8 @@ def _repository(finding: Mapping[str, Any]) -> str:
 
 
 def run(echo: Echo = click.echo, environ: Mapping[str, str] | None = None) -> int:
-    """The demo; 0 when every step worked, 1 when one failed, 130 when interrupted."""
+    """The demo; 0 when every step worked, 130 when interrupted, else the failure's code
+    (1, or 2 for a configuration problem such as a bad CONTAINERSCAN_VULN_DB)."""
     from check.local import LocalEnvironment
     from securityhub.errors import ContainerscanError
 
@@ -224,12 +227,12 @@ def run(echo: Echo = click.echo, environ: Mapping[str, str] | None = None) -> in
     except KeyboardInterrupt:
         echo("\ndemo interrupted: servers stopped, temporary files removed")
         return EXIT_INTERRUPTED
-    except (DemoFailed, ContainerscanError) as exc:
+    except DemoFailed as exc:
         echo(f"\ndemo FAILED: {exc}")
-        hint = getattr(exc, "remediation", None)
-        if hint:
-            echo(f"hint: {hint}")
         return 1
+    except ContainerscanError as exc:  # the message carries the remediation hint
+        echo(f"\ndemo FAILED: {exc}")
+        return exc.exit_code
     echo(f"\ndemo finished in {time.monotonic() - started:.0f}s: {active} active, "
          f"{archived} archived (the fixed image's findings); servers stopped, temporary "
          "files removed")

@@ -7,7 +7,8 @@ there, and moto's server on 127.0.0.1 with the project's Security Hub semantics
 On the way out, normal or not, everything is stopped and the directory removed:
 
 - Ctrl-C raises KeyboardInterrupt; SIGTERM and SIGHUP are turned into it while the
-  environment is up, so the same `finally` blocks run;
+  environment is up, so the same `finally` blocks run; children started with `run` are
+  killed and reaped on the way out (`SignalGuard` holds a signal while one is forked);
 - the registry is a child in its own session (a terminal's Ctrl-C reaches only us, and we
   stop it in order) that the kernel sends SIGTERM should this process die without cleaning
   up (`PR_SET_PDEATHSIG`, Linux), so it never outlives the quick start.
@@ -41,7 +42,7 @@ READY_TIMEOUT = 20.0  # seconds for the registry to answer GET /v2/
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 START_ATTEMPTS = 3  # a free port can be taken between probing and binding
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class LocalEnvironmentError(ContainerscanError):
@@ -156,21 +157,47 @@ class LocalRegistry:
             process.wait()
 
 
-@contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """While inside: SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does."""
+class SignalGuard:
+    """While entered: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (main thread).
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    Inside `deferred()` the first such signal is held until the block ends, so that an
+    interrupt cannot land between the fork of a child and the assignment of its Popen
+    object (a child nobody would then stop), nor in the middle of the cleanup.
+    """
 
-    previous: dict[signal.Signals, Any] = {}
-    for signum in FORWARDED_SIGNALS:
-        previous[signum] = signal.signal(signum, interrupt)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
+    def __init__(self) -> None:
+        self._previous: dict[signal.Signals, Any] = {}
+        self._deferring = False
+        self._pending: str | None = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._deferring:
+            self._pending = self._pending or name
+            return
+        raise KeyboardInterrupt(name)
+
+    def __enter__(self) -> SignalGuard:
+        for signum in INTERRUPTING_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._previous.clear()
+
+    @contextmanager
+    def deferred(self, *, raise_pending: bool = True) -> Iterator[None]:
+        outer = self._deferring
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = outer
+        pending, self._pending = (None, self._pending) if outer else (self._pending, None)
+        if pending and raise_pending:
+            raise KeyboardInterrupt(pending)
 
 
 class LocalEnvironment:
@@ -181,12 +208,13 @@ class LocalEnvironment:
         self.workdir: Path | None = None
         self.registry: LocalRegistry | None = None
         self.endpoint: str | None = None
+        self.signals = SignalGuard()
         self._stack = ExitStack()
 
     def __enter__(self) -> LocalEnvironment:
         stack = self._stack
         try:
-            stack.enter_context(signals_interrupt())
+            stack.enter_context(self.signals)
             self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
             stack.callback(shutil.rmtree, self.workdir, True)
             os.chmod(self.workdir, 0o700)
@@ -196,7 +224,7 @@ class LocalEnvironment:
             self.registry.start()
             self.endpoint = self._start_emulator()
         except BaseException:
-            stack.close()
+            self._close()
             raise
         return self
 
@@ -210,5 +238,31 @@ class LocalEnvironment:
         except ImportError as exc:  # moto is in the local extra only
             raise LocalEnvironmentError(f"the AWS emulator is not installed ({exc})") from None
 
+    def run(self, command: list[str], env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run a child to completion; on any interruption it is killed and reaped."""
+        process: subprocess.Popen[str] | None = None
+        try:
+            with self.signals.deferred():
+                process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True)
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LocalEnvironmentError(
+                f"{' '.join(command[:4])} did not finish within {timeout:.0f}s",
+                "the machine may be overloaded; try again") from None
+        finally:
+            if process is not None and process.returncode is None:
+                with self.signals.deferred(raise_pending=False):  # already on the way out
+                    process.kill()
+                    process.wait()
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+    def _close(self) -> None:
+        # A second Ctrl-C must not cut the cleanup short.
+        with self.signals.deferred(raise_pending=False):
+            self._stack.close()
+
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        self._close()

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from check import demo
 from check.local import REGISTRY_BINARY
+from securityhub.errors import ConfigurationError
 from tests.check.builtin.conftest import REPO, advisories_root
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(REGISTRY_BINARY) is None,
-                       reason=f"{REGISTRY_BINARY} is not installed (apt-get install "
-                              "docker-registry, or sh scripts/system-deps.sh as root)"),
-]
+needs_registry = pytest.mark.skipif(
+    shutil.which(REGISTRY_BINARY) is None,
+    reason=f"{REGISTRY_BINARY} is not installed (apt-get install docker-registry, or "
+           "sh scripts/system-deps.sh as root)")
 DEMO_TIMEOUT = 120  # the demo takes ~15 s here; generous for a loaded CI machine
 
 
@@ -84,6 +84,8 @@ def assert_nothing_left(output: str) -> None:
     assert leftovers(workspace) == []
 
 
+@pytest.mark.slow
+@needs_registry
 def test_demo_sweeps_fixes_and_archives() -> None:
     env, have_data = demo_environment()
     result = subprocess.run([sys.executable, "-m", "check.demo"], cwd=REPO, env=env,
@@ -117,6 +119,8 @@ def test_demo_sweeps_fixes_and_archives() -> None:
     assert_nothing_left(out)
 
 
+@pytest.mark.slow
+@needs_registry
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_demo_cleans_up_when_interrupted(signum: int) -> None:
     env, _ = demo_environment()
@@ -144,3 +148,36 @@ def test_demo_cleans_up_when_interrupted(signum: int) -> None:
     assert process.returncode == 130, out
     assert "demo interrupted" in out
     assert_nothing_left(out)
+
+
+@pytest.mark.slow
+@needs_registry
+def test_demo_without_advisories_says_so_and_still_finds_the_key(monkeypatch, tmp_path) -> None:
+    """No CONTAINERSCAN_VULN_DB and no shared data: an empty database, stated, exit 0."""
+    monkeypatch.setattr(demo, "SHARED_ADVISORIES", tmp_path / "absent")
+    env, _ = demo_environment()
+    env.pop("CONTAINERSCAN_VULN_DB", None)
+    lines: list[str] = []
+    assert demo.run(lines.append, env) == 0, "\n".join(lines)
+    out = "\n".join(lines)
+    assert "EMPTY: no CONTAINERSCAN_VULN_DB" in out
+    assert "AWS access key ID in /app/config/.env" in out
+    assert "CVE-" not in out
+    assert "2 active, 0 archived" in lines[-1]
+    assert_nothing_left(out)
+
+
+def test_advisory_source_order(monkeypatch, tmp_path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setattr(demo, "SHARED_ADVISORIES", shared)
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    assert demo.advisory_source({"CONTAINERSCAN_VULN_DB": str(chosen)}, tmp_path).path == chosen
+    assert demo.advisory_source({}, tmp_path).path == shared
+    monkeypatch.setattr(demo, "SHARED_ADVISORIES", tmp_path / "absent")
+    empty = demo.advisory_source({}, tmp_path)
+    assert empty.path.is_dir() and not any(empty.path.iterdir())
+    assert empty.note.startswith("EMPTY")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        demo.advisory_source({"CONTAINERSCAN_VULN_DB": str(tmp_path / "nope")}, tmp_path)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,7 @@ from check.local import (
     LocalEnvironment,
     LocalEnvironmentError,
     LocalRegistry,
-    signals_interrupt,
+    SignalGuard,
 )
 
 needs_registry = pytest.mark.skipif(
@@ -87,12 +88,53 @@ def test_registry_that_exits_at_once_is_reported(tmp_path: Path) -> None:
     assert "storage driver" in str(raised.value)
 
 
-def test_sigterm_becomes_keyboard_interrupt_while_inside() -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), signals_interrupt():
-        os.kill(os.getpid(), signal.SIGTERM)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_become_keyboard_interrupt_while_inside(signum: int) -> None:
+    before = signal.getsignal(signum)
+    with pytest.raises(KeyboardInterrupt), SignalGuard():
+        os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler raises before this ends
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signum) is before
+
+
+def test_deferred_signal_is_raised_when_the_block_ends() -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), SignalGuard() as guard:
+        with guard.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler has run by now and held the signal
+            reached.append("end of the block")
+        reached.append("after the block")
+    assert reached == ["end of the block"]
+    with SignalGuard() as guard, guard.deferred(raise_pending=False):
+        os.kill(os.getpid(), signal.SIGTERM)  # dropped: cleanup must not be cut short
+        time.sleep(0.1)
+
+
+def test_run_kills_and_reaps_the_child_on_interrupt(tmp_path: Path) -> None:
+    local = LocalEnvironment()
+    started = tmp_path / "started"
+    script = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(60)"
+
+    def interrupt_soon() -> None:
+        while not started.exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=interrupt_soon, daemon=True).start()
+    with local.signals, pytest.raises(KeyboardInterrupt):
+        local.run([sys.executable, "-c", script], dict(os.environ), timeout=30)
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    for pid in children:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert str(started).encode() not in cmdline, "the child was left running"
+
+
+def test_run_timeout_is_a_clear_error_and_kills_the_child() -> None:
+    local = LocalEnvironment()
+    with local.signals, pytest.raises(LocalEnvironmentError, match="did not finish within"):
+        local.run([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ),
+                  timeout=0.5)
 
 
 @needs_registry
