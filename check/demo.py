@@ -187,7 +187,12 @@ class Demo:
         self.publish(fixed)
         self.ecr.batch_delete_image(repositoryName=worker.repository,
                                     imageIds=[{"imageDigest": worker.digest}])
-        self.echo(f"  deleted {worker.repository}@{worker.digest[:19]} from ECR")
+        with self.registry.request(
+                "DELETE", f"/v2/{worker.repository}/manifests/{worker.digest}",
+                f"repository:{worker.repository}:delete", ok=(202,)):
+            pass
+        self.echo(f"  deleted {worker.repository}@{worker.digest[:19]} from ECR and the "
+                  "registry")
         self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
         self.containerscan("findings", "--state", "archived")
 
