@@ -59,6 +59,12 @@ from securityhub.logs import fields, get_logger
 log = get_logger("check.sweep")
 
 EXIT_FINDINGS = 4  # --fail-on: findings at or above the threshold
+# Repositories are published in groups as soon as all their images are done, overlapping
+# with the scans still running: a group is sent once it holds this many findings (five full
+# BatchImportFindings calls of 100 when all are new) or this many repositories.
+PUBLISH_BATCH_FINDINGS = 500
+PUBLISH_BATCH_REPOSITORIES = 50
+MAX_REPORTED_ERRORS = 50
 # Repositories whose images are listed in parallel within one account and region.
 ENUMERATION_THREADS = 8
 # Scan results are written to the cache in batches of this many (one BatchWriteItem).
@@ -155,6 +161,35 @@ class RunStatus:
     outputs: dict[str, Any] = field(default_factory=dict)
     unique_digests: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _by_repository: dict[int, list[ImageRecord]] = field(default_factory=dict, repr=False)
+
+    def records_of(self, repository: RepositoryPlan) -> list[ImageRecord]:
+        """The records of one repository (indexed on first use, after enumeration)."""
+        with self._lock:
+            if not self._by_repository and self.records:
+                index: dict[int, list[ImageRecord]] = defaultdict(list)
+                for record in self.records:
+                    index[id(record.repository)].append(record)
+                self._by_repository = dict(index)
+        return self._by_repository.get(id(repository), [])
+
+    def add_error(self, scope: str, error: str) -> None:
+        with self._lock:
+            self.errors.append({"scope": scope, "error": error})
+
+    def add_summary(self, scope: str, doc: Mapping[str, Any]) -> None:
+        """Sum the counts of several publish calls of one scope; keep their errors."""
+        with self._lock:
+            total = self.security_hub.setdefault(scope, {})
+            for key, value in doc.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    total[key] = total.get(key, 0) + value
+                elif isinstance(value, list | tuple):
+                    total[key] = [*total.get(key, []), *value][:MAX_REPORTED_ERRORS]
+                else:
+                    total[key] = value
 
     @property
     def failed(self) -> list[ImageRecord]:
@@ -424,10 +459,13 @@ class Sweep:
             return status
         assert self.scanner is not None
         status.scanner = ScannerInfo(self.scanner.name, self._scanner_version())
-        self._scan_all(status, by_digest)
-        phase("scan_s")
-        self._publish(status, plans)
-        phase("publish_s")
+        publishing = _Publishing(self, status, plans)
+        try:
+            self._scan_all(status, by_digest, publishing.done)
+            phase("scan_s")
+        finally:
+            publishing.finish()
+        phase("publish_s")  # what was left to publish once the last scan ended
         self._tag(status)
         self._alert(status)
         phase("tag_alert_s")
@@ -463,7 +501,12 @@ class Sweep:
             digest, status.scanner.name, status.scanner.version, tuple(self.request.scan_types)
         )
 
-    def _scan_all(self, status: RunStatus, by_digest: Mapping[str, list[ImageRecord]]) -> None:
+    def _scan_all(
+        self,
+        status: RunStatus,
+        by_digest: Mapping[str, list[ImageRecord]],
+        on_done: Callable[[list[ImageRecord]], None] = lambda records: None,
+    ) -> None:
         cached: dict[CacheKey, CachedResult] = {}
         if self.cache is not None and by_digest:
             try:
@@ -479,16 +522,18 @@ class Sweep:
             with ThreadPoolExecutor(
                 max_workers=max(1, self.config.pool_size), thread_name_prefix="scan"
             ) as pool:
-                futures = []
+                futures = {}
                 for digest, records in by_digest.items():
                     hit = cached.get(self._key(digest, status))
                     if hit is not None and hit.fresh(now) and not self.request.force:
                         # In the pool too: writing its results is an S3 round trip.
-                        futures.append(pool.submit(self._use_cached, records, hit, status))
+                        future = pool.submit(self._use_cached, records, hit, status)
                     else:
-                        futures.append(pool.submit(self._scan_one, records, hit, workroot, status))
+                        future = pool.submit(self._scan_one, records, hit, workroot, status)
+                    futures[future] = records
                 for future in as_completed(futures):
                     progress.advance(future.result())
+                    on_done(futures[future])
                     self._flush_cache(CACHE_FLUSH)
         finally:
             self._flush_cache(1)
@@ -656,50 +701,47 @@ class Sweep:
 
     # ------------------------------------------------------------------- publish
 
-    def _publish(self, status: RunStatus, plans: Sequence[RegionPlan]) -> None:
+    def _publish_batch(
+        self, status: RunStatus, plan: RegionPlan, repositories: Sequence[RepositoryPlan]
+    ) -> None:
+        """One publish call: the observations and scopes of some repositories of one region."""
         from securityhub.hub import RepositoryScope
 
         assert self.publisher is not None
-        by_plan: dict[int, list[ImageRecord]] = defaultdict(list)
-        for record in status.records:
-            by_plan[id(record.plan)].append(record)
-        for plan in plans:
-            if plan.error or plan.registry is None:
-                continue
-            observations = [
-                Observation(resource=r.resource, kinds=r.kinds, findings=r.findings)
-                for r in by_plan.get(id(plan), ())
-                if r.outcome in ("scanned", "cached")
-            ]
-            scopes = [
-                RepositoryScope(plan.account_id, plan.region, r.name, r.present)
-                for r in plan.repositories
-                if r.complete
-            ]
-            if not observations and not scopes:
-                continue
-            scope = f"{plan.account_id}/{plan.region}"
-            try:
-                summary = self.publisher.publish(
-                    plan.region, observations, repositories=scopes, target=plan.target
-                )
-            except ContainerscanError as exc:
-                status.errors.append({"scope": scope, "error": f"Security Hub: {exc.message}"})
-                log.error("publish failed", extra=fields(scope=scope, error=exc.message))
-                continue
-            doc = summary.as_dict() if hasattr(summary, "as_dict") else asdict(summary)
-            status.security_hub[scope] = doc
-            if getattr(summary, "failed", 0):
-                status.errors.append(
-                    {
-                        "scope": scope,
-                        "error": f"Security Hub: {summary.failed} finding(s) not imported",
-                    }
-                )
-            log.info(
-                "published",
-                extra=fields(scope=scope, **{k: v for k, v in doc.items() if k != "errors"}),
+        observations = [
+            Observation(resource=r.resource, kinds=r.kinds, findings=r.findings)
+            for repository in repositories
+            for r in status.records_of(repository)
+            if r.outcome in ("scanned", "cached")
+        ]
+        scopes = [
+            RepositoryScope(plan.account_id, plan.region, r.name, r.present)
+            for r in repositories
+            if r.complete
+        ]
+        if not observations and not scopes:
+            return
+        scope = f"{plan.account_id}/{plan.region}"
+        try:
+            summary = self.publisher.publish(
+                plan.region, observations, repositories=scopes, target=plan.target
             )
+        except ContainerscanError as exc:
+            status.add_error(scope, f"Security Hub: {exc.message}")
+            log.error("publish failed", extra=fields(scope=scope, error=exc.message))
+            return
+        doc = summary.as_dict() if hasattr(summary, "as_dict") else asdict(summary)
+        status.add_summary(scope, doc)
+        if doc.get("failed"):
+            status.add_error(scope, f"Security Hub: {doc['failed']} finding(s) not imported")
+        log.info(
+            "published",
+            extra=fields(
+                scope=scope,
+                repositories=len(repositories),
+                **{k: v for k, v in doc.items() if k != "errors"},
+            ),
+        )
 
     # ------------------------------------------------------------ tags and alert
 
@@ -811,3 +853,73 @@ def build_sweep(
         sns=sns,
         progress_stream=progress_stream,
     )
+
+
+class _Publishing:
+    """Publishes each repository once all its images are done, on one background thread.
+
+    A repository is a correlation scope of its own (its ledger partition, its RepositoryScope),
+    so publishing groups of finished repositories while others are still scanning is the same
+    as publishing everything at the end, only sooner. One thread keeps the publisher's calls
+    sequential. Repositories that could not be enumerated completely are never published.
+    """
+
+    def __init__(self, sweep: Sweep, status: RunStatus, plans: Sequence[RegionPlan]) -> None:
+        self.sweep = sweep
+        self.status = status
+        self.remaining: dict[int, int] = {}
+        self.owner: dict[int, RegionPlan] = {}
+        self.pending: dict[int, list[RepositoryPlan]] = defaultdict(list)
+        self.pending_findings: dict[int, int] = defaultdict(int)
+        self.plans = {id(p): p for p in plans if not p.error and p.registry is not None}
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self.futures: list[Any] = []
+        for plan in self.plans.values():
+            for repository in plan.repositories:
+                if not repository.complete:
+                    continue
+                self.owner[id(repository)] = plan
+                self.remaining[id(repository)] = len(repository.images)
+                if not repository.images:  # nothing selected: its scope still archives
+                    self._ready(plan, repository, 0)
+
+    def done(self, records: list[ImageRecord]) -> None:
+        """A digest's records are final (scanned, cached or failed)."""
+        for record in records:
+            key = id(record.repository)
+            if key not in self.remaining:
+                continue
+            self.remaining[key] -= 1
+            if self.remaining[key] == 0:
+                findings = sum(len(r.findings) for r in self.status.records_of(record.repository))
+                self._ready(self.owner[key], record.repository, findings)
+
+    def _ready(self, plan: RegionPlan, repository: RepositoryPlan, findings: int) -> None:
+        key = id(plan)
+        self.pending[key].append(repository)
+        self.pending_findings[key] += findings
+        if (
+            self.pending_findings[key] >= PUBLISH_BATCH_FINDINGS
+            or len(self.pending[key]) >= PUBLISH_BATCH_REPOSITORIES
+        ):
+            self._flush(key)
+
+    def _flush(self, key: int) -> None:
+        repositories = self.pending.pop(key, [])
+        self.pending_findings.pop(key, None)
+        if repositories and self.sweep.publisher is not None:
+            self.futures.append(
+                self.executor.submit(
+                    self.sweep._publish_batch, self.status, self.plans[key], repositories
+                )
+            )
+
+    def finish(self) -> None:
+        """Publish what is left and wait for every publish call."""
+        try:
+            for key in list(self.pending):
+                self._flush(key)
+            for future in self.futures:
+                future.result()
+        finally:
+            self.executor.shutdown(wait=True)

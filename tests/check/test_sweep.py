@@ -437,3 +437,33 @@ def test_longest_names_and_odd_tags_flow_through(aws: None, tmp_path: Path) -> N
     [finding] = active_findings().values()
     assert finding["Resources"][0]["Id"] == resource_id(name, digest)
     assert len(finding["Id"]) <= 512
+
+
+@pytest.mark.slow  # 60 repositories
+def test_repositories_are_published_in_groups_while_scanning(aws: None, tmp_path: Path) -> None:
+    from check.sweep import PUBLISH_BATCH_REPOSITORIES
+
+    ecr = boto3.client("ecr", region_name=REGION)
+    count = PUBLISH_BATCH_REPOSITORIES + 10
+    for i in range(count):
+        ecr.create_repository(repositoryName=f"svc-{i:03d}")
+        put_image(ecr, f"svc-{i:03d}", f"svc-{i}", "1")
+    Scenario().default(findings=[CURL_CVE_2019_5481]).write(Path(_scenario_path()))
+    request = parse_request({}, source="test")
+    sweep = build_sweep(request, config(tmp_path, concurrency=8),
+                        sessions=SessionFactory(default_region=REGION))  # fmt: skip
+    calls: list[int] = []
+    real = sweep.publisher
+    assert real is not None
+
+    class Counting:
+        def publish(self, region: str, observations: Any, **kwargs: Any) -> Any:
+            calls.append(len(kwargs["repositories"]))
+            return real.publish(region, observations, **kwargs)
+
+    sweep.publisher = Counting()
+    status = sweep.run()
+    assert status.exit_code == EXIT_OK
+    assert sorted(calls) == [10, PUBLISH_BATCH_REPOSITORIES]
+    assert status.security_hub[f"{HUB}/{REGION}"]["created"] == count
+    assert len(active_findings()) == count
