@@ -29,11 +29,14 @@ workloads. SIGTERM or SIGINT detaches everything (PTRACE_INTERRUPT, then PTRACE_
 thread) and the application runs on. EXITKILL is never set in attach mode: if the sidecar is
 killed, the kernel detaches and the application runs on.
 
-Measured here (2 vCPU VM shared with other jobs, pinned to one CPU; bench/sidecar.py): one
-watched stop costs the tracer ~15 µs p50, ~31 µs with the real engine and pipeline behind it;
-an unwatched syscall costs nothing. Python-startup workload: minimal and balanced policies
-~1.0x, FIM on every open ~1.4x (the reference measured 1.17-1.20x on a quiet machine),
-attach with process events only ~1.0x; attach with syscall stops costs 1.6-2x (reference).
+Measured here (bench/sidecar.py; 2 vCPU VM shared with other jobs, pinned to one CPU, so
+wall-clock ratios swing 0.5-2x run to run; CPU-time ratios are steadier): one watched stop
+costs the tracer ~15 µs p50, ~31 µs with the real engine and pipeline behind it; unwatched
+syscalls cost nothing. Python-startup workload (CPU ratio): minimal 1.05x, balanced 1.05x,
+FIM on every open 1.15x (strace --seccomp-bpf on the same set: 1.09x), attach with process
+events only 1.01x. File-heavy `tar -x` of ~1,400 files: balanced ~4.5x, every open ~5x
+(strace 2.3-3.5x: its per-stop cost is C's). Attach mode with syscall stops costs every
+syscall a stop: 1.6-2x on Python start-up, 7-12x on tar (shared/reference/runtime.md B4).
 
 When to use which: wrap the entrypoint (launch mode; the sidecar image shares its binary
 through a volume, `entryPoint: [containerscan, sidecar, run, --, app...]`) whenever the task
