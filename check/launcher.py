@@ -39,7 +39,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -208,6 +208,7 @@ class LaunchResult:
     request_location: str  # "overrides" or the s3:// URI of the request document
     created_at: datetime
     request: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    record_error: str | None = None
 
     @property
     def task_arns(self) -> list[str]:
@@ -349,7 +350,14 @@ class Launcher:
             arn, failure = self._run_task(override, token)
             launches.append(ShardLaunch(i, shards, shard_run_id(run_id, i, shards), arn, failure))
         result = LaunchResult(run_id, source, tuple(launches), request_location, created, doc)
-        self._record(result)
+        try:
+            self._record(result)
+        except AwsError as exc:
+            # The tasks run and write their own status; only the launcher's record is lost,
+            # so say loudly which tasks belong to the run.
+            log.error("run started but its record could not be written", extra=fields(
+                run_id=run_id, tasks=result.task_arns, error=str(exc)))
+            return replace(result, record_error=exc.message)
         log.info(
             "run launched" if result.status == "started" else "run not fully started",
             extra=fields(run_id=run_id, source=source, shards=shards, status=result.status,
@@ -569,6 +577,8 @@ class Launcher:
         }
         if result.failures:
             body["errors"] = [{"shard": s.index, "error": s.failure} for s in result.failures]
+        if result.record_error:
+            body["warning"] = f"the run's record was not written: {result.record_error}"
         return Response(202 if result.task_arns else 503, body)
 
     def get_scan(self, event: Mapping[str, Any]) -> Response:

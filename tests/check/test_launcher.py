@@ -348,6 +348,28 @@ def test_a_shard_that_fails_leaves_the_others_running_and_a_status(stack: Stack)
     assert got["status"] == "running"  # shard 2 still runs
 
 
+def test_tasks_started_but_record_not_written_are_reported(stack: Stack) -> None:
+    denied = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+    calls: list[str] = []
+
+    def refuse_put(params: dict[str, Any], **_: Any) -> Any:
+        calls.append(params["url_path"])  # the serialized request: /bucket/key
+
+        class Http:
+            status_code = 403
+            headers: dict[str, str] = {}  # noqa: RUF012
+
+        return Http(), denied
+
+    stack.s3.meta.events.register("before-call.s3.PutObject", refuse_put)
+    response = dispatch(stack.launcher(), api_event("POST", "/scans", REQUEST))
+    assert response["statusCode"] == 202
+    body = body_of(response)
+    assert len(body["tasks"]) == 1
+    assert "AccessDenied" in body["warning"]
+    assert calls and calls[0].endswith("/launch.json")
+
+
 # ----------------------------------------------------------------- GET /scans/{runId}
 
 
