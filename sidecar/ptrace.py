@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
-import os
 
 from ptrace import PtraceError
 from ptrace.binding import func as _binding
@@ -191,8 +190,3 @@ def set_syscall_aarch64(tid: int, nr: int) -> None:
     value = ctypes.c_int(nr)
     iov = IoVec(ctypes.addressof(value), ctypes.sizeof(value))
     _ptrace(PTRACE_SETREGSET, tid, NT_ARM_SYSTEM_CALL, ctypes.addressof(iov))
-
-
-def decode_status(status: int) -> tuple[int, int]:
-    """(stop signal, ptrace event) of a stopped wait status."""
-    return os.WSTOPSIG(status), status >> 16

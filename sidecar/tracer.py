@@ -201,7 +201,6 @@ class Tracer:
         self._matcher: Callable[[int], bool] | None = None
         self._excluded: set[int] = set()
         self._refused: set[int] = set()
-        self._stop_when_empty = True
         if self.arch.name == "x86_64":
             self._regs: pt.X86_64Regs | pt.Aarch64Regs = pt.X86_64Regs()
         else:
@@ -326,7 +325,6 @@ class Tracer:
                 return everything or bool(pattern and pattern.search(cmdline))
 
             self._matcher = matcher
-            self._stop_when_empty = False
 
     def _attach_process(self, pid: int, explicit: bool) -> bool:
         options = pt.PROCESS_FOLLOW_OPTIONS
