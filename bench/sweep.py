@@ -149,8 +149,8 @@ def report(title: str, status: Any, calls: Counter[str], wall: float) -> None:
     )
     publish = status.phases.get("publish_s", 0.0)
     print(f"   orchestration per image: {1000 * wall / max(n, 1):.2f} ms all in, "
-          f"{1000 * (wall - publish) / max(n, 1):.2f} ms without the Security Hub publish "
-          f"phase (target < 20 ms)")  # fmt: skip
+          f"{1000 * (wall - publish) / max(n, 1):.2f} ms without the publish tail "
+          f"(target < 20 ms)")  # fmt: skip
     print("   phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in status.phases.items()))
     total = sum(calls.values())
     print(f"   AWS calls: {total} = {total / max(n, 1):.3f} per image")

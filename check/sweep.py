@@ -59,9 +59,10 @@ from securityhub.logs import fields, get_logger
 log = get_logger("check.sweep")
 
 EXIT_FINDINGS = 4  # --fail-on: findings at or above the threshold
-# Repositories are published in groups as soon as all their images are done, overlapping
-# with the scans still running: a group is sent once it holds this many findings (five full
-# BatchImportFindings calls of 100 when all are new) or this many repositories.
+# Repositories are published as soon as all their images are done, overlapping with the
+# scans still running: at once when the publisher is idle, else in a group once it holds
+# this many findings (five full BatchImportFindings calls of 100 when all are new) or this
+# many repositories.
 PUBLISH_BATCH_FINDINGS = 500
 PUBLISH_BATCH_REPOSITORIES = 50
 MAX_REPORTED_ERRORS = 50
@@ -898,8 +899,10 @@ class _Publishing:
         key = id(plan)
         self.pending[key].append(repository)
         self.pending_findings[key] += findings
+        idle = all(f.done() for f in self.futures)
         if (
-            self.pending_findings[key] >= PUBLISH_BATCH_FINDINGS
+            idle
+            or self.pending_findings[key] >= PUBLISH_BATCH_FINDINGS
             or len(self.pending[key]) >= PUBLISH_BATCH_REPOSITORIES
         ):
             self._flush(key)

@@ -464,6 +464,8 @@ def test_repositories_are_published_in_groups_while_scanning(aws: None, tmp_path
     sweep.publisher = Counting()
     status = sweep.run()
     assert status.exit_code == EXIT_OK
-    assert sorted(calls) == [10, PUBLISH_BATCH_REPOSITORIES]
+    # Every repository published once, in several calls overlapping the scans.
+    assert sum(calls) == count and len(calls) > 1
+    assert max(calls) <= PUBLISH_BATCH_REPOSITORIES
     assert status.security_hub[f"{HUB}/{REGION}"]["created"] == count
     assert len(active_findings()) == count
