@@ -223,7 +223,7 @@ class TrivyScanner(_ExternalScanner):
     supported_scan_types = frozenset({"pkg", "secret"})
     own_vars = frozenset({"TRIVY_USERNAME", "TRIVY_PASSWORD", "TRIVY_REGISTRY_TOKEN"})
     # Our scan types -> Trivy's --scanners values.
-    SCANNERS = {"pkg": "vuln", "secret": "secret"}  # noqa: RUF012
+    SCANNERS = {"pkg": "vuln", "secret": "secret"}  # noqa: RUF012  # nosec B105 # scan types
 
     def build_argv(self, target: ScanTarget, report: Path, scan_timeout: int) -> list[str]:
         scanners = ",".join(self.SCANNERS[t] for t in target.scan_types if t in self.SCANNERS)

@@ -36,7 +36,7 @@ from securityhub.findings import (
 
 # ScansPerformed[].ScanType values -> our scan types ("os" and "sca" are older names for
 # what 4.x calls "pkg").
-_SCAN_TYPES = {"pkg": "pkg", "os": "pkg", "sca": "pkg", "secret": "secret"}
+_SCAN_TYPES = {"pkg": "pkg", "os": "pkg", "sca": "pkg", "secret": "secret"}  # nosec B105 # names
 
 
 @dataclass(frozen=True)
