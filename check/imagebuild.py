@@ -22,6 +22,7 @@ import importlib
 import io
 import json
 import re
+import sys
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -360,6 +361,75 @@ def promote(ecr: Any, repository: str, digest: str, tag: str) -> None:
     log.info("image promoted", extra=fields(repository=repository, digest=digest, tag=tag))
 
 
+# ---------------------------------------------------------------------- launcher package
+
+# The Lambda runtime of the launcher (cloudformation/containerscan.yaml Runtime python3.12)
+# and the wheels that run there.
+LAMBDA_PYTHON = "3.12"
+LAMBDA_PLATFORM = "manylinux2014_x86_64"
+# Lambda: 250 MB unzipped for a function's code and layers (Lambda quotas).
+LAMBDA_UNZIPPED_MAX = 250 * 1024 * 1024
+
+
+def launcher_install_commands(python: str, root: Path, workdir: Path) -> list[list[str]]:
+    """pip commands (argument lists) that build the launcher's code into workdir/package."""
+    wheels = workdir / "wheels"
+    return [
+        [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+         str(root)],
+        [python, "-m", "pip", "install", "--quiet", "--target", str(workdir / "package"),
+         "--constraint", str(root / "docker" / "constraints.txt"),
+         "--platform", LAMBDA_PLATFORM, "--python-version", LAMBDA_PYTHON,
+         "--only-binary=:all:", "--find-links", str(wheels), "containerscan"],
+    ]  # fmt: skip
+
+
+def zip_package(package: Path, output: Path) -> int:
+    """Zip `package` reproducibly (sorted entries, fixed times, no caches); its size unzipped."""
+    import zipfile
+
+    total = 0
+    files = sorted(
+        p for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(package).as_posix(), (1980, 1, 1, 0, 0, 0))
+            info.external_attr = (0o755 if path.stat().st_mode & 0o111 else 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            data = path.read_bytes()
+            total += len(data)
+            archive.writestr(info, data)
+    if total > LAMBDA_UNZIPPED_MAX:
+        raise ConfigurationError(f"the launcher package is {total >> 20} MiB unzipped",
+                                 "Lambda allows 250 MiB; drop dependencies the launcher "
+                                 "does not import")
+    if not (package / "check" / "launcher.py").exists():
+        raise ConfigurationError("the package has no check/launcher.py")
+    return total
+
+
+def build_launcher_package(output: Path, python: str, root: Path = ROOT) -> int:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="containerscan-launcher-") as tmp:
+        workdir = Path(tmp)
+        for command in launcher_install_commands(python, root, workdir):
+            proc = subprocess.run(command, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ImageBuildError(
+                    f"{' '.join(command[1:4])} failed ({proc.returncode}): "
+                    f"{proc.stderr.strip()[-2000:]}",
+                    "pip needs access to the package index for the Lambda wheels",
+                )
+        size = zip_package(workdir / "package", output)
+    log.info("launcher package built", extra=fields(output=str(output), unzipped=size))
+    return size
+
+
 # ---------------------------------------------------------------------------------- CLI
 
 
@@ -416,6 +486,17 @@ def build_command(*, image: str, tag: str, repository: str | None, qscanner: Pat
     uri = repository_uri(login.registry, repo)
     digest = push_image(client, result.image_id, uri, tag, login)
     click.echo(json.dumps({"image": f"{uri}@{digest}", "tag": f"{uri}:{tag}"}))
+
+
+@main.command("launcher-package")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("build/launcher.zip"), show_default=True)
+@click.option("--python", "python", default=sys.executable, show_default=True,
+              help="The interpreter whose pip builds the package.")
+def launcher_package_command(output: Path, python: str) -> None:
+    """Build the launcher Lambda's zip (Python 3.12 wheels, pinned versions)."""
+    size = build_launcher_package(output, python)
+    click.echo(f"{output} ({size >> 20} MiB unzipped)")
 
 
 @main.command("promote")

@@ -243,3 +243,58 @@ def test_promote_unknown_digest_is_refused() -> None:
     ecr.create_repository(repositoryName="containerscan/check")
     with pytest.raises(ConfigurationError, match="does not exist"):
         imagebuild.promote(ecr, "containerscan/check", "sha256:" + "0" * 64, "prod")
+
+
+# ---------------------------------------------------------------------- launcher package
+
+
+def _standin_python(tmp_path: Path, fail: bool = False) -> Path:
+    """A `python` whose `-m pip` records its arguments and lays out a package like pip."""
+    log = tmp_path / "pip-calls.jsonl"
+    script = tmp_path / "python-standin"
+    script.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        + ("sys.exit('ERROR: No matching distribution found for rpds-py')\n" if fail else "")
+        + "args = sys.argv[1:]\n"
+        "if args[:3] == ['-m', 'pip', 'install']:\n"
+        "    target = args[args.index('--target') + 1]\n"
+        "    for rel, mode in (('check/launcher.py', 0o644), ('check/__init__.py', 0o644),\n"
+        "                      ('bin/jp.py', 0o755), ('check/__pycache__/x.pyc', 0o644)):\n"
+        "        path = os.path.join(target, rel)\n"
+        "        os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+        "        open(path, 'w').write('# ' + rel + '\\n')\n"
+        "        os.chmod(path, mode)\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_launcher_package_is_built_for_the_lambda_runtime(tmp_path: Path) -> None:
+    import zipfile
+
+    python = _standin_python(tmp_path)
+    first, second = tmp_path / "a" / "launcher.zip", tmp_path / "b" / "launcher.zip"
+    imagebuild.build_launcher_package(first, str(python))
+    imagebuild.build_launcher_package(second, str(python))
+    assert first.read_bytes() == second.read_bytes()  # reproducible
+    with zipfile.ZipFile(first) as archive:
+        names = archive.namelist()
+        modes = {i.filename: i.external_attr >> 16 for i in archive.infolist()}
+    assert names == sorted(names)
+    assert "check/launcher.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert modes["bin/jp.py"] == 0o755 and modes["check/launcher.py"] == 0o644
+    calls = [json.loads(line) for line in (tmp_path / "pip-calls.jsonl").read_text().splitlines()]
+    install = next(c for c in calls if c[:3] == ["-m", "pip", "install"])
+    assert install[install.index("--python-version") + 1] == "3.12"
+    assert install[install.index("--platform") + 1] == "manylinux2014_x86_64"
+    assert "--only-binary=:all:" in install
+    assert install[install.index("--constraint") + 1].endswith("docker/constraints.txt")
+
+
+def test_launcher_package_reports_pip_failures(tmp_path: Path) -> None:
+    with pytest.raises(imagebuild.ImageBuildError, match="rpds-py"):
+        imagebuild.build_launcher_package(tmp_path / "l.zip", str(_standin_python(tmp_path, fail=True)))
+    assert not (tmp_path / "l.zip").exists()
