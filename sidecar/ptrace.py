@@ -15,7 +15,6 @@ changes the syscall number through the NT_ARM_SYSTEM_CALL regset.
 from __future__ import annotations
 
 import ctypes
-import errno as errno_mod
 
 from ptrace import PtraceError
 from ptrace.binding import func as _binding
@@ -148,21 +147,6 @@ def geteventmsg(tid: int) -> int:
     msg = ctypes.c_ulong(0)
     _ptrace(PTRACE_GETEVENTMSG, tid, 0, ctypes.addressof(msg))
     return msg.value
-
-
-def is_group_stop(tid: int) -> bool:
-    """True when a stop with a stop signal is a group-stop, not a signal-delivery stop.
-
-    PTRACE_GETSIGINFO fails with EINVAL in a group-stop (ptrace(2), "Group-stop").
-    """
-    info = ctypes.create_string_buffer(128)  # sizeof(siginfo_t)
-    try:
-        _ptrace(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(info))
-    except PtraceError as exc:
-        if exc.errno == errno_mod.EINVAL:
-            return True
-        raise
-    return False
 
 
 def getregs_x86_64(tid: int, regs: X86_64Regs) -> None:

@@ -6,8 +6,9 @@ tracee with sleeps once more than one is traced, ~600 µs per stop, and does not
 stops). The wait goes through libc directly so that a signal to the sidecar interrupts it
 (EINTR) instead of being retried as os.waitpid does (PEP 475).
 
-Launch mode (`containerscan sidecar run -- CMD`): the sidecar forks; the child calls
-PTRACE_TRACEME, stops itself, sets no_new_privs, installs a seccomp-bpf filter that returns
+Launch mode (`containerscan sidecar run -- CMD`): the sidecar forks and seizes the child
+(PTRACE_SEIZE, so the workload's own group-stops keep working through PTRACE_LISTEN), which
+waits on a pipe until told to go, sets no_new_privs, installs a seccomp-bpf filter that returns
 SECCOMP_RET_TRACE only for the policy's syscalls (open/openat only when the flags can write,
 if no rule needs read opens), and execs the workload. The tracer sets TRACESYSGOOD, the
 fork/vfork/clone/exec options, TRACESECCOMP and EXITKILL (a seccomp TRACE filter without a
@@ -191,7 +192,6 @@ class Tracer:
         self.root_pid: int | None = None
         self.exit_status = 0
         self.mode = ""
-        self._seize = False
         self._stop_every_syscall = False
         self._pending_signals: list[int] = []
         self._detach_requested = False
@@ -207,6 +207,7 @@ class Tracer:
             self._regs = pt.Aarch64Regs()
         self._iov = pt.IoVec()
         self._status = ctypes.c_int(0)
+        self._go = -1  # launch mode: the pipe that lets the child go on to exec
 
     # --- launch mode -------------------------------------------------------------------
 
@@ -224,27 +225,28 @@ class Tracer:
             program = seccomp.build_program(self.arch, self.req.syscalls, conditions)
             fprog, keep = seccomp.pack_program(program)
         _libc()[1](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        ready, go = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: only async-signal-safe-ish work, then exec
-            _child_exec(argv, env, fprog)
+            os.close(go)
+            _child_exec(argv, env, fprog, ready)
+        os.close(ready)
         del keep  # the child has its copy; the parent does not need the program
-        _, status = os.waitpid(pid, pt.WALL)
-        if not os.WIFSTOPPED(status):
-            code = _exit_code(status)
-            raise TracerError(
-                f"the workload exited before it could be traced (status {code})",
-                "the child could not make itself traceable; "
-                + PTRACE_REMEDY
-                + " (and the sidecar must not itself run under a debugger)",
-            )
         options = pt.PROCESS_FOLLOW_OPTIONS | pt.PTRACE_O_EXITKILL
         if fprog is not None:
             options |= pt.PTRACE_O_TRACESECCOMP
         try:
-            pt.setoptions(pid, options)
+            # SEIZE (not TRACEME): group-stops of the workload then work as without a
+            # tracer (PTRACE_LISTEN). The child waits on the pipe meanwhile.
+            pt.seize(pid, options)
         except pt.PtraceError as exc:
+            os.close(go)
             os.kill(pid, signal.SIGKILL)
-            raise TracerError(f"cannot set ptrace options: {exc}", PTRACE_REMEDY) from exc
+            os.waitpid(pid, 0)
+            raise TracerError(
+                f"cannot trace the workload: {os.strerror(exc.errno or 0)}", PTRACE_REMEDY
+            ) from exc
+        self._go = go
         self.root_pid = pid
         self._add_thread(pid, pid, os.getpid())
         log.info(
@@ -262,9 +264,11 @@ class Tracer:
     def start(self) -> None:
         """Let the launched workload run (it waits in its initial stop until then, so the
         sidecar can finish starting its own threads without competing with it)."""
-        if self.root_pid is None:
+        if self.root_pid is None or self._go < 0:
             raise TracerError("nothing launched")
-        pt.cont(self.root_pid, 0)  # and swallow the child's own SIGSTOP
+        os.write(self._go, b"g")
+        os.close(self._go)
+        self._go = -1
 
     # --- attach mode -------------------------------------------------------------------
 
@@ -307,7 +311,6 @@ class Tracer:
     ) -> None:
         """Attach mode's settings, before signal handlers are installed and `attach()`."""
         self.mode = "attach"
-        self._seize = True
         self._stop_every_syscall = not self.req.process_only
         self._exec_at_stop = self._exec_watched and self._stop_every_syscall
         self._exec_at_event = not self._exec_at_stop and (
@@ -501,15 +504,6 @@ class Tracer:
             self._awaiting_first_stop.discard(tid)
             self._resume(tid, 0)
             return
-        if not self._seize and sig in STOP_SIGNALS:
-            try:
-                group = pt.is_group_stop(tid)
-            except pt.PtraceError:
-                return  # gone
-            if group:
-                # Without SEIZE a group-stop cannot be kept (no PTRACE_LISTEN): resume.
-                self._resume(tid, 0)
-                return
         self._resume(tid, sig)  # signal-delivery stop: deliver the signal
 
     def _on_event_stop(self, tid: int, sig: int) -> None:
@@ -759,15 +753,18 @@ class Tracer:
             self._threads.clear()
 
 
-def _child_exec(argv: list[str], env: dict[str, str] | None, fprog: object) -> None:
-    """In the forked child: become traceable, stop, filter, exec. Never returns."""
+def _child_exec(argv: list[str], env: dict[str, str] | None, fprog: object, ready: int) -> None:
+    """In the forked child: wait until traced, filter, exec. Never returns."""
     code = EXIT_CANNOT_EXEC
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS, signal.SIGALRM):
             signal.signal(sig, signal.SIG_DFL)
-        pt.traceme()
-        os.kill(os.getpid(), signal.SIGSTOP)  # the tracer sets its options meanwhile
+        # The tracer seizes us (with TRACESECCOMP: a TRACE filter without it fails every
+        # watched syscall), then says go. EOF means it gave up or died: never run untraced.
+        if os.read(ready, 1) != b"g":
+            os._exit(code)
+        os.close(ready)
         if fprog is not None:
             seccomp.install(fprog)  # type: ignore[arg-type]
         if env is None:

@@ -342,3 +342,27 @@ def test_process_only_policy_can_still_block_an_exec(tmp_path: Path) -> None:
     assert "rc=137" in proc.stdout
     st = stats(tmp_path)
     assert st["blocked"] == 1 and st["syscall_stops"] >= 2
+
+
+def test_group_stop_of_the_workload_is_kept_until_sigcont(tmp_path: Path) -> None:
+    """The workload stops itself (SIGSTOP): it stays stopped under the tracer, as without
+    one (PTRACE_LISTEN), until a SIGCONT, forwarded by the sidecar, resumes it."""
+    marker = tmp_path / "resumed"
+    script = f"kill -STOP $$; echo yes > {marker}"
+    proc = subprocess.Popen(
+        harness(tmp_path, "run", "--", "/bin/sh", "-c", script),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None
+        assert not marker.exists()  # still stopped
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=10) == 0
+        assert marker.read_text() == "yes\n"
+    finally:
+        proc.kill()
+        proc.communicate()
