@@ -11,6 +11,7 @@
     CONTAINERSCAN_TAG_SCANNED  tag added to each scanned image (default: no tagging)
     CONTAINERSCAN_WORKDIR      where scanners write (default: a temporary directory)
     CONTAINERSCAN_FINDING_PREFIX  Security Hub Id prefix (default "containerscan/")
+    CONTAINERSCAN_SCANNER      the scanner when the request names none (default: auto)
     CACHE_TTL_DAYS             scan cache lifetime (default 30)
     SCAN_TYPES                 default scan types (default "pkg,secret")
     SNS_TOPIC_ARN              where the per-run alert goes (optional)
@@ -92,6 +93,7 @@ class RunConfig:
     workdir: Path | None = None
     output_dir: Path | None = None
     finding_prefix: str = DEFAULT_PREFIX
+    scanner: str | None = None
 
     @property
     def pool_size(self) -> int:
@@ -166,6 +168,7 @@ class RunConfig:
             external_id=text("CONTAINERSCAN_EXTERNAL_ID"),
             workdir=Path(workdir) if workdir else None,
             finding_prefix=finding_prefix,
+            scanner=text("CONTAINERSCAN_SCANNER"),
         )
         if problems:
             raise ValidationError(

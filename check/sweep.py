@@ -816,7 +816,7 @@ def build_sweep(
         if scanner is None:
             from check.scanners import make_scanner
 
-            scanner = make_scanner(request.scanner)
+            scanner = make_scanner(request.scanner or config.scanner)
         if config.table:
             from securityhub.hub import SecurityHubPublisher
 
