@@ -371,16 +371,19 @@ LAMBDA_PLATFORM = "manylinux2014_x86_64"
 LAMBDA_UNZIPPED_MAX = 250 * 1024 * 1024
 
 
-def launcher_install_commands(python: str, root: Path, workdir: Path) -> list[list[str]]:
-    """pip commands (argument lists) that build the launcher's code into workdir/package."""
-    wheels = workdir / "wheels"
+def launcher_wheel_command(python: str, root: Path, wheels: Path) -> list[str]:
+    return [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+            str(root)]  # fmt: skip
+
+
+def launcher_install_command(python: str, root: Path, wheel: Path, target: Path) -> list[str]:
+    """pip install of the project's own wheel *file* (never the name: an index could hold
+    another package of that name) and its pinned dependencies, as Lambda runs them."""
     return [
-        [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
-         str(root)],
-        [python, "-m", "pip", "install", "--quiet", "--target", str(workdir / "package"),
-         "--constraint", str(root / "docker" / "constraints.txt"),
-         "--platform", LAMBDA_PLATFORM, "--python-version", LAMBDA_PYTHON,
-         "--only-binary=:all:", "--find-links", str(wheels), "containerscan"],
+        python, "-m", "pip", "install", "--quiet", "--target", str(target),
+        "--constraint", str(root / "docker" / "constraints.txt"),
+        "--platform", LAMBDA_PLATFORM, "--python-version", LAMBDA_PYTHON,
+        "--only-binary=:all:", str(wheel),
     ]  # fmt: skip
 
 
@@ -415,16 +418,22 @@ def build_launcher_package(output: Path, python: str, root: Path = ROOT) -> int:
     import subprocess
     import tempfile
 
+    def run(command: list[str]) -> None:
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ImageBuildError(
+                f"{' '.join(command[1:4])} failed ({proc.returncode}): "
+                f"{proc.stderr.strip()[-2000:]}",
+                "pip needs access to the package index for the Lambda wheels",
+            )
+
     with tempfile.TemporaryDirectory(prefix="containerscan-launcher-") as tmp:
         workdir = Path(tmp)
-        for command in launcher_install_commands(python, root, workdir):
-            proc = subprocess.run(command, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise ImageBuildError(
-                    f"{' '.join(command[1:4])} failed ({proc.returncode}): "
-                    f"{proc.stderr.strip()[-2000:]}",
-                    "pip needs access to the package index for the Lambda wheels",
-                )
+        run(launcher_wheel_command(python, root, workdir / "wheels"))
+        wheels = sorted((workdir / "wheels").glob("containerscan-*.whl"))
+        if len(wheels) != 1:
+            raise ImageBuildError(f"expected one containerscan wheel, found {len(wheels)}")
+        run(launcher_install_command(python, root, wheels[0], workdir / "package"))
         size = zip_package(workdir / "package", output)
     log.info("launcher package built", extra=fields(output=str(output), unzipped=size))
     return size

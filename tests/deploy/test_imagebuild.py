@@ -258,6 +258,10 @@ def _standin_python(tmp_path: Path, fail: bool = False) -> Path:
         f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
         + ("sys.exit('ERROR: No matching distribution found for rpds-py')\n" if fail else "")
         + "args = sys.argv[1:]\n"
+        "if args[:3] == ['-m', 'pip', 'wheel']:\n"
+        "    wheels = args[args.index('--wheel-dir') + 1]\n"
+        "    os.makedirs(wheels, exist_ok=True)\n"
+        "    open(os.path.join(wheels, 'containerscan-0.1.0-py3-none-any.whl'), 'w').write('')\n"
         "if args[:3] == ['-m', 'pip', 'install']:\n"
         "    target = args[args.index('--target') + 1]\n"
         "    for rel, mode in (('check/launcher.py', 0o644), ('check/__init__.py', 0o644),\n"
@@ -292,6 +296,7 @@ def test_launcher_package_is_built_for_the_lambda_runtime(tmp_path: Path) -> Non
     assert install[install.index("--platform") + 1] == "manylinux2014_x86_64"
     assert "--only-binary=:all:" in install
     assert install[install.index("--constraint") + 1].endswith("docker/constraints.txt")
+    assert install[-1].endswith("/containerscan-0.1.0-py3-none-any.whl")  # the file, not a name
 
 
 def test_launcher_package_reports_pip_failures(tmp_path: Path) -> None:
