@@ -127,3 +127,18 @@ def test_local_references_go_to_the_builtin_scanner(
     result = invoke("scan-image", f"oci-layout:{missing}")
     assert result.exit_code != 0
     assert str(missing) in result.output
+
+
+def test_command_help_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from check.cli import main\n"
+        "for name in ('sweep', 'scan-image'):\n"
+        "    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
+        "print('HEAVY', [m for m in ('boto3', 'botocore', 'jmespath', 'check.sweep') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+    assert "--fail-on" in out.stdout and "--event" in out.stdout
