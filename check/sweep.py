@@ -400,7 +400,14 @@ class Sweep:
                 repository.name, repository.immutable, frozenset(), [], complete=False
             )
             return empty, exc.message
-        chosen = select_images(selectable(images, platforms), self.request.selection)
+        candidates = selectable(images, platforms)
+        # A digest named explicitly (scan-image, a push event) is scanned even when it is a
+        # platform image of an index, which is otherwise reached only through the index.
+        named = {d for d in self.request.selection.images if d.startswith("sha256:")}
+        if named:
+            have = {i.digest for i in candidates}
+            candidates += [i for i in images if i.digest in named - have and not i.is_artifact]
+        chosen = select_images(candidates, self.request.selection)
         return (
             RepositoryPlan(
                 repository.name,

@@ -469,3 +469,13 @@ def test_repositories_are_published_in_groups_while_scanning(aws: None, tmp_path
     assert max(calls) <= PUBLISH_BATCH_REPOSITORIES
     assert status.security_hub[f"{HUB}/{REGION}"]["created"] == count
     assert len(active_findings()) == count
+
+
+def test_a_named_platform_digest_is_scanned_on_its_own(aws: None, tmp_path: Path) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="multi")
+    index, children = put_index(ecr, "multi", "m", "1")
+    status = run(tmp_path, {"images": [children["arm64"]], "dry_run": True})
+    assert [r.image.digest for r in status.records] == [children["arm64"]]
+    status = run(tmp_path, {"images": [index], "dry_run": True})
+    assert {r.image.digest for r in status.records} == set(children.values())
