@@ -10,8 +10,10 @@ packages (a distroless arm64 image is not its amd64 twin), so scanning the index
 one platform would hide the others' vulnerabilities, and the child digest is what a
 registry serves a client of that platform. Selection (tags, pushed since, JMESPath, newest
 N) applies to the index, the unit people push and tag; untagged platform manifests listed
-by DescribeImages are never selected on their own. Attestation manifests (buildx's
-`vnd.docker.reference.type: attestation-manifest`, platform unknown/unknown) and OCI
+by DescribeImages are not selected on their own unless named by digest (scan-image, a push
+event); de-duplication by digest means one reached twice is scanned once. Attestation
+manifests (buildx's `vnd.docker.reference.type: attestation-manifest`, platform
+unknown/unknown) and OCI
 referrer artifacts (signatures, SBOMs: DescribeImages' `subjectManifestDigest` set, or a
 non-image `artifactMediaType`) are not images and are skipped. Archived images
 (`imageStatus: ARCHIVED`) cannot be pulled and are skipped, but they still exist, so their
