@@ -13,9 +13,9 @@ N) applies to the index, the unit people push and tag; untagged platform manifes
 by DescribeImages are not selected on their own unless named by digest (scan-image, a push
 event); de-duplication by digest means one reached twice is scanned once. Attestation
 manifests (buildx's `vnd.docker.reference.type: attestation-manifest`, platform
-unknown/unknown) and OCI
-referrer artifacts (signatures, SBOMs: DescribeImages' `subjectManifestDigest` set, or a
-non-image `artifactMediaType`) are not images and are skipped. Archived images
+unknown/unknown) and OCI referrer artifacts (signatures, SBOMs: DescribeImages'
+`subjectManifestDigest` set, or a non-image `artifactMediaType`) are not images and are
+skipped. Archived images
 (`imageStatus: ARCHIVED`) cannot be pulled and are skipped, but they still exist, so their
 findings stay (they count as present in the repository scope).
 """
