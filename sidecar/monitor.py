@@ -34,6 +34,22 @@ HEARTBEAT_ENV = "CONTAINERSCAN_HEARTBEAT_SECONDS"
 FLUSH_TIMEOUT = 5.0
 
 
+def heartbeat_seconds(environ: Mapping[str, str]) -> float:
+    """CONTAINERSCAN_HEARTBEAT_SECONDS: seconds between heartbeat lines (0: only at exit)."""
+    raw = environ.get(HEARTBEAT_ENV)
+    if not raw:
+        return DEFAULT_HEARTBEAT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ConfigurationError(
+            f"{HEARTBEAT_ENV}={raw!r} is not a number of seconds", "use e.g. 60, or 0 for none"
+        )
+    return value
+
+
 class _HeartbeatThread:
     def __init__(self, tracer: Tracer, pipeline: Any, interval: float) -> None:
         self.tracer = tracer
@@ -95,7 +111,7 @@ class Monitor:
             self._submit,
             container_of=self.context.container_of if self.context else None,
         )
-        self.heartbeat_interval = float(environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_SECONDS)
+        self.heartbeat_interval = heartbeat_seconds(environ)
         log.info(
             "policy loaded",
             extra=fields(

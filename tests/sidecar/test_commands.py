@@ -322,3 +322,23 @@ def test_run_reads_the_task_context_and_survives_without_it() -> None:
     )
     assert proc.returncode == 4
     assert "no ECS task context" in proc.stderr
+
+
+def test_heartbeat_interval_setting() -> None:
+    from securityhub.errors import ConfigurationError
+    from sidecar.monitor import DEFAULT_HEARTBEAT_SECONDS, heartbeat_seconds
+
+    assert heartbeat_seconds({}) == DEFAULT_HEARTBEAT_SECONDS
+    assert heartbeat_seconds({"CONTAINERSCAN_HEARTBEAT_SECONDS": "0.5"}) == 0.5
+    for bad in ("abc", "-1"):
+        with pytest.raises(ConfigurationError, match="HEARTBEAT"):
+            heartbeat_seconds({"CONTAINERSCAN_HEARTBEAT_SECONDS": bad})
+    proc = subprocess.run(
+        [*CLI, "sidecar", "run", "--policy", MINIMAL, "--", "true"],
+        cwd=ROOT,
+        env=cli_env(CONTAINERSCAN_HEARTBEAT_SECONDS="abc"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "not a number of seconds" in proc.stderr
