@@ -60,6 +60,8 @@ READ_CHUNK = 256
 AF_UNIX = 1
 AF_INET = 2
 AF_INET6 = 10
+# <linux/socket.h>: sendto() with this flag opens a TCP connection (TCP Fast Open).
+MSG_FASTOPEN = 0x20000000
 
 _U64 = struct.Struct("<Q")
 _MASK64 = (1 << 64) - 1
@@ -330,7 +332,11 @@ def _handlers() -> dict[str, Handler]:
 
     def udp(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
         dest = _sockaddr(m, a[4], a[5])
-        return {"kind": KIND_SENDTO, "protocol": "udp", **dest} if dest else {}
+        if not dest:
+            return {}
+        if a[3] & MSG_FASTOPEN:  # TCP Fast Open: sendto is the connect
+            return {"kind": KIND_CONNECT, "protocol": "tcp", **dest}
+        return {"kind": KIND_SENDTO, "protocol": "udp", **dest}
 
     def sendmsg(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
         dest = _sendmsg(m, a)

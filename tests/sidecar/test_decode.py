@@ -165,6 +165,9 @@ def test_sendto_destination_or_nothing(mem: Mem, proc: Process) -> None:
     )
     ev = decode_arm(proc, arm("sendto", 3, mem.str("q"), 1, 0, mem.bytes(sa4), 16))
     assert (ev.kind, ev.ip, ev.port, ev.protocol) == ("sendto", "8.8.8.8", 53, "udp")
+    # TCP Fast Open: the sendto is a connect.
+    ev = decode_arm(proc, arm("sendto", 3, mem.str("q"), 1, 0x20000000, mem.bytes(sa4), 16))
+    assert (ev.kind, ev.ip, ev.port, ev.protocol) == ("connect", "8.8.8.8", 53, "tcp")
     # A connected socket: no destination, nothing to report.
     assert decode_arm(proc, arm("sendto", 3, mem.str("q"), 1, 0, 0, 0)) is None
 
