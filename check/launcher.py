@@ -70,6 +70,9 @@ RETRYABLE_ERRORS = frozenset({
     "ServiceUnavailableException", "RequestLimitExceeded",
 })  # fmt: skip
 RETRYABLE_REASONS = ("RESOURCE:", "AGENT", "Capacity is unavailable", "Timeout")
+# Time kept in hand at the end of the Lambda's run to record the launch (launch.json and a
+# failure status.json): retries and further shards stop when less than this is left.
+RECORD_RESERVE_SECONDS = 5.0
 
 # The check's exit codes (check/commands.py) as run statuses.
 EXIT_STATUS = {0: "done", 3: "partial", 4: "findings"}
@@ -282,6 +285,7 @@ class Launcher:
         cache: Any | None = None,
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        time_left: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.ecs = ecs
@@ -289,6 +293,8 @@ class Launcher:
         self.cache = cache
         self.clock = clock or (lambda: datetime.now(UTC))
         self.sleep = sleep
+        # Seconds left before Lambda stops the invocation (context.get_remaining_time_in_millis).
+        self.time_left = time_left or (lambda: float("inf"))
 
     # ------------------------------------------------------------------ validation
 
@@ -347,7 +353,12 @@ class Launcher:
         launches = []
         for i, override in enumerate(overrides, 1):
             token = f"{run_id}-{i}"[:CLIENT_TOKEN_MAX]
-            arn, failure = self._run_task(override, token)
+            arn: str | None
+            failure: str | None
+            if self.time_left() < RECORD_RESERVE_SECONDS:
+                arn, failure = None, "not started: the launcher ran out of time"
+            else:
+                arn, failure = self._run_task(override, token)
             launches.append(ShardLaunch(i, shards, shard_run_id(run_id, i, shards), arn, failure))
         result = LaunchResult(run_id, source, tuple(launches), request_location, created, doc)
         try:
@@ -428,6 +439,8 @@ class Launcher:
                     return None, reason
             if attempt < RUN_TASK_ATTEMPTS:
                 delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+                if self.time_left() < delay + RECORD_RESERVE_SECONDS:
+                    return None, f"after {attempt} attempts (out of time): {reason}"
                 log.warning("RunTask failed; retrying", extra=fields(
                     attempt=attempt, reason=reason, delay=delay))
                 self.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
@@ -693,7 +706,9 @@ def dispatch(launcher: Launcher, event: Mapping[str, Any]) -> dict[str, Any]:
     raise ValidationError("unknown event", [("source", f"{source!r} is not handled")])
 
 
-def build_launcher(environ: Mapping[str, str] | None = None) -> Launcher:
+def build_launcher(
+    environ: Mapping[str, str] | None = None, time_left: Callable[[], float] | None = None
+) -> Launcher:
     """The launcher with real clients, from the Lambda's environment."""
     from check.cache import ScanCache
     from securityhub.aws import SessionFactory
@@ -704,7 +719,8 @@ def build_launcher(environ: Mapping[str, str] | None = None) -> Launcher:
     if config.table:
         cache = ScanCache(sessions.client("dynamodb"), config.table,
                           ttl_days=config.cache_ttl_days, prefix=config.prefix)
-    return Launcher(config, ecs=sessions.client("ecs"), s3=sessions.client("s3"), cache=cache)
+    return Launcher(config, ecs=sessions.client("ecs"), s3=sessions.client("s3"), cache=cache,
+                    time_left=time_left)
 
 
 _launcher: Launcher | None = None
@@ -722,4 +738,6 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     if _launcher is None:
         logs.configure(os.environ.get("CONTAINERSCAN_LOG_LEVEL", "INFO"), json_lines=True)
         _launcher = build_launcher()
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    _launcher.time_left = (lambda: remaining() / 1000) if remaining else (lambda: float("inf"))
     return dispatch(_launcher, event)

@@ -370,6 +370,39 @@ def test_tasks_started_but_record_not_written_are_reported(stack: Stack) -> None
     assert calls and calls[0].endswith("/launch.json")
 
 
+def test_out_of_time_shards_are_recorded_not_lost(stack: Stack) -> None:
+    """Lambda's deadline: shards that cannot be started in time get a failure status."""
+    left = iter([60.0])  # enough for shard 1, then 3 s: not for shards 2 and 3
+    launcher = stack.launcher()
+    launcher.time_left = lambda: next(left, 3.0)
+    response = dispatch(launcher, api_event("POST", "/scans", {**REQUEST, "shards": 3}))
+    assert response["statusCode"] == 202
+    body = body_of(response)
+    assert len(body["tasks"]) == 1 and body["status"] == "partially_started"
+    status = stack.json(f"containerscan/runs/{body['runId']}/status.json")
+    assert [e["shard"] for e in status["errors"]] == [2, 3]
+    assert all("out of time" in e["error"] for e in status["errors"])
+
+
+def test_retries_stop_before_the_deadline(stack: Stack) -> None:
+    throttled = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+    stack.fail_run_task([(400, throttled)] * RUN_TASK_ATTEMPTS)
+    launcher = stack.launcher()
+    launcher.time_left = lambda: 5.5  # room for the attempt, not for a 1 s backoff + records
+    response = dispatch(launcher, api_event("POST", "/scans", REQUEST))
+    assert response["statusCode"] == 503
+    assert stack.sleeps == []
+    assert "out of time" in body_of(response)["errors"][0]["error"]
+
+
+class LambdaContext:
+    def __init__(self, millis: int) -> None:
+        self.millis = millis
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.millis
+
+
 # ----------------------------------------------------------------- GET /scans/{runId}
 
 
@@ -522,8 +555,10 @@ def test_handler_builds_the_launcher_from_the_environment(
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(launcher_module, "_launcher", None)
-    response = handler(api_event("POST", "/scans", {"repositories": ["web/*"]}), None)
+    response = handler(api_event("POST", "/scans", {"repositories": ["web/*"]}), LambdaContext(60_000))
     assert response["statusCode"] == 202
+    assert launcher_module._launcher is not None
+    assert launcher_module._launcher.time_left() == 60.0
     run_id = body_of(response)["runId"]
     got = handler(api_event("GET", "/scans/{runId}", run_id=run_id), None)
     assert got["statusCode"] == 200
