@@ -149,6 +149,24 @@ def geteventmsg(tid: int) -> int:
     return msg.value
 
 
+# struct ptrace_syscall_info (<linux/ptrace.h>, Linux 5.3+): op is its first byte.
+PTRACE_SYSCALL_INFO_NONE = 0
+PTRACE_SYSCALL_INFO_ENTRY = 1
+PTRACE_SYSCALL_INFO_EXIT = 2
+PTRACE_SYSCALL_INFO_SECCOMP = 3
+SYSCALL_INFO_SIZE = 88
+
+
+def syscall_info_op(tid: int, buf: ctypes.Array[ctypes.c_char]) -> int:
+    """Whether a syscall stop is an entry (1) or an exit (2): PTRACE_GET_SYSCALL_INFO.
+
+    Used where registers cannot tell (aarch64 has no -ENOSYS marker at entry). `buf` is a
+    caller-owned buffer of SYSCALL_INFO_SIZE bytes.
+    """
+    _ptrace(PTRACE_GET_SYSCALL_INFO, tid, ctypes.sizeof(buf), ctypes.addressof(buf))
+    return buf.raw[0]
+
+
 def getregs_x86_64(tid: int, regs: X86_64Regs) -> None:
     _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
 

@@ -206,6 +206,7 @@ class Tracer:
         else:
             self._regs = pt.Aarch64Regs()
         self._iov = pt.IoVec()
+        self._info = ctypes.create_string_buffer(pt.SYSCALL_INFO_SIZE)
         self._status = ctypes.c_int(0)
         self._go = -1  # launch mode: the pipe that lets the child go on to exec
 
@@ -579,7 +580,14 @@ class Tracer:
             # The kernel sets rax to -ENOSYS before the syscall-entry stop.
             entering = self._regs.rax == ENOSYS_RESULT
         else:
-            entering = tid not in self._in_syscall
+            try:
+                op = pt.syscall_info_op(tid, self._info)
+            except pt.PtraceError:
+                op = pt.PTRACE_SYSCALL_INFO_NONE
+            if op == pt.PTRACE_SYSCALL_INFO_NONE:  # kernel < 5.3: toggle per thread
+                entering = tid not in self._in_syscall
+            else:
+                entering = op == pt.PTRACE_SYSCALL_INFO_ENTRY
             if entering:
                 self._in_syscall.add(tid)
             else:
