@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from securityhub.errors import ConfigurationError, ScanError
-from securityhub.logs import redact
+from securityhub.logs import MASK, redact
 
 # Bytes of stdout/stderr kept per stream; scanners log progress, not reports, on them.
 DEFAULT_OUTPUT_CAP = 8 * 1024 * 1024
@@ -345,3 +345,60 @@ def failure_detail(outcome: ProcessOutcome, limit: int = 500) -> str:
     """`: <end of stderr>` with secrets masked, or nothing when stderr is empty."""
     tail = outcome.stderr_tail(limit)
     return f": {redact(tail)}" if tail else ""
+
+
+# ------------------------------------------------------------------ raw outputs
+
+# Keys of a secret finding in Trivy-style reports (QScanner's ScanResult.json, Trivy's JSON):
+# `Match` holds the matched text, `Code.Lines[].Content/Highlighted` the lines around it.
+# Scanners are meant to mask them; a raw report copied to the run's outputs must not rely on it.
+_SECRET_TEXT_KEYS = ("Match",)
+_SECRET_LINE_KEYS = ("Content", "Highlighted")
+
+
+def _mask_secret_values(doc: object) -> bool:
+    """Mask, in place, the matched text of every secret finding in a JSON document."""
+    changed = False
+    if isinstance(doc, list):
+        for item in doc:
+            changed = _mask_secret_values(item) or changed
+    elif isinstance(doc, dict):
+        if "RuleID" in doc and any(k in doc for k in _SECRET_TEXT_KEYS):
+            for key in _SECRET_TEXT_KEYS:
+                if isinstance(doc.get(key), str) and doc[key] != MASK:
+                    doc[key], changed = MASK, True
+            lines = doc.get("Code", {}).get("Lines") if isinstance(doc.get("Code"), dict) else None
+            for line in lines if isinstance(lines, list) else ():
+                for key in _SECRET_LINE_KEYS:
+                    if isinstance(line, dict) and isinstance(line.get(key), str):
+                        line[key], changed = MASK, True
+        for value in doc.values():
+            changed = _mask_secret_values(value) or changed
+    return changed
+
+
+def sanitize_raw_file(path: Path) -> None:
+    """Make a scanner's raw output safe to keep with the run's outputs, in place.
+
+    Every registered secret (the Qualys token, registry passwords: `securityhub.logs`) is
+    masked in every file, as the logs do; in JSON reports the matched text of secret findings
+    is masked too. A file that is not JSON is only redacted. Files are at most the output cap
+    (stdout/stderr) or one report, so they are rewritten in memory.
+    """
+    import json
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    text = data.decode("utf-8", errors="replace")
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if doc is not None and _mask_secret_values(doc):
+            text = json.dumps(doc, indent=1, ensure_ascii=False)
+    cleaned = redact(text)
+    if cleaned != text or cleaned.encode("utf-8", errors="replace") != data:
+        path.write_text(cleaned, encoding="utf-8")

@@ -40,6 +40,7 @@ from check.process import (
     check_finished,
     failure_detail,
     passthrough_environment,
+    sanitize_raw_file,
     scan_timeout_for,
     start_scanner,
 )
@@ -292,6 +293,7 @@ def build_environment(config: QScannerConfig, target: ScanTarget) -> dict[str, s
     """The child's whole environment: base variables, token, registry credentials."""
     env = dict(config.base_env)
     if config.token:
+        register_secret(config.token)  # masked in logs and raw outputs, however it came
         env["QUALYS_ACCESS_TOKEN"] = config.token
     if target.auth is not None:
         register_secret(target.auth.password)
@@ -513,5 +515,9 @@ def _remove_cache(cache_dir: Path) -> None:
 
 
 def _raw_files(output_dir: Path, outcome: ProcessOutcome) -> tuple[Path, ...]:
-    files = sorted(p for p in output_dir.rglob("*") if p.is_file())
-    return (*files, outcome.stdout_path, outcome.stderr_path)
+    """The files kept with the run's outputs, secrets masked (`sanitize_raw_file`)."""
+    files = (*sorted(p for p in output_dir.rglob("*") if p.is_file()),
+             outcome.stdout_path, outcome.stderr_path)  # fmt: skip
+    for path in files:
+        sanitize_raw_file(path)
+    return files

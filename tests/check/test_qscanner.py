@@ -249,7 +249,8 @@ def test_credentials_printed_by_the_scanner_never_reach_errors_or_logs(scenario,
         root.propagate, root.handlers[:] = saved[1], saved[2]
         root.setLevel(saved[0])  # setLevel also clears the loggers' level caches
     stderr_log = (tmp_path / "work" / "qscanner.stderr.log").read_text()
-    assert TOKEN in stderr_log  # the raw file is the scanner's own output, kept as is
+    # The raw file is kept with the run's outputs (S3): the scanner's output, secrets masked.
+    assert TOKEN not in stderr_log and "DEBUG token=*** registry password=***" in stderr_log
     message = str(info.value)
     assert "token=*** registry password=***" in message
     output = stream.getvalue()
