@@ -411,7 +411,8 @@ class Decoder:
     def decode(self, proc: Process, tid: int, nr: int, args: Sequence[int]) -> SyscallEvent | None:
         """The event, or None when there is nothing to report (a sendto on a connected
         socket carries no destination)."""
-        name, handler = self._by_nr.get(nr, (self.arch.name_of(nr), None))
+        known = self._by_nr.get(nr)
+        name, handler = known if known is not None else (self.arch.name_of(nr), None)
         raw_args = tuple(args)
         fields: dict[str, Any]
         if handler is None:

@@ -15,6 +15,7 @@ changes the syscall number through the NT_ARM_SYSTEM_CALL regset.
 from __future__ import annotations
 
 import ctypes
+import errno
 
 from ptrace import PtraceError
 from ptrace.binding import func as _binding
@@ -79,6 +80,17 @@ PROCESS_FOLLOW_OPTIONS = (
 )
 
 _ptrace = _binding.ptrace
+_FAILED = (1 << 64) - 1  # -1 as the binding's c_ulong restype returns it
+
+
+def _hot(cmd: int, tid: int, addr: int, data: int) -> None:
+    """The per-stop requests (resume, registers): the binding's ctypes function directly,
+    ~1 µs cheaper per call than the generic wrapper; same errors."""
+    if _binding.HAS_CPTRACE:
+        _ptrace(cmd, tid, addr, data)
+    elif _binding._ptrace(cmd, tid, addr, data) == _FAILED:
+        err = ctypes.get_errno()
+        raise PtraceError(f"ptrace({cmd}, {tid}): {errno.errorcode.get(err, err)}", err, tid)
 
 
 class X86_64Regs(ctypes.Structure):
@@ -113,11 +125,11 @@ def traceme() -> None:
 
 
 def cont(tid: int, sig: int = 0) -> None:
-    _ptrace(PTRACE_CONT, tid, 0, sig)
+    _hot(PTRACE_CONT, tid, 0, sig)
 
 
 def syscall(tid: int, sig: int = 0) -> None:
-    _ptrace(PTRACE_SYSCALL, tid, 0, sig)
+    _hot(PTRACE_SYSCALL, tid, 0, sig)
 
 
 def setoptions(tid: int, options: int) -> None:
@@ -168,7 +180,7 @@ def syscall_info_op(tid: int, buf: ctypes.Array[ctypes.c_char]) -> int:
 
 
 def getregs_x86_64(tid: int, regs: X86_64Regs) -> None:
-    _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
+    _hot(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
 
 
 def setregs_x86_64(tid: int, regs: X86_64Regs) -> None:
