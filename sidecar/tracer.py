@@ -460,6 +460,8 @@ class Tracer:
             if self._detach_requested or self._matcher is None:
                 return 0
             time.sleep(self._poll_interval)  # nothing traced now: wait for a match
+            if self._detach_requested:
+                return 0
             self._scan_proc()
 
     # --- dispatch ----------------------------------------------------------------------
