@@ -213,3 +213,21 @@ def test_attach_process_only_block_kills_the_new_program(tmp_path: Path, app) ->
     assert st["blocked"] >= 2 and st["syscall_stops"] == 0
     assert proc.poll() is None
     assert still_ticking(counter)
+
+
+def test_attach_by_match_with_nothing_to_trace_stops_on_sigterm(tmp_path: Path) -> None:
+    tracer = start_attach(
+        tmp_path,
+        "--match",
+        f"no-such-process-{os.getpid()}-x",
+        watch="execve",
+        opts=("--process-only",),
+    )
+    try:
+        time.sleep(0.5)  # a few /proc scans
+        assert tracer.poll() is None  # keeps watching for matches
+        tracer.send_signal(signal.SIGTERM)
+        assert tracer.wait(timeout=10) == 0
+    finally:
+        tracer.kill()
+    assert stats(tmp_path)["processes"] == 0
