@@ -25,7 +25,10 @@ POLICY_HELP = (
 def sidecar() -> None:
     """Runtime monitor for Fargate tasks: trace a workload with ptrace, report by policy.
 
-    Needs the SYS_PTRACE capability (and `pidMode: task` for attach mode).
+    `run` wraps the container's entrypoint: only the policy's syscalls stop (seccomp-bpf),
+    the cheapest mode and the one that can block before a syscall runs. `attach` traces
+    processes already running in the task (`pidMode: task`): nearly free for process-only
+    policies, a stop per syscall otherwise. Both need the SYS_PTRACE capability.
     """
 
 
