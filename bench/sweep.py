@@ -18,6 +18,14 @@ The registry is created through moto's backend objects (in-process, the server s
 them): setting up 10,000 images over HTTP would take longer than the benchmark itself. The
 sweep itself only talks HTTP to the server. Timings are noisy on a shared 2-core machine
 (other work runs beside it); the call counts are exact.
+
+Measured (2026-11-23, 2 cores shared with other jobs, moto 5.2.1 server, 8 workers):
+    2,000 x 5 = 10,000 images, first sweep: 106 s, 10.6 ms/image all in, 1.56 AWS
+        calls/image (S3 PutObject 1.0, DescribeImages 0.2, ledger Query 0.2, BatchWriteItem
+        0.13, BatchImportFindings 0.02 = 202 calls for 20,000 new findings, BatchGetItem 0.01)
+    second sweep, all cache hits, nothing changed: 113 s, 11.3 ms/image, 1.41 calls/image,
+        20,000 findings unchanged, no import
+    N=160, S=0.5 s, C=8 (N*S/C = 10 s): scan phase 10.5 s (+5%), whole run 10.8 s (+8%)
 """
 
 from __future__ import annotations
