@@ -200,7 +200,13 @@ def _severity_list(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("findings")
-@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Finding Id prefix.")
+@click.option(
+    "--prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    envvar="CONTAINERSCAN_FINDING_PREFIX",
+    help="Finding Id prefix [CONTAINERSCAN_FINDING_PREFIX].",
+)
 @click.option(
     "--state",
     type=click.Choice(["active", "archived", "all"]),
@@ -257,7 +263,13 @@ def findings(  # noqa: PLR0917 - one parameter per click option
 
 
 @click.command("reconcile")
-@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Finding Id prefix.")
+@click.option(
+    "--prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    envvar="CONTAINERSCAN_FINDING_PREFIX",
+    help="Finding Id prefix [CONTAINERSCAN_FINDING_PREFIX].",
+)
 @click.option("--table", envvar=TABLE_ENV, help=f"DynamoDB ledger table [{TABLE_ENV}].")
 @click.option("--region", envvar="AWS_REGION", help="AWS region (default: the SDK's).")
 @click.option("--dry-run", is_flag=True, help="Report the differences; change nothing.")

@@ -556,7 +556,8 @@ def build_sinks(
         else:
             from securityhub.hub import SecurityHubPublisher
 
-            publisher = SecurityHubPublisher(factory(), table)
+            prefix = environ.get("CONTAINERSCAN_FINDING_PREFIX") or "containerscan/"
+            publisher = SecurityHubPublisher(factory(), table, prefix=prefix)
             region = _attr(context, "region") or factory().region()
             sinks.append(SecurityHubSink(publisher, context, region, hub.event_types, _version()))
 
