@@ -36,11 +36,15 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from securityhub.asff import parse_timestamp, timestamp
+from securityhub.aws import error_code
 from securityhub.correlate import ACTIVE, LedgerEntry
 from securityhub.errors import AwsError
 from securityhub.logs import fields, get_logger
@@ -198,6 +202,8 @@ class Ledger:
                 f"the ledger table {self.table!r} does not exist",
                 "run `containerscan init` (or deploy the stack) with CONTAINERSCAN_TABLE set",
             ) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed("Query", exc) from exc
 
     def scope_entries(self, scope: str) -> list[LedgerEntry]:
         """Every entry of one image or runtime container scope (one Query)."""
@@ -227,7 +233,8 @@ class Ledger:
                 }
             }
             for attempt in range(UNPROCESSED_RETRIES + 1):
-                response = self.client.batch_get_item(RequestItems=request)
+                with self._calling("BatchGetItem"):
+                    response = self.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table, []):
                     if "asff" in item:
                         out[item["finding_id"]["S"]] = decompress(item["asff"]["B"])
@@ -251,14 +258,15 @@ class Ledger:
             "ProjectionExpression": "#pk, #a, #r, "
             + ", ".join(f"#{i}" for i in range(len(_PROJECTED))),
         }
-        for page in paginator.paginate(**params):
-            for item in page.get("Items", []):
-                yield (
-                    item["pk"]["S"],
-                    _entry(item),
-                    item.get("account_id", {}).get("S", ""),
-                    item.get("region", {}).get("S", ""),
-                )
+        with self._calling("Scan"):
+            for page in paginator.paginate(**params):
+                for item in page.get("Items", []):
+                    yield (
+                        item["pk"]["S"],
+                        _entry(item),
+                        item.get("account_id", {}).get("S", ""),
+                        item.get("region", {}).get("S", ""),
+                    )
 
     # ----------------------------------------------------------------------- writes
     def record(self, records: Iterable[LedgerRecord]) -> int:
@@ -314,7 +322,8 @@ class Ledger:
         for start in range(0, len(requests), BATCH_WRITE_ITEMS):
             pending: dict[str, Any] = {self.table: requests[start : start + BATCH_WRITE_ITEMS]}
             for attempt in range(UNPROCESSED_RETRIES + 1):
-                response = self.client.batch_write_item(RequestItems=pending)
+                with self._calling("BatchWriteItem"):
+                    response = self.client.batch_write_item(RequestItems=pending)
                 pending = response.get("UnprocessedItems") or {}
                 if not pending:
                     break
@@ -324,6 +333,20 @@ class Ledger:
                     f"DynamoDB kept {len(pending.get(self.table, []))} ledger writes "
                     "unprocessed; the next run repeats those imports"
                 )
+
+    def _failed(self, operation: str, exc: BaseException) -> AwsError:
+        """A DynamoDB call failed after botocore's retries: the unit of work's error."""
+        return AwsError(
+            f"DynamoDB {operation} on the ledger table {self.table!r} failed "
+            f"({error_code(exc)}): {exc}"
+        )
+
+    @contextmanager
+    def _calling(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed(operation, exc) from exc
 
     def _backoff(self, attempt: int) -> None:
         # Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
