@@ -308,6 +308,12 @@ def render_findings(findings: Any) -> str:
     return table(rows, ("severity", "id", "title", "where"))
 
 
+SUMMARY_COLUMNS = (
+    "images", "unique_digests", "scanned", "cached", "failed", "not_scanned",
+    "findings", "new_findings",
+)  # fmt: skip
+
+
 def render_status(report: dict[str, Any], *, findings: bool = False, records: Any = ()) -> str:
     """The summary printed at the end of a run."""
     from check.progress import table
@@ -318,12 +324,10 @@ def render_status(report: dict[str, Any], *, findings: bool = False, records: An
         f"in {report['duration_s']}s",
         "",
         table(
-            [{k: counts[k] for k in ("images", "unique_digests", "selected", "scanned",
-                                     "cached", "failed", "findings", "new_findings")}],
-            ("images", "unique_digests", "selected", "scanned", "cached", "failed",
-             "findings", "new_findings"),
+            [{k: counts[k] for k in SUMMARY_COLUMNS}],
+            SUMMARY_COLUMNS,
         ),
-    ]  # fmt: skip
+    ]
     if counts.get("severities"):
         lines.append(
             "severities: " + ", ".join(f"{k} {v}" for k, v in counts["severities"].items())

@@ -214,7 +214,9 @@ class RunStatus:
         return {
             "images": len(self.records),
             "unique_digests": self.unique_digests,
-            **{k: outcomes.get(k, 0) for k in ("selected", "scanned", "cached", "failed")},
+            # "selected" images were never scanned (a dry run, or a run that stopped early)
+            "not_scanned": outcomes.get("selected", 0),
+            **{k: outcomes.get(k, 0) for k in ("scanned", "cached", "failed")},
             "findings": sum(len(r.findings) for r in self.records),
             "new_findings": sum(len(r.new_findings) for r in self.records),
             "severities": {

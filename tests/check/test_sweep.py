@@ -315,6 +315,7 @@ def test_dry_run_writes_nothing(aws: None, tmp_path: Path) -> None:
     put_image(ecr, "app", "app-0", None)
     status = run(tmp_path, {"dry_run": True, "tagged_only": True})
     assert [r.outcome for r in status.records] == ["selected"]
+    assert status.as_dict()["counts"]["not_scanned"] == 1
     assert not (tmp_path / "out").exists()
     assert not active_findings()
     items = boto3.client("dynamodb", region_name=REGION).scan(TableName=TABLE)["Items"]
