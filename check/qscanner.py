@@ -11,8 +11,11 @@ Contract (shared/reference/qscanner.md, mostly from public wrappers of QScanner 
   in logs; registry credentials likewise (`QSCANNER_REGISTRY_USERNAME`/`_PASSWORD`).
 - The environment is minimal: PATH, HOME, TMPDIR, locale, CA files, proxies, the scanner's
   own `QSCANNER_*` settings, the Qualys token and the registry credentials.
-- Each scan has its own output and cache directories (QScanner's cache is not safe to
-  share between concurrent processes).
+- Each scan has its own output directory. QScanner's cache (vulnerability DBs, secret
+  rules) is not safe to share between concurrent processes, but downloading it again for
+  every image is slow: with `CONTAINERSCAN_QSCANNER_CACHE=DIR` each concurrent scan borrows
+  one of the slot directories `DIR/slot-<n>` (never two scans at once) and leaves it for the
+  next scan; without it each scan gets a fresh cache under its workdir, removed afterwards.
 - `--scan-timeout` is a little below our own deadline, so QScanner normally stops by
   itself; at the deadline we kill its process group anyway.
 - Exit codes are interpreted by name: 0 success, 42/43 policy DENY/AUDIT (recorded, the
@@ -26,7 +29,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -59,6 +64,7 @@ TOKEN_ENVS = ("QUALYS_ACCESS_TOKEN", "QUALYS_TOKEN")
 POD_ENV = "QUALYS_POD"
 MODE_ENV = "CONTAINERSCAN_QSCANNER_MODE"
 SEVERITY_MAP_ENV = "CONTAINERSCAN_QUALYS_SEVERITY_MAP"
+CACHE_ENV = "CONTAINERSCAN_QSCANNER_CACHE"
 MODES = ("get-report", "evaluate-policy", "scan-only", "inventory-only")
 DEFAULT_MODE = "get-report"
 # Modes that download a vulnerability report (the others only collect or upload inventory).
@@ -145,6 +151,8 @@ class QScannerConfig:
     # The parent's variables the scanner may need (see check.process.PASSTHROUGH_ENV) and
     # its own QSCANNER_* settings; captured when the configuration is built.
     base_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Reused QScanner caches, one slot per concurrent scan; None: a fresh cache per scan.
+    cache_root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -184,8 +192,8 @@ class QScannerConfig:
         cls, environ: Mapping[str, str] | None = None, **overrides: object
     ) -> QScannerConfig:
         """Read QSCANNER_PATH (or `qscanner` on PATH), QUALYS_POD, QUALYS_ACCESS_TOKEN /
-        QUALYS_TOKEN, CONTAINERSCAN_QSCANNER_MODE and CONTAINERSCAN_QUALYS_SEVERITY_MAP;
-        `overrides` win."""
+        QUALYS_TOKEN, CONTAINERSCAN_QSCANNER_MODE, CONTAINERSCAN_QUALYS_SEVERITY_MAP and
+        CONTAINERSCAN_QSCANNER_CACHE; `overrides` win."""
         env = os.environ if environ is None else environ
         token = next((env[name] for name in TOKEN_ENVS if env.get(name)), None)
         values: dict[str, object] = {
@@ -193,6 +201,7 @@ class QScannerConfig:
             "token": token,
             "mode": env.get(MODE_ENV) or DEFAULT_MODE,
             "base_env": scanner_base_env(env),
+            "cache_root": Path(env[CACHE_ENV]) if env.get(CACHE_ENV) else None,
         }
         if env.get(SEVERITY_MAP_ENV):
             values["severity_map"] = parse_severity_map(env[SEVERITY_MAP_ENV])
@@ -310,6 +319,7 @@ class QScanner:
     def __init__(self, config: QScannerConfig) -> None:
         self.config = config
         self._version: str | None = None
+        self._cache_slots = _CacheSlots(config.cache_root) if config.cache_root else None
 
     @classmethod
     def from_config(cls, environ: Mapping[str, str] | None = None, **options: object) -> QScanner:
@@ -341,6 +351,20 @@ class QScanner:
             self._version = match.group(0)
         return self._version
 
+    @contextmanager
+    def _cache_dir(self, workdir: Path) -> Iterator[Path]:
+        """A reused slot of the shared cache, or a fresh per-scan cache removed afterwards."""
+        if self._cache_slots is not None:
+            with self._cache_slots.lend() as slot:
+                yield slot
+            return
+        cache_dir = workdir / "cache"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            yield cache_dir
+        finally:
+            _remove_cache(cache_dir)
+
     # ---------------------------------------------------------------------- scan
     def scan(self, target: ScanTarget, workdir: Path, timeout: float) -> ScanResult:
         """Scan one image; raw outputs stay under `workdir` (listed in raw_files)."""
@@ -349,19 +373,17 @@ class QScanner:
             raise ScanError(f"unsupported scan types for qscanner: {', '.join(sorted(unknown))}")
         workdir = workdir.resolve()  # the child runs in workdir: relative paths would shift
         output_dir = workdir / "output"
-        cache_dir = workdir / "cache"
         if output_dir.exists():
             shutil.rmtree(output_dir)  # a previous attempt's reports must not be parsed
         output_dir.mkdir(parents=True)
-        cache_dir.mkdir(parents=True, exist_ok=True)
         scan_timeout = scan_timeout_for(timeout, self.config.kill_margin)
-        argv = build_argv(self.config, target, output_dir, cache_dir, scan_timeout)
         reference = target.image.reference
         log.info(
             "qscanner scan started",
             extra=fields(image=reference, mode=self.config.mode, scan_types=target.scan_types),
         )
-        try:
+        with self._cache_dir(workdir) as cache_dir:
+            argv = build_argv(self.config, target, output_dir, cache_dir, scan_timeout)
             outcome = start_scanner(
                 NAME,
                 argv,
@@ -371,8 +393,6 @@ class QScanner:
                 output_cap=self.config.output_cap,
                 kill_grace=self.config.kill_grace,
             )
-        finally:
-            _remove_cache(cache_dir)
         raw_files = _raw_files(output_dir, outcome)
         check_finished(f"qscanner on {reference}", outcome, timeout)
         code = outcome.returncode
@@ -502,6 +522,31 @@ def _single(directory: Path, suffix: str) -> Path | None:
             f"several *{suffix} files in {directory}: {', '.join(p.name for p in matches)}"
         )
     return matches[0] if matches else None
+
+
+class _CacheSlots:
+    """Cache directories under `root`, each lent to one scan at a time and then reused."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._free: list[Path] = []
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lend(self) -> Iterator[Path]:
+        with self._lock:
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot = self.root / f"slot-{self._count}"
+                self._count += 1
+        slot.mkdir(parents=True, exist_ok=True)
+        try:
+            yield slot
+        finally:
+            with self._lock:
+                self._free.append(slot)
 
 
 def _remove_cache(cache_dir: Path) -> None:

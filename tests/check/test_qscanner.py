@@ -471,3 +471,43 @@ def test_build_argv_is_a_pure_argument_list():
 @pytest.mark.parametrize(("timeout", "expected"), [(300, 285), (30, 27), (5, 4), (0.5, 1)])
 def test_scan_timeout_leaves_a_margin_before_the_hard_kill(timeout, expected):
     assert scan_timeout_for(timeout, 15.0) == expected
+
+
+# ---------------------------------------------------------------------- reused caches
+
+
+def test_shared_cache_root_lends_one_slot_per_concurrent_scan_and_keeps_it(
+    scenario, tmp_path, monkeypatch
+):
+    import threading
+
+    root = tmp_path / "qscanner-cache"
+    monkeypatch.setenv("CONTAINERSCAN_QSCANNER_CACHE", str(root))
+    other = "sha256:" + "b" * 64
+    scenario.image(DIGEST, delay=0.5).image(other, delay=0.5)
+    scenario.save()
+    scanner = QScanner.from_config()
+    used: dict[str, str] = {}
+
+    def run(digest: str, name: str) -> None:
+        scanner.scan(target(digest), tmp_path / name, 30.0)
+        record = json.loads((tmp_path / name / "output" / "qscanner-invocation.json").read_text())
+        used[name] = record["argv"][record["argv"].index("--cache-dir") + 1]
+
+    threads = [threading.Thread(target=run, args=(d, n)) for d, n in ((DIGEST, "a"), (other, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(used.values()) == [str(root / "slot-0"), str(root / "slot-1")]
+    run(DIGEST, "c")  # sequential: a free slot is reused, its cache kept
+    assert used["c"] in (str(root / "slot-0"), str(root / "slot-1"))
+    assert (root / "slot-0" / "secret_config.json").is_file()
+    assert not (tmp_path / "a" / "cache").exists()
+
+
+def test_without_a_cache_root_each_scan_cache_is_removed(scenario, tmp_path):
+    scan(scenario, tmp_path)
+    flags = invocation(tmp_path)["argv"]
+    assert flags[flags.index("--cache-dir") + 1] == str((tmp_path / "work" / "cache").resolve())
+    assert not (tmp_path / "work" / "cache").exists()
