@@ -13,7 +13,15 @@ Correlation rules this module keeps (DESIGN.md): an image whose scan failed is N
 to `publish`, so its findings stay untouched; a repository scope (the digests present) is
 passed only for repositories whose image list was read completely, so findings of deleted
 images are archived there and nowhere else; an account or region that could not be
-enumerated contributes nothing and touches nothing.
+enumerated contributes nothing and touches nothing. A repository deleted entirely is found
+through the ledger's directory of repositories: when the repository listing of an (account,
+region) completed, each known repository absent from it that this request would have
+selected (globs, shard) is passed as a scope with no digests, so its findings are archived;
+a narrow run never names what it did not look at.
+
+New findings (the alert, `new_findings` in the status) are the ones this run created or
+reactivated in Security Hub (`PublishSummary.new_ids`), not a difference against a cached
+scan result: a rescan after a scanner upgrade or an expired cache alerts on nothing old.
 
 Exit codes: 0 done; 3 partial (an image, a repository, a region or an import failed);
 4 findings at or above `--fail-on`; 2 and 1 come from exceptions (bad request, fatal).
@@ -84,6 +92,8 @@ class Publisher(Protocol):
         target: AccountTarget | None = None,
     ) -> Any: ...
 
+    def known_repositories(self, account_id: str, region: str) -> frozenset[str]: ...
+
 
 # ------------------------------------------------------------------------------- data
 
@@ -95,6 +105,7 @@ class RepositoryPlan:
     present: frozenset[str]  # every digest DescribeImages listed: the scope for archiving
     images: list[ImageInfo]  # selected, indexes expanded
     complete: bool = True
+    vanished: bool = False  # known to the ledger, absent from a complete listing
 
 
 @dataclass
@@ -369,6 +380,10 @@ class Sweep:
             )
         )
         chosen = [r for r in repositories if r.name in wanted]
+        for name in self._vanished(account_id, region, {r.name for r in repositories}):
+            plan.repositories.append(
+                RepositoryPlan(name, False, frozenset(), [], complete=True, vanished=True)
+            )
         # DescribeImages is latency-bound (one call per repository and 1,000 images); a few
         # threads hide the round trips. botocore's adaptive retry absorbs throttling.
         with ThreadPoolExecutor(max_workers=ENUMERATION_THREADS, thread_name_prefix="ecr") as pool:
@@ -385,10 +400,40 @@ class Sweep:
                 account=account_id,
                 region=region,
                 repositories=len(plan.repositories),
+                vanished=sum(1 for r in plan.repositories if r.vanished),
                 images=sum(len(r.images) for r in plan.repositories),
             ),
         )
         return plan
+
+    def _vanished(self, account_id: str, region: str, listed: set[str]) -> list[str]:
+        """Repositories with findings in the ledger that the complete listing no longer has,
+        among those this request selects (the same globs and shard as listed ones)."""
+        if self.publisher is None:  # a dry run: nothing is archived
+            return []
+        try:
+            known = self.publisher.known_repositories(account_id, region)
+        except AwsError as exc:
+            # Cannot tell which repositories were deleted: their findings stay (and the run
+            # says so). Everything listed is still swept.
+            self._enumeration_errors.append(
+                {"scope": f"{account_id}/{region}", "error": f"ledger: {exc.message}"}
+            )
+            return []
+        gone = select_repositories(
+            known - listed,
+            self.request.repositories,
+            self.request.exclude,
+            account_id=account_id,
+            region=region,
+            shard=self.request.shard,
+        )
+        for name in gone:
+            log.info(
+                "repository deleted; its findings are archived",
+                extra=fields(account=account_id, region=region, repository=name),
+            )
+        return gone
 
     def _enumerate_repository(
         self, registry: EcrRegistry, repository: Any
@@ -539,7 +584,7 @@ class Sweep:
                         # In the pool too: writing its results is an S3 round trip.
                         future = pool.submit(self._use_cached, records, hit, status)
                     else:
-                        future = pool.submit(self._scan_one, records, hit, workroot, status)
+                        future = pool.submit(self._scan_one, records, workroot, status)
                     futures[future] = records
                 for future in as_completed(futures):
                     progress.advance(future.result())
@@ -591,13 +636,7 @@ class Sweep:
             raise found
         return found
 
-    def _scan_one(
-        self,
-        records: list[ImageRecord],
-        previous: CachedResult | None,
-        workroot: Path,
-        status: RunStatus,
-    ) -> str:
+    def _scan_one(self, records: list[ImageRecord], workroot: Path, status: RunStatus) -> str:
         """Scan one digest for every record holding it; returns the progress outcome."""
         assert self.scanner is not None
         first = records[0]
@@ -624,17 +663,12 @@ class Sweep:
                 records, f"internal error: {type(exc).__name__}: {exc}", started, digest
             )
         duration = time.monotonic() - started
-        # What this digest's previous result held (even expired): the rest is new.
-        known = {f.identity() for f in previous.findings_for(first.resource)} if previous else set()
         kinds = result.kinds
         for record in records:
             record.outcome = "scanned"
             record.duration_s = duration
             record.kinds = kinds
             record.findings = rebind(result.findings, record.resource)
-            record.new_findings = tuple(
-                f for f in record.findings if previous is None or f.identity() not in known
-            )
         if self.cache is not None:
             self._to_cache(
                 self._key(digest, status), result.scanner, result.findings, result.policy_result
@@ -740,6 +774,7 @@ class Sweep:
             status.add_error(scope, f"Security Hub: {exc.message}")
             log.error("publish failed", extra=fields(scope=scope, error=exc.message))
             return
+        self._mark_new(status, repositories, summary)
         doc = summary.as_dict() if hasattr(summary, "as_dict") else asdict(summary)
         status.add_summary(scope, doc)
         if doc.get("failed"):
@@ -752,6 +787,22 @@ class Sweep:
                 **{k: v for k, v in doc.items() if k != "errors"},
             ),
         )
+
+    def _mark_new(
+        self, status: RunStatus, repositories: Sequence[RepositoryPlan], summary: Any
+    ) -> None:
+        """Each record's new findings: those the publish created or reactivated."""
+        from securityhub.ids import finding_id
+
+        new_ids = frozenset(getattr(summary, "new_ids", ()))
+        if not new_ids:
+            return
+        prefix = self.config.finding_prefix
+        for repository in repositories:
+            for record in status.records_of(repository):
+                record.new_findings = tuple(
+                    f for f in record.findings if finding_id(f, prefix) in new_ids
+                )
 
     # ------------------------------------------------------------ tags and alert
 

@@ -20,6 +20,10 @@ default product ARN. What is touched:
   the publisher does not add counts up.
 
 The ledger is written only for findings Security Hub accepted, after the import.
+`PublishSummary.new_ids` names the findings this call created or reactivated in Security Hub
+(accepted imports only): what a run reports as new, e.g. in its alert. A repository deleted
+entirely is archived by passing it as a `RepositoryScope` with no digests; the repositories
+the ledger holds findings for are `known_repositories(account, region)`.
 """
 
 from __future__ import annotations
@@ -76,10 +80,14 @@ class PublishSummary:
     unchanged: int = 0
     failed: int = 0
     errors: tuple[str, ...] = ()
+    # Ids created or reactivated by this publish (accepted by Security Hub), sorted. Not in
+    # `as_dict()`: status.json keeps counts (`created`, `reactivated`), not every Id.
+    new_ids: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["errors"] = list(self.errors)
+        del out["new_ids"]
         return out
 
     @property
@@ -96,6 +104,7 @@ class PublishSummary:
             unchanged=self.unchanged + other.unchanged,
             failed=self.failed + other.failed,
             errors=(self.errors + other.errors)[:MAX_REPORTED_ERRORS],
+            new_ids=self.new_ids + other.new_ids,
         )
 
 
@@ -148,6 +157,10 @@ class SecurityHubPublisher:
             client = self.sessions.client("securityhub", region, target)
             self._gateways[key] = Gateway(client, **self.gateway_options)
         return self._gateways[key]
+
+    def known_repositories(self, account_id: str, region: str) -> frozenset[str]:
+        """The repositories of (account, region) the ledger holds findings for (one Query)."""
+        return frozenset(self.ledger().known_repositories(account_id, region))
 
     # ---------------------------------------------------------------------- publish
     def publish(
@@ -202,6 +215,9 @@ class SecurityHubPublisher:
         counts: dict[Action, int] = defaultdict(int)
         for fid in accepted:
             counts[actions[fid]] += 1
+        new_ids = tuple(
+            sorted(f for f in accepted if actions[f] in (Action.CREATE, Action.REACTIVATE))
+        )
         errors += [f"{fid}: {reason}" for fid, reason in outcome.failed.items()]
         summary = PublishSummary(
             created=counts[Action.CREATE],
@@ -212,6 +228,7 @@ class SecurityHubPublisher:
             unchanged=the_plan.unchanged,
             failed=len(errors),
             errors=tuple(errors[:MAX_REPORTED_ERRORS]),
+            new_ids=new_ids,
         )
         log.info(
             "published findings to Security Hub",

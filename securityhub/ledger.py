@@ -25,6 +25,22 @@ Ledger items (everything else in the table uses other `pk` prefixes):
 
 So "all entries of an image" is a Query on pk with `begins_with(sk, <image scope>#)`, "all
 entries of a repository" a Query on pk, "all entries of a runtime container" a Query on pk.
+
+The repository directory: which repositories of an (account, region) hold ledger entries, so
+that a sweep can archive the findings of a repository deleted entirely (it no longer appears
+in DescribeRepositories, so nothing else would name it):
+
+    pk = "ledger-repos#ecr/<account>/<region>"   (components encoded as in scopes; the pk
+                                                 does not start with "ledger#", so Scans of
+                                                 ledger entries never see these items)
+    sk = the repository name, as ECR spells it
+    attributes: account_id, region, repository, expires_at
+
+`record()` writes one directory item per repository among the records it writes (in the same
+BatchWriteItem calls: one item per repository and publish, never one per finding), so every
+repository with an entry is listed. Rewriting it on each write keeps its `expires_at` (the
+write time + the ACTIVE retention) beyond every entry of the repository: once the last entry
+expired, the directory item follows. `containerscan reconcile` rewrites it from Security Hub.
 `expires_at` follows Security Hub's retention: ACTIVE findings are deleted 90 days after the
 last UpdatedAt, ARCHIVED ones after 30 days (Security Hub user guide, "securityhub-findings").
 """
@@ -40,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -47,11 +64,13 @@ from securityhub.asff import parse_timestamp, timestamp
 from securityhub.aws import error_code
 from securityhub.correlate import ACTIVE, LedgerEntry
 from securityhub.errors import AwsError
+from securityhub.ids import component
 from securityhub.logs import fields, get_logger
 
 log = get_logger("securityhub.ledger")
 
 LEDGER_PREFIX = "ledger#"
+DIRECTORY_PREFIX = "ledger-repos#"  # the repository directory (see the module doc)
 SCOPE_SEPARATOR = "#"
 TTL_ATTRIBUTE = "expires_at"
 # DynamoDB limits (Developer Guide, "Service, account, and table quotas"):
@@ -88,6 +107,26 @@ def partition_of(scope: str) -> str:
 
 def sort_key(scope: str, finding_id: str) -> str:
     return f"{scope}{SCOPE_SEPARATOR}{finding_id}"
+
+
+def directory_key(account_id: str, region: str) -> str:
+    """The pk of the repository directory of one (account, region)."""
+    return f"{DIRECTORY_PREFIX}ecr/{component(account_id)}/{component(region)}"
+
+
+def repository_of(scope: str) -> tuple[str, str, str] | None:
+    """(account, region, repository) of an image or repository scope; None for runtime ones.
+
+    Scope components are percent-encoded without '/', '@' or '#' (ids.py), so splitting on
+    them and decoding gives the parts back.
+    """
+    if not scope.startswith("ecr/") or "@" not in scope:
+        return None
+    parts = scope[: scope.index("@")].split("/")
+    if len(parts) != 4:
+        return None
+    _, account, region, repository = (unquote(p) for p in parts)
+    return account, region, repository
 
 
 @dataclass(frozen=True)
@@ -170,10 +209,12 @@ class Ledger:
         table: str,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.table = table
         self._sleep = sleep
+        self._clock = clock
 
     # ------------------------------------------------------------------------ reads
     def _query(self, pk: str, sk_prefix: str | None = None) -> Iterator[LedgerEntry]:
@@ -215,6 +256,24 @@ class Ledger:
     def partition_entries(self, repository_scope: str) -> list[LedgerEntry]:
         """Every entry of a repository (all its digests) or a runtime container."""
         return list(self._query(partition_of(repository_scope)))
+
+    def known_repositories(self, account_id: str, region: str) -> list[str]:
+        """The repositories of (account, region) with ledger entries: the directory, one Query."""
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk"},
+            "ExpressionAttributeValues": {":pk": {"S": directory_key(account_id, region)}},
+            "ProjectionExpression": "#sk",
+            "ConsistentRead": True,
+        }
+        paginator = self.client.get_paginator("query")
+        with self._calling("Query"):
+            return [
+                item["sk"]["S"]
+                for page in paginator.paginate(**params)
+                for item in page.get("Items", [])
+            ]
 
     def stored_findings(self, entries: Sequence[LedgerEntry]) -> dict[str, dict[str, Any]]:
         """The last imported ASFF of each entry (BatchGetItem, 100 keys per call)."""
@@ -270,10 +329,43 @@ class Ledger:
 
     # ----------------------------------------------------------------------- writes
     def record(self, records: Iterable[LedgerRecord]) -> int:
-        """Write entries (BatchWriteItem, 25 per call, unprocessed items retried)."""
+        """Write entries (BatchWriteItem, 25 per call, unprocessed items retried).
+
+        The directory item of each repository among them goes into the same calls (one per
+        repository). Returns the number of entries written.
+        """
+        records = list(records)
         requests = [{"PutRequest": {"Item": self._item(r)}} for r in records]
+        horizon = max((_expiry(r.entry) for r in records), default=0)
+        requests += self._directory_requests((r.entry.scope for r in records), horizon)
+        self._write(requests)
+        return len(records)
+
+    def remember_repositories(self, scopes: Iterable[str]) -> int:
+        """Write the directory items of the repositories of `scopes` (reconcile's rebuild)."""
+        requests = self._directory_requests(scopes)
         self._write(requests)
         return len(requests)
+
+    def _directory_requests(self, scopes: Iterable[str], horizon: int = 0) -> list[dict[str, Any]]:
+        """One put per distinct repository (BatchWriteItem rejects a key given twice)."""
+        expires = max(int(self._clock() + ACTIVE_RETENTION.total_seconds()), horizon)
+        repositories = {parts for parts in map(repository_of, scopes) if parts is not None}
+        return [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": {"S": directory_key(account, region)},
+                        "sk": {"S": repository},
+                        "account_id": {"S": account},
+                        "region": {"S": region},
+                        "repository": {"S": repository},
+                        TTL_ATTRIBUTE: {"N": str(expires)},
+                    }
+                }
+            }
+            for account, region, repository in sorted(repositories)
+        ]
 
     def forget(self, entries: Iterable[LedgerEntry]) -> int:
         """Delete entries (reconcile: the finding no longer exists in Security Hub)."""

@@ -10,6 +10,8 @@ ledger entries of that account and region, and `Reconciler.run()` applies the re
 - drifted: both, but state, timestamps or content differ -> entry overwritten
 - stale: in the ledger, not in Security Hub -> entry deleted (the next run re-creates the
   finding if it is still observed)
+- the ledger's repository directory is rewritten for every repository with a finding in
+  Security Hub (a ledger older than the directory, or a lost table, gets it back)
 
 GetFindings is read with PREFIX/EQUALS filters on Id, AwsAccountId and Region, paginated and
 rate-limited by the gateway. Listing the ledger's entries of an account and region is the one
@@ -132,7 +134,8 @@ class Reconciler:
         ]
 
     def run(self, prefix: str, *, dry_run: bool = False) -> Difference:
-        difference = diff(self.hub_findings(prefix), self.ledger_entries(), prefix)
+        hub = self.hub_findings(prefix)
+        difference = diff(hub, self.ledger_entries(), prefix)
         if dry_run:
             return difference
         records = [
@@ -141,4 +144,6 @@ class Reconciler:
         ]
         self.ledger.record(records)
         self.ledger.forget(difference.stale)
+        found = (hub_finding(f) for f in hub)
+        self.ledger.remember_repositories(item.entry.scope for item in found if item is not None)
         return difference
