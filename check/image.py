@@ -145,6 +145,8 @@ def verify_bytes(data: bytes, digest: str, what: str, where: str) -> None:
 def manifest_kind(doc: dict[str, Any], media_type: str | None) -> str:
     """"index" or "manifest", from the document's mediaType, the transport's, or its shape."""
     for kind in (doc.get("mediaType"), media_type):
+        if not isinstance(kind, str):  # a hostile document may put anything here
+            continue
         if kind in INDEX_TYPES:
             return "index"
         if kind in MANIFEST_TYPES:
@@ -168,7 +170,7 @@ def select_platform(index: dict[str, Any], platform: str, where: str) -> dict[st
     for entry in entries:
         if not isinstance(entry, dict):
             continue
-        plat = entry.get("platform") or {}
+        plat = _platform_of(entry)
         # BuildKit attestation manifests carry platform unknown/unknown.
         if plat.get("os") == "unknown":
             continue
@@ -180,15 +182,18 @@ def select_platform(index: dict[str, Any], platform: str, where: str) -> dict[st
     if len(candidates) == 1:
         return candidates[0]
     found = sorted(
-        {
-            f"{(e.get('platform') or {}).get('os')}/{(e.get('platform') or {}).get('architecture')}"
-            for e in candidates
-        }
+        {f"{_platform_of(e).get('os')}/{_platform_of(e).get('architecture')}" for e in candidates}
     )
     raise ImageError(
         f"no {platform} image in the index of {where} (it has {', '.join(found)})",
         "choose one of the listed platforms",
     )
+
+
+def _platform_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """An index entry's `platform` object ({} when absent or not an object)."""
+    platform = entry.get("platform")
+    return platform if isinstance(platform, dict) else {}
 
 
 def layers_from_manifest(
@@ -197,7 +202,10 @@ def layers_from_manifest(
     entries = manifest.get("layers")
     if not isinstance(entries, list):
         raise ImageError(f"the manifest in {where} has no layer list; it may be truncated")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        diff_ids = []  # the layer digests still identify the layers; diff ids are optional
     layers = []
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -391,7 +399,10 @@ class DockerArchiveSource:
         names = entry.get("Layers")
         if not isinstance(names, list):
             raise ImageError(f"manifest.json in {where} has no layer list")
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list):
+            diff_ids = []
         if len(diff_ids) != len(names):
             raise ImageError(
                 f"{where}: the config lists {len(diff_ids)} layers, manifest.json {len(names)}",

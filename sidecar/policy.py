@@ -270,9 +270,11 @@ def _yaml_documents(text: str, source: str) -> list[Document]:
     """Parse with the safe loader; duplicate keys are errors, every node keeps its line."""
     import yaml
 
-    loader = yaml.SafeLoader(text)
     docs: list[Document] = []
+    loader: yaml.SafeLoader | None = None
     try:
+        # The reader checks every character up front: a control character raises here.
+        loader = yaml.SafeLoader(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -293,7 +295,8 @@ def _yaml_documents(text: str, source: str) -> list[Document]:
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML", [(source, str(exc))]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs
 
 
@@ -303,10 +306,26 @@ def _walk(
     lines: dict[tuple[str | int, ...], int],
     source: str,
     problems: list[tuple[str, str]],
+    *,
+    visited: set[int] | None = None,
 ) -> None:
     import yaml
 
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.CollectionNode):
+        # The composer resolves an alias (*name) to the anchored node itself, so a list or
+        # map met twice is an alias. Expanding them is exponential (a "billion laughs"
+        # document of a few hundred bytes exhausts memory) and a self-reference never ends:
+        # policies are refused with them, before anything is expanded.
+        visited = set() if visited is None else visited
+        if id(node) in visited:
+            raise PolicyError(
+                f"{source}: YAML aliases of lists or maps are not supported",
+                [(f"{source}:{node.start_mark.line + 1}: {_dotted(path)}",
+                  "an alias (*name) repeats an anchored list or map; write the values out")],
+                "remove the anchors (&name) and aliases (*name) from the policy",
+            )  # fmt: skip
+        visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -322,11 +341,11 @@ def _walk(
                 )
                 continue
             seen[key] = line
-            _walk(value_node, (*path, key), lines, source, problems)
+            _walk(value_node, (*path, key), lines, source, problems, visited=visited)
             lines[(*path, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, source, problems)
+            _walk(item, (*path, index), lines, source, problems, visited=visited)
 
 
 def _dotted(path: Sequence[str | int]) -> str:
