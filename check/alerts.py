@@ -1,11 +1,13 @@
 """One SNS alert per run, summarizing the NEW findings at or above a threshold.
 
-"New" means: not in the stored result of the same digest from an earlier scan (the scan
-cache), so a nightly rerun of an unchanged registry alerts on nothing, an image pushed
-since the last run alerts on all of its severe findings, and a rescan that found a fresh
-advisory alerts on that one. Cache hits are never new. The message names the image, the
-vulnerability or the secret rule, file and line, never a secret value (findings do not
-carry one). No message at all when nothing new reaches the threshold.
+"New" means: created in Security Hub by this run, or reactivated (a finding archived before
+that came back is news); the sweep takes them from `PublishSummary.new_ids`. So a nightly
+rerun of an unchanged registry alerts on nothing, neither does a rescan after a scanner
+upgrade or an expired scan cache, an image pushed since the last run alerts on all of its
+severe findings, and a rescan that found a fresh advisory alerts on that one. A finding
+that failed to import is not new (the next run that imports it alerts). The message names
+the image, the vulnerability or the secret rule, file and line, never a secret value
+(findings do not carry one). No message at all when nothing new reaches the threshold.
 """
 
 from __future__ import annotations

@@ -241,7 +241,8 @@ def test_cache_hits_reuse_results_and_still_feed_correlation(aws: None, tmp_path
     assert len(active_findings()) == 1
 
 
-def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
+def alert_queue() -> tuple[str, Any, str]:
+    """An SNS topic delivering raw messages to an SQS queue: (topic ARN, sqs client, URL)."""
     sns = boto3.client("sns", region_name=REGION)
     topic = sns.create_topic(Name="containerscan-alerts")["TopicArn"]
     sqs = boto3.client("sqs", region_name=REGION)
@@ -251,6 +252,19 @@ def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
     ]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
                   Attributes={"RawMessageDelivery": "true"})  # fmt: skip
+    return topic, sqs, queue
+
+
+def alerts_received(sqs: Any, queue: str) -> list[str]:
+    """The alert bodies delivered since the last call (deleted once read)."""
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    for message in messages:
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    return [m["Body"] for m in messages]
+
+
+def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
+    topic, sqs, queue = alert_queue()
     ecr = boto3.client("ecr", region_name=REGION)
     ecr.create_repository(repositoryName="app")
     digest = put_image(ecr, "app", "app-1", "1")
@@ -462,6 +476,9 @@ def test_repositories_are_published_in_groups_while_scanning(aws: None, tmp_path
             calls.append(len(kwargs["repositories"]))
             return real.publish(region, observations, **kwargs)
 
+        def known_repositories(self, account_id: str, region: str) -> frozenset[str]:
+            return real.known_repositories(account_id, region)
+
     sweep.publisher = Counting()
     status = sweep.run()
     assert status.exit_code == EXIT_OK
@@ -480,3 +497,173 @@ def test_a_named_platform_digest_is_scanned_on_its_own(aws: None, tmp_path: Path
     assert [r.image.digest for r in status.records] == [children["arm64"]]
     status = run(tmp_path, {"images": [index], "dry_run": True})
     assert {r.image.digest for r in status.records} == set(children.values())
+
+
+# ----------------------------------------------------- repositories deleted entirely
+
+
+def hub_summary(status: Any) -> dict[str, Any]:
+    return dict(status.security_hub.get(f"{HUB}/{REGION}", {}))
+
+
+def two_repositories_then_delete_one(tmp_path: Path) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """team/app and other/svc with one finding each, swept; then team/app is deleted.
+
+    Returns other/svc's digest and the findings before the deletion.
+    """
+    ecr = boto3.client("ecr", region_name=REGION)
+    for name in ("team/app", "other/svc"):
+        ecr.create_repository(repositoryName=name)
+    app = put_image(ecr, "team/app", "app-1", "1")
+    svc = put_image(ecr, "other/svc", "svc-1", "1")
+    Scenario().image(app, findings=[CURL_CVE_2019_5481]).image(
+        svc, findings=[MUSL_CVE_2019_14697]
+    ).write(Path(_scenario_path()))
+    assert run(tmp_path, {}).exit_code == EXIT_OK
+    before = active_findings()
+    assert {f["Resources"][0]["Id"] for f in before.values()} == {
+        resource_id("team/app", app),
+        resource_id("other/svc", svc),
+    }
+    ecr.delete_repository(repositoryName="team/app", force=True)
+    return svc, before
+
+
+def test_a_repository_deleted_entirely_is_archived_on_the_next_sweep(
+    aws: None, tmp_path: Path
+) -> None:
+    from securityhub.ledger import Ledger
+
+    ledger = Ledger(boto3.client("dynamodb", region_name=REGION), TABLE)
+    assert ledger.known_repositories(HUB, REGION) == []
+    svc, _ = two_repositories_then_delete_one(tmp_path)
+    assert sorted(ledger.known_repositories(HUB, REGION)) == ["other/svc", "team/app"]
+    status = run(tmp_path, {})
+    assert status.exit_code == EXIT_OK, status.as_dict()
+    assert [f["Resources"][0]["Id"] for f in active_findings().values()] == [
+        resource_id("other/svc", svc)
+    ]
+    assert hub_summary(status)["archived"] == 1
+    assert [r.image.repository for r in status.records] == ["other/svc"]  # nothing to scan
+    # Archived once: the next sweep finds nothing left to archive there.
+    again = run(tmp_path, {})
+    assert hub_summary(again).get("archived", 0) == 0 and again.exit_code == EXIT_OK
+
+
+def test_runs_that_did_not_select_a_deleted_repository_leave_it_alone(
+    aws: None, tmp_path: Path
+) -> None:
+    from check.selection import shard_of
+
+    _, before = two_repositories_then_delete_one(tmp_path)
+    narrow = run(tmp_path, {"repositories": ["other/*"]})
+    excluded = run(tmp_path, {"exclude": ["team/*"]})
+    mine = shard_of(HUB, REGION, "team/app", 4)
+    other_shard = run(tmp_path, {"shard": f"{mine % 4 + 1}/4"})
+    for status in (narrow, excluded, other_shard):
+        assert status.exit_code == EXIT_OK, status.as_dict()
+        assert hub_summary(status).get("archived", 0) == 0
+    assert set(active_findings()) == set(before)
+    # The run whose selection covers it (a glob; its shard) archives it.
+    status = run(tmp_path, {"repositories": ["team/*"], "shard": f"{mine}/4"})
+    assert hub_summary(status)["archived"] == 1
+    assert len(active_findings()) == 1
+
+
+def test_a_failed_repository_listing_archives_nothing(aws: None, tmp_path: Path) -> None:
+    _, before = two_repositories_then_delete_one(tmp_path)
+    base = boto3.session.Session(region_name=REGION)
+
+    def fail(params: dict[str, Any], **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        error = {"Error": {"Code": "AccessDeniedException", "Message": "denied"}}
+        return (AWSResponse("https://ecr", 400, {}, None), error)
+
+    base.events.register("before-call.ecr.DescribeRepositories", fail)
+    status = run(tmp_path, {}, sessions=SessionFactory(REGION, base_session=base))
+    assert status.exit_code == EXIT_PARTIAL
+    assert [e["scope"] for e in status.errors] == [f"{HUB}/{REGION}"]
+    assert set(active_findings()) == set(before)
+
+
+def test_a_ledger_directory_failure_keeps_deleted_repositories_and_sweeps_the_rest(
+    aws: None, tmp_path: Path
+) -> None:
+    _, before = two_repositories_then_delete_one(tmp_path)
+    base = boto3.session.Session(region_name=REGION)
+
+    def fail_directory(params: dict[str, Any], **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        if "ledger-repos#" not in params["body"].decode():
+            return None
+        error = {"Error": {"Code": "AccessDeniedException", "Message": "denied"}}
+        return (AWSResponse("https://dynamodb", 400, {}, None), error)
+
+    base.events.register("before-call.dynamodb.Query", fail_directory)
+    sessions = SessionFactory(REGION, base_session=base)
+    status = run(tmp_path, {"force": True}, sessions=sessions)
+    assert status.exit_code == EXIT_PARTIAL
+    assert [e["scope"] for e in status.errors] == [f"{HUB}/{REGION}"]
+    assert "ledger" in status.errors[0]["error"]
+    assert status.as_dict()["counts"]["scanned"] == 1  # other/svc still swept
+    assert set(active_findings()) == set(before)
+
+
+# ------------------------------------------------------------ what "new" means
+
+
+def expire_scan_cache() -> int:
+    """Delete every scan cache item, as DynamoDB's TTL does once CACHE_TTL_DAYS passed."""
+    from check.cache import PK_PREFIX
+
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    items = dynamodb.scan(TableName=TABLE)["Items"]
+    cached = [i for i in items if i["pk"]["S"].startswith(PK_PREFIX)]
+    for item in cached:
+        dynamodb.delete_item(TableName=TABLE, Key={"pk": item["pk"], "sk": item["sk"]})
+    return len(cached)
+
+
+def test_a_rescan_after_the_cache_expired_does_not_alert_again(aws: None, tmp_path: Path) -> None:
+    topic, sqs, queue = alert_queue()
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    digest = put_image(ecr, "app", "app-1", "1")
+    Scenario().image(digest, findings=[MUSL_CVE_2019_14697]).write(Path(_scenario_path()))
+    first = run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    assert first.as_dict()["counts"]["new_findings"] == 1
+    assert len(alerts_received(sqs, queue)) == 1
+    assert expire_scan_cache() == 1
+    second = run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    counts = second.as_dict()["counts"]
+    assert (counts["scanned"], counts["new_findings"]) == (1, 0)
+    assert second.alert is None
+    assert alerts_received(sqs, queue) == []
+
+
+def test_a_reactivated_finding_alerts_and_an_archived_one_does_not(
+    aws: None, tmp_path: Path
+) -> None:
+    topic, sqs, queue = alert_queue()
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    digest = put_image(ecr, "app", "app-1", "1")
+    both = [MUSL_CVE_2019_14697, CURL_CVE_2019_5481]  # CRITICAL, HIGH
+    Scenario().image(digest, findings=both).write(Path(_scenario_path()))
+    run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    assert len(alerts_received(sqs, queue)) == 1
+    # musl fixed: archived, nothing new.
+    Scenario().image(digest, findings=[CURL_CVE_2019_5481]).write(Path(_scenario_path()))
+    fixed = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic)
+    assert hub_summary(fixed)["archived"] == 1 and fixed.alert is None
+    assert alerts_received(sqs, queue) == []
+    # musl is back (a downgrade): reactivated in Security Hub, and that is news.
+    Scenario().image(digest, findings=both).write(Path(_scenario_path()))
+    back = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic)
+    assert hub_summary(back)["reactivated"] == 1
+    assert [f.vulnerability_id for r in back.records for f in r.new_findings] == ["376802"]
+    [body] = alerts_received(sqs, queue)
+    assert "376802" in body and "376705" not in body
+    assert back.as_dict()["counts"]["new_findings"] == 1
