@@ -235,3 +235,77 @@ def test_summary_as_dict_and_addition() -> None:
         "errors": ["x: y"],
     }
     assert total.imported == 3
+
+
+def test_new_ids_name_what_was_created_or_reactivated(
+    publisher: SecurityHubPublisher, clock: Clock
+) -> None:
+    a = image()
+    first, second = vuln(a), vuln(a, "CVE-2024-0002")
+    created = publisher.publish(REGION, [observe(a, first, second)])
+    assert created.new_ids == tuple(sorted(ids.finding_id(f) for f in (first, second)))
+    clock.advance(hours=1)
+    changed = vuln(a, fixed="9.9")  # an update is not new, nor is an archive
+    summary = publisher.publish(REGION, [observe(a, changed)])
+    assert counts(summary) == {"updated": 1, "archived": 1} and summary.new_ids == ()
+    clock.advance(days=8)  # refreshed and unchanged are not new either
+    assert publisher.publish(REGION, [observe(a, changed)]).new_ids == ()
+    clock.advance(hours=1)
+    back = publisher.publish(REGION, [observe(a, changed, second)])
+    assert counts(back) == {"reactivated": 1, "unchanged": 1}
+    assert back.new_ids == (ids.finding_id(second),)
+    assert "new_ids" not in back.as_dict()  # status.json keeps the counts
+
+
+def test_new_ids_leave_out_rejected_findings(publisher: SecurityHubPublisher, clock: Clock) -> None:
+    a = image()
+    bad = ids.finding_id(vuln(a, "CVE-BAD"))
+    emulator.set_faults(emulator.Faults(invalid_ids=frozenset({bad})))
+    summary = publisher.publish(REGION, [observe(a, vuln(a), vuln(a, "CVE-BAD"))])
+    assert summary.new_ids == (ids.finding_id(vuln(a)),)
+    emulator.set_faults()
+    clock.advance(hours=1)
+    # Imported by the next run: new then.
+    assert publisher.publish(REGION, [observe(a, vuln(a), vuln(a, "CVE-BAD"))]).new_ids == (bad,)
+
+
+def test_known_repositories_and_a_repository_deleted_entirely(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, clock: Clock
+) -> None:
+    a, b = image(DIGEST_A), image(DIGEST_B)
+    other = image(DIGEST_A, "team/other")
+    elsewhere = image(DIGEST_A, "team/app", region="eu-west-1")
+    publisher.publish(REGION, [observe(a, vuln(a)), observe(b, secret(b))])
+    publisher.publish(REGION, [observe(other, vuln(other))])
+    publisher.publish("eu-west-1", [observe(elsewhere, vuln(elsewhere))])
+    assert publisher.known_repositories(ACCOUNT, REGION) == {"team/app", "team/other"}
+    assert publisher.known_repositories(ACCOUNT, "eu-west-1") == {"team/app"}
+    assert publisher.known_repositories("210987654321", REGION) == frozenset()
+    clock.advance(hours=1)
+    gone = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset())
+    summary = publisher.publish(REGION, [], repositories=[gone])
+    assert counts(summary) == {"archived": 2}
+    state = {k: f["RecordState"] for k, f in hub_state(sessions).items()}
+    assert state[ids.finding_id(vuln(other))] == "ACTIVE"
+    assert state[ids.finding_id(vuln(a))] == state[ids.finding_id(secret(b))] == "ARCHIVED"
+    assert counts(publisher.publish(REGION, [], repositories=[gone])) == {}
+
+
+def test_reconcile_rebuilds_the_repository_directory(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, table: str
+) -> None:
+    from securityhub.gateway import Gateway
+    from securityhub.ledger import directory_key
+    from securityhub.reconcile import Reconciler
+
+    a, other = image(), image(DIGEST_B, "team/other")
+    publisher.publish(REGION, [observe(a, vuln(a)), observe(other, secret(other))])
+    dynamodb = sessions.client("dynamodb")
+    key = directory_key(ACCOUNT, REGION)
+    for name in ("team/app", "team/other"):  # a ledger older than the directory
+        dynamodb.delete_item(TableName=table, Key={"pk": {"S": key}, "sk": {"S": name}})
+    assert publisher.known_repositories(ACCOUNT, REGION) == frozenset()
+    gateway = Gateway(sessions.client("securityhub", REGION), **FAST_GATEWAY)
+    reconciler = Reconciler(gateway, Ledger(dynamodb, table), ACCOUNT, REGION)
+    assert reconciler.run(ids.DEFAULT_PREFIX).matching == 2
+    assert publisher.known_repositories(ACCOUNT, REGION) == {"team/app", "team/other"}

@@ -69,3 +69,49 @@ def test_many_records_are_batched(sessions: SessionFactory, table: str) -> None:
     entries = ledger.scope_entries(scope)
     assert len(entries) == 260
     assert len(ledger.stored_findings(entries)) == 260
+
+
+def test_records_list_their_repositories_once_with_a_ttl_beyond_their_entries(
+    sessions: SessionFactory, table: str
+) -> None:
+    from securityhub.ledger import ACTIVE_RETENTION, directory_key
+
+    client = sessions.client("dynamodb")
+    ledger = Ledger(client, table, clock=lambda: WHEN.timestamp() + 3600)
+    odd = "team/app.v2_x-y"  # ECR allows '/', '.', '_', '-'
+    scopes = [
+        ids.image_scope(image(DIGEST_A)),
+        ids.image_scope(image(DIGEST_B)),
+        ids.image_scope(image(DIGEST_A, odd)),
+        ids.image_scope(image(DIGEST_A, "team/app", region="eu-west-1")),
+        "ecs/123456789012/us-east-1/web/app",  # runtime: no repository
+    ]
+    assert ledger.record(record(f"f{i}", s) for i, s in enumerate(scopes)) == 5
+    assert sorted(ledger.known_repositories(ACCOUNT, REGION)) == ["team/app", odd]
+    assert ledger.known_repositories(ACCOUNT, "eu-west-1") == ["team/app"]
+    assert ledger.known_repositories("210987654321", REGION) == []
+    item = client.get_item(
+        TableName=table, Key={"pk": {"S": directory_key(ACCOUNT, REGION)}, "sk": {"S": odd}}
+    )["Item"]
+    # Rewritten with every write: the write time + the ACTIVE retention, never before an entry.
+    expected = int(WHEN.timestamp() + 3600 + ACTIVE_RETENTION.total_seconds())
+    assert int(item["expires_at"]["N"]) == expected
+    # The directory is not a ledger entry: reconcile's Scan and partition queries skip it.
+    assert sorted(e.finding_id for _pk, e, _a, _r in ledger.scan_partitions()) == [
+        f"f{i}" for i in range(5)
+    ]
+    assert ledger.remember_repositories(scopes) == 3
+
+
+def test_repository_of_inverts_the_scopes() -> None:
+    from securityhub.ledger import repository_of
+
+    for name in ("app", "team/app", "a" * 120 + "/" + "b-c" * 45, "x.y_z/q-1"):
+        img = image(DIGEST_A, name)
+        assert repository_of(ids.image_scope(img)) == (ACCOUNT, REGION, name)
+        assert repository_of(ids.repository_scope(ACCOUNT, REGION, name)) == (
+            ACCOUNT,
+            REGION,
+            name,
+        )
+    assert repository_of("ecs/1/us-east-1/web/app") is None
