@@ -3,15 +3,23 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# checkov pins boto3/botocore versions that conflict with ours: it gets a virtual environment
+# of its own, and the template tests find it through CHECKOV.
+CHECKOV_VENV := .tools/checkov
+export CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
 .PHONY: install install-test test lint typecheck pytest demo bench
 
 install:
 	$(PIP) install -q -e '.[local]'
 
-install-test:
+install-test: $(CHECKOV)
 	$(PIP) install -q -e '.[test,dev,local]'
 	@sh scripts/system-deps.sh
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q 'checkov==3.3.30'
 
 lint:
 	$(PYTHON) -m ruff check .
