@@ -64,6 +64,12 @@ def _selection_options(func: Any) -> Any:
     help=f"JSON request document (else ${REQUEST_ENV}); flags override it.",
 )
 @click.option(
+    "--request-uri",
+    metavar="S3URI",
+    envvar="CONTAINERSCAN_REQUEST_URI",
+    help="JSON request document in S3 (s3://bucket/key), as the launcher stores large ones.",
+)
+@click.option(
     "--repository",
     "repositories",
     multiple=True,
@@ -86,7 +92,9 @@ def _selection_options(func: Any) -> Any:
 @click.option("--dry-run", is_flag=True, default=None, help="List what would be scanned.")
 @_selection_options
 @click.pass_context
-def sweep(ctx: click.Context, request_file: str | None, **flags: Any) -> None:
+def sweep(
+    ctx: click.Context, request_file: str | None, request_uri: str | None, **flags: Any
+) -> None:
     """Sweep ECR repositories: enumerate, scan, correlate in Security Hub, report.
 
     \b
@@ -100,16 +108,16 @@ def sweep(ctx: click.Context, request_file: str | None, **flags: Any) -> None:
     from securityhub.errors import ContainerscanError
 
     try:
+        from check.request import load_document
+
         base: dict[str, Any] = {}
         if request_file:
-            from check.request import load_document
-
             base = load_document(Path(request_file).read_text(encoding="utf-8"), request_file)
+        elif request_uri:
+            base = load_document(_read_s3_text(request_uri), request_uri)
         elif os.environ.get(REQUEST_ENV):
-            from check.request import load_document
-
             base = load_document(os.environ[REQUEST_ENV], REQUEST_ENV)
-        source = "file" if request_file else ("env" if base else "cli")
+        source = "file" if request_file or request_uri else ("env" if base else "cli")
         _run(ctx, base, flags, source)
     except ContainerscanError as exc:
         _fail(ctx, exc)
@@ -204,6 +212,38 @@ def _flags_document(flags: dict[str, Any]) -> dict[str, Any]:
         if flags.get(flag) is not None:
             doc[key] = flags[flag]
     return doc
+
+
+# A request document is small; anything larger is not one (the launcher's are < 1 MB).
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def _read_s3_text(uri: str) -> str:
+    """The text of an `s3://bucket/key` object (the launcher's stored request)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from securityhub.aws import SessionFactory, error_code
+    from securityhub.errors import AwsError, ValidationError
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket or not key:
+        raise ValidationError(
+            "the request URI is invalid", [("--request-uri", f"expected s3://bucket/key: {uri}")]
+        )
+    s3 = SessionFactory().client("s3")
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_REQUEST_BYTES + 1)
+    except (ClientError, BotoCoreError) as exc:
+        raise AwsError(f"cannot read the request {uri}: {error_code(exc)}") from exc
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValidationError(
+            "the request document is too large", [(uri, f"over {MAX_REQUEST_BYTES} bytes")]
+        )
+    try:
+        text: str = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("the request is not UTF-8", [(uri, str(exc))]) from None
+    return text
 
 
 def _run(

@@ -48,6 +48,8 @@ SNS_ARN_RE = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}")
 # ECR image tags: 1-300 characters (botocore's ImageTag shape); a tag we write must also be
 # pullable by Docker clients, whose grammar is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# Run ids name S3 keys: `20260101T020000Z-1a2b3c4d` from new_run_id() or the launcher.
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def default_concurrency() -> int:
@@ -94,6 +96,8 @@ class RunConfig:
     output_dir: Path | None = None
     finding_prefix: str = DEFAULT_PREFIX
     scanner: str | None = None
+    # Set by the launcher, so that GET /scans/{runId} finds this task's status.json.
+    run_id: str | None = None
 
     @property
     def pool_size(self) -> int:
@@ -152,6 +156,11 @@ class RunConfig:
         if not finding_prefix.endswith("/"):
             problems.append(("CONTAINERSCAN_FINDING_PREFIX", "must end with '/'"))
         workdir = text("CONTAINERSCAN_WORKDIR")
+        run_id = text("CONTAINERSCAN_RUN_ID")
+        if run_id and not RUN_ID_RE.fullmatch(run_id):
+            problems.append(
+                ("CONTAINERSCAN_RUN_ID", f"{run_id!r} is not a run id (letters, digits, '-', '_')")
+            )
         config = cls(
             table=table,
             bucket=bucket,
@@ -169,6 +178,7 @@ class RunConfig:
             workdir=Path(workdir) if workdir else None,
             finding_prefix=finding_prefix,
             scanner=text("CONTAINERSCAN_SCANNER"),
+            run_id=run_id,
         )
         if problems:
             raise ValidationError(

@@ -480,7 +480,7 @@ class Sweep:
                     "set CONTAINERSCAN_TABLE (containerscan init creates it), or use --dry-run",
                 )
         started = self.clock()
-        status = RunStatus(new_run_id(started), started, self.request)
+        status = RunStatus(self.config.run_id or new_run_id(started), started, self.request)
         mark = time.monotonic()
 
         def phase(name: str) -> None:

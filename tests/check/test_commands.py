@@ -27,7 +27,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("QUALYS_ACCESS_TOKEN", "standin-token-123456")
     monkeypatch.setenv("QSCANNER_STANDIN_SCENARIO", str(tmp_path / "scenario.json"))
     monkeypatch.setenv("CONTAINERSCAN_TABLE", "cs-ledger")
-    for name in ("CONTAINERSCAN_BUCKET", "SNS_TOPIC_ARN", "CONTAINERSCAN_REQUEST"):
+    for name in ("CONTAINERSCAN_BUCKET", "SNS_TOPIC_ARN", "CONTAINERSCAN_REQUEST",
+                 "CONTAINERSCAN_REQUEST_URI", "CONTAINERSCAN_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     emulator.install()
     with mock_aws():
@@ -73,6 +74,31 @@ def test_request_from_the_environment(env: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CONTAINERSCAN_REQUEST", "{oops")
     result = invoke("sweep")
     assert result.exit_code == 2 and "CONTAINERSCAN_REQUEST" in result.output
+
+
+def test_launcher_request_from_s3_and_run_id(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the launcher hands a task: the request in S3 and the run id it answered with."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="cs-requests")
+    s3.put_object(Bucket="cs-requests", Key="runs/launched-1/request.json",
+                  Body=json.dumps({"repositories": ["payments/*"], "scan_types": ["pkg"]}))  # fmt: skip
+    monkeypatch.setenv("CONTAINERSCAN_RUN_ID", "20261123T040000Z-launched")
+    result = invoke("sweep", "--request-uri", "s3://cs-requests/runs/launched-1/request.json",
+                    "--output", "json", "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["run_id"] == "20261123T040000Z-launched"
+    assert report["request"]["scan_types"] == ["pkg"] and report["counts"]["scanned"] == 1
+    assert (tmp_path / "out" / "runs" / "20261123T040000Z-launched" / "status.json").is_file()
+
+    monkeypatch.setenv("CONTAINERSCAN_REQUEST_URI", "s3://cs-requests/missing.json")
+    result = invoke("sweep")
+    assert result.exit_code == 1 and "s3://cs-requests/missing.json" in result.output
+    monkeypatch.setenv("CONTAINERSCAN_RUN_ID", "../../etc")
+    result = invoke("sweep", "--request-uri", "s3://cs-requests/runs/launched-1/request.json")
+    assert result.exit_code == 2 and "CONTAINERSCAN_RUN_ID" in result.output
 
 
 def test_fail_on_exits_4_and_table_lists_findings(env: str) -> None:
