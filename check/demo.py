@@ -40,7 +40,10 @@ BUCKET = "containerscan-demo-outputs"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_ADVISORIES = REPO_ROOT.parent / "shared" / "data" / "advisories"
 VULN_DB_ENV = "CONTAINERSCAN_VULN_DB"
-DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-not-a-secret"}
+DEMO_CREDENTIALS = {  # nosec B105 - the emulator's dummy credentials, not a secret
+    "AWS_ACCESS_KEY_ID": "demo",
+    "AWS_SECRET_ACCESS_KEY": "demo-not-a-secret",
+}
 # Variables of the caller's shell that must not steer the demo's child processes elsewhere.
 CLEARED_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE",
                "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",

@@ -16,7 +16,7 @@ from securityhub.findings import EcrImage, Finding, ScannerInfo
 SCAN_TYPES = frozenset({"pkg", "secret"})
 DEFAULT_SCAN_TYPES = ("pkg", "secret")
 # Which normalized finding kinds a scan type covers completely.
-KINDS_BY_SCAN_TYPE = {"pkg": "vulnerability", "secret": "secret"}
+KINDS_BY_SCAN_TYPE = {"pkg": "vulnerability", "secret": "secret"}  # nosec B105 - names
 
 
 @dataclass(frozen=True)

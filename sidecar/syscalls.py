@@ -383,7 +383,7 @@ X86_64_SYSCALLS: dict[str, int] = {
     "landlock_create_ruleset": 444,
     "landlock_add_rule": 445,
     "landlock_restrict_self": 446,
-    "memfd_secret": 447,
+    "memfd_secret": 447,  # nosec B105 - a syscall name, not a password
     "process_mrelease": 448,
     "futex_waitv": 449,
     "set_mempolicy_home_node": 450,
@@ -696,7 +696,7 @@ AARCH64_SYSCALLS: dict[str, int] = {
     "landlock_create_ruleset": 444,
     "landlock_add_rule": 445,
     "landlock_restrict_self": 446,
-    "memfd_secret": 447,
+    "memfd_secret": 447,  # nosec B105 - a syscall name, not a password
     "process_mrelease": 448,
     "futex_waitv": 449,
     "set_mempolicy_home_node": 450,
