@@ -39,6 +39,7 @@ from check.process import (
     check_finished,
     failure_detail,
     passthrough_environment,
+    sanitize_raw_file,
     scan_timeout_for,
     start_scanner,
 )
@@ -178,6 +179,8 @@ class _ExternalScanner:
         )
         kept = [report] if report.is_file() else []
         raw_files = (*kept, outcome.stdout_path, outcome.stderr_path)
+        for path in raw_files:  # kept with the run's outputs: no secret may stay in them
+            sanitize_raw_file(path)
         check_finished(f"{self.name} on {reference}", outcome, timeout)
         if outcome.returncode != 0:
             raise ScannerFailedError(

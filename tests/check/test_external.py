@@ -63,6 +63,17 @@ def test_trivy_scan(tools, tmp_path):
     assert "PARENT_ONLY_SENTINEL" not in env_names and "AWS_SECRET_ACCESS_KEY" not in env_names
 
 
+def test_trivy_raw_report_kept_without_the_secret_it_found(tools, tmp_path):
+    planted = "AKIAQX7UNMASKEDVALUE1"
+    assert planted in (DATA / "trivy-api.json").read_text()  # the stored report carries it
+    result = TrivyScanner.from_config().scan(target(), tmp_path, 30)
+    for path in result.raw_files:
+        assert planted not in path.read_text(), path
+    assert [s.rule_id for s in result.findings if isinstance(s, SecretFinding)] == [
+        "aws-access-key-id"
+    ]
+
+
 def test_relative_workdir(tools, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = TrivyScanner.from_config().scan(target(), Path("rel"), 30)
