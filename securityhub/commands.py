@@ -199,14 +199,17 @@ def _severity_list(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-@click.command("findings")
-@click.option(
+prefix_option = click.option(
     "--prefix",
     default=DEFAULT_PREFIX,
     show_default=True,
     envvar="CONTAINERSCAN_FINDING_PREFIX",
     help="Finding Id prefix [CONTAINERSCAN_FINDING_PREFIX].",
 )
+
+
+@click.command("findings")
+@prefix_option
 @click.option(
     "--state",
     type=click.Choice(["active", "archived", "all"]),
@@ -263,13 +266,7 @@ def findings(  # noqa: PLR0917 - one parameter per click option
 
 
 @click.command("reconcile")
-@click.option(
-    "--prefix",
-    default=DEFAULT_PREFIX,
-    show_default=True,
-    envvar="CONTAINERSCAN_FINDING_PREFIX",
-    help="Finding Id prefix [CONTAINERSCAN_FINDING_PREFIX].",
-)
+@prefix_option
 @click.option("--table", envvar=TABLE_ENV, help=f"DynamoDB ledger table [{TABLE_ENV}].")
 @click.option("--region", envvar="AWS_REGION", help="AWS region (default: the SDK's).")
 @click.option("--dry-run", is_flag=True, help="Report the differences; change nothing.")
