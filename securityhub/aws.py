@@ -94,10 +94,12 @@ class SessionFactory:
         key = target.role_arn if target else None
         with self._lock:
             if key not in self._caller:
+                from botocore.exceptions import BotoCoreError, ClientError
+
                 sts = self.client("sts", target=target)
                 try:
                     self._caller[key] = sts.get_caller_identity()["Account"]
-                except Exception as exc:
+                except (ClientError, BotoCoreError) as exc:
                     raise AwsError(f"cannot identify the AWS account: {exc}") from exc
             return self._caller[key]
 
@@ -109,6 +111,7 @@ class SessionFactory:
         """
         import boto3
         from botocore.credentials import RefreshableCredentials
+        from botocore.exceptions import BotoCoreError, ClientError
         from botocore.session import get_session
 
         sts = self._base.client("sts", region_name=self.default_region, config=self._config)
@@ -123,7 +126,7 @@ class SessionFactory:
         def fetch() -> dict[str, str]:
             try:
                 creds = sts.assume_role(**params)["Credentials"]
-            except Exception as exc:
+            except (ClientError, BotoCoreError) as exc:
                 raise AwsError(
                     f"cannot assume {target.role_arn}: {exc}",
                     "check that the spoke role trusts the hub's task role and that the "
