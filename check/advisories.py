@@ -634,9 +634,33 @@ def _decode(data: bytes, where: str) -> Any:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
+        # An alias (*name) needs an anchor (&name): a file without "&" cannot hold one, and
+        # the event scan (cheap, the C parser) only runs for the few files that might.
+        if b"&" in data:
+            _refuse_aliases(yaml.parse(data, Loader=loader), where)
         return yaml.load(data, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise AdvisoryDatabaseError(f"advisory {where} is not valid YAML: {exc}") from None
+
+
+def _refuse_aliases(events: Iterator[Any], where: str) -> None:
+    """Refuse YAML aliases before anything is constructed.
+
+    Secdb and OSV files never use them; an alias repeats an anchored node, and nested
+    repeats grow exponentially (a "billion laughs" file of a few hundred bytes expands to
+    gigabytes when walked), the same guard the TracingPolicy loader has.
+    """
+    import yaml
+
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+            raise AdvisoryDatabaseError(
+                f"advisory {where}: YAML aliases are not supported (an alias *{event.anchor}"
+                f" at line {line})",
+                "advisory files never use anchors (&name) or aliases (*name): the file is "
+                "corrupt or hostile; delete it and run `containerscan db update`",
+            )
 
 
 def default_location(environ: dict[str, str] | os._Environ[str] | None = None) -> str:
