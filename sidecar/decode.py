@@ -101,6 +101,15 @@ REGISTER_LAYOUTS: dict[str, Callable[[Any], tuple[int, tuple[int, ...]]]] = {
 
 def access_of(flags: int) -> frozenset[str]:
     """ACCESS_* bits of open flags."""
+    return _ACCESS[flags & _ACCESS_FLAGS]
+
+
+def can_write(flags: int) -> bool:
+    """Whether open flags give write or create access (ACCESS_WRITE or ACCESS_CREATE)."""
+    return bool(flags & O_WRITING) or flags & O_ACCMODE in (O_WRONLY, O_RDWR)
+
+
+def _access_bits(flags: int) -> frozenset[str]:
     bits = set()
     mode = flags & O_ACCMODE
     if mode in (0, O_RDWR):
@@ -110,6 +119,12 @@ def access_of(flags: int) -> frozenset[str]:
     if flags & O_CREAT:
         bits.add(ACCESS_CREATE)
     return frozenset(bits)
+
+
+# The flags access_of depends on, and its answer for each combination (16 of them).
+_ACCESS_FLAGS = O_ACCMODE | O_TRUNC | O_CREAT
+O_WRITING = O_TRUNC | O_CREAT
+_ACCESS = {f: _access_bits(f) for f in range(_ACCESS_FLAGS + 1) if f & ~_ACCESS_FLAGS == 0}
 
 
 class ProcessMemory:
@@ -275,21 +290,28 @@ def _exec(mem: ProcessMemory, pid: int, a: tuple[int, ...], at: bool) -> dict[st
 def _open(  # noqa: PLR0917 - the open family's arguments, in order
     mem: ProcessMemory, pid: int, dirfd: int, path_addr: int, flags: int, mode: int
 ) -> dict[str, Any]:
-    raw = _text(mem.cstring(path_addr))
-    return {
-        "kind": KIND_OPEN,
-        "path": resolve_path(pid, dirfd, raw),
-        "flags": flags,
-        "mode": mode,
-        "access": access_of(flags),
-    }
+    return _open_fields(resolve_path(pid, dirfd, _text(mem.cstring(path_addr))), flags, mode)
 
 
-def _openat2(mem: ProcessMemory, pid: int, a: tuple[int, ...]) -> dict[str, Any]:
+def _open_fields(path: str | None, flags: int, mode: int) -> dict[str, Any]:
+    access = access_of(flags)
+    return {"kind": KIND_OPEN, "path": path, "flags": flags, "mode": mode, "access": access}
+
+
+def _open_how(mem: ProcessMemory, addr: int) -> tuple[int, int]:
     # struct open_how { u64 flags; u64 mode; u64 resolve; }
-    how = mem.read(a[2], 16)
-    flags, mode = struct.unpack("<QQ", how) if len(how) == 16 else (0, 0)
-    return _open(mem, pid, signed32(a[0]), a[1], flags, mode)
+    how = mem.read(addr, 16)
+    return struct.unpack("<QQ", how) if len(how) == 16 else (0, 0)
+
+
+# The open family's argument layout: name -> (dirfd, path, flags, mode) from the registers.
+OpenArgs = Callable[[ProcessMemory, tuple[int, ...]], tuple[int, int, int, int]]
+_OPEN_ARGS: dict[str, OpenArgs] = {
+    "open": lambda m, a: (AT_FDCWD, a[0], a[1], a[2]),
+    "openat": lambda m, a: (signed32(a[0]), a[1], a[2], a[3]),
+    "openat2": lambda m, a: (signed32(a[0]), a[1], *_open_how(m, a[2])),
+    "creat": lambda m, a: (AT_FDCWD, a[0], O_CREAT | O_WRONLY | O_TRUNC, a[1]),
+}
 
 
 def _path_at(mem: ProcessMemory, pid: int, dirfd: int, addr: int) -> str | None:
@@ -314,6 +336,13 @@ def _sendmsg(mem: ProcessMemory, a: tuple[int, ...]) -> dict[str, Any]:
         return {}
     name, namelen = struct.unpack("<QI", head)
     return _sockaddr(mem, name, namelen)
+
+
+def _open_handler(layout: OpenArgs) -> Handler:
+    def handler(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
+        return _open(m, p, *layout(m, a))
+
+    return handler
 
 
 def _handlers() -> dict[str, Handler]:
@@ -345,10 +374,7 @@ def _handlers() -> dict[str, Handler]:
     return {
         "execve": lambda m, p, a: _exec(m, p, a, at=False),
         "execveat": lambda m, p, a: _exec(m, p, a, at=True),
-        "open": lambda m, p, a: _open(m, p, cwd, a[0], a[1], a[2]),
-        "openat": lambda m, p, a: _open(m, p, s32(a[0]), a[1], a[2], a[3]),
-        "openat2": _openat2,
-        "creat": lambda m, p, a: _open(m, p, cwd, a[0], O_CREAT | O_WRONLY | O_TRUNC, a[1]),
+        **{name: _open_handler(layout) for name, layout in _OPEN_ARGS.items()},
         "unlink": unlink,
         "rmdir": unlink,
         "unlinkat": lambda m, p, a: {"kind": KIND_UNLINK, "path": _path_at(m, p, s32(a[0]), a[1])},
@@ -407,6 +433,45 @@ class Decoder:
         for name, nr in arch.numbers.items():
             handler = handlers.get(_ALIASES.get(name, name))
             self._by_nr[nr] = (name, handler)
+        self._open_by_nr: dict[int, tuple[str, OpenArgs]] = {
+            nr: (name, _OPEN_ARGS[name]) for name, nr in arch.numbers.items() if name in _OPEN_ARGS
+        }
+
+    def open_call(
+        self, proc: Process, nr: int, args: tuple[int, ...]
+    ) -> tuple[str, str | None, int, int] | None:
+        """An open-family stop's (syscall name, resolved path, flags, mode) without building
+        the event (None for other syscalls): enough for the engine to reject it cheaply.
+        `open_event` then makes the same event as `decode` would."""
+        known = self._open_by_nr.get(nr)
+        if known is None:
+            return None
+        name, layout = known
+        mem = proc.memory()
+        dirfd, path_addr, flags, mode = layout(mem, args)
+        return name, resolve_path(proc.pid, dirfd, _text(mem.cstring(path_addr))), flags, mode
+
+    def open_event(  # noqa: PLR0917 - open_call's answer, in order
+        self,
+        proc: Process,
+        tid: int,
+        args: tuple[int, ...],
+        name: str,
+        path: str | None,
+        flags: int,
+        mode: int,
+    ) -> SyscallEvent:
+        return SyscallEvent(
+            timestamp=self.clock(),
+            pid=proc.pid,
+            tid=tid,
+            ppid=proc.ppid,
+            exe=proc.exe,
+            syscall=name,
+            container=proc.container,
+            args=args,
+            **_open_fields(path, flags, mode),
+        )
 
     def decode(self, proc: Process, tid: int, nr: int, args: Sequence[int]) -> SyscallEvent | None:
         """The event, or None when there is nothing to report (a sendto on a connected

@@ -86,11 +86,15 @@ _FAILED = (1 << 64) - 1  # -1 as the binding's c_ulong restype returns it
 def _hot(cmd: int, tid: int, addr: int, data: int) -> None:
     """The per-stop requests (resume, registers): the binding's ctypes function directly,
     ~1 µs cheaper per call than the generic wrapper; same errors."""
-    if _binding.HAS_CPTRACE:
-        _ptrace(cmd, tid, addr, data)
-    elif _binding._ptrace(cmd, tid, addr, data) == _FAILED:
+    if _raw(cmd, tid, addr, data) == _FAILED:
         err = ctypes.get_errno()
         raise PtraceError(f"ptrace({cmd}, {tid}): {errno.errorcode.get(err, err)}", err, tid)
+
+
+if _binding.HAS_CPTRACE:  # the C extension raises by itself: call it directly
+    _hot = _ptrace
+else:
+    _raw = _binding._ptrace
 
 
 class X86_64Regs(ctypes.Structure):

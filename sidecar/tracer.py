@@ -72,7 +72,7 @@ from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
 from sidecar import ptrace as pt
 from sidecar import seccomp
-from sidecar.decode import Decoder, Process, signed
+from sidecar.decode import Decoder, Process, can_write
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
 from sidecar.syscalls import Arch, native_arch
 
@@ -106,6 +106,13 @@ EXIT_CANNOT_EXEC = 126
 ENOSYS_RESULT = -errno.ENOSYS & ((1 << 64) - 1)
 EPERM_RESULT = -errno.EPERM & ((1 << 64) - 1)
 SKIP_SYSCALL = (1 << 64) - 1  # -1: the kernel skips the syscall
+_SIGN_BIT = 1 << 63
+_WRAP = 1 << 64
+# Whole wait statuses of the two commonest stops (<sys/wait.h>: 0x7f = stopped, the stop
+# signal in bits 8..15, the ptrace event in bits 16..23), compared in one go on the hot path.
+_STOPPED = 0x7F
+SECCOMP_STOP_STATUS = (pt.PTRACE_EVENT_SECCOMP << 16) | (signal.SIGTRAP << 8) | _STOPPED
+SYSCALL_STOP_STATUS = (pt.SYSCALL_TRAP << 8) | _STOPPED
 
 PTRACE_REMEDY = (
     "ptrace needs the SYS_PTRACE capability (ECS: linuxParameters.capabilities.add = "
@@ -115,6 +122,9 @@ PTRACE_REMEDY = (
 
 Evaluate = Callable[[SyscallEvent], Verdict]
 Submit = Callable[[RuntimeEvent], None]
+# (syscall name, resolved path, the flags can write) -> True when evaluating the open would
+# report nothing and change nothing: Engine.open_is_quiet.
+QuietOpen = Callable[[str, "str | None", bool], bool]
 
 
 @functools.cache
@@ -171,6 +181,11 @@ class Tracer:
             raise TracerError(f"cannot trace {self.arch.name} processes on this machine")
         self._evaluate = evaluate
         self._submit = submit
+        # The engine's fast path for opens it would not report (FIM on every open makes most
+        # stops such opens): found on the engine `evaluate` is bound to, if it has one.
+        self._quiet_open: QuietOpen | None = getattr(
+            getattr(evaluate, "__self__", None), "open_is_quiet", None
+        )
         self._container_of = container_of
         self.decoder = Decoder(self.arch, clock)
         self.stats = TracerStats()
@@ -203,8 +218,10 @@ class Tracer:
         self._refused: set[int] = set()
         if self.arch.name == "x86_64":
             self._regs: pt.X86_64Regs | pt.Aarch64Regs = pt.X86_64Regs()
+            self._read_call = self._read_call_x86_64
         else:
             self._regs = pt.Aarch64Regs()
+            self._read_call = self._read_call_aarch64
         self._iov = pt.IoVec()
         self._info = ctypes.create_string_buffer(pt.SYSCALL_INFO_SIZE)
         self._status = ctypes.c_int(0)
@@ -419,7 +436,11 @@ class Tracer:
         """Trace until the workload exits (launch) or until detached (attach); returns the
         exit status for the sidecar."""
         status = self._status
+        status_ref = ctypes.byref(status)
         waitpid = _libc()[0]
+        get_errno = ctypes.get_errno
+        stats = self.stats
+        dispatch = self._dispatch
         deadline: float | None = None
         while self._threads:
             if self._detach_requested and not self._detaching:
@@ -432,17 +453,17 @@ class Tracer:
                 self._poll_due = False
                 if self._matcher is not None and not self._detaching:
                     self._scan_proc()
-            tid = waitpid(-1, ctypes.byref(status), pt.WALL)
+            tid = waitpid(-1, status_ref, pt.WALL)
             if tid == -1:
-                err = ctypes.get_errno()
+                err = get_errno()
                 if err == errno.EINTR:
                     continue
                 if err == errno.ECHILD:
                     break
                 raise OSError(err, os.strerror(err))
-            self.stats.stops += 1
+            stats.stops += 1
             try:
-                self._dispatch(tid, status.value)
+                dispatch(tid, status.value)
             except (pt.PtraceError, OSError, KeyError, ValueError) as exc:
                 # The loop must survive one bad stop: in launch mode its death kills the
                 # workload (EXITKILL). Resume the thread if it can be, and go on.
@@ -467,6 +488,14 @@ class Tracer:
     # --- dispatch ----------------------------------------------------------------------
 
     def _dispatch(self, tid: int, status: int) -> None:
+        # The hot path first: a watched syscall of a known thread (what the slow path below
+        # would also do for these exact statuses).
+        if status == SECCOMP_STOP_STATUS and not self._detaching and tid in self._threads:
+            self._on_seccomp_stop(tid)
+            return
+        if status == SYSCALL_STOP_STATUS and not self._detaching and tid in self._threads:
+            self._on_syscall_stop(tid)
+            return
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._on_exit(tid, status)
             return
@@ -608,8 +637,17 @@ class Tracer:
         proc = self._procs.get(tgid)
         if proc is None:
             return False
+        decoder = self.decoder
+        event: SyscallEvent | None
         try:
-            event = self.decoder.decode(proc, tid, nr, args)
+            call = decoder.open_call(proc, nr, args) if self._quiet_open is not None else None
+            if call is None:
+                event = decoder.decode(proc, tid, nr, args)
+            elif self._open_is_quiet(*call):
+                self.stats.decoded += 1  # decoded and evaluated, by the engine's fast path
+                return False
+            else:
+                event = decoder.open_event(proc, tid, args, *call)
         except OSError as exc:
             log.debug("cannot decode", extra=fields(tid=tid, nr=nr, error=str(exc)))
             return False
@@ -629,6 +667,14 @@ class Tracer:
             # ENOEXEC or EACCES, ran nothing); dropped at the thread's next stop otherwise.
             self._pending_exec[tid] = verdict.events
         return False
+
+    def _open_is_quiet(self, name: str, path: str | None, flags: int, _mode: int) -> bool:
+        """The engine's fast path; False (evaluate the full event) when it fails."""
+        assert self._quiet_open is not None
+        try:
+            return self._quiet_open(name, path, can_write(flags))
+        except Exception:  # noqa: BLE001 - evaluate reports the rule bug and allows
+            return False
 
     def _submit_all(self, events: tuple[RuntimeEvent, ...]) -> None:
         for runtime_event in events:
@@ -670,20 +716,22 @@ class Tracer:
         self._resume(tid, 0)
         self._in_syscall.discard(tid)
 
-    def _read_call(self, tid: int) -> tuple[int, tuple[int, ...]]:
+    def _read_call_x86_64(self, tid: int) -> tuple[int, tuple[int, ...]]:
+        """(number, arguments) at a syscall stop; (-1, ()) when the thread is gone."""
         regs = self._regs
         try:
-            if isinstance(regs, pt.X86_64Regs):
-                pt.getregs_x86_64(tid, regs)
-                return signed(regs.orig_rax), (
-                    regs.rdi,
-                    regs.rsi,
-                    regs.rdx,
-                    regs.r10,
-                    regs.r8,
-                    regs.r9,
-                )
-            pt.getregs_aarch64(tid, regs, self._iov)
+            pt.getregs_x86_64(tid, regs)  # type: ignore[arg-type]
+        except pt.PtraceError:
+            return -1, ()
+        nr = regs.orig_rax
+        if nr >= _SIGN_BIT:  # as the kernel sees it: -1 is "no syscall"
+            nr -= _WRAP
+        return nr, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+
+    def _read_call_aarch64(self, tid: int) -> tuple[int, tuple[int, ...]]:
+        regs = self._regs
+        try:
+            pt.getregs_aarch64(tid, regs, self._iov)  # type: ignore[arg-type]
         except pt.PtraceError:
             return -1, ()
         r = regs.regs
