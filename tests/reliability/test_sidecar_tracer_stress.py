@@ -7,10 +7,10 @@ connect and write opens (see `sidecar_world.storm_policy`).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -94,3 +94,139 @@ def _exec_rule(events: list[dict], name: str) -> str:
              and str(e.get("process", "")).rsplit("/", 1)[-1] == name}  # fmt: skip
     assert len(rules) == 1, (rules, events[:5])
     return rules.pop()
+
+
+@pytest.mark.ptrace
+def test_thread_storm_every_thread_joined_and_every_watched_call_reported(
+    tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
+) -> None:
+    watched, events_file, report = storm_dirs
+    done, peak_kb = run_sidecar(
+        ["run", "--policy", str(storm_policy(tmp_path, watched)), "--events-file",
+         str(events_file), "--", *STORM, "threads", str(THREADS), str(watched),
+         str(CLOSED_PORT)],
+        cli_env(STORM_REPORT=str(report)),
+    )  # fmt: skip
+    assert done.returncode == 8, done.stderr[-3000:]
+    [truth] = read_jsonl(report)
+    assert truth["joined"] == THREADS
+    events = read_jsonl(events_file)
+    beat = final_heartbeat(done.stderr)
+    assert beat["drops"] == 0 and beat["threads"] == 0, beat
+    assert counted(events, category="network") == truth["connects"]
+    assert counted(events, category="file") == truth["writes"]
+    assert 0 < peak_kb < PEAK_RSS_LIMIT_KB, peak_kb
+    FIGURES["thread storm"] = (f"{THREADS} threads joined, {truth['connects']} connects and "
+                               f"{truth['writes']} writes reported; peak RSS "
+                               f"{peak_kb // 1024} MB")  # fmt: skip
+
+
+@pytest.mark.ptrace
+def test_exec_loop_one_event_per_exec(tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
+                                      ) -> None:  # fmt: skip
+    watched, events_file, report = storm_dirs
+    done, _ = run_sidecar(
+        ["run", "--policy", str(storm_policy(tmp_path, watched)), "--events-file",
+         str(events_file), "--", sys.executable, "-S", str(ROOT / "tests/reliability/storm.py"),
+         "exec", str(EXECS)],
+        cli_env(STORM_REPORT=str(report)),
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr[-3000:]
+    [truth] = read_jsonl(report)
+    events = read_jsonl(events_file)
+    python = Path(sys.executable).name
+    # The first exec (the sidecar starting the workload) and the EXECS re-execs.
+    execs = counted(events, rule=_exec_rule(events, python))
+    assert execs == EXECS + 1, execs
+    assert final_heartbeat(done.stderr)["processes"] == 1  # one process all along
+    assert truth["pid"] > 0
+    FIGURES["exec loop"] = f"{EXECS} re-execs of one process, {execs} exec events"
+
+
+def _spawn_app(*args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*STORM, *args], cwd=ROOT, env=cli_env(**env))
+
+
+def _traced_by(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait(predicate: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def _traced_storm_of(holder: int, exclude: tuple[int, ...]) -> int | None:
+    """The `storm forever` process a launch-mode sidecar `holder` traces."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (holder, *exclude):
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                if b"forever" in cmd and _traced_by(int(entry)) == holder:
+                    return int(entry)
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+@pytest.mark.ptrace
+@pytest.mark.slow  # apps already under another sidecar, then three attaches (~8 s)
+def test_attach_to_pids_it_may_not_trace_fails_clearly_and_harms_no_app(
+    tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
+) -> None:
+    watched, events_file, report = storm_dirs
+    policy = storm_policy(tmp_path, watched)
+    # One app traced by a first sidecar (launch mode: attach gets EPERM), one free app, and
+    # one pid whose process exited just before the attach.
+    holder = subprocess.Popen(
+        [*CLI, "sidecar", "run", "--policy", str(policy), "--", *STORM, "forever",
+         str(watched)], cwd=ROOT, env=cli_env(STORM_SECONDS="9", STORM_REPORT=str(report)),
+        stderr=subprocess.DEVNULL)  # fmt: skip
+    free = _spawn_app("forever", str(watched), STORM_SECONDS="6", STORM_REPORT=str(report))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    matcher: subprocess.Popen[str] | None = None
+    try:
+        _wait(lambda: _traced_storm_of(holder.pid, (free.pid,)) is not None)
+        taken = _traced_storm_of(holder.pid, (free.pid,))
+        assert taken is not None
+        # Explicit pids: the free one is seized first, then EPERM on the traced one.
+        refused, _ = run_sidecar(["attach", "--pid", str(free.pid), "--pid", str(taken),
+                                  "--policy", str(policy)], cli_env())  # fmt: skip
+        vanished, _ = run_sidecar(["attach", "--pid", str(gone.pid), "--policy", str(policy)],
+                                  cli_env())  # fmt: skip
+        assert _traced_by(free.pid) == 0  # released, not left stopped or traced
+        # --match: the traced app is skipped, the free one traced until SIGTERM.
+        matcher = subprocess.Popen(
+            [*CLI, "sidecar", "attach", "--match", "storm forever", "--poll-interval", "0.1",
+             "--policy", str(policy), "--events-file", str(events_file)],
+            cwd=ROOT, env=cli_env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
+        _wait(lambda: _traced_by(free.pid) == matcher.pid)
+        _wait(lambda: len(read_jsonl(events_file)) > 5)
+        assert _traced_by(taken) == holder.pid  # still the first sidecar's
+        matcher.send_signal(signal.SIGTERM)
+        _, matcher_err = matcher.communicate(timeout=30)
+        assert matcher.returncode == 0, matcher_err[-3000:]
+        assert free.wait(timeout=30) == 9  # the free app ran to its normal end
+        assert holder.wait(timeout=30) == 9  # so did the app the first sidecar traces
+    finally:
+        for proc in (matcher, holder, free):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"cannot trace pid {taken}" in refused.stderr and "SYS_PTRACE" in refused.stderr
+    assert vanished.returncode == 1 and "Traceback" not in vanished.stderr
+    assert f"no process with pid {gone.pid}" in vanished.stderr, vanished.stderr[-2000:]
+    events = read_jsonl(events_file)
+    assert events and all(e.get("ppid") == free.pid or e.get("pid") == free.pid
+                          for e in events), events[:5]  # fmt: skip
+    assert all(r.get("rounds", 0) > 0 and "bad_status" not in r for r in read_jsonl(report))
+    FIGURES["attach"] = ("an already-traced pid (EPERM) and a vanished pid refused by name, "
+                         "the other app released unharmed; --match skips the traced app "
+                         "and traces the rest")
