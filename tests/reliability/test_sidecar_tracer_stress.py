@@ -230,3 +230,62 @@ def test_attach_to_pids_it_may_not_trace_fails_clearly_and_harms_no_app(
     FIGURES["attach"] = ("an already-traced pid (EPERM) and a vanished pid refused by name, "
                          "the other app released unharmed; --match skips the traced app "
                          "and traces the rest")
+
+
+@pytest.mark.ptrace
+@pytest.mark.slow  # the app storms for 4 s
+def test_sigkill_of_the_attached_sidecar_mid_storm_leaves_the_app_running(
+    tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
+) -> None:
+    watched, events_file, report = storm_dirs
+    app = _spawn_app("forever", str(watched), STORM_SECONDS="4", STORM_REPORT=str(report))
+    sidecar = subprocess.Popen(
+        [*CLI, "sidecar", "attach", "--pid", str(app.pid), "--policy",
+         str(storm_policy(tmp_path, watched)), "--events-file", str(events_file)],
+        cwd=ROOT, env=cli_env(), stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait(lambda: _traced_by(app.pid) == sidecar.pid)
+        _wait(lambda: len(read_jsonl(events_file)) >= 20)  # mid-storm: forks and execs
+        sidecar.kill()
+        assert sidecar.wait(timeout=10) == -signal.SIGKILL
+        # The kernel detaches a dead tracer's tracees; none stays stopped or is killed.
+        assert app.wait(timeout=30) == 9
+    finally:
+        for proc in (sidecar, app):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    [truth] = read_jsonl(report)
+    assert truth["rounds"] > 0 and "bad_status" not in truth  # every child exited cleanly
+    FIGURES["sidecar SIGKILL"] = (f"attached sidecar SIGKILLed mid-storm after "
+                                  f"{len(read_jsonl(events_file))} events; app ran on "
+                                  f"({truth['rounds']} fork/exec rounds) and exited normally")
+
+
+@pytest.mark.ptrace
+def test_block_kills_only_the_offender_while_siblings_run(
+    tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
+) -> None:
+    watched, events_file, report = storm_dirs
+    protected = tmp_path / "protected"
+    protected.mkdir()
+    siblings = 40
+    done, _ = run_sidecar(
+        ["run", "--policy", str(storm_policy(tmp_path, watched, block=protected)),
+         "--events-file", str(events_file), "--", *STORM, "siblings", str(siblings),
+         str(watched), str(protected / "stolen")],
+        cli_env(STORM_REPORT=str(report)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]  # the workload's parent survived
+    [truth] = read_jsonl(report)
+    statuses = truth["statuses"]
+    assert statuses.pop("offender") == -signal.SIGKILL
+    assert len(statuses) == siblings and set(statuses.values()) == {0}, statuses
+    assert not (protected / "stolen").exists()
+    events = read_jsonl(events_file)
+    blocks = [e for e in events if e["action"] == "block"]
+    assert len(blocks) == 1 and blocks[0]["path"] == str(protected / "stolen"), blocks
+    written = len(list(watched.iterdir()))
+    assert written > siblings  # the siblings really ran alongside
+    FIGURES["block under load"] = (f"1 offender killed among {siblings} writing siblings "
+                                   f"({written} files written); 0 siblings harmed")
