@@ -151,7 +151,19 @@ class ProcessMemory:
         """The NUL-terminated string at `addr`, at most `limit` bytes; None if unreadable."""
         if addr == 0:
             return None
-        out = b""
+        if limit <= 0:
+            return b""
+        # Most strings fit in the first read: one pread, one find.
+        size = min(READ_CHUNK, 4096 - (addr & 4095), limit)
+        try:
+            out = os.pread(self.fd, size, addr)
+        except OSError:
+            return None  # unmapped (see read)
+        nul = out.find(b"\0")
+        if nul >= 0:
+            return out[:nul]
+        if not out:
+            return None
         while len(out) < limit:
             # Read to the end of the page first: a read that crosses into an unmapped page
             # fails (or comes back short) even when the string ends before it.

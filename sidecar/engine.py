@@ -193,6 +193,11 @@ class Engine:
                 else:
                     self._fim_exact.setdefault(rule.path, []).append(rule)
                     self._fim_children.setdefault(rule.path, []).append(rule)
+        # Every path a non-glob rule can match is one of its paths or under one: a path that
+        # is neither skips the per-ancestor lookups (most opens under FIM on every open).
+        plain = [r.path for r in (policy.fim.paths if policy.fim.enabled else ()) if not r.is_glob]
+        self._fim_roots = frozenset(plain)
+        self._fim_prefixes = tuple(sorted({p if p.endswith("/") else p + "/" for p in plain}))
         self._fim_events = frozenset(
             e for r in (policy.fim.paths if policy.fim.enabled else ()) for e in r.events
         )
@@ -311,6 +316,12 @@ class Engine:
     # FIM -----------------------------------------------------------------------------
 
     def _fim_rules(self, path: str) -> list[FimPath]:
+        if (
+            not self._fim_globs
+            and path not in self._fim_roots
+            and not path.startswith(self._fim_prefixes)
+        ):
+            return []
         rules: list[FimPath] = []
         rules += self._fim_exact.get(path, ())
         parent = os.path.dirname(path)
