@@ -72,6 +72,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     hostile = sys.modules.get("tests.reliability.test_hostile_input")
     if hostile is not None and hostile.CASES:
         lines.append(f"fuzz cases: {sum(hostile.CASES.values())} {dict(hostile.CASES)}")
+    sidecar = sys.modules.get("tests.reliability.sidecar_world")
+    if sidecar is not None:
+        lines += [f"{name}: {text}" for name, text in sidecar.FIGURES.items()]
     if lines:
         terminalreporter.section("reliability figures")
         for line in lines:

@@ -12,6 +12,7 @@ import pytest
 from check.advisories import AdvisoryDatabase, AdvisoryDatabaseError
 from check.inventory import APK, InstalledPackage, OsInfo
 from securityhub.errors import ContainerscanError
+from tests.reliability.sidecar_world import FIGURES
 
 # Nine levels of nine: 9**9 (387 million) "lol" strings once walked, from under 1 KB.
 LEVELS = 9
@@ -91,3 +92,5 @@ def test_the_refusal_is_cheap_under_a_memory_cap(tmp_path: Path) -> None:
                           timeout=60, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refused:" in done.stdout and "alias" in done.stdout
+    FIGURES["advisory aliases"] = (f"a {len(billion_laughs())}-byte billion-laughs secdb "
+                                   f"(9**{LEVELS} leaves) refused under a 512 MB cap")

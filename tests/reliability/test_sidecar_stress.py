@@ -5,7 +5,7 @@ pipeline with distinct events (nothing aggregates) through the real `QualysSink`
 hold: submitting never blocks (the traced application is never stalled), memory stays
 bounded by the queues whatever the flood, every event is accounted for (delivered, or
 counted as dropped or failed: nothing vanishes), and delivery resumes when the sink is back.
-The tracer itself (fork/thread storms, EPERM targets) is still being edited: not covered here.
+The tracer itself under fork/thread/exec storms and EPERM targets: test_sidecar_tracer_stress.py.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sidecar.events import RuntimeEvent
 from sidecar.pipeline import Pipeline
 from sidecar.policy import Performance, Policy
 from sidecar.sinks import QualysSink
+from tests.reliability.sidecar_world import FIGURES
 
 OUTAGE_S = 4.0
 PRODUCERS = 4
@@ -159,6 +160,11 @@ def test_a_sink_down_for_a_while_costs_drops_never_memory_or_a_stall(gateway: Ga
         == (final["batches"])
     )
     assert worker["sent_events"] == gateway.accepted > 0  # delivery resumed after the outage
+    FIGURES["sink outage"] = (
+        f"{total} events, peak {peak / 1e6:.1f} MB, slowest submit "
+        f"{slowest_submit * 1e3:.2f} ms, {final['dropped']} pipeline drops and "
+        f"{worker['dropped_batches']} sink batch drops counted"
+    )
     print(
         f"sink outage: {total} events, peak {peak / 1e6:.1f} MB, slowest submit "
         f"{slowest_submit * 1e3:.2f} ms, pipeline drops {final['dropped']}, sink "
