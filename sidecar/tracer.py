@@ -32,11 +32,15 @@ killed, the kernel detaches and the application runs on.
 
 Measured here (bench/sidecar.py; 2 vCPU VM shared with other jobs, pinned to one CPU, so
 wall-clock ratios swing 0.5-2x run to run; CPU-time ratios are steadier): one watched stop
-costs the tracer ~15 µs p50, ~31 µs with the real engine and pipeline behind it; unwatched
-syscalls cost nothing. Python-startup workload (CPU ratio): minimal 1.05x, balanced 1.05x,
-FIM on every open 1.15x (strace --seccomp-bpf on the same set: 1.09x), attach with process
-events only 1.01x. File-heavy `tar -x` of ~1,400 files: balanced ~4.5x, every open ~5x
-(strace 2.3-3.5x: its per-stop cost is C's). Attach mode with syscall stops costs every
+costs the workload ~18 µs p50 when it makes an event (engine and pipeline included), ~15 µs
+when it makes none (a read-only open outside the FIM paths: the engine's `open_is_quiet`
+rejects it before a SyscallEvent is built); unwatched syscalls cost nothing. Of a quiet stop
+the tracer's own CPU is ~5.5 µs user, ~6.5 µs system (bench/sidecar_stop.py): one waitpid,
+one PTRACE_GETREGS, one pread of the path, one PTRACE_CONT, all through libc with prebuilt C
+arguments. Python-startup workload (CPU ratio): minimal 1.04x, balanced 1.02x, FIM on every
+open 1.14-1.16x (strace --seccomp-bpf on the same set: 1.11-1.14x; ours 1.00-1.05x strace's),
+attach with process events only 1.03x. File-heavy `tar -x` of ~1,400 files: balanced
+2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode with syscall stops costs every
 syscall a stop: 1.6-2x on Python start-up, 7-12x on tar (shared/reference/runtime.md B4).
 
 When to use which: wrap the entrypoint (launch mode; the sidecar image shares its binary
