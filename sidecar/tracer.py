@@ -207,6 +207,9 @@ class Tracer:
         self._procs: dict[int, Process] = {}  # tgid -> Process
         self._awaiting_first_stop: set[int] = set()  # new tids whose initial stop is due
         self._started_early: set[int] = set()  # initial stop seen before the fork event
+        # Started early and already exited: their parent's queued fork event must not
+        # register them again.
+        self._exited_early: set[int] = set()
         self._in_syscall: set[int] = set()  # aarch64 entry/exit toggle (attach mode)
         self._pending_exec: dict[int, tuple[RuntimeEvent, ...]] = {}  # tid -> events
         self.root_pid: int | None = None
@@ -278,7 +281,9 @@ class Tracer:
             "workload started under the tracer",
             extra=fields(
                 pid=pid,
-                argv=argv[:8],
+                # The program only: an entrypoint's arguments may carry credentials.
+                program=argv[0] if argv else None,
+                arguments=max(len(argv) - 1, 0),
                 seccomp=fprog is not None,
                 watched=sorted(self.req.syscalls),
                 open_needs_read=self.req.open_needs_read,
@@ -560,6 +565,10 @@ class Tracer:
             child = pt.geteventmsg(tid)
         except pt.PtraceError:
             return
+        if child in self._exited_early:
+            self._exited_early.discard(child)
+            self._resume(tid, 0)
+            return
         parent_tgid = self._threads.get(tid, tid)
         if child not in self._threads:
             if event == pt.PTRACE_EVENT_CLONE and os.path.exists(
@@ -777,6 +786,9 @@ class Tracer:
         self._awaiting_first_stop.discard(tid)
         self._in_syscall.discard(tid)
         self._pending_exec.pop(tid, None)
+        if tid in self._started_early:  # gone before its parent's fork event was handled
+            self._started_early.discard(tid)
+            self._exited_early.add(tid)
         if tgid is None:
             return  # an untraced child of ours (an orphan reparented to the subreaper)
         if tid == tgid:
