@@ -473,17 +473,7 @@ class Decoder:
         flags: int,
         mode: int,
     ) -> SyscallEvent:
-        return SyscallEvent(
-            timestamp=self.clock(),
-            pid=proc.pid,
-            tid=tid,
-            ppid=proc.ppid,
-            exe=proc.exe,
-            syscall=name,
-            container=proc.container,
-            args=args,
-            **_open_fields(path, flags, mode),
-        )
+        return self._event(proc, tid, name, args, _open_fields(path, flags, mode))
 
     def decode(self, proc: Process, tid: int, nr: int, args: Sequence[int]) -> SyscallEvent | None:
         """The event, or None when there is nothing to report (a sendto on a connected
@@ -498,6 +488,11 @@ class Decoder:
             fields = handler(proc.memory(), proc.pid, raw_args)
             if not fields:
                 return None
+        return self._event(proc, tid, name, raw_args, fields)
+
+    def _event(
+        self, proc: Process, tid: int, name: str, args: tuple[int, ...], fields: dict[str, Any]
+    ) -> SyscallEvent:
         return SyscallEvent(
             timestamp=self.clock(),
             pid=proc.pid,
@@ -506,7 +501,7 @@ class Decoder:
             exe=proc.exe,
             syscall=name,
             container=proc.container,
-            args=raw_args,
+            args=args,
             **fields,
         )
 
