@@ -89,7 +89,7 @@ def test_sidecar_leaks_no_token_and_no_planted_secret(tmp_path: Path, gateway: G
         f'echo "{PLANTED_PASSWORD}" > {tmp_path}/unwatched-{PLANTED_PASSWORD}; exit 6'
     )
     # The planted values are in the argv of a traced exec, not the sidecar's own command
-    # line (see the xfail test below for that one).
+    # line (the test below covers that one).
     (tmp_path / "app.sh").write_text(script + "\n")
     events_file = tmp_path / "events.jsonl"
     done, _ = run_sidecar(
