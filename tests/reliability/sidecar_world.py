@@ -9,6 +9,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,68 @@ CLOSED_PORT = 9  # discard: nothing listens on 127.0.0.2, the connect is refused
 
 # Figures for the "reliability figures" terminal summary (see conftest.py).
 FIGURES: dict[str, Any] = {}
+
+
+class Gateway:
+    """The Qualys gateway stand-in on loopback: 503 while `up` is clear, else 200.
+
+    Counts the events it accepted and the posts it refused; with `record`, keeps every
+    accepted request (path, headers, body) for the secret-leak checks.
+    """
+
+    def __init__(self, *, record: bool = False, up: bool = True) -> None:
+        self.up = threading.Event()
+        if up:
+            self.up.set()
+        self.record = record
+        self.requests: list[dict[str, Any]] = []
+        self.accepted = 0
+        self.refused = 0
+        self.lock = threading.Lock()
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not gateway.up.is_set():
+                    with gateway.lock:
+                        gateway.refused += 1
+                    self._answer(503)
+                    return
+                events = len(json.loads(body)["events"])
+                with gateway.lock:
+                    gateway.accepted += events
+                    if gateway.record:
+                        gateway.requests.append({"path": self.path,
+                                                 "headers": dict(self.headers.items()),
+                                                 "body": body.decode("utf-8", "replace")})  # fmt: skip
+                self._answer(200)
+
+            def _answer(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+
+@contextmanager
+def serving(gateway: Gateway) -> Iterator[Gateway]:
+    """Run `gateway` for the duration of the block."""
+    gateway.thread.start()
+    try:
+        yield gateway
+    finally:
+        gateway.server.shutdown()
+        gateway.server.server_close()
 
 
 def storm_policy(tmp: Path, watched: Path, *, block: Path | None = None,

@@ -8,57 +8,30 @@ it nor the planted values may appear on stdout, stderr (debug logs) or in the ev
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.reliability.sidecar_world import FIGURES, cli_env, read_jsonl, run_sidecar, storm_policy
+from tests.reliability.sidecar_world import (
+    FIGURES,
+    Gateway,
+    cli_env,
+    read_jsonl,
+    run_sidecar,
+    serving,
+    storm_policy,
+)
 
 TOKEN = "qualys-known-token-7Hq2ZkP9wX4vB8nR"
 PLANTED_PASSWORD = "hunter2-Pl4nt3d-Passw0rd-9f8e7d"
 PLANTED_AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYPLANTED0KEY"
 
 
-class Gateway:
-    """Records every request: path, headers and body."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                gateway.requests.append({"path": self.path, "headers": dict(self.headers.items()),
-                                         "body": body.decode("utf-8", "replace")})  # fmt: skip
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    server = Gateway()
-    server.thread.start()
-    try:
+    with serving(Gateway(record=True)) as server:
         yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
 
 
 def _qualys_policy(tmp: Path, watched: Path, gateway: Gateway) -> Path:

@@ -10,13 +10,10 @@ The tracer itself under fork/thread/exec storms and EPERM targets: test_sidecar_
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -24,7 +21,7 @@ from sidecar.events import RuntimeEvent
 from sidecar.pipeline import Pipeline
 from sidecar.policy import Performance, Policy
 from sidecar.sinks import QualysSink
-from tests.reliability.sidecar_world import FIGURES
+from tests.reliability.sidecar_world import FIGURES, Gateway, serving
 
 OUTAGE_S = 4.0
 PRODUCERS = 4
@@ -34,53 +31,10 @@ SINK_QUEUE_SIZE = 8
 BATCH = 100
 
 
-class Gateway:
-    """The Qualys gateway stand-in: down (503) until `up` is set; counts what it accepted."""
-
-    def __init__(self) -> None:
-        self.up = threading.Event()
-        self.accepted = 0
-        self.refused = 0
-        self.lock = threading.Lock()
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if not gateway.up.is_set():
-                    with gateway.lock:
-                        gateway.refused += 1
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                events = len(json.loads(body)["events"])
-                with gateway.lock:
-                    gateway.accepted += events
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    server = Gateway()
-    server.thread.start()
-    try:
+    with serving(Gateway(up=False)) as server:  # down until the test sets `up`
         yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
 
 
 def event(producer: int, i: int) -> RuntimeEvent:
