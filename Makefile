@@ -34,7 +34,7 @@ test: install-test lint typecheck pytest
 
 demo: install
 	@sh scripts/system-deps.sh
-	$(PYTHON) -m check.demo
+	$(PYTHON) -m check.quickstart.demo
 
 bench: install-test
 	$(PYTHON) -m bench

@@ -173,7 +173,7 @@ def generate(root: Path, size_mb: int, advisories: Path) -> dict[str, int]:
 
 def scan_child(layout: str, advisories: str) -> None:
     """Runs in the child: scan, print one JSON line of figures."""
-    from check.builtin import BuiltinScanner, scan_reference
+    from check.builtin.scanner import BuiltinScanner, scan_reference
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as workdir:

@@ -19,13 +19,13 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("check.commands", "sweep", "Sweep ECR repositories: scan, correlate, report."),
     "scan-image": ("check.commands", "scan_image", "Scan one image, or the image of an ECR event."),
-    "db": ("check.advisories_commands", "db", "Manage the built-in scanner's advisory database."),
+    "db": ("check.builtin.commands", "db", "Manage the built-in scanner's advisory database."),
     "init": ("securityhub.commands", "init", "Create the table and bucket a run needs."),
     "findings": ("securityhub.commands", "findings", "Review findings as Security Hub shows them."),
     "reconcile": ("securityhub.commands", "reconcile", "Repair the ledger from Security Hub."),
     "policy": ("sidecar.policy_commands", "policy", "Validate TracingPolicies; print the schema."),
     "sidecar": ("sidecar.commands", "sidecar", "Run the runtime monitor (launch or attach)."),
-    "demo": ("check.demo", "demo", "Run the local end-to-end quick start."),
+    "demo": ("check.quickstart.demo", "demo", "Run the local end-to-end quick start."),
 }
 
 

@@ -289,7 +289,7 @@ def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
     from securityhub.errors import ConfigurationError
 
     try:
-        from check.builtin import scan_reference
+        from check.builtin.scanner import scan_reference
     except ImportError as exc:
         raise ConfigurationError(
             f"{ref} is not an ECR reference and the built-in scanner is not available ({exc})",

@@ -25,7 +25,7 @@ SCANNERS: dict[str, str] = {
     "qscanner": "check.qscanner:QScanner.from_config",
     "trivy": "check.external:TrivyScanner.from_config",
     "grype": "check.external:GrypeScanner.from_config",
-    "builtin": "check.builtin:BuiltinScanner",
+    "builtin": "check.builtin.scanner:BuiltinScanner",
 }
 AUTO = "auto"
 

@@ -1,4 +1,4 @@
-"""The quick start end to end: `python -m check.demo` as `make demo` runs it.
+"""The quick start end to end: `python -m check.quickstart.demo` as `make demo` runs it.
 
 The demo starts a real registry and moto's server, builds and pushes the sample images,
 sweeps twice and prints the findings. These tests check what the user reads, the exit
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from check import demo
-from check.local import REGISTRY_BINARY
+from check.quickstart import demo
+from check.quickstart.local import REGISTRY_BINARY
 from securityhub.errors import ConfigurationError
 from tests.check.builtin.conftest import REPO, advisories_root
 
@@ -88,7 +88,7 @@ def assert_nothing_left(output: str) -> None:
 @needs_registry
 def test_demo_sweeps_fixes_and_archives() -> None:
     env, have_data = demo_environment()
-    result = subprocess.run([sys.executable, "-m", "check.demo"], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "check.quickstart.demo"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
@@ -124,7 +124,7 @@ def test_demo_sweeps_fixes_and_archives() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_demo_cleans_up_when_interrupted(signum: int) -> None:
     env, _ = demo_environment()
-    process = subprocess.Popen([sys.executable, "-m", "check.demo"], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "check.quickstart.demo"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     lines: list[str] = []

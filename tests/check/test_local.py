@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from check.local import (
+from check.quickstart.local import (
     REGISTRY_BINARY,
     LocalEnvironment,
     LocalEnvironmentError,
@@ -162,7 +162,7 @@ def test_registry_dies_with_a_killed_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from check.local import LocalRegistry
+        from check.quickstart.local import LocalRegistry
         registry = LocalRegistry(Path({str(tmp_path / 'reg')!r}))
         registry.start()
         print(registry.process.pid, registry.port, flush=True)

@@ -17,7 +17,7 @@ QUALYS = {"QUALYS_POD": "US1", "QUALYS_ACCESS_TOKEN": "registry-test-token-12345
 
 
 def test_builtin_entry_is_registered_by_import_string():
-    assert SCANNERS["builtin"] == "check.builtin:BuiltinScanner"
+    assert SCANNERS["builtin"] == "check.builtin.scanner:BuiltinScanner"
     assert set(SCANNERS) == {"qscanner", "trivy", "grype", "builtin"}
 
 
@@ -60,7 +60,7 @@ def test_qscanner_configuration_errors_surface():
 
 
 def test_builtin_scanner_when_missing_or_present(tmp_path):
-    if importlib.util.find_spec("check.builtin") is None:
+    if importlib.util.find_spec("check.builtin.scanner") is None:
         with pytest.raises(ConfigurationError, match="builtin scanner is not available"):
             make_scanner(None, environ={"PATH": str(tmp_path)})
     else:

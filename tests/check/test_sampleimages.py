@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from check import sampleimages
-from check.builtin import scan_reference
-from check.sampleimages import (
+from check.builtin.scanner import scan_reference
+from check.quickstart import sampleimages
+from check.quickstart.sampleimages import (
     FAKE_AWS_KEY_ID,
     FAKE_AWS_SECRET,
     SampleImageError,
@@ -39,7 +39,7 @@ Status: install ok installed
 Version: 1:1.2.13.dfsg-1
 """
 
-# Read by hand in the shared data (see the module docstring of check.sampleimages).
+# Read by hand in the shared data (see the module docstring of check.quickstart.sampleimages).
 WEB_VULNERABILITIES = {"CVE-2019-10906": "2.10.1", "CVE-2020-28493": "2.11.3",
                        "CVE-2023-46136": "2.3.8"}
 WORKER_VULNERABILITIES = {"CVE-2019-1547": "1.1.1d-r0", "CVE-2019-1549": "1.1.1d-r0",

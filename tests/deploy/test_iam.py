@@ -25,7 +25,7 @@ NO_PERMISSION_NEEDED = {"sts:GetCallerIdentity"}
 # (module, method) -> why. A stale entry (matching nothing) fails the test.
 NOT_AWS_CALLS = {
     ("check.sweep", "scan"): "Scanner.scan (check/scanner.py), not DynamoDB Scan",
-    ("check.builtin", "scan"): "Scanner.scan of the chosen scanner, not DynamoDB Scan",
+    ("check.builtin.scanner", "scan"): "Scanner.scan of the chosen scanner, not DynamoDB Scan",
 }
 
 KMS_FOR_ENCRYPTED_DATA = {
@@ -187,7 +187,7 @@ def test_allow_lists_are_not_stale(case: RoleCase) -> None:
 
 # Modules that create AWS clients but run under none of the deployed roles: module -> why.
 NOT_DEPLOYED = {
-    "check.demo": "the local quick start, against moto's server on loopback",
+    "check.quickstart.demo": "the local quick start, against moto's server on loopback",
     "check.imagebuild": "the developer's build/push/promote tool, run with their own credentials",
     "securityhub.commands": "init/findings/reconcile, run by an operator from a shell",
 }

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from check.advisories import AdvisoryDatabase, AdvisoryDatabaseError
-from check.inventory import APK, InstalledPackage, OsInfo
+from check.builtin.advisories import AdvisoryDatabase, AdvisoryDatabaseError
+from check.builtin.inventory import APK, InstalledPackage, OsInfo
 from securityhub.errors import ContainerscanError
 from tests.reliability.sidecar_world import FIGURES
 
@@ -77,8 +77,8 @@ def test_the_refusal_is_cheap_under_a_memory_cap(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({512 << 20}, {512 << 20}))
-        from check.advisories import AdvisoryDatabase, AdvisoryDatabaseError
-        from check.inventory import APK, InstalledPackage, OsInfo
+        from check.builtin.advisories import AdvisoryDatabase, AdvisoryDatabaseError
+        from check.builtin.inventory import APK, InstalledPackage, OsInfo
         db = AdvisoryDatabase(__import__("pathlib").Path({str(tmp_path)!r}))
         try:
             db.match(InstalledPackage("musl", "1.1.22-r2", APK, "lib/apk/db/installed"),

@@ -27,8 +27,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from check.image import layers_from_manifest, load_json, manifest_kind, select_platform
-from check.registry import ImageReference
+from check.builtin.image import layers_from_manifest, load_json, manifest_kind, select_platform
+from check.builtin.registry import ImageReference
 from check.reports.grype import parse_grype
 from check.reports.sarif import parse_sarif
 from check.reports.scanresult import parse_scan_result

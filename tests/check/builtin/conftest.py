@@ -16,21 +16,23 @@ from pathlib import Path
 
 import pytest
 
+from check.quickstart.data import advisories_dir
+
 REPO = Path(__file__).resolve().parents[3]
 ADVISORIES_ENV = "CONTAINERSCAN_TEST_ADVISORIES"
 REGISTRY_BINARY = "docker-registry"  # Debian's package of the distribution registry v2
 
 
 def advisories_root() -> Path:
-    return Path(os.environ.get(ADVISORIES_ENV) or REPO.parent / "shared" / "data" / "advisories")
+    return Path(os.environ.get(ADVISORIES_ENV) or advisories_dir())
 
 
 @pytest.fixture(scope="session")
 def advisories() -> Path:
     root = advisories_root()
     if not (root / "pypa-osv").is_dir() or not (root / "alpine-secdb").is_dir():
-        pytest.skip(f"advisory data not found at {root}; set {ADVISORIES_ENV} to the "
-                    "directory holding pypa-osv/ and alpine-secdb/")
+        pytest.fail(f"advisory data not found at {root}; the repository ships it in "
+                    f"check/quickstart/advisories (or set {ADVISORIES_ENV})")
     return root
 
 

@@ -1,12 +1,12 @@
 """Build real image artifacts for the tests: tar layers, OCI layouts, docker-save archives.
 
-The builders live in `check.sampleimages` (the local quick start builds its images with
+The builders live in `check.quickstart.sampleimages` (the local quick start builds its images with
 them too); this module keeps the tests' import path.
 """
 
 from __future__ import annotations
 
-from check.sampleimages import (
+from check.quickstart.sampleimages import (
     LAYER_GZIP,
     LAYER_TAR,
     OCI_CONFIG,

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from check.advisories import (
+from check.builtin.advisories import (
     AdvisoryDatabase,
     AdvisoryDatabaseError,
     Affected,
@@ -21,8 +21,8 @@ from check.advisories import (
     parse_osv,
     severity_from_score,
 )
-from check.inventory import InstalledPackage, OsInfo
-from check.versions import compare_pep440, compare_semver
+from check.builtin.inventory import InstalledPackage, OsInfo
+from check.builtin.versions import compare_pep440, compare_semver
 from securityhub.findings import Severity
 from tests.check.builtin import samples
 
@@ -241,7 +241,7 @@ def test_ubuntu_priority_label():
 
 def test_debian_records_match_binary_packages_through_their_source(tmp_path):
     """A DSA-shaped OSV record for source `openssl` hits libssl3 of this machine's dpkg db."""
-    from check.inventory import parse_dpkg_status
+    from check.builtin.inventory import parse_dpkg_status
 
     status = Path("/var/lib/dpkg/status")
     if not status.is_file():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from check.builtin import FINDINGS_FILE, INVENTORY_FILE, BuiltinScanner, scan_reference
+from check.builtin.scanner import FINDINGS_FILE, INVENTORY_FILE, BuiltinScanner, scan_reference
 from check.scanner import ScanTarget
 from securityhub.findings import EcrImage, SecretFinding, Severity, VulnerabilityFinding
 from tests.check.builtin import samples
@@ -119,7 +119,7 @@ def test_scanner_interface_on_a_sweep_target(debian_layout, advisories, tmp_path
 
 
 def test_missing_database_is_a_configuration_error(debian_layout, tmp_path):
-    from check.advisories import AdvisoryDatabaseError
+    from check.builtin.advisories import AdvisoryDatabaseError
 
     scanner = BuiltinScanner(vuln_db=tmp_path / "no-such-db")
     assert scanner.version() == "1.0+db.none"

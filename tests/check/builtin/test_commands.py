@@ -11,8 +11,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
-from check.advisories import AdvisoryDownloadError
-from check.advisories_commands import db
+from check.builtin.advisories import AdvisoryDownloadError
+from check.builtin.commands import db
 
 
 class _Quiet(SimpleHTTPRequestHandler):

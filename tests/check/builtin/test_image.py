@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from check.image import (
+from check.builtin.image import (
     DockerArchiveSource,
     ImageLimits,
     OciLayoutSource,
     read_image,
 )
-from check.inventory import wants
+from check.builtin.inventory import wants
 from securityhub.errors import ImageError
 from tests.check.builtin.images import Layer, build_blobs, sha256, write_blob, write_oci_layout
 
@@ -255,7 +255,7 @@ def test_docker_archive_that_is_not_a_tar(tmp_path):
 
 
 def test_manifest_kinds():
-    from check.image import manifest_kind
+    from check.builtin.image import manifest_kind
 
     assert manifest_kind({"manifests": []}, "application/json") == "index"
     assert manifest_kind({"layers": [], "config": {}}, None) == "manifest"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from check.inventory import (
+from check.builtin.inventory import (
     build_inventory,
     parse_apk_installed,
     parse_dpkg_status,

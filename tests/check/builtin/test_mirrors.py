@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from check.builtin import MIRRORS_ENV, BuiltinScanner, parse_mirrors
-from check.registry import RegistryClient
-from check.sampleimages import Blobs, build_blobs, push_image
+from check.builtin.registry import RegistryClient
+from check.builtin.scanner import MIRRORS_ENV, BuiltinScanner, parse_mirrors
+from check.quickstart.sampleimages import Blobs, build_blobs, push_image
 from check.scanner import RegistryAuth, ScanTarget
 from securityhub.errors import ConfigurationError, ImageError
 from securityhub.findings import EcrImage, SecretFinding, VulnerabilityFinding

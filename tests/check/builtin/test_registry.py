@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from check.builtin import scan_reference
-from check.image import OCI_INDEX, OCI_MANIFEST, read_image
-from check.inventory import wants
-from check.registry import ImageReference, RegistryClient, RegistrySource
+from check.builtin.image import OCI_INDEX, OCI_MANIFEST, read_image
+from check.builtin.inventory import wants
+from check.builtin.registry import ImageReference, RegistryClient, RegistrySource
+from check.builtin.scanner import scan_reference
 from check.scanner import RegistryAuth
 from securityhub.errors import ImageError
 from securityhub.findings import SecretFinding, VulnerabilityFinding

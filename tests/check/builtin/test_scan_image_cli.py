@@ -31,7 +31,7 @@ def test_docker_archive_json(tmp_path, advisories):
 
 
 def test_registry_reference_table(registry, advisories):
-    from check.registry import RegistryClient
+    from check.builtin.registry import RegistryClient
     from tests.check.builtin.test_registry import push
 
     push(RegistryClient(registry.host), "cli/app", "2", build_blobs(samples.debian_layers()))

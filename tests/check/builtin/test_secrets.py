@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from check.secrets import mask, scan_bytes, shannon_entropy
+from check.builtin.secrets import mask, scan_bytes, shannon_entropy
 
 # Fake credentials with the right shapes (none is live).
 CASES = [

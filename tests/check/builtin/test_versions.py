@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from check.versions import (
+from check.builtin.versions import (
     VersionError,
     compare_apk,
     compare_dpkg,

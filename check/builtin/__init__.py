@@ -1,0 +1,1 @@
+"""The built-in offline scanner: image access, inventory, versions, advisories, secrets."""
