@@ -5,10 +5,10 @@ ecosystem's own rules, because advisories state ranges in those terms:
 
 - dpkg: Debian Policy 5.6.12 (`[epoch:]upstream[-revision]`, `~` sorts before everything,
   letters before other characters), as `dpkg --compare-versions` implements it.
-- apk: apk-tools' `version.c` (`1.2.3a_rc1_p2-r4`: numbers, one letter, suffixes where
-  `_alpha < _beta < _pre < _rc < (none) < _cvs < _svn < _git < _hg < _p`, then `-rN`).
-- PEP 440: the canonical public-version grammar and ordering (epochs, pre, post, dev,
-  local), as `packaging.version` implements it; implemented here to avoid the dependency.
+- apk: apk-tools' `version.c`, 2.x and 3.x rules (`1.2.3a_rc1_p2~cafe-r4`: numbers, one
+  letter, suffixes where `_alpha < _beta < _pre < _rc < (none) < _cvs < _svn < _git < _hg
+  < _p`, a commit hash, then `-rN`).
+- PEP 440: `packaging.version`, the implementation pip itself uses.
 - SemVer 2.0.0 (npm and OSV's SEMVER ranges), with a leading `v` and missing minor/patch
   tolerated the way npm's `semver.coerce` reads real-world package.json files.
 
@@ -22,6 +22,8 @@ import functools
 import re
 from collections.abc import Callable
 from typing import Any
+
+from packaging.version import InvalidVersion, Version
 
 Compare = Callable[[str, str], int]
 
@@ -92,6 +94,8 @@ def parse_dpkg(version: str) -> tuple[int, str, str]:
     upstream, dash, revision = text.rpartition("-")
     if not dash:
         upstream, revision = text, ""
+    elif not revision:
+        raise VersionError(f"not a dpkg version (empty revision): {version!r}")
     if not _DPKG_UPSTREAM.match(upstream) or not _DPKG_REVISION.match(revision):
         raise VersionError(f"not a dpkg version: {version!r}")
     return epoch, upstream, revision
@@ -106,100 +110,259 @@ def compare_dpkg(a: str, b: str) -> int:
 
 
 # ------------------------------------------------------------------------------------- apk
+#
+# Two faithful ports of apk-tools' `src/version.c`: the 2.x rules (branch 2.14-stable; every
+# Alpine release up to 3.22 ships apk 2.x, and secdb's fix strings are written for it) and the
+# 3.x rules (master: `~commit` hashes, leading-zero components compared as strings). apk never
+# fails a comparison; what its `apk_version_validate` rejects is refused here instead, so a
+# string apk itself would not accept never becomes a range boundary.
 
-_APK_SUFFIXES = {
-    "alpha": 0,
-    "beta": 1,
-    "pre": 2,
-    "rc": 3,
-    "cvs": 5,
-    "svn": 6,
-    "git": 7,
-    "hg": 8,
-    "p": 9,
-}
-_APK_NO_SUFFIX = 4
-_APK = re.compile(
-    r"^(\d+(?:\.\d+)*)([a-z]?)((?:_(?:alpha|beta|pre|rc|cvs|svn|git|hg|p)\d*)*)(?:-r(\d+))?$"
-)
-_APK_SUFFIX = re.compile(r"_([a-z]+)(\d*)")
+# apk 3 tokens, in the order the comparison ranks them ("a later token type sorts first").
+_V3_INITIAL, _V3_DIGIT, _V3_LETTER, _V3_SUFFIX, _V3_SUFFIX_NO, _V3_HASH, _V3_REVISION, \
+    _V3_END, _V3_INVALID = range(9)
+# apk 3 suffix ranks; NONE (5) is "no suffix": alpha < beta < pre < rc < none < cvs < ... < p.
+_V3_SUFFIXES = {"alpha": 1, "beta": 2, "pre": 3, "rc": 4, "cvs": 6, "svn": 7, "git": 8,
+                "hg": 9, "p": 10}
+_V3_SUFFIX_NONE = 5
+_DIGITS = frozenset("0123456789")
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_HEX = frozenset("0123456789abcdef")
+
+_ApkToken = tuple[int, str, int, int]  # (token type, text, number, suffix rank)
 
 
-def _apk_key(version: str) -> tuple[Any, ...]:
-    match = _APK.match(version.strip())
-    if not match:
-        raise VersionError(f"not an apk version: {version!r}")
-    numbers, letter, suffixes, revision = match.groups()
-    suffix_key = [
-        (_APK_SUFFIXES[name], int(num or 0)) for name, num in _APK_SUFFIX.findall(suffixes)
-    ]
-    suffix_key.append((_APK_NO_SUFFIX, 0))
-    return (
-        tuple(int(n) for n in numbers.split(".")),
-        letter,
-        tuple(suffix_key),
-        int(revision or 0),
-    )
+def _span(text: str, pos: int, allowed: frozenset[str]) -> int:
+    end = pos
+    while end < len(text) and text[end] in allowed:
+        end += 1
+    return end
+
+
+@functools.lru_cache(maxsize=65536)
+def _apk3_tokens(version: str) -> tuple[_ApkToken, ...]:
+    """apk 3's tokens of `version`, ending with an END or an INVALID token."""
+    tokens: list[_ApkToken] = []
+    end = _span(version, 0, _DIGITS)
+    if end == 0:
+        return ((_V3_INVALID, "", 0, 0),)
+    tokens.append((_V3_INITIAL, version[:end], int(version[:end]), 0))
+    pos, token = end, _V3_INITIAL
+    while True:
+        if pos >= len(version):
+            tokens.append((_V3_END, "", 0, 0))
+            return tuple(tokens)
+        char = version[pos]
+        if char in _LOWER and token <= _V3_DIGIT:
+            token = _V3_LETTER
+            tokens.append((token, char, 0, 0))
+            pos += 1
+            continue
+        if (char == "." and token <= _V3_DIGIT) or (char in _DIGITS and token == _V3_SUFFIX):
+            token = _V3_DIGIT if char == "." else _V3_SUFFIX_NO
+            pos += char == "."
+            end = _span(version, pos, _DIGITS)
+            if end > pos:
+                tokens.append((token, version[pos:end], int(version[pos:end]), 0))
+                pos = end
+                continue
+        elif char == "_" and token <= _V3_SUFFIX_NO:
+            end = _span(version, pos + 1, _LOWER)
+            rank = _V3_SUFFIXES.get(version[pos + 1:end])
+            if rank is not None:
+                token = _V3_SUFFIX
+                tokens.append((token, version[pos + 1:end], 0, rank))
+                pos = end
+                continue
+        elif char == "~" and token < _V3_HASH:
+            end = _span(version, pos + 1, _HEX)
+            if end > pos + 1:
+                token = _V3_HASH
+                tokens.append((token, version[pos + 1:end], 0, 0))
+                pos = end
+                continue
+        elif char == "-" and token < _V3_REVISION and version.startswith("-r", pos):
+            end = _span(version, pos + 2, _DIGITS)
+            if end > pos + 2:
+                token = _V3_REVISION
+                tokens.append((token, version[pos + 2:end], int(version[pos + 2:end]), 0))
+                pos = end
+                continue
+        tokens.append((_V3_INVALID, "", 0, 0))
+        return tuple(tokens)
+
+
+def validate_apk3(version: str) -> bool:
+    """apk 3's `apk_version_validate`."""
+    return _apk3_tokens(version)[-1][0] == _V3_END
+
+
+def _apk3_token_cmp(a: _ApkToken, b: _ApkToken) -> int:
+    kind = a[0]
+    if kind == _V3_DIGIT and (a[1][0] == "0" or b[1][0] == "0"):
+        return (a[1] > b[1]) - (a[1] < b[1])  # leading zero: string order, as Gentoo does
+    if kind in (_V3_INITIAL, _V3_DIGIT, _V3_SUFFIX_NO, _V3_REVISION):
+        return _sign(a[2] - b[2])
+    if kind == _V3_LETTER:
+        return (a[1] > b[1]) - (a[1] < b[1])
+    if kind == _V3_SUFFIX:
+        return _sign(a[3] - b[3])
+    return (a[1] > b[1]) - (a[1] < b[1])  # a commit hash: string order
+
+
+def compare_apk3(a: str, b: str) -> int:
+    """apk 3's `apk_version_compare` (never fails, like apk's)."""
+    ta, tb = _apk3_tokens(a), _apk3_tokens(b)
+    i = 0  # both tuples end with a terminal token, so the walk stops inside them
+    while ta[i][0] == tb[i][0] and ta[i][0] < _V3_END:
+        result = _apk3_token_cmp(ta[i], tb[i])
+        if result:
+            return result
+        i += 1
+    x, y = ta[i], tb[i]
+    if x[0] == y[0]:
+        return 0
+    if x[0] == _V3_SUFFIX and x[3] < _V3_SUFFIX_NONE:
+        return -1
+    if y[0] == _V3_SUFFIX and y[3] < _V3_SUFFIX_NONE:
+        return 1
+    return -1 if x[0] > y[0] else 1
+
+
+# apk 2 tokens (branch 2.14-stable), with its own numbering.
+_V2_INVALID, _V2_DIGIT_OR_ZERO, _V2_DIGIT, _V2_LETTER, _V2_SUFFIX, _V2_SUFFIX_NO, \
+    _V2_REVISION, _V2_END = range(-1, 7)
+_V2_PRE = ("alpha", "beta", "pre", "rc")
+_V2_POST = ("cvs", "svn", "git", "hg", "p")
+
+
+def _apk2_next_token(kind: int, text: str, pos: int) -> tuple[int, int]:
+    new = _V2_INVALID
+    if pos >= len(text):
+        new = _V2_END
+    elif kind in (_V2_DIGIT, _V2_DIGIT_OR_ZERO) and text[pos] in _LOWER:
+        new = _V2_LETTER
+    elif kind == _V2_LETTER and text[pos] in _DIGITS:
+        new = _V2_DIGIT
+    elif kind == _V2_SUFFIX and text[pos] in _DIGITS:
+        new = _V2_SUFFIX_NO
+    else:
+        char = text[pos]
+        if char == ".":
+            new = _V2_DIGIT_OR_ZERO
+        elif char == "_":
+            new = _V2_SUFFIX
+        elif char == "-":
+            if pos + 1 < len(text) and text[pos + 1] == "r":
+                new = _V2_REVISION
+                pos += 1
+        pos += 1
+    if new < kind and not ((new == _V2_DIGIT_OR_ZERO and kind == _V2_DIGIT)
+                           or (new == _V2_SUFFIX and kind == _V2_SUFFIX_NO)
+                           or (new == _V2_DIGIT and kind == _V2_LETTER)):
+        new = _V2_INVALID
+    return new, pos
+
+
+def _apk2_get_token(kind: int, text: str, pos: int) -> tuple[int, int, int]:
+    """(value, next token type, position): apk 2's `get_token`."""
+    if pos >= len(text):
+        return 0, _V2_END, pos
+    length, value, following = 0, 0, _V2_INVALID
+    if kind == _V2_DIGIT_OR_ZERO and text[pos] == "0":
+        while pos + length + 1 < len(text) and text[pos + length + 1] == "0":
+            length += 1
+        following, value = _V2_DIGIT, -length  # leading zeros: more of them sorts lower
+    elif kind in (_V2_DIGIT_OR_ZERO, _V2_DIGIT, _V2_SUFFIX_NO, _V2_REVISION):
+        length = _span(text, pos, _DIGITS) - pos
+        if length >= 18:
+            return -1, _V2_INVALID, pos
+        value = int(text[pos:pos + length] or 0)
+    elif kind == _V2_LETTER:
+        value, length = ord(text[pos]), 1
+    elif kind == _V2_SUFFIX:
+        for rank, name in enumerate(_V2_PRE):
+            if text.startswith(name, pos):
+                value, length = rank - len(_V2_PRE), len(name)
+                break
+        else:
+            for rank, name in enumerate(_V2_POST):
+                if text.startswith(name, pos):
+                    value, length = rank, len(name)
+                    break
+            else:
+                return -1, _V2_INVALID, pos
+    else:
+        return -1, _V2_INVALID, pos
+    pos += length
+    if pos >= len(text):
+        return value, _V2_END, pos
+    if following != _V2_INVALID:
+        return value, following, pos
+    kind, pos = _apk2_next_token(kind, text, pos)
+    return value, kind, pos
+
+
+def validate_apk2(version: str) -> bool:
+    """apk 2's `apk_version_validate`."""
+    kind, pos = _V2_DIGIT, 0
+    while kind not in (_V2_END, _V2_INVALID):
+        _, kind, pos = _apk2_get_token(kind, version, pos)
+    return kind == _V2_END
+
+
+def compare_apk2(a: str, b: str) -> int:
+    """apk 2's `apk_version_compare_blob` (never fails, like apk's)."""
+    ak = bk = _V2_DIGIT
+    av = bv = 0
+    ap = bp = 0
+    while ak == bk and ak not in (_V2_END, _V2_INVALID) and av == bv:
+        av, ak, ap = _apk2_get_token(ak, a, ap)
+        bv, bk, bp = _apk2_get_token(bk, b, bp)
+    if av != bv:
+        return -1 if av < bv else 1
+    if ak == bk:
+        return 0
+    # Equal so far: the longer one is greater, unless what follows is a pre-release suffix.
+    if ak == _V2_SUFFIX and _apk2_get_token(ak, a, ap)[0] < 0:
+        return -1
+    if bk == _V2_SUFFIX and _apk2_get_token(bk, b, bp)[0] < 0:
+        return 1
+    if ak > bk:
+        return -1
+    if bk > ak:
+        return 1
+    return 0
 
 
 def compare_apk(a: str, b: str) -> int:
-    ka, kb = _apk_key(a), _apk_key(b)
-    return (ka > kb) - (ka < kb)
+    """apk's order: apk 3's rules when both versions are valid for it, else apk 2's.
+
+    A version neither apk accepts (`2.7.16-33`, `4.10-1-r1`) raises VersionError.
+    """
+    a, b = a.strip(), b.strip()
+    if validate_apk3(a) and validate_apk3(b):
+        return compare_apk3(a, b)
+    if a and b and validate_apk2(a) and validate_apk2(b):
+        return compare_apk2(a, b)
+    bad = b if validate_apk3(a) or (a and validate_apk2(a)) else a
+    raise VersionError(f"not an apk version: {bad!r}")
 
 
 # ---------------------------------------------------------------------------------- PEP 440
 
-# The grammar of PEP 440 appendix B, as packaging.version.VERSION_PATTERN spells it.
-_PEP440 = re.compile(
-    r"""^\s*v?
-    (?:(?P<epoch>[0-9]+)!)?
-    (?P<release>[0-9]+(?:\.[0-9]+)*)
-    (?P<pre>[-_\.]?(?P<pre_l>alpha|a|beta|b|preview|pre|c|rc)[-_\.]?(?P<pre_n>[0-9]+)?)?
-    (?P<post>(?:-(?P<post_n1>[0-9]+))|(?:[-_\.]?(?P<post_l>post|rev|r)[-_\.]?(?P<post_n2>[0-9]+)?))?
-    (?P<dev>[-_\.]?(?P<dev_l>dev)[-_\.]?(?P<dev_n>[0-9]+)?)?
-    (?:\+(?P<local>[a-z0-9]+(?:[-_\.][a-z0-9]+)*))?
-    \s*$""",
-    re.VERBOSE | re.IGNORECASE,
-)
-# Pre-release labels by rank: a < b < rc (c, pre and preview are spellings of rc).
-_PRE_LABELS = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "pre": 2, "preview": 2, "rc": 2}
-_INF = float("inf")
-_NEG_INF = float("-inf")
-
 
 @functools.lru_cache(maxsize=65536)
-def _pep440_key(version: str) -> tuple[Any, ...]:
-    match = _PEP440.match(version)
-    if not match:
-        raise VersionError(f"not a PEP 440 version: {version!r}")
-    release = tuple(int(n) for n in match["release"].split("."))
-    while len(release) > 1 and release[-1] == 0:  # 1.0 == 1.0.0
-        release = release[:-1]
-    pre: tuple[Any, ...]
-    if match["pre_l"]:
-        pre = (_PRE_LABELS[match["pre_l"].lower()], int(match["pre_n"] or 0))
-    elif not match["post"] and match["dev_l"]:
-        pre = (_NEG_INF,)  # 1.0.dev0 sorts before 1.0a0
-    else:
-        pre = (_INF,)
-    if match["post"]:
-        post: tuple[Any, ...] = (int(match["post_n1"] or match["post_n2"] or 0),)
-    else:
-        post = (_NEG_INF,)
-    dev: tuple[Any, ...] = (int(match["dev_n"] or 0),) if match["dev_l"] else (_INF,)
-    if match["local"]:
-        local: tuple[Any, ...] = tuple(
-            (int(part), "") if part.isdigit() else (_NEG_INF, part.lower())
-            for part in re.split(r"[-_.]", match["local"])
-        )
-    else:
-        local = ((_NEG_INF, ""),)
-    return (int(match["epoch"] or 0), release, pre, post, dev, local)
+def _pep440(version: str) -> Version:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        raise VersionError(f"not a PEP 440 version: {version!r}") from None
 
 
 def compare_pep440(a: str, b: str) -> int:
-    ka, kb = _pep440_key(a), _pep440_key(b)
-    return (ka > kb) - (ka < kb)
+    """PEP 440's order, as `packaging.version` implements it (pip's own ordering)."""
+    va, vb = _pep440(a), _pep440(b)
+    return (va > vb) - (va < vb)
 
 
 # ---------------------------------------------------------------------------------- SemVer
