@@ -15,10 +15,15 @@ may mention it, by a regular-expression pass over the raw text (a superset: any 
 key counts). A record is parsed fully only when a package with one of its names is
 looked up, and cached afterwards.
 
-Matching follows the OSV schema's evaluation rules: `versions` lists match exactly;
-ECOSYSTEM and SEMVER ranges are evaluated over their events (introduced, fixed,
-last_affected, limit) sorted in the ecosystem's own version order (`check.builtin.versions`);
-GIT ranges carry commit hashes, not versions, and are ignored.
+Matching follows the OSV schema's evaluation algorithm: a withdrawn record is ignored
+(`withdrawn` set: the claim was retracted); the `versions` list is matched first, as exact
+strings, before anything is parsed (so `joblib 0.3.2d`, not PEP 440, still matches a list
+naming it); ECOSYSTEM and SEMVER ranges are evaluated over their events (introduced, fixed,
+last_affected, limit) sorted in the ecosystem's own version order (`check.builtin.versions`).
+An event the ordering cannot read (`fixed: 2019-09-12` for a PyPI package, secdb's
+`2.7.16-33`, which apk itself rejects) never widens a range: the record's ranges are skipped
+for that package, with a debug note. GIT ranges carry commit hashes, not versions, and are
+ignored.
 """
 
 from __future__ import annotations
@@ -46,13 +51,15 @@ log = get_logger("check.builtin.advisories")
 VULN_DB_ENV = "CONTAINERSCAN_VULN_DB"
 RECORD_SUFFIXES = (".json", ".yaml", ".yml")
 INDEX_FILE = ".containerscan-index"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 # A single OSV record is a few KiB; anything this large is not one.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 RANGE_TYPES = frozenset({"ECOSYSTEM", "SEMVER"})
 _JSON_NAME = re.compile(rb'"name"\s*:\s*"([^"\\]{1,214})"')
 _YAML_NAME = re.compile(rb'(?m)^[ \t-]*name:[ \t]*["\']?([^"\'\s#]{1,214})')
 _SECDB_MARK = re.compile(rb"(?m)^\s*secfixes:")
+# A top-level `withdrawn` key: at the start of a YAML line, or quoted in JSON.
+_WITHDRAWN = re.compile(rb'(?m)^withdrawn:|(?<!\\)"withdrawn"\s*:\s*"')
 _PEP503 = re.compile(r"[-_.]+")
 
 
@@ -100,6 +107,7 @@ class Advisory:
     affected: tuple[Affected, ...] = ()
     published: str | None = None
     source: str = "osv"
+    withdrawn: str | None = None  # when the record was retracted; such a record never matches
 
     @property
     def cves(self) -> tuple[str, ...]:
@@ -257,6 +265,7 @@ def parse_osv(doc: dict[str, Any], where: str) -> Advisory:
                          if isinstance(r, dict) and r.get("url")),
         affected=tuple(affected),
         published=str(doc["published"]) if doc.get("published") else None,
+        withdrawn=str(doc["withdrawn"]) if doc.get("withdrawn") else None,
     )
 
 
@@ -298,23 +307,23 @@ def _sorted_events(events: tuple[tuple[str, str], ...], compare: Compare
     key = functools.cmp_to_key(compare)
     readable = []
     for kind, version in events:
-        if kind == "introduced" and version == "0":
-            readable.append((kind, version))
-            continue
-        try:
-            compare(version, version)
-        except VersionError:
-            continue
+        if not ((kind == "introduced" and version == "0") or (kind == "limit" and version == "*")):
+            compare(version, version)  # VersionError: never guess where the range ends
         readable.append((kind, version))
 
     def order(event: tuple[str, str]) -> Any:
-        return (0, key("0")) if event[1] == "0" and event[0] == "introduced" else (1, key(event[1]))
+        if event[1] == "0" and event[0] == "introduced":
+            return (0, key("0"))
+        return (2, key("0")) if event[1] == "*" else (1, key(event[1]))
 
     return sorted(readable, key=order)
 
 
 def evaluate_range(version: str, rng: Range, compare: Compare) -> tuple[bool, str | None]:
-    """(affected, fixed version) of `version` under one OSV range."""
+    """(affected, fixed version) of `version` under one OSV range.
+
+    Raises VersionError when an event's version is not readable in `compare`'s ordering.
+    """
     affected = False
     fixed_version = None
     limits = []
@@ -340,23 +349,31 @@ def evaluate_range(version: str, rng: Range, compare: Compare) -> tuple[bool, st
 
 
 def affects(affected: Affected, version: str, compare: Compare) -> tuple[bool, str | None]:
-    """Whether `version` is affected, and the first fixed version after it when known."""
+    """Whether `version` is affected, and the first fixed version after it when known.
+
+    The OSV algorithm: the `versions` list by exact string first, then the ranges. A range
+    with an event the ordering cannot read makes the entry's ranges unusable for this
+    package (they are skipped, never read as "every version").
+    """
+    hit, fixed = version in affected.versions, None
     try:
         compare(version, version)
     except VersionError:
-        return False, None
-    hit, fixed = False, None
+        return hit, None  # an unreadable installed version: only the exact list can say
+    outcomes = []
     for rng in affected.ranges:
         try:
-            in_range, range_fix = evaluate_range(
-                version, rng, ordering("SEMVER") if rng.type == "SEMVER" else compare)
-        except VersionError:
-            continue  # the installed version does not read in this range's ordering
+            outcomes.append(evaluate_range(
+                version, rng, ordering("SEMVER") if rng.type == "SEMVER" else compare))
+        except VersionError as exc:
+            log.debug("advisory range skipped: an event is unreadable",
+                      extra=fields(package=affected.name, ecosystem=affected.ecosystem,
+                                   version=version, error=str(exc)))
+            return hit, None
+    for in_range, range_fix in outcomes:
         if in_range:
             hit = True
             fixed = fixed or range_fix
-    if not hit and version in affected.versions:
-        hit = True
     return hit, fixed
 
 
@@ -416,6 +433,7 @@ class AdvisoryDatabase:
         self._zip_lock = threading.Lock()
         self._fingerprint: str | None = None
         self.records_indexed = 0
+        self.records_withdrawn = 0  # counted by the index pass; never matched
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None,
@@ -443,6 +461,8 @@ class AdvisoryDatabase:
         for name in names:
             index.setdefault(name, []).append(ref)
         self.records_indexed += 1
+        if not ref.secdb and _WITHDRAWN.search(data):
+            self.records_withdrawn += 1
 
     def index(self) -> dict[str, list[_SourceRef]]:
         with self._lock:
@@ -497,6 +517,7 @@ class AdvisoryDatabase:
             "version": INDEX_FORMAT,
             "fingerprint": self.fingerprint(),
             "records": self.records_indexed,
+            "withdrawn": self.records_withdrawn,
             "sources": [[str(r.path.relative_to(self.root)), r.member, r.secdb] for r in refs],
             "names": {name: [refs[r] for r in entries] for name, entries in index.items()},
         }
@@ -520,6 +541,7 @@ class AdvisoryDatabase:
                        for rel, member, secdb in doc["sources"]]
             index = {name: [sources[i] for i in ids] for name, ids in doc["names"].items()}
             self.records_indexed = int(doc["records"])
+            self.records_withdrawn = int(doc["withdrawn"])
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("saved advisory index is unreadable; rebuilding",
                         extra=fields(path=str(path), error=str(exc)))
@@ -613,6 +635,8 @@ class AdvisoryDatabase:
         for name, version in lookups:
             wanted = normalize_name(ecosystem, name)
             for advisory in self.advisories(ecosystem, name):
+                if advisory.withdrawn:
+                    continue  # retracted: the claim no longer stands
                 for affected in advisory.affected:
                     if (affected.ecosystem.split(":", 1)[0] != ecosystem
                             or normalize_name(affected.ecosystem, affected.name) != wanted

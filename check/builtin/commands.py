@@ -141,5 +141,6 @@ def info(vuln_db: str | None) -> None:
     index = database.index()
     click.echo(f"database: {database.root}")
     click.echo(f"records:  {database.records_indexed}")
+    click.echo(f"withdrawn: {database.records_withdrawn} (ignored when matching)")
     click.echo(f"names:    {len(index)}")
     click.echo(f"version:  {database.fingerprint()}")
