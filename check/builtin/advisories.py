@@ -624,8 +624,8 @@ class AdvisoryDatabase:
     def match(self, package: InstalledPackage, os_info: OsInfo | None) -> list[Match]:
         """Every advisory that affects the installed package."""
         ecosystem = ecosystem_of(package, os_info)
-        if ecosystem is None:
-            return []
+        if ecosystem is None or package.os_package:
+            return []  # an OS package installed it: the OS advisories judge that package
         compare = ordering(ecosystem)
         # OS advisories are keyed by source package (Debian source, Alpine origin).
         lookups = [(package.name, package.version)]

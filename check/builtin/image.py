@@ -14,12 +14,19 @@ layer.md) to the files it keeps, and hands every small text file to an optional 
 Hostile input is refused with an `ImageError` naming the source, the layer and the member:
 paths that climb out of the root (`..`), symlinks and hard links whose targets leave it,
 wanted files larger than the cap, images that decompress beyond the cap, digests that do
-not match, corrupt compression, truncated tar streams and malformed manifests.
+not match, corrupt compression, truncated tar streams and malformed manifests. What a
+hostile layer could use to exhaust memory or time is bounded before it is read: extended
+tar headers (PAX, GNU long names) above `MAX_TAR_HEADER` are refused from their declared
+size; zero padding after the gzip stream is skipped a megabyte at a time; tarfile's list of
+seen members is not kept; whiteouts are applied with sorted paths and bisection
+(O((N + M) log N), not N x M); the deadline is checked on every read, not only between
+entries. `check.builtin.sandbox` adds the last line: the scan's own process with an
+address-space limit and a hard kill at the deadline.
 """
 
 from __future__ import annotations
 
-import gzip
+import bisect
 import hashlib
 import io
 import json
@@ -60,6 +67,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1024 * 1024
 DEFAULT_PLATFORM = "linux/amd64"
+# Extended tar headers (PAX records, GNU long names) hold a path (PATH_MAX is 4096 on Linux)
+# and extended attributes (at most 64 KiB each, XATTR_SIZE_MAX): 1 MiB is far above any real
+# one, and tarfile would read a larger one whole into memory before looking at it.
+MAX_TAR_HEADER = 1024 * 1024
+_EXTENDED_HEADERS = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                               tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class ImageFiles:
     digest: str
     layers: tuple[str, ...]
     files: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)  # symbolic links: path -> target
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     bytes_read: int = 0
@@ -436,21 +450,29 @@ class DockerArchiveSource:
 
 
 class _HashingReader(io.RawIOBase):
-    """Hashes and counts the bytes read through it; `cap` bounds the total."""
+    """Hashes and counts the bytes read through it; `cap` bounds the total.
+
+    `on_read` runs before every read (the deadline check: a slow registry or a huge
+    member cannot keep a read going past it).
+    """
 
     def __init__(
-        self, stream: IO[bytes], cap: int | None = None, on_cap: Callable[[], None] | None = None
+        self, stream: IO[bytes], cap: int | None = None, on_cap: Callable[[], None] | None = None,
+        on_read: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
         self.hash = hashlib.sha256()
         self.count = 0
         self._cap = cap
         self._on_cap = on_cap
+        self._on_read = on_read
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._on_read is not None:
+            self._on_read()
         data = self._stream.read(len(buffer))
         if not data:
             return 0
@@ -470,10 +492,60 @@ class _HashingReader(io.RawIOBase):
         return "sha256:" + self.hash.hexdigest()
 
 
+class _GzipMembers(io.RawIOBase):
+    """Concatenated gzip members (RFC 1952 2.2), decompressed at most CHUNK at a time.
+
+    What follows the last member may be zero padding (some tools pad blobs to a block
+    size); it is skipped a CHUNK at a time, where gzip.GzipFile reads it byte by byte.
+    Anything else after a member must be another member.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = memoryview(b"")
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_member(self) -> bool:
+        rest = self._inflater.unused_data.lstrip(b"\0")
+        while len(rest) < len(GZIP_MAGIC):
+            chunk = self._stream.read(CHUNK)
+            if not chunk:
+                if rest:
+                    raise zlib.error("trailing garbage after the gzip stream")
+                return False
+            rest = (rest + chunk).lstrip(b"\0") if not rest else rest + chunk
+        if not rest.startswith(GZIP_MAGIC):
+            raise zlib.error("trailing garbage after the gzip stream")
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = memoryview(self._inflater.decompress(rest, CHUNK))
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            if self._done:
+                return 0
+            if self._inflater.eof:
+                if not self._next_member():
+                    self._done = True
+                continue
+            data = self._inflater.unconsumed_tail or self._stream.read(CHUNK)
+            if not data:
+                raise EOFError("the gzip stream ends before its end-of-stream marker")
+            self._pending = memoryview(self._inflater.decompress(data, CHUNK))
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
 def _decompressor(stream: Any, where: str) -> Any:
     magic = stream.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=stream, mode="rb")
+        return io.BufferedReader(_GzipMembers(stream), CHUNK)
     if magic == ZSTD_MAGIC:
         try:
             import zstandard
@@ -516,18 +588,42 @@ def _check_link(info: tarfile.TarInfo, path: str, layer_where: str) -> None:
         )
 
 
-def _apply_whiteouts(
-    files: dict[str, tuple[str | None, bytes]], deleted: list[str], opaque: list[str]
-) -> None:
+def apply_whiteouts(entries: dict[str, Any], deleted: list[str], opaque: list[str]) -> None:
+    """Remove what a layer's whiteouts hide from the lower layers' `entries` (by path).
+
+    `.wh.<name>` deletes `name` and everything under it; `.wh..wh..opq` empties its
+    directory. The paths are sorted once and each whiteout finds its subtree by bisection:
+    O((N + M) log N) for N entries and M whiteouts.
+    """
+    if not entries or not (deleted or opaque):
+        return
+    paths = sorted(entries)
+
+    def drop_under(prefix: str) -> None:
+        index = bisect.bisect_left(paths, prefix)
+        while index < len(paths) and paths[index].startswith(prefix):
+            entries.pop(paths[index], None)
+            index += 1
+
     for directory in opaque:
-        prefix = directory + "/" if directory else ""
-        for path in [p for p in files if p.startswith(prefix)]:
-            del files[path]
+        drop_under(directory + "/" if directory else "")
     for path in deleted:
-        files.pop(path, None)
-        prefix = path + "/"
-        for inner in [p for p in files if p.startswith(prefix)]:
-            del files[inner]
+        entries.pop(path, None)
+        drop_under(path + "/")
+
+
+class _OversizedHeader(tarfile.TarError):
+    """An extended tar header declares more bytes than MAX_TAR_HEADER."""
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """tarfile reads an extended header's whole declared size into memory; refuse first."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> Any:
+        if self.type in _EXTENDED_HEADERS and self.size > MAX_TAR_HEADER:
+            raise _OversizedHeader(f"an extended header (type {self.type!r}) of {self.size} "
+                                   f"bytes, above the {MAX_TAR_HEADER}-byte cap")
+        return super()._proc_member(archive)  # type: ignore[misc]
 
 
 Visitor = Callable[[str, str, bytes], None]
@@ -536,6 +632,8 @@ Visitor = Callable[[str, str, bytes], None]
 @dataclass
 class _LayerState:
     kept: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)  # lower symlinks this layer overwrote
     deleted: list[str] = field(default_factory=list)
     opaque: list[str] = field(default_factory=list)
 
@@ -562,14 +660,22 @@ class _Walk:
                 "the layer is a decompression bomb or the image is too large to scan here",
             )
 
+        def in_time() -> None:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise ScanError(
+                    f"{self.source.description}: timed out while reading {where}",
+                    "raise the scan timeout",
+                )
+
         raw_stream = self.source.open_blob(layer)
         try:
-            blob = _HashingReader(raw_stream)
+            blob = _HashingReader(raw_stream, on_read=in_time)
             buffered = io.BufferedReader(blob, CHUNK)
             tar_bytes = _HashingReader(_decompressor(buffered, where), budget, too_big)
             try:
-                with tarfile.open(fileobj=tar_bytes, mode="r|") as tar:
-                    for info in tar:
+                with tarfile.open(fileobj=tar_bytes, mode="r|", tarinfo=_CappedTarInfo) as tar:
+                    while (info := tar.next()) is not None:
+                        tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member
                         self.member(tar, info, layer.digest, where, state)
                         result.entries += 1
                         if result.entries > limits.max_entries:
@@ -577,14 +683,13 @@ class _Walk:
                                 f"{where}: more than {limits.max_entries} entries",
                                 "the image is hostile or too large to scan",
                             )
-                        if self.deadline is not None and time.monotonic() > self.deadline:
-                            raise ScanError(
-                                f"{self.source.description}: timed out while reading {where}",
-                                "raise the scan timeout",
-                            )
+                        in_time()
                 tar_bytes.drain()  # tar stops at its end marker; hash the padding too
                 while buffered.read(CHUNK):  # and whatever trails the compressed stream
                     pass
+            except _OversizedHeader as exc:
+                raise ImageError(f"{where}: {exc}",
+                                 "the layer is hostile; do not run this image") from None
             except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
                 raise ImageError(
                     f"{where} is corrupt or truncated ({exc})",
@@ -626,12 +731,19 @@ class _Walk:
             return
         if info.issym() or info.islnk():
             _check_link(info, path, where)
-            if info.islnk() and self.want(path):
+            if info.issym():
+                state.links[path] = info.linkname
+            elif self.want(path):
                 target = normalize_member(info.linkname, where)
                 linked = state.kept.get(target) or self.result.files.get(target)
                 if linked is not None:
                     state.kept[path] = (layer, linked[1])
+                else:
+                    self.result.notes.append(
+                        f"{where}: hard link {path} -> {target}: the target was not kept")
             return
+        if path in self.result.links:
+            state.replaced.append(path)  # a file or directory now where a link was
         if not info.isfile():
             return
         wanted = self.want(path)
@@ -676,8 +788,14 @@ def read_image(
     for position, layer in enumerate(layers):
         where = f"{source.description}: layer {position} ({layer.digest})"
         state = walk.layer(layer, where)
-        _apply_whiteouts(result.files, state.deleted, state.opaque)
+        apply_whiteouts(result.files, state.deleted, state.opaque)
+        apply_whiteouts(result.links, state.deleted, state.opaque)
+        for path in state.replaced:
+            result.links.pop(path, None)
+        for path in state.links:
+            result.files.pop(path, None)
         result.files.update(state.kept)
+        result.links.update(state.links)
     log.debug(
         "image read",
         extra=fields(

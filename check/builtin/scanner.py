@@ -17,6 +17,11 @@ Findings follow the contract of `securityhub.findings`:
   scored critical ones (Trivy reports these as UNKNOWN).
 - one SecretFinding per (image, rule, file, line), with the layer, never the value.
 
+Isolation: the image is read, inventoried and searched for secrets in a forked child
+(`check.builtin.sandbox`) with an address-space limit and a hard kill at the deadline, so a
+hostile layer costs its own image and never the sweep; only the small result (inventory,
+masked secret hits) comes back. Advisory matching runs in the caller, with its cache.
+
 Raw outputs in the work directory: `builtin-inventory.json` (the OS, every package with its
 layer and file) and `builtin-findings.json` (the findings, secrets masked).
 """
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from check.builtin import sandbox
 from check.builtin.advisories import AdvisoryDatabase, AdvisoryDatabaseError, Match
 from check.builtin.image import (
     DEFAULT_PLATFORM,
@@ -45,7 +51,7 @@ from check.builtin.image import (
 )
 from check.builtin.inventory import Inventory, build_inventory, wants
 from check.builtin.registry import LOOPBACK_HOSTS, ImageReference, RegistryClient, RegistrySource
-from check.builtin.secrets import SecretHit, scan_bytes
+from check.builtin.secrets import SecretHit, rule_by_id, scan_bytes
 from check.scanner import DEFAULT_SCAN_TYPES, RegistryAuth, ScanResult, ScanTarget
 from securityhub.errors import ConfigurationError
 from securityhub.findings import (
@@ -79,6 +85,18 @@ MIRRORS_ENV = "CONTAINERSCAN_REGISTRY_MIRRORS"
 # A registry host as image references name it: DNS labels, an optional port.
 _REGISTRY_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
                             r"(?::\d{1,5})?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What the isolated part of a scan returns: small, picklable, no secret values."""
+
+    digest: str
+    layers: tuple[str, ...]
+    inventory: Inventory
+    # (rule id, path, line, masked value, layer) of each secret hit
+    secrets: tuple[tuple[str, str, int, str, str], ...]
+    notes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -174,7 +192,9 @@ class BuiltinScanner:
                  platform: str | None = None, limits: ImageLimits | None = None,
                  default_severity: Severity = DEFAULT_SEVERITY,
                  environ: Mapping[str, str] | None = None,
-                 mirrors: Mapping[str, RegistryMirror] | None = None) -> None:
+                 mirrors: Mapping[str, RegistryMirror] | None = None,
+                 isolate: bool = True,
+                 memory_limit: int | None = sandbox.DEFAULT_MEMORY_LIMIT) -> None:
         env = dict(os.environ if environ is None else environ)
         self._vuln_db_path = vuln_db
         self._env = env
@@ -193,6 +213,9 @@ class BuiltinScanner:
         self.mirrors = (parse_mirrors(env.get(MIRRORS_ENV, "")) if mirrors is None
                         else dict(mirrors))
         self._db: AdvisoryDatabase | None = None
+        self.isolate = isolate and sandbox.available()
+        self.memory_limit = memory_limit
+        self.last_peak_rss: int | None = None  # of the last isolated scan's child, in bytes
 
     # ----------------------------------------------------------------------- interface
 
@@ -212,6 +235,27 @@ class BuiltinScanner:
     def info(self) -> ScannerInfo:
         return ScannerInfo(name=SCANNER_NAME, version=self.version())
 
+    def collect(self, ref: str, auth: RegistryAuth | None, scan_types: tuple[str, ...],
+                deadline: float | None) -> Collected:
+        """Read the image: inventory and secret hits (the part that touches hostile input)."""
+        hits: list[tuple[SecretHit, str]] = []
+
+        def visit(path: str, layer: str, data: bytes) -> None:
+            if len(hits) < MAX_SECRET_FINDINGS:
+                hits.extend((hit, layer) for hit in scan_bytes(path, data))
+
+        source = open_source(ref, auth, self.platform, self.mirrors)
+        try:
+            files = read_image(source, wants, visit if "secret" in scan_types else None,
+                               self.limits, deadline)
+        finally:
+            source.close()
+        inventory = build_inventory(files.files, files.links)
+        return Collected(
+            digest=files.digest, layers=files.layers, inventory=inventory,
+            secrets=tuple((h.rule.id, h.path, h.line, h.masked, layer) for h, layer in hits),
+            notes=(*files.notes, *inventory.notes))
+
     def scan(self, target: ScanTarget, workdir: Path, timeout: float) -> ScanResult:
         deadline = time.monotonic() + timeout
         ref = target.source or target.image.reference
@@ -219,25 +263,23 @@ class BuiltinScanner:
         if database is not None:
             database.index()  # fail on a broken database before reading the image
         scanner = self.info()
-        hits: list[tuple[SecretHit, str]] = []
-
-        def visit(path: str, layer: str, data: bytes) -> None:
-            if len(hits) < MAX_SECRET_FINDINGS:
-                hits.extend((hit, layer) for hit in scan_bytes(path, data))
-
-        source = open_source(ref, target.auth, self.platform, self.mirrors)
         started = time.monotonic()
-        try:
-            files = read_image(source, wants, visit if "secret" in target.scan_types else None,
-                               self.limits, deadline)
-        finally:
-            source.close()
+        scan_types = tuple(target.scan_types)
+        if self.isolate:
+            outcome = sandbox.run_isolated(
+                lambda: self.collect(ref, target.auth, scan_types, deadline),
+                what=str(ref), deadline=deadline, memory_limit=self.memory_limit)
+            files, self.last_peak_rss = outcome.value, outcome.peak_rss
+        else:
+            files = self.collect(ref, target.auth, scan_types, deadline)
+        hits = [(SecretHit(rule_by_id(rule), path, line, masked), layer)
+                for rule, path, line, masked, layer in files.secrets]
         resource = target.image
         if not resource.digest:
             # A pinned reference was verified by the registry client; an index digest
             # stays the resource (the sweep's identity), with the platform image read.
             resource = dataclasses.replace(resource, digest=files.digest)
-        inventory = build_inventory(files.files)
+        inventory = files.inventory
         findings: list[Finding] = []
         matches: list[Match] = []
         if database is not None:
@@ -266,7 +308,9 @@ class BuiltinScanner:
             image=resource.reference, packages=len(inventory.packages),
             vulnerabilities=sum(1 for f in findings if f.kind == "vulnerability"),
             secrets=sum(1 for f in findings if f.kind == "secret"),
-            seconds=round(time.monotonic() - started, 3)))
+            seconds=round(time.monotonic() - started, 3),
+            peak_rss_mb=(round(self.last_peak_rss / 1048576) if self.isolate
+                         and self.last_peak_rss else None)))
         return ScanResult(scanner=scanner, findings=tuple(findings),
                           scan_types=tuple(target.scan_types), raw_files=raw,
                           notes=tuple(notes))
@@ -278,7 +322,7 @@ class BuiltinScanner:
             files = read_image(source, wants, None, self.limits)
         finally:
             source.close()
-        return build_inventory(files.files)
+        return build_inventory(files.files, files.links)
 
 
 # -------------------------------------------------------------------------------- findings

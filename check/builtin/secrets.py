@@ -97,6 +97,14 @@ _KEYWORDS = re.compile(
 )
 
 
+def rule_by_id(rule_id: str) -> SecretRule:
+    """The rule of a hit that crossed a process boundary as its id."""
+    for rule in RULES:
+        if rule.id == rule_id:
+            return rule
+    raise KeyError(rule_id)
+
+
 @dataclass(frozen=True)
 class SecretHit:
     rule: SecretRule
