@@ -85,11 +85,13 @@ def _child(work: Callable[[], T], write_fd: int, memory_limit: int | None) -> No
 
 
 def run_isolated(work: Callable[[], T], *, what: str, deadline: float | None,
-                 memory_limit: int | None = DEFAULT_MEMORY_LIMIT) -> ChildOutcome[T]:
+                 memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+                 report: Callable[[int, float], None] | None = None) -> ChildOutcome[T]:
     """`work()` in a forked child; its value, or its ContainerscanError raised here.
 
     `deadline` is a `time.monotonic()` value: past it the child is killed and a ScanError
-    names `what`. The value must be picklable.
+    names `what`. The value must be picklable. `report(peak_rss, seconds)` is called
+    whatever the outcome (the measurements of a failed scan matter most).
     """
     started = time.monotonic()
     read_fd, write_fd = os.pipe()
@@ -118,6 +120,8 @@ def run_isolated(work: Callable[[], T], *, what: str, deadline: float | None,
         _, status, usage = os.wait4(pid, 0)
     peak = usage.ru_maxrss * 1024
     seconds = time.monotonic() - started
+    if report is not None:
+        report(peak, seconds)
     if killed:
         raise ScanError(f"{what}: timed out after {seconds:.1f} s; the scan was killed",
                         "raise the scan timeout, or check the image for hostile layers")

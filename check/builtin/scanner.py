@@ -215,7 +215,9 @@ class BuiltinScanner:
         self._db: AdvisoryDatabase | None = None
         self.isolate = isolate and sandbox.available()
         self.memory_limit = memory_limit
-        self.last_peak_rss: int | None = None  # of the last isolated scan's child, in bytes
+        # The last isolated scan's child: peak resident set (bytes) and wall time (s).
+        self.last_peak_rss: int | None = None
+        self.last_child_seconds: float | None = None
 
     # ----------------------------------------------------------------------- interface
 
@@ -266,10 +268,13 @@ class BuiltinScanner:
         started = time.monotonic()
         scan_types = tuple(target.scan_types)
         if self.isolate:
-            outcome = sandbox.run_isolated(
+            def measured(peak_rss: int, seconds: float) -> None:
+                self.last_peak_rss, self.last_child_seconds = peak_rss, seconds
+
+            files = sandbox.run_isolated(
                 lambda: self.collect(ref, target.auth, scan_types, deadline),
-                what=str(ref), deadline=deadline, memory_limit=self.memory_limit)
-            files, self.last_peak_rss = outcome.value, outcome.peak_rss
+                what=str(ref), deadline=deadline, memory_limit=self.memory_limit,
+                report=measured).value
         else:
             files = self.collect(ref, target.auth, scan_types, deadline)
         hits = [(SecretHit(rule_by_id(rule), path, line, masked), layer)
