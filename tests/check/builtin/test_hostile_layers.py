@@ -8,6 +8,7 @@ stream, whiteouts that were applied N x M, a registry that drips bytes.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
@@ -15,6 +16,7 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -97,8 +99,6 @@ def test_a_huge_pax_header_is_refused_before_it_is_read(tmp_path):
 def test_zero_padding_after_the_gzip_stream_is_skipped_in_bulk(tmp_path):
     tar = Layer().file(f"{SITE}/a-1.0.dist-info/METADATA",
                        "Metadata-Version: 2.1\nName: a\nVersion: 1.0\n").bytes()
-    import gzip
-
     stored = gzip.compress(tar, mtime=0) + b"\0" * (64 * 1048576)
     result, seconds, peak = _scan(tmp_path, _blobs([stored], [sha256(tar)]), timeout=3)
     assert not isinstance(result, Exception), result
@@ -108,8 +108,6 @@ def test_zero_padding_after_the_gzip_stream_is_skipped_in_bulk(tmp_path):
 
 
 def test_garbage_after_the_gzip_stream_is_refused(tmp_path):
-    import gzip
-
     tar = Layer().file("etc/hostname", "x\n").bytes()
     stored = gzip.compress(tar, mtime=0) + b"\0\0garbage"
     result, _, _ = _scan(tmp_path, _blobs([stored], [sha256(tar)]), timeout=5)
@@ -118,8 +116,6 @@ def test_garbage_after_the_gzip_stream_is_refused(tmp_path):
 
 def test_many_whiteouts_over_many_files_are_applied_fast(tmp_path):
     count = 20000
-    import gzip
-
     lower = Layer()
     for i in range(count):
         lower.file(f"{SITE}/p{i}-1.0.dist-info/METADATA",
@@ -150,14 +146,14 @@ def test_whiteouts_remove_subtrees_and_opaque_directories():
 class _DrippingRegistry(BaseHTTPRequestHandler):
     """Serves one image; its layer blob arrives one byte every 0.2 s, forever."""
 
-    blobs: dict[str, bytes] = {}
+    blobs: ClassVar[dict[str, bytes]] = {}
     manifest: bytes = b""
     drip: str = ""
 
     def log_message(self, *args: object) -> None:
         return None
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if "/manifests/" in self.path:
             body, kind = self.manifest, OCI_MANIFEST
         elif "/blobs/" in self.path and self.path.rsplit("/", 1)[1] in self.blobs:
@@ -181,8 +177,6 @@ class _DrippingRegistry(BaseHTTPRequestHandler):
 
 
 def test_a_slow_dripping_registry_is_cut_at_the_deadline(tmp_path):
-    import gzip
-
     tar = Layer().file("etc/os-release", "ID=debian\n").bytes()
     blobs = _blobs([gzip.compress(tar, mtime=0)], [sha256(tar)])
     handler = type("Handler", (_DrippingRegistry,), {
