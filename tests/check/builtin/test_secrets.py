@@ -15,9 +15,9 @@ CASES = [
     ("github-pat", b"GH=ghp_" + b"a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8\n", "ghp_" + "*" * 32),
     ("github-fine-grained-pat", b"github_pat_" + b"A1b2" * 20 + b"Zz\n", None),
     ("gitlab-pat", b"token glpat-Ab3dE6gH9jK2mN5pQ8sT\n", "glpat-" + "*" * 20),
-    ("slack-token", b"SLACK=xoxb-1234567890-0987654321-AbCdEfGhIjKl\n", None),
+    ("slack-token", b"SLACK=xoxb-4182936075-7730291846-Qm3ZtR8vKw2N\n", None),
     ("slack-webhook-url",
-     b"url: https://hooks.slack.com/services/T0123ABCD/B0456EFGH/aBcDeFgHiJkLmNoPqRsTuVwX\n",
+     b"url: https://hooks.slack.com/services/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\n",
      None),
     ("generic-credential", b'db_password = "Zx9#kLq2!vB7pR"\n', "*" * 14),
 ]

@@ -1,0 +1,2 @@
+const MAPS_KEY = "AIzaXQB1S0uvrWK3nXEVpUeJHeK5f83JPZEil8h";
+initMap(MAPS_KEY);
