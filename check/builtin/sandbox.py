@@ -21,7 +21,7 @@ the caller's stack (no atexit handlers, no flushing of the parent's buffers twic
 from __future__ import annotations
 
 import os
-import pickle
+import pickle  # nosec B403 - only our own forked child's output is unpickled
 import resource
 import select
 import signal
