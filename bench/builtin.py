@@ -2,7 +2,15 @@
 
     python -m bench.builtin                 # 100 MB and 500 MB images, 5,000 package files
     python -m bench.builtin --sizes 500     # one size
+    python -m bench.builtin --real          # the real-content image only (about 129 MB)
     CONTAINERSCAN_VULN_DB=DIR python -m bench.builtin   # another advisory database
+
+The real-content image (issue 13: "129 MB, 13.9k files, 147 packages, <= 2.5 s") is built
+from this machine's own files: 120 real Debian packages from the apt cache
+(/var/cache/apt/archives, unpacked with `dpkg-deb --fsys-tarfile`, with the dpkg status
+stanzas and `info/*.list` files dpkg would write), the Python distributions of
+/usr/lib/python3, and /usr/share files up to the size. Real text, real package metadata,
+real binaries: what the secret rules and the inventory meet in production.
 
 The image is an OCI layout in a temporary directory (deleted afterwards): a dpkg database,
 Python distributions named after real PyPI projects of the advisory data (so matching does
@@ -38,8 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def default_advisories() -> Path:
-    return Path(os.environ.get("CONTAINERSCAN_VULN_DB")
-                or REPO.parent / "shared" / "data" / "advisories")
+    from check.quickstart.data import advisories_dir
+
+    return Path(os.environ.get("CONTAINERSCAN_VULN_DB") or advisories_dir())
 
 
 class _LayerWriter:
@@ -148,6 +157,13 @@ def generate(root: Path, size_mb: int, advisories: Path) -> dict[str, int]:
         counter += 1
     layers.append(writer.close())
 
+    _write_layout(root, layers)
+    return {"files": PACKAGE_FILES + 2, "compressed_bytes": sum(s for _, _, s in layers)}
+
+
+def _write_layout(root: Path, layers: list[tuple[str, str, int]]) -> None:
+    """Move the written layers into place; write config, manifest and index."""
+    blobs = root / "blobs" / "sha256"
     for position, (digest, _, _) in enumerate(layers, 1):
         os.replace(root / f"layer{position}", blobs / digest.split(":")[1])
     config = json.dumps({"architecture": "amd64", "os": "linux",
@@ -168,7 +184,85 @@ def generate(root: Path, size_mb: int, advisories: Path) -> dict[str, int]:
     (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
          "size": len(manifest)}]}))
-    return {"files": PACKAGE_FILES + 2, "compressed_bytes": sum(s for _, _, s in layers)}
+
+
+REAL_TARGET_BYTES = 129 * 1024 * 1024
+REAL_TARGET_FILES = 13900
+REAL_DEBS = 120
+APT_CACHE = Path("/var/cache/apt/archives")
+
+
+def _real_debs(count: int) -> list[Path]:
+    """The smallest real .debs of the apt cache (deterministic: by size, then name)."""
+    debs = sorted(APT_CACHE.glob("*.deb"), key=lambda p: (p.stat().st_size, p.name))
+    return debs[:count]
+
+
+def _add_deb(writer: _LayerWriter, deb: Path, status: io.StringIO) -> int:
+    """Unpack one .deb into the layer as dpkg would install it; bytes added."""
+    control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True,
+                             text=True).stdout.rstrip("\n")
+    name = control.split("\n", 1)[0].partition(":")[2].strip()
+    status.write(control.replace("\n", "\nStatus: install ok installed\n", 1) + "\n\n")
+    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
+                          capture_output=True).stdout
+    listed, added = [], 0
+    with tarfile.open(fileobj=io.BytesIO(fsys), mode="r:") as tar:
+        for member in tar:
+            path = os.path.normpath("/" + member.name)
+            if path != "/":
+                listed.append(path)
+            if member.isfile():
+                data = tar.extractfile(member)
+                if data is not None:
+                    writer.add(path.lstrip("/"), data.read())
+                    added += member.size
+    writer.add(f"var/lib/dpkg/info/{name}.list", ("\n".join(listed) + "\n").encode())
+    return added
+
+
+def _host_files(top: Path) -> list[Path]:
+    found = []
+    for directory, subdirs, names in os.walk(top):
+        subdirs.sort()
+        for name in sorted(names):
+            path = Path(directory) / name
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return found
+
+
+def generate_real(root: Path) -> dict[str, int]:
+    """An OCI layout of real files (see the module docstring), about REAL_TARGET_BYTES."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layers, total, files = [], 0, 0
+    writer = _LayerWriter(root / "layer1")
+    writer.add("etc/os-release", Path("/etc/os-release").read_bytes())
+    status = io.StringIO()
+    for deb in _real_debs(REAL_DEBS):
+        total += _add_deb(writer, deb, status)
+    writer.add("var/lib/dpkg/status", status.getvalue().encode())
+    layers.append(writer.close())
+    writer = _LayerWriter(root / "layer2")
+    for path in _host_files(Path("/usr/lib/python3")):
+        data = path.read_bytes()
+        writer.add(str(path).lstrip("/"), data)
+        total, files = total + len(data), files + 1
+    layers.append(writer.close())
+    writer = _LayerWriter(root / "layer3")
+    for path in _host_files(Path("/usr/share")):
+        if total >= REAL_TARGET_BYTES or files >= REAL_TARGET_FILES:
+            break
+        size = path.stat().st_size
+        if size > 4 * 1024 * 1024:
+            continue
+        writer.add(str(path).lstrip("/"), path.read_bytes())
+        total, files = total + size, files + 1
+    layers.append(writer.close())
+    _write_layout(root, layers)
+    return {"files": files, "compressed_bytes": sum(s for _, _, s in layers),
+            "bytes": total}
 
 
 def scan_child(layout: str, advisories: str) -> None:
@@ -189,10 +283,15 @@ def scan_child(layout: str, advisories: str) -> None:
 
 
 def run(size_mb: int, advisories: Path) -> dict[str, object]:
+    """Scan a generated image of `size_mb` MB, or the real-content image when 0."""
     root = Path(tempfile.mkdtemp(prefix="containerscan-bench-"))
     try:
         started = time.monotonic()
-        shape = generate(root / "layout", size_mb, advisories)
+        if size_mb:
+            shape = generate(root / "layout", size_mb, advisories)
+        else:
+            shape = generate_real(root / "layout")
+            size_mb = round(shape["bytes"] / 2**20)
         generated = time.monotonic() - started
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.builtin", "--child", str(root / "layout"),
@@ -214,6 +313,8 @@ def run(size_mb: int, advisories: Path) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,500", help="image sizes in MB")
+    parser.add_argument("--real", action="store_true",
+                        help="only the real-content image (see the module docstring)")
     parser.add_argument("--child", nargs=2, metavar=("LAYOUT", "ADVISORIES"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -226,9 +327,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"built-in scanner: {PACKAGE_FILES} package files; advisories {advisories}")
     print(f"{'size':>6} {'gz MB':>6} {'scan s':>7} {'peak RSS MB':>12} {'packages':>9} "
           f"{'vulns':>6} {'secrets':>8}  (generation s)")
-    for size in (int(s) for s in args.sizes.split(",")):
+    sizes = [] if args.real else [int(s) for s in args.sizes.split(",")]
+    for size in [*sizes, 0]:
         row = run(size, advisories)
-        print(f"{row['size_mb']:>5}M {row['compressed_mb']:>6} {row['seconds']:>7} "
+        label = "real " if size == 0 else "     "
+        print(f"{label}{row['size_mb']:>5}M {row['compressed_mb']:>6} {row['seconds']:>7} "
               f"{row['peak_rss_mb']:>12} {row['packages']:>9} {row['vulnerabilities']:>6} "
               f"{row['secrets']:>8}  ({row['generate_s']})")
     print("targets for 500M: scan < 30 s, peak RSS < 300 MB, RSS flat across sizes "

@@ -14,9 +14,10 @@ False positives are kept down three ways:
   `${TOKEN}`, `<password>`, `changeme`, one character repeated, counting sequences) are
   never reported, so a documented example is never CRITICAL;
 - the generic `KEY=value` rule needs a value whose Shannon entropy reaches
-  `GENERIC_MIN_ENTROPY` bits per character, and an unquoted value (up to the next blank)
-  must also hold a digit (what separates `DJANGO_SECRET_KEY=k8#...` from
-  `token = self.token`);
+  `GENERIC_MIN_ENTROPY` bits per character, that holds a digit or a symbol (what separates
+  `DJANGO_SECRET_KEY=k8#...` from `token = self.token` or `key: "_RSAPrivateKey"`), that
+  is not a path or a URL, and, unquoted, runs to the next blank in the characters
+  credentials are made of (so `token = split_header[1]` is code, not a value);
 - severity by kind: live cloud, VCS, payment and registry tokens are CRITICAL, other
   service tokens, private keys, JWTs and database URLs HIGH, generic assignments MEDIUM.
 """
@@ -52,8 +53,15 @@ PLACEHOLDERS = re.compile(
 _PLACEHOLDER_PARTS = ("example", "xxxx", "****", "${", "{{", "0123456789", "123456789",
                       "abcdefghij", "your_", "your-", "placeholder", "changeme", "<", ">")
 # Published examples that are not marked as such, and keys that are not secrets by design:
-# jwt.io's sample token signature; Stripe's publishable (pk_) and test-mode keys.
-DOCUMENTED_EXAMPLES = ("SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",)
+# jwt.io's sample token signature, PyJWT's README token, the OAuth examples of RFC 6749
+# (sections 4.1.4, 5.1), RFC 7009 (2.1) and RFC 5849 (1.2); Stripe's publishable (pk_) and
+# test-mode keys.
+DOCUMENTED_EXAMPLES = ("SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+                       "4twFt5NiznN84AWoo1d7KO1T_yoc0Z6XOpOVswacPZg",
+                       "2YotnFZFEjr1zCsicMWpAA", "tGzv3JOkF0XG5Qx2TlKWIA",
+                       "SplxlOBeZQQYbYS6WxSbIA", "ad180jjd733klru7", "hh5s93j4hdidpola",
+                       "nnch734d00sl2jdk", "pfkkdhi9sl3r4s00",
+                       "45ghiukldjahdnhzdauz", "agabcdefddddafdd")
 NOT_SECRET_PREFIXES = ("pk_live_", "pk_test_", "sk_test_", "rk_test_")
 
 
@@ -68,7 +76,6 @@ class SecretRule:
     groups: tuple[int, ...] = (0,)
     shown_prefix: int = 0  # characters of the value that are a public prefix (AKIA, ghp_)
     min_entropy: float = 0.0
-    unquoted_group: int | None = None  # this group's value must also contain a digit
 
     @functools.cached_property
     def regex(self) -> Any:
@@ -79,15 +86,15 @@ class SecretRule:
 
 def _rule(rule_id: str, category: str, title: str, severity: Severity, pattern: str,  # noqa: PLR0917 - a table row
           keywords: tuple[str, ...], groups: tuple[int, ...] = (1,), shown_prefix: int = 0,
-          min_entropy: float = 0.0, unquoted_group: int | None = None) -> SecretRule:
+          min_entropy: float = 0.0) -> SecretRule:
     return SecretRule(rule_id, category, title, severity, pattern.encode(), keywords, groups,
-                      shown_prefix, min_entropy, unquoted_group)
+                      shown_prefix, min_entropy)
 
 
 _C, _H, _M = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM
 _GENERIC_KEY = (r"(?i)\b[a-z0-9_.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|"
                 r"access[_-]?key|credentials?|private[_-]?key|auth)"
-                r"(?:[_-]?(?:key|base|value))?s?[\"']?\s*(?::=|=>|[:=])\s*")
+                r"(?:[_-]?(?:key|base|value))?s?[\"']?[ \t]*(?::=|=>|[:=])[ \t]*")
 
 RULES: tuple[SecretRule, ...] = (
     # Cloud providers.
@@ -146,10 +153,10 @@ RULES: tuple[SecretRule, ...] = (
     # Last: quiet on lines a specific rule reported.
     _rule("generic-credential", "Generic", "Credential assigned in a file", _M,
           _GENERIC_KEY + r"(?:\"([^\"\s]{8,200})\"|'([^'\s]{8,200})'|"
-          r"([^\s\"'`]{8,200})(?:\s|$))",
+          r"([A-Za-z0-9!#$%&*()+./:=?@^_~-]{8,200})(?:\s|$))",
           ("password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "api-key",
            "access_key", "access-key", "credential", "private_key", "auth"),
-          groups=(1, 2, 3), min_entropy=GENERIC_MIN_ENTROPY, unquoted_group=3),
+          groups=(1, 2, 3), min_entropy=GENERIC_MIN_ENTROPY),
 )
 _BY_ID = {rule.id: rule for rule in RULES}
 
@@ -214,6 +221,18 @@ def is_placeholder(value: str, shown_prefix: int = 0) -> bool:
     return len(set(rest.lower())) <= 3  # ghp_AAAA..., 0000..., abab...
 
 
+_SYMBOLS = frozenset("!#$%&*+=?@^~")
+_CALL = re.compile(r"[A-Za-z_][\w.]*\(")  # `self.recv(2)`: code, not a value
+
+
+def _credential_shaped(value: str) -> bool:
+    """What a generic assignment's value must look like: a digit or a symbol in it (an
+    identifier, a type name or an attribute chain has neither), not a path or a URL."""
+    if value.startswith(("/", "./", "~/", "http:", "https:")) or _CALL.match(value):
+        return False
+    return any(c.isdigit() or c in _SYMBOLS for c in value)
+
+
 def rules_for(lowered: bytes) -> list[int]:
     """The indexes of the rules whose keywords occur in the lowercased content."""
     found: set[int] = set()
@@ -249,7 +268,7 @@ def scan_bytes(path: str, data: bytes, rules: tuple[SecretRule, ...] = RULES
                 continue
             if rule.min_entropy and shannon_entropy(value) < rule.min_entropy:
                 continue
-            if group == rule.unquoted_group and not any(c.isdigit() for c in text):
+            if rule.min_entropy and not _credential_shaped(text):
                 continue
             line = data.count(b"\n", 0, match.start(group)) + 1
             if rule.min_entropy and line in lines_hit:
