@@ -5,11 +5,12 @@ Three sources give the same `ImageSource`: an OCI registry over the distribution
 image-layout.md) and a `docker save` archive (`docker-archive:FILE`, with its
 `manifest.json`, old or OCI-style).
 
-`read_image` streams each layer once (tarfile's `r|` mode: no seeking, nothing extracted to
-disk), verifies the blob digest and the config's diff_id as the bytes go by, applies the
-OCI whiteouts (`.wh.<name>` deletes, `.wh..wh..opq` makes a directory opaque; image-spec
-layer.md) to the files it keeps, and hands every small text file to an optional visitor
-(the secret scanner) with the layer it came from. Memory holds only the wanted files.
+`read_image` streams each layer once (`check.builtin.tarstream`: no seeking, nothing
+extracted to disk), verifies the blob digest and the config's diff_id as the bytes go
+by, applies the OCI whiteouts (`.wh.<name>` deletes, `.wh..wh..opq` makes a directory
+opaque; image-spec layer.md) to the files it keeps, and hands every small text file to an
+optional visitor (the secret scanner) with the layer it came from. Memory holds only the
+wanted files.
 
 Hostile input is refused with an `ImageError` naming the source, the layer and the member:
 paths that climb out of the root (`..`), symlinks and hard links whose targets leave it,
@@ -17,8 +18,8 @@ wanted files larger than the cap, images that decompress beyond the cap, digests
 not match, corrupt compression, truncated tar streams and malformed manifests. What a
 hostile layer could use to exhaust memory or time is bounded before it is read: extended
 tar headers (PAX, GNU long names) above `MAX_TAR_HEADER` are refused from their declared
-size; zero padding after the gzip stream is skipped a megabyte at a time; tarfile's list of
-seen members is not kept; whiteouts are applied with sorted paths and bisection
+size; zero padding after the gzip stream is skipped a megabyte at a time; no list of
+seen members is kept; whiteouts are applied with sorted paths and bisection
 (O((N + M) log N), not N x M); the deadline is checked on every read, not only between
 entries. `check.builtin.sandbox` adds the last line: the scan's own process with an
 address-space limit and a hard kill at the deadline.
@@ -40,6 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from check.builtin.tarstream import (
+    OversizedHeader,
+    TarFormatError,
+    TarMember,
+    TarReader,
+)
 from securityhub.errors import ImageError, ScanError
 from securityhub.logs import fields, get_logger
 
@@ -67,12 +74,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1024 * 1024
 DEFAULT_PLATFORM = "linux/amd64"
-# Extended tar headers (PAX records, GNU long names) hold a path (PATH_MAX is 4096 on Linux)
-# and extended attributes (at most 64 KiB each, XATTR_SIZE_MAX): 1 MiB is far above any real
-# one, and tarfile would read a larger one whole into memory before looking at it.
-MAX_TAR_HEADER = 1024 * 1024
-_EXTENDED_HEADERS = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-                               tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
 
 @dataclass(frozen=True)
@@ -570,7 +571,7 @@ def normalize_member(name: str, layer_where: str) -> str:
     return path
 
 
-def _check_link(info: tarfile.TarInfo, path: str, layer_where: str) -> None:
+def _check_link(info: TarMember, path: str, layer_where: str) -> None:
     target = info.linkname
     if info.issym():
         if target.startswith("/"):
@@ -610,20 +611,6 @@ def apply_whiteouts(entries: dict[str, Any], deleted: list[str], opaque: list[st
     for path in deleted:
         entries.pop(path, None)
         drop_under(path + "/")
-
-
-class _OversizedHeader(tarfile.TarError):
-    """An extended tar header declares more bytes than MAX_TAR_HEADER."""
-
-
-class _CappedTarInfo(tarfile.TarInfo):
-    """tarfile reads an extended header's whole declared size into memory; refuse first."""
-
-    def _proc_member(self, archive: tarfile.TarFile) -> Any:
-        if self.type in _EXTENDED_HEADERS and self.size > MAX_TAR_HEADER:
-            raise _OversizedHeader(f"an extended header (type {self.type!r}) of {self.size} "
-                                   f"bytes, above the {MAX_TAR_HEADER}-byte cap")
-        return super()._proc_member(archive)  # type: ignore[misc]
 
 
 Visitor = Callable[[str, str, bytes], None]
@@ -672,25 +659,26 @@ class _Walk:
             blob = _HashingReader(raw_stream, on_read=in_time)
             buffered = io.BufferedReader(blob, CHUNK)
             tar_bytes = _HashingReader(_decompressor(buffered, where), budget, too_big)
+            tar_stream = io.BufferedReader(tar_bytes, CHUNK)
             try:
-                with tarfile.open(fileobj=tar_bytes, mode="r|", tarinfo=_CappedTarInfo) as tar:
-                    while (info := tar.next()) is not None:
-                        tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member
-                        self.member(tar, info, layer.digest, where, state)
-                        result.entries += 1
-                        if result.entries > limits.max_entries:
-                            raise ImageError(
-                                f"{where}: more than {limits.max_entries} entries",
-                                "the image is hostile or too large to scan",
-                            )
-                        in_time()
-                tar_bytes.drain()  # tar stops at its end marker; hash the padding too
+                tar = TarReader(tar_stream.read)
+                while (info := tar.next()) is not None:
+                    self.member(tar, info, layer.digest, where, state)
+                    result.entries += 1
+                    if result.entries > limits.max_entries:
+                        raise ImageError(
+                            f"{where}: more than {limits.max_entries} entries",
+                            "the image is hostile or too large to scan",
+                        )
+                    in_time()
+                while tar_stream.read(CHUNK):  # tar stops at its end marker; hash the rest
+                    pass
                 while buffered.read(CHUNK):  # and whatever trails the compressed stream
                     pass
-            except _OversizedHeader as exc:
+            except OversizedHeader as exc:
                 raise ImageError(f"{where}: {exc}",
                                  "the layer is hostile; do not run this image") from None
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            except (TarFormatError, OSError, EOFError, zlib.error) as exc:
                 raise ImageError(
                     f"{where} is corrupt or truncated ({exc})",
                     "the layer could not be decompressed or read as tar; re-push the image",
@@ -713,8 +701,8 @@ class _Walk:
 
     def member(
         self,
-        tar: tarfile.TarFile,
-        info: tarfile.TarInfo,
+        tar: TarReader,
+        info: TarMember,
         layer: str,
         where: str,
         state: _LayerState,
@@ -755,13 +743,8 @@ class _Walk:
             )
         visit = self.visitor is not None and info.size <= self.limits.max_visited_file
         if not wanted and not visit:
-            return  # tarfile skips the member's bytes on the next iteration
-        stream = tar.extractfile(info)
-        if stream is None:
-            return
-        data = stream.read()
-        if len(data) != info.size:
-            raise ImageError(f"{where}: {path} is truncated", "re-push the image")
+            return  # the reader skips the member's bytes on the next iteration
+        data = tar.read_data()
         if wanted:
             state.kept[path] = (layer, data)
         if visit and self.visitor is not None:

@@ -20,9 +20,10 @@ from typing import ClassVar
 
 import pytest
 
-from check.builtin.image import MAX_TAR_HEADER, apply_whiteouts
+from check.builtin.image import apply_whiteouts
 from check.builtin.sandbox import run_isolated
 from check.builtin.scanner import BuiltinScanner, scan_reference
+from check.builtin.tarstream import MAX_TAR_HEADER
 from securityhub.errors import ImageError, ScanError
 from tests.check.builtin.images import OCI_CONFIG, OCI_MANIFEST, Layer, sha256, write_oci_layout
 from tests.check.builtin.images import Blobs as _Blobs
