@@ -114,14 +114,13 @@ _DATABASE = re.compile(
     r"|lib/dpkg/info/[^/]+\.list|(?:etc|lib)/os-release)$")
 
 
+_WANTED = re.compile("|".join(f"(?:{p.pattern})" for p in (
+    _DATABASE, _PY_METADATA, _PY_EGG_FILE, _NODE_MANIFEST)))
+
+
 def wants(path: str) -> bool:
     """Whether the inventory needs the content of this file (a normalized image path)."""
-    return (
-        bool(_DATABASE.search(path))
-        or bool(_PY_METADATA.search(path))
-        or bool(_PY_EGG_FILE.search(path))
-        or bool(_NODE_MANIFEST.search(path))
-    )
+    return _WANTED.search(path) is not None
 
 
 def resolve_path(path: str, links: Mapping[str, str]) -> str | None:

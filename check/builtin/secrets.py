@@ -4,7 +4,8 @@ A file is searched only when it looks like text (no NUL byte in its first 8 KiB,
 known binary or archive suffix). One Aho-Corasick pass (`pyahocorasick`) over the
 lowercased content finds which rules' keywords occur; only those rules' regular
 expressions run, and they run on RE2 (`google-re2`: linear time whatever the input, so no
-file can make a rule backtrack for minutes). A hit reports the rule, the file and the line;
+file can make a rule backtrack for minutes). A single RE2 alternation of all keywords goes
+first: a file without any is done after one DFA pass. A hit reports the rule, the file and the line;
 the value itself never leaves this module except masked (`mask`): the rule's public prefix
 (`AKIA`, `ghp_`) and asterisks. `securityhub.findings.SecretFinding` carries no value.
 
@@ -167,6 +168,16 @@ def rule_by_id(rule_id: str) -> SecretRule:
 
 
 @functools.lru_cache(maxsize=1)
+def _any_keyword() -> Any:
+    """One RE2 alternation of every keyword: most files have none, and RE2's DFA says so
+    several times faster than the Aho-Corasick walk that then names the rules."""
+    import re2
+
+    keywords = sorted({k for rule in RULES for k in rule.keywords})
+    return re2.compile(b"|".join(re2.escape(k.encode()) for k in keywords))
+
+
+@functools.lru_cache(maxsize=1)
 def _automaton() -> Any:
     """Keyword -> the indexes of the rules it enables, as one Aho-Corasick automaton."""
     import ahocorasick
@@ -252,13 +263,17 @@ def scan_bytes(path: str, data: bytes, rules: tuple[SecretRule, ...] = RULES
     """
     if not data or not is_text(path, data):
         return
-    triggered = rules_for(data.lower())
+    lowered = data.lower()
+    if not _any_keyword().search(lowered):
+        return
+    triggered = rules_for(lowered)
     if not triggered:
         return
     lines_hit: set[int] = set()
+    chosen = None if rules is RULES else {rule.id for rule in rules}
     for index in triggered:
         rule = RULES[index]
-        if rule not in rules:
+        if chosen is not None and rule.id not in chosen:
             continue
         for match in rule.regex.finditer(data):
             group = next((g for g in rule.groups if match.group(g)), rule.groups[0])

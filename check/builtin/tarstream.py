@@ -80,11 +80,12 @@ def _number(field: bytes) -> int:
 
 def _checksum_ok(block: bytes) -> bool:
     stored = _number(block[148:156])
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 32  # the field counts as spaces
+    if stored == unsigned:
+        return True
     # Some old tars summed signed chars; tarfile accepts both, so does this.
-    signed = unsigned - 256 * (sum(1 for b in block[:148] if b > 127)
-                               + sum(1 for b in block[156:] if b > 127))
-    return stored in (unsigned, signed)
+    high = sum(1 for b in block[:148] if b > 127) + sum(1 for b in block[156:] if b > 127)
+    return stored == unsigned - 256 * high
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
