@@ -9,6 +9,10 @@ token-auth spec): `Bearer realm=...,service=...,scope=...` fetches a token from 
 ECR answers with a Basic challenge and takes the `AWS:<password>` pair that
 GetAuthorizationToken returns (`check.ecr`), so ECR needs nothing special here.
 
+Time: every socket operation has a timeout (`timeout`, capped by what is left before the
+`deadline`), and every read checks the deadline, so a registry that drips a byte at a time
+cannot hold a scan past it (a per-operation timeout alone never fires on a drip).
+
 Blob downloads may redirect to object storage (ECR and Docker Hub send S3/CloudFront
 URLs, presigned). Redirects are followed by hand without the Authorization header, which
 such storage rejects.
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,7 +50,7 @@ from check.builtin.image import (
     verify_bytes,
 )
 from check.scanner import RegistryAuth
-from securityhub.errors import ImageError
+from securityhub.errors import ImageError, ScanError
 from securityhub.logs import fields, get_logger, register_secret
 
 log = get_logger("check.builtin.registry")
@@ -52,6 +58,7 @@ log = get_logger("check.builtin.registry")
 DOCKER_HUB = "registry-1.docker.io"
 ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 MAX_REDIRECTS = 5
+CHUNK = 1024 * 1024
 DEFAULT_TIMEOUT = 60.0
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _REFERENCE = re.compile(
@@ -112,8 +119,10 @@ class RegistryClient:
         auth: RegistryAuth | None = None,
         insecure: bool | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
     ) -> None:
         self.host = host
+        self.deadline = deadline  # a time.monotonic() value; None: no overall deadline
         self.auth = auth
         if insecure is None:  # plain HTTP on loopback only, as docker does for localhost
             insecure = host.rsplit(":", 1)[0] in LOOPBACK_HOSTS or host.startswith("[::1]")
@@ -126,6 +135,28 @@ class RegistryClient:
             register_secret(auth.password)
 
     # ------------------------------------------------------------------------- transport
+
+    def socket_timeout(self) -> float:
+        """The timeout of the next socket operation; a ScanError past the deadline."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ScanError(f"{self.host}: timed out (the scan's deadline passed)",
+                            "raise the scan timeout, or check the registry's health")
+        return min(self.timeout, left)
+
+    def read_capped(self, response: Any, cap: int) -> bytes:
+        """Up to `cap` + 1 bytes of a response, checking the deadline between reads."""
+        chunks, size = [], 0
+        while size <= cap:
+            self.socket_timeout()
+            chunk = response.read1(min(CHUNK, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
     def _basic(self) -> str | None:
         if not self.auth:
@@ -149,8 +180,8 @@ class RegistryClient:
         if basic:
             request.add_header("Authorization", basic)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                doc = json.loads(response.read(MAX_MANIFEST_BYTES))
+            with self._opener.open(request, timeout=self.socket_timeout()) as response:
+                doc = json.loads(self.read_capped(response, MAX_MANIFEST_BYTES))
         except urllib.error.HTTPError as exc:
             raise ImageError(
                 f"{self.host}: the token service refused the credentials (HTTP {exc.code})",
@@ -189,7 +220,7 @@ class RegistryClient:
                 if authorization:
                     request.add_header("Authorization", authorization)
             try:
-                response = self._opener.open(request, timeout=self.timeout)
+                response = self._opener.open(request, timeout=self.socket_timeout())
             except urllib.error.HTTPError as exc:
                 if exc.code == 401 and send_auth and not challenged:
                     challenged = True
@@ -245,7 +276,7 @@ class RegistryClient:
             f"repository:{repository}:pull",
             headers={"Accept": ACCEPT},
         ) as response:
-            data = response.read(MAX_MANIFEST_BYTES + 1)
+            data = self.read_capped(response, MAX_MANIFEST_BYTES)
             media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         where = f"{self.host}/{repository}@{reference}"
         if len(data) > MAX_MANIFEST_BYTES:
@@ -257,10 +288,12 @@ class RegistryClient:
 
     def open_blob(self, repository: str, digest: str) -> IO[bytes]:
         check_digest(digest, f"{self.host}/{repository}")
-        response: IO[bytes] = self.request(
+        response = self.request(
             "GET", f"/v2/{repository}/blobs/{digest}", f"repository:{repository}:pull"
         )
-        return response
+        if self.deadline is None:
+            return response
+        return io.BufferedReader(_DeadlineReader(response, self), CHUNK)
 
     # ------------------------------------------------------------------------------ push
 
@@ -304,6 +337,27 @@ class RegistryClient:
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A blob response read with `read1` (what has arrived) and the deadline checked."""
+
+    def __init__(self, response: Any, client: RegistryClient) -> None:
+        self._response = response
+        self._client = client
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._client.socket_timeout()
+        data = self._response.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._response.close()
+        super().close()
+
+
 class RegistrySource:
     """An image in a registry, as a `check.builtin.image.ImageSource`."""
 
@@ -314,10 +368,12 @@ class RegistrySource:
         platform: str = DEFAULT_PLATFORM,
         insecure: bool | None = None,
         client: RegistryClient | None = None,
+        *,
+        deadline: float | None = None,
     ) -> None:
         self.ref = reference
         self.platform = platform
-        self.client = client or RegistryClient(reference.host, auth, insecure)
+        self.client = client or RegistryClient(reference.host, auth, insecure, deadline=deadline)
         self.description = str(reference)
 
     def resolve(self) -> tuple[str, dict[str, Any], tuple[LayerRef, ...]]:

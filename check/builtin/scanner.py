@@ -166,8 +166,12 @@ def parse_mirrors(text: str, source: str = MIRRORS_ENV) -> dict[str, RegistryMir
 
 def open_source(ref: str, auth: RegistryAuth | None = None,
                 platform: str = DEFAULT_PLATFORM,
-                mirrors: Mapping[str, RegistryMirror] | None = None) -> ImageSource:
-    """`oci-layout:DIR`, `docker-archive:FILE` or a registry reference (through its mirror)."""
+                mirrors: Mapping[str, RegistryMirror] | None = None,
+                deadline: float | None = None) -> ImageSource:
+    """`oci-layout:DIR`, `docker-archive:FILE` or a registry reference (through its mirror).
+
+    `deadline` (a time.monotonic() value) bounds every registry read.
+    """
     if ref.startswith(OCI_LAYOUT_PREFIX):
         return OciLayoutSource(Path(ref[len(OCI_LAYOUT_PREFIX):]), platform)
     if ref.startswith(DOCKER_ARCHIVE_PREFIX):
@@ -175,10 +179,10 @@ def open_source(ref: str, auth: RegistryAuth | None = None,
     parsed = ImageReference.parse(ref)
     mirror = (mirrors or {}).get(parsed.host)
     if mirror is None:
-        return RegistrySource(parsed, auth, platform)
+        return RegistrySource(parsed, auth, platform, deadline=deadline)
     log.debug("pulling through a mirror", extra=fields(image=ref, mirror=mirror.netloc))
     source = RegistrySource(mirror.reference(parsed), mirror.auth(auth), platform,
-                            insecure=mirror.insecure)
+                            insecure=mirror.insecure, deadline=deadline)
     source.description = f"{parsed} (mirror {mirror.scheme}://{mirror.netloc})"
     return source
 
@@ -246,7 +250,7 @@ class BuiltinScanner:
             if len(hits) < MAX_SECRET_FINDINGS:
                 hits.extend((hit, layer) for hit in scan_bytes(path, data))
 
-        source = open_source(ref, auth, self.platform, self.mirrors)
+        source = open_source(ref, auth, self.platform, self.mirrors, deadline)
         try:
             files = read_image(source, wants, visit if "secret" in scan_types else None,
                                self.limits, deadline)
@@ -442,8 +446,10 @@ def scan_reference(ref: str, *, vuln_db: str | os.PathLike[str] | None = None,
         if digest is None:  # pin the tag: the findings belong to what it points at now
             mirror = chosen.mirrors.get(parsed.host)
             pull = mirror.reference(parsed) if mirror else parsed
-            client = (RegistryClient(pull.host, mirror.auth(auth), mirror.insecure) if mirror
-                      else RegistryClient(parsed.host, auth))
+            deadline = time.monotonic() + timeout  # resolving the tag is part of the scan
+            client = (RegistryClient(pull.host, mirror.auth(auth), mirror.insecure,
+                                     deadline=deadline) if mirror
+                      else RegistryClient(parsed.host, auth, deadline=deadline))
             _, _, digest = client.get_manifest(pull.repository, pull.reference)
         image = EcrImage(account_id="", region="", registry_host=parsed.host,
                          repository=parsed.repository, digest=digest,
