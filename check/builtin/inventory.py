@@ -21,10 +21,13 @@ under any directory that ends like a database's (`usr/lib/apk/db/installed`, Alp
 layout since 3.19) and hands over the image's symbolic links; `build_inventory` resolves each
 standard location through those links, inside the image root only.
 
-Ownership: a Python or Node package whose metadata belongs to an OS package (Debian's
-`python3-urllib3` ships `urllib3-1.26.12.egg-info`) carries that package's name in
-`os_package`; the advisories of its language ecosystem do not apply to it, the OS's do.
-`Inventory.owner_of(path)` answers which OS package owns any file.
+Ownership: each package carries the files it installed (`InstalledPackage.files`): dpkg's
+and apk's file lists, a Python distribution's `RECORD`. A Python or Node package whose
+metadata belongs to an OS package (Debian's `python3-urllib3` ships
+`urllib3-1.26.12.egg-info`) carries that package's name in `os_package`; the advisories of
+its language ecosystem do not apply to it, the OS's do. `Inventory.owner_of(path)` answers
+which package owns any file: the OS package that lists it, else the Python distribution
+whose RECORD lists it, else the Node package whose `node_modules/<name>/` holds it.
 """
 
 from __future__ import annotations
@@ -68,8 +71,9 @@ class InstalledPackage:
     source_name: str | None = None  # dpkg Source: / apk origin
     source_version: str | None = None
     architecture: str | None = None
-    # OS packages: the image paths (no leading "/") the package installed, directories
-    # included, as its package manager recorded them. Empty for language packages.
+    # The image paths (no leading "/") the package installed, as its package manager
+    # recorded them: dpkg/apk file lists (directories included), a Python RECORD. Empty
+    # when nothing records them (Node packages own their node_modules/<name>/ directory).
     files: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # Language packages: "dpkg:python3-urllib3" when an OS package installed this one's
     # metadata; the OS advisories judge it, never the language ecosystem's.
@@ -81,12 +85,29 @@ class Inventory:
     os: OsInfo | None
     packages: tuple[InstalledPackage, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = ()  # what the inventory could not find (no package database)
+    # path -> owner (OS packages win over language ones); package directory -> Node package
     owners: Mapping[str, InstalledPackage] = field(default_factory=dict, compare=False,
                                                    repr=False)
+    node_roots: Mapping[str, InstalledPackage] = field(default_factory=dict, compare=False,
+                                                       repr=False)
 
     def owner_of(self, path: str) -> InstalledPackage | None:
-        """The OS package that owns `path` (an image path, with or without a leading "/")."""
-        return self.owners.get(posixpath.normpath("/" + path).lstrip("/"))
+        """The package that owns `path` (an image path, with or without a leading "/").
+
+        The OS package whose file list names it; else the Python distribution whose
+        RECORD names it; else the Node package whose node_modules directory holds it
+        (the innermost one). None when no package claims it.
+        """
+        normalized = posixpath.normpath("/" + path).lstrip("/")
+        owner = self.owners.get(normalized)
+        if owner is not None or not self.node_roots:
+            return owner
+        directory = posixpath.dirname(normalized)
+        while directory:
+            if directory in self.node_roots:
+                return self.node_roots[directory]
+            directory = posixpath.dirname(directory)
+        return None
 
     def to_json(self) -> dict[str, Any]:
         packages = []
@@ -107,6 +128,7 @@ _PY_METADATA = re.compile(
     r"(?:^|/)[^/]+\.(?:dist-info/METADATA|egg-info/PKG-INFO|egg/EGG-INFO/PKG-INFO)$")
 _PY_EGG_FILE = re.compile(r"(?:^|/)(?:site|dist)-packages/[^/]+\.egg-info$")
 _NODE_MANIFEST = re.compile(r"(?:^|/)node_modules/(?:@[^/]+/)?[^/@]+/package\.json$")
+_PY_RECORD = re.compile(r"(?:^|/)[^/]+\.dist-info/RECORD$")
 # The package databases and os-release wherever a link may have moved them: any directory
 # that ends like the standard one (`usr/lib/apk/db/installed` behind `lib/apk/db`).
 _DATABASE = re.compile(
@@ -115,7 +137,7 @@ _DATABASE = re.compile(
 
 
 _WANTED = re.compile("|".join(f"(?:{p.pattern})" for p in (
-    _DATABASE, _PY_METADATA, _PY_EGG_FILE, _NODE_MANIFEST)))
+    _DATABASE, _PY_METADATA, _PY_EGG_FILE, _NODE_MANIFEST, _PY_RECORD)))
 
 
 def wants(path: str) -> bool:
@@ -349,6 +371,38 @@ def _dpkg_files(files: Mapping[str, tuple[str | None, bytes]]) -> dict[str, tupl
     return owned
 
 
+def parse_record(text: str, dist_info: str) -> tuple[str, ...]:
+    """A wheel's RECORD (PEP 376/627: CSV `path,hash,size`, paths relative to the
+    directory holding the .dist-info) as image paths; paths that climb out are dropped."""
+    import csv
+
+    base = posixpath.dirname(dist_info)
+    paths = []
+    for row in csv.reader(text.splitlines()):
+        if not row or not row[0]:
+            continue
+        path = posixpath.normpath(posixpath.join(base, row[0]))
+        if not path.startswith(("../", "/")) and path != "..":
+            paths.append(path)
+    return tuple(paths)
+
+
+def _with_records(packages: list[InstalledPackage],
+                  files: Mapping[str, tuple[str | None, bytes]]) -> list[InstalledPackage]:
+    """Python distributions with the files their RECORD lists."""
+    out = []
+    for package in packages:
+        record = posixpath.join(posixpath.dirname(package.file_path), "RECORD")
+        if package.package_manager == PIP and package.file_path.endswith(
+                ".dist-info/METADATA") and record in files:
+            listed = parse_record(files[record][1].decode("utf-8", "replace"),
+                                  posixpath.dirname(package.file_path))
+            out.append(replace(package, files=listed))
+        else:
+            out.append(package)
+    return out
+
+
 def _mark_os_owned(packages: list[InstalledPackage],
                    owners: Mapping[str, InstalledPackage]) -> list[InstalledPackage]:
     """Language packages whose metadata an OS package installed get `os_package` set."""
@@ -403,7 +457,7 @@ def build_inventory(files: Mapping[str, tuple[str | None, bytes]],
             )
         elif path == APK_INSTALLED:
             packages += parse_apk_installed(data.decode("utf-8", "replace"), path, layer)
-        elif _DATABASE.search(path):
+        elif _DATABASE.search(path) or _PY_RECORD.search(path):
             continue  # a file list, or a database copy no standard location leads to
         elif _PY_METADATA.search(path) or _PY_EGG_FILE.search(path):
             pkg = parse_python_metadata(data.decode("utf-8", "replace"), path, layer)
@@ -415,10 +469,16 @@ def build_inventory(files: Mapping[str, tuple[str | None, bytes]],
                 packages.append(pkg)
     packages = [replace(p, files=owned.get(p.name, ())) if p.package_manager == DPKG else p
                 for p in packages]
-    owners = {path: p for p in packages for path in p.files}
-    packages = _mark_os_owned(packages, owners)
+    os_owners = {path: p for p in packages if p.package_manager in (DPKG, APK)
+                 for path in p.files}
+    packages = _with_records(_mark_os_owned(packages, os_owners), files)
+    owners = {path: p for p in packages if p.package_manager == PIP for path in p.files}
+    owners.update(os_owners)
+    node_roots = {posixpath.dirname(p.file_path): p for p in packages
+                  if p.package_manager == NPM}
     return Inventory(os=os_info, packages=tuple(_unique(packages)),
-                     notes=tuple(_missing_database(os_info, packages)), owners=owners)
+                     notes=tuple(_missing_database(os_info, packages)), owners=owners,
+                     node_roots=node_roots)
 
 
 def _unique(packages: Iterable[InstalledPackage]) -> Iterator[InstalledPackage]:

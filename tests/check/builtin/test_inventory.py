@@ -92,7 +92,7 @@ def test_os_release():
     ("var/lib/dpkg/status.d/libc6", True), ("var/lib/dpkg/status.d/libc6.md5sums", True),
     ("lib/apk/db/installed", True), ("etc/os-release", True), ("usr/lib/os-release", True),
     ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA", True),
-    ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/RECORD", False),
+    ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/RECORD", True),
     ("usr/lib/python3/dist-packages/six-1.16.0.egg-info/PKG-INFO", True),
     ("app/node_modules/express/package.json", True),
     ("app/node_modules/@babel/core/package.json", True),

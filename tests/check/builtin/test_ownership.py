@@ -124,3 +124,40 @@ def test_egg_directories_are_inventoried():
     files = {"usr/lib/python3/site-packages/jinja2-2.7.1-py3.11.egg/EGG-INFO/PKG-INFO":
              (None, b"Metadata-Version: 1.1\nName: Jinja2\nVersion: 2.7.1\n")}
     assert [(p.name, p.version) for p in build_inventory(files).packages] == [("Jinja2", "2.7.1")]
+
+
+def test_python_records_and_node_directories_own_their_files():
+    site = "usr/local/lib/python3.11/site-packages"
+    # A RECORD as pip writes it: paths relative to site-packages, scripts climbing to bin.
+    record = "pip/__init__.py,sha256=x,1\npip/_internal/main.py,sha256=y,2\n" \
+             "../../../bin/pip,sha256=z,3\npip-24.0.dist-info/RECORD,,\n"
+    files = {
+        f"{site}/pip-24.0.dist-info/METADATA": (None, b"Metadata-Version: 2.1\nName: pip\n"
+                                                      b"Version: 24.0\n"),
+        f"{site}/pip-24.0.dist-info/RECORD": (None, record.encode()),
+        "app/node_modules/left-pad/package.json": (None, b'{"name":"left-pad","version":"1.3.0"}'),
+        "app/node_modules/left-pad/node_modules/@s/inner/package.json":
+            (None, b'{"name":"@s/inner","version":"1.0.0"}'),
+    }
+    inventory = build_inventory(files)
+    assert inventory.owner_of(f"/{site}/pip/_internal/main.py").name == "pip"
+    assert inventory.owner_of("usr/local/bin/pip").name == "pip"  # ../../../bin/pip
+    assert inventory.owner_of("app/node_modules/left-pad/index.js").name == "left-pad"
+    assert inventory.owner_of(
+        "app/node_modules/left-pad/node_modules/@s/inner/lib/x.js").name == "@s/inner"
+    assert inventory.owner_of("app/server.js") is None
+
+
+def test_the_os_package_wins_over_a_record_that_names_the_same_file():
+    record = "urllib3/__init__.py,,\n"
+    files = {
+        "etc/os-release": (None, DEBIAN_12.encode()),
+        "var/lib/dpkg/status": (None, (DATA / "status").read_bytes()),
+        "var/lib/dpkg/info/python3-urllib3.list": (None,
+                                                   (DATA / "python3-urllib3.list").read_bytes()),
+        "usr/lib/python3/dist-packages/urllib3-1.26.12.dist-info/METADATA":
+            (None, (DATA / "PKG-INFO").read_bytes()),
+        "usr/lib/python3/dist-packages/urllib3-1.26.12.dist-info/RECORD": (None, record.encode()),
+    }
+    owner = build_inventory(files).owner_of("usr/lib/python3/dist-packages/urllib3/__init__.py")
+    assert (owner.package_manager, owner.name) == ("dpkg", "python3-urllib3")
