@@ -44,10 +44,10 @@ LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 SITE = "usr/lib/python3/dist-packages"
 ALPINE_SITE = "usr/lib/python3.7/site-packages"
-# The example key pair of the AWS documentation ("Managing access keys"): fake, no account
-# behind it, and exactly the shape the secret rules look for.
-FAKE_AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
-FAKE_AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # noqa: S105 - public example
+# A fake key pair: no account behind it, exactly the shape the secret rules look for. Not
+# the AWS documentation's example pair: the scanner rightly treats that one as an example.
+FAKE_AWS_KEY_ID = "AKIAQX7ZK2LMNOPQRS4T"
+FAKE_AWS_SECRET = "q8Yb3Zr0Kx1Nw7Vt5Lm9Pc2Hs4Jd6Fg0Ae3Bi5Ck"  # noqa: S105 - a fake
 # The stanzas kept from this machine's dpkg database: a small, realistic base system.
 DPKG_PACKAGES = ("base-files", "libc6", "libssl3", "openssl", "zlib1g", "ca-certificates",
                  "tzdata", "libexpat1")

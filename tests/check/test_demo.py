@@ -22,6 +22,7 @@ import pytest
 
 from check.quickstart import demo
 from check.quickstart.local import REGISTRY_BINARY
+from check.quickstart.sampleimages import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
 from securityhub.errors import ConfigurationError
 from tests.check.builtin.conftest import REPO, advisories_root
 
@@ -99,8 +100,8 @@ def test_demo_sweeps_fixes_and_archives() -> None:
     assert out.count("$ containerscan sweep --scanner builtin") == 2
     # The planted fake key is reported by rule and file, never shown.
     assert "AWS access key ID in /app/config/.env" in out
-    assert "AKIAIOSFODNN7EXAMPLE" not in out + result.stderr
-    assert "wJalrXUtnFEMI" not in out + result.stderr
+    assert FAKE_AWS_KEY_ID not in out + result.stderr
+    assert FAKE_AWS_SECRET not in out + result.stderr
     last = out.rstrip().splitlines()[-1]
     if have_data:
         assert "5 active, 5 archived" in last, last
