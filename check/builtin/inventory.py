@@ -36,7 +36,7 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 DPKG_STATUS = "var/lib/dpkg/status"
@@ -110,9 +110,10 @@ class Inventory:
         return None
 
     def to_json(self) -> dict[str, Any]:
+        names = [f.name for f in fields(InstalledPackage)]
         packages = []
-        for package in self.packages:
-            doc = asdict(package)
+        for package in self.packages:  # flat values: no deep copy, which asdict would make
+            doc = {name: getattr(package, name) for name in names}
             doc["files"] = len(package.files)  # the count; the paths can be many thousands
             packages.append(doc)
         return {
