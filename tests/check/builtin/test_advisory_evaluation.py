@@ -84,6 +84,11 @@ def test_an_unparseable_secdb_fix_is_skipped_as_apk_would(secdb: AdvisoryDatabas
     assert not {"CVE-2019-16056", "CVE-2019-16935"} & python2
     xen = {m.advisory.id for m in secdb.match(_apk("xen", "4.13.4-r0"), ALPINE_3_11)}
     assert not {"CVE-2018-8897", "CVE-2018-10982", "CVE-2018-10981"} & xen
+    # phpmyadmin `4.8.0.-r1` is malformed but apk 2.x accepts it: compared as apk does, it
+    # fixes CVE-2018-10188 for 4.9.x and not for 4.7.x (v3.11/community.yaml).
+    assert not secdb.match(_apk("phpmyadmin", "4.9.7-r0"), ALPINE_3_11)
+    assert {m.advisory.id: m.fixed_version for m in secdb.match(
+        _apk("phpmyadmin", "4.7.9-r0"), ALPINE_3_11)}["CVE-2018-10188"] == "4.8.0.-r1"
     # The readable fixes of the same packages still match an old installed version.
     old = {m.advisory.id: m.fixed_version
            for m in secdb.match(_apk("python2", "2.7.15-r0"), ALPINE_3_11)}
