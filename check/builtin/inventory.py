@@ -32,6 +32,7 @@ whose RECORD lists it, else the Node package whose `node_modules/<name>/` holds 
 
 from __future__ import annotations
 
+import csv
 import json
 import posixpath
 import re
@@ -375,8 +376,6 @@ def _dpkg_files(files: Mapping[str, tuple[str | None, bytes]]) -> dict[str, tupl
 def parse_record(text: str, dist_info: str) -> tuple[str, ...]:
     """A wheel's RECORD (PEP 376/627: CSV `path,hash,size`, paths relative to the
     directory holding the .dist-info) as image paths; paths that climb out are dropped."""
-    import csv
-
     base = posixpath.dirname(dist_info)
     paths = []
     for row in csv.reader(text.splitlines()):

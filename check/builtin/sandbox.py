@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from securityhub.errors import ContainerscanError, ImageError, ScanError
 
@@ -51,6 +51,20 @@ class ChildOutcome(Generic[T]):
 def available() -> bool:
     """fork, rlimits and wait4: POSIX systems only."""
     return hasattr(os, "fork") and hasattr(os, "wait4")
+
+
+def _fork_locks() -> list[Any]:
+    """Module locks the child's code may take that other threads of a sweep also take.
+
+    fork copies a lock in the state it has at that instant; one held by another thread
+    would stay held in the child forever. logging re-creates its own locks after a fork;
+    the log masker's lock (securityhub.logs, taken by `register_secret` when a registry
+    token arrives) is held across the fork instead.
+    """
+    from securityhub import logs
+
+    lock = getattr(logs, "_secrets_lock", None)
+    return [lock] if lock is not None else []
 
 
 def _address_space() -> int:
@@ -95,7 +109,14 @@ def run_isolated(work: Callable[[], T], *, what: str, deadline: float | None,
     """
     started = time.monotonic()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    held = _fork_locks()
+    for lock in held:  # held across fork: the child never inherits one another thread holds
+        lock.acquire()
+    try:
+        pid = os.fork()
+    finally:
+        for lock in held:  # both processes release their own copy
+            lock.release()
     if pid == 0:  # the child
         os.close(read_fd)
         _child(work, write_fd, memory_limit)

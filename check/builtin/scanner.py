@@ -51,7 +51,7 @@ from check.builtin.image import (
 )
 from check.builtin.inventory import Inventory, build_inventory, wants
 from check.builtin.registry import LOOPBACK_HOSTS, ImageReference, RegistryClient, RegistrySource
-from check.builtin.secrets import SecretHit, rule_by_id, scan_bytes
+from check.builtin.secrets import SecretHit, prepare, rule_by_id, scan_bytes
 from check.scanner import DEFAULT_SCAN_TYPES, RegistryAuth, ScanResult, ScanTarget
 from securityhub.errors import ConfigurationError
 from securityhub.findings import (
@@ -271,6 +271,8 @@ class BuiltinScanner:
         scanner = self.info()
         started = time.monotonic()
         scan_types = tuple(target.scan_types)
+        if "secret" in scan_types:
+            prepare()  # compiled once here, inherited by every child
         if self.isolate:
             def measured(peak_rss: int, seconds: float) -> None:
                 self.last_peak_rss, self.last_child_seconds = peak_rss, seconds

@@ -244,6 +244,15 @@ def _credential_shaped(value: str) -> bool:
     return any(c.isdigit() or c in _SYMBOLS for c in value)
 
 
+def prepare() -> None:
+    """Compile every rule and the keyword automaton now (a scan's child process forked
+    afterwards inherits them instead of compiling them again for each image)."""
+    _any_keyword()
+    _automaton()
+    for rule in RULES:
+        _ = rule.regex
+
+
 def rules_for(lowered: bytes) -> list[int]:
     """The indexes of the rules whose keywords occur in the lowercased content."""
     found: set[int] = set()

@@ -224,3 +224,20 @@ def test_the_address_space_limit_turns_a_bomb_into_an_image_error():
         run_isolated(lambda: bytearray(512 * 1048576), what="bomb", deadline=None,
                      memory_limit=64 * 1048576, report=lambda p, s: measured.append(p))
     assert measured and measured[0] < MAX_PEAK_RSS
+
+
+def test_a_lock_another_thread_holds_at_fork_time_is_not_inherited_held():
+    """A sweep scans from several threads; the log masker's lock may be held at fork."""
+    from securityhub import logs
+
+    def hold() -> None:
+        with logs._secrets_lock:
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.05)
+    outcome = run_isolated(lambda: logs.register_secret("a-registry-token-1234") or "ok",
+                           what="lock", deadline=time.monotonic() + 5)
+    holder.join()
+    assert outcome.value == "ok"
