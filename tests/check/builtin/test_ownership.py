@@ -161,3 +161,16 @@ def test_the_os_package_wins_over_a_record_that_names_the_same_file():
     }
     owner = build_inventory(files).owner_of("usr/lib/python3/dist-packages/urllib3/__init__.py")
     assert (owner.package_manager, owner.name) == ("dpkg", "python3-urllib3")
+
+
+def test_distroless_md5sums_own_their_files():
+    # distroless writes one stanza per package in status.d, and its md5sums beside it.
+    files = {
+        "var/lib/dpkg/status.d/libssl3": (None, b"Package: libssl3\nVersion: 3.0.11-1~deb12u2\n"
+                                                b"Architecture: amd64\nSource: openssl\n"),
+        "var/lib/dpkg/status.d/libssl3.md5sums":
+            (None, b"0123456789abcdef0123456789abcdef  usr/lib/x86_64-linux-gnu/libssl.so.3\n"),
+    }
+    inventory = build_inventory(files)
+    assert [p.name for p in inventory.packages] == ["libssl3"]
+    assert inventory.owner_of("/usr/lib/x86_64-linux-gnu/libssl.so.3").name == "libssl3"
