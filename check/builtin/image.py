@@ -658,7 +658,7 @@ class _Walk:
         try:
             blob = _HashingReader(raw_stream, on_read=in_time)
             buffered = io.BufferedReader(blob, CHUNK)
-            tar_bytes = _HashingReader(_decompressor(buffered, where), budget, too_big)
+            tar_bytes = _HashingReader(_decompressor(buffered, where), budget, too_big, in_time)
             tar_stream = io.BufferedReader(tar_bytes, CHUNK)
             try:
                 tar = TarReader(tar_stream.read)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import tarfile
 import threading
 import time
 import zlib
@@ -67,16 +68,15 @@ def _record(case: str, seconds: float, peak: int, timeout: float, outcome: objec
     assert 0 < peak < MAX_PEAK_RSS, FIGURES[-1]
 
 
-def _pax_bomb(declared: int) -> bytes:
-    """A gzip layer whose first member is a PAX header declaring `declared` bytes of zeros.
+def _pax_bomb(declared: int, kind: bytes = b"x") -> bytes:
+    """A gzip layer whose first member (a PAX header by default) declares `declared` bytes
+    of zeros.
 
     Built from one raw-deflate block of 1 MiB of zeros repeated (after a full flush the
     compressor's output for the same input is the same), so a few MB of gzip hold GBs.
     """
-    import tarfile
-
-    header = tarfile.TarInfo("././@PaxHeader")
-    header.type = tarfile.XHDTYPE
+    header = tarfile.TarInfo("././@PaxHeader" if kind == b"x" else "var/log/huge.log")
+    header.type = kind
     header.size = declared
     compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
     head = compressor.compress(header.tobuf(tarfile.USTAR_FORMAT)) + \
@@ -95,6 +95,14 @@ def test_a_huge_pax_header_is_refused_before_it_is_read(tmp_path):
     assert "extended header" in result.message and str(MAX_TAR_HEADER) in result.message
     _record(f"PAX header of 2.9 GB in a {len(layer) / 1048576:.1f} MB gzip layer", seconds,
             peak, 10, result)
+
+
+def test_a_decompression_bomb_is_stopped_at_the_deadline(tmp_path):
+    layer = _pax_bomb(8_000_000_000, kind=tarfile.REGTYPE)  # 8 GB of zeros, one file
+    result, seconds, peak = _scan(tmp_path, _blobs([layer], None), timeout=1)
+    assert isinstance(result, ScanError) and "timed out" in result.message, result
+    _record(f"an 8 GB file in a {len(layer) / 1048576:.0f} MB gzip layer", seconds, peak, 1,
+            result)
 
 
 def test_zero_padding_after_the_gzip_stream_is_skipped_in_bulk(tmp_path):
