@@ -48,8 +48,8 @@ SKIPPED_SUFFIXES = (
 PLACEHOLDERS = re.compile(
     r"(?i)^(?:\$\{?[\w.-]+\}?|<[^>]*>|\{\{.*\}\}|%\(?\w+\)?s?|\$\(.*\)|\*{3,}.*|x{4,}|"
     r"changeme\w*|pass(?:word|wd)?\d*|secret|example\w*|dummy\w*|placeholder\w*|sample\w*|"
-    r"your[_-]?\w*|my[_-]?\w*|none|null|true|false|undefined|redacted|replace[_-]?me\w*|"
-    r"insert[_-]?\w*|todo|tbd|fixme|test(?:ing)?\d*|foo\w*|bar\w*)$"
+    r"your[_-]?\w*|my[_-]\w*|none|null|true|false|undefined|redacted|replace[_-]?me\w*|"
+    r"insert[_-]?\w*|todo|tbd|fixme|test(?:ing)?\d*|foo|bar|baz|foobar|qux)$"
 )
 _PLACEHOLDER_PARTS = ("example", "xxxx", "****", "${", "{{", "0123456789", "123456789",
                       "abcdefghij", "your_", "your-", "placeholder", "changeme", "<", ">")
@@ -284,6 +284,7 @@ def scan_bytes(path: str, data: bytes, rules: tuple[SecretRule, ...] = RULES
         rule = RULES[index]
         if chosen is not None and rule.id not in chosen:
             continue
+        position, line = 0, 1  # matches come in order: count the newlines once
         for match in rule.regex.finditer(data):
             group = next((g for g in rule.groups if match.group(g)), rule.groups[0])
             value = match.group(group)
@@ -294,7 +295,9 @@ def scan_bytes(path: str, data: bytes, rules: tuple[SecretRule, ...] = RULES
                 continue
             if rule.min_entropy and not _credential_shaped(text):
                 continue
-            line = data.count(b"\n", 0, match.start(group)) + 1
+            start = match.start(group)
+            line += data.count(b"\n", position, start)
+            position = start
             if rule.min_entropy and line in lines_hit:
                 continue  # a specific rule already reported this line
             lines_hit.add(line)
