@@ -61,6 +61,26 @@ QUALYS_SEVERITY = {
 
 # ----------------------------------------------------------------------------- resources
 
+# Regions of the partitions other than `aws` (AWS General Reference, "ARN format"; China
+# and GovCloud regions are cn-* and us-gov-*, and ISO partitions have their own prefixes).
+_PARTITIONS = (
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-isob-", "aws-iso-b"),
+    ("us-iso-", "aws-iso"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-isof-", "aws-iso-f"),
+)
+
+
+def partition(region: str) -> str:
+    """The ARN partition of `region`: aws, aws-cn, aws-us-gov (and the ISO partitions)."""
+    for prefix, name in _PARTITIONS:
+        if region.startswith(prefix):
+            return name
+    return "aws"
+
+
 
 @dataclass(frozen=True)
 class EcrImage:
@@ -88,8 +108,15 @@ class EcrImage:
         return f"{self.registry}/{self.repository}@{self.digest}"
 
     @property
+    def partition(self) -> str:
+        return partition(self.region)
+
+    @property
     def repository_arn(self) -> str:
-        return f"arn:aws:ecr:{self.region}:{self.account_id}:repository/{self.repository}"
+        return (
+            f"arn:{self.partition}:ecr:{self.region}:{self.account_id}:"
+            f"repository/{self.repository}"
+        )
 
     @property
     def resource_id(self) -> str:
@@ -320,8 +347,9 @@ class ProcessInfo:
     pid: int
     ppid: int
     path: str  # the executable
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # captured only where the policy's captureArgs allows
     launched_at: datetime | None = None
+    user: str | None = None  # the user name or uid the process runs as
 
     @property
     def name(self) -> str:
