@@ -24,7 +24,11 @@ EXPLOITS = Path(__file__).resolve().parents[1] / "data" / "exploits"
 
 
 @pytest.fixture
-def client_credentials(aws: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def client_credentials(
+    aws: None,  # noqa: F811 - the sweep tests' fixture (moto, the emulator, the stand-in)
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Path:
     """Only a client id and secret (no token), and a QScanner that counts its scans."""
     monkeypatch.delenv("QUALYS_ACCESS_TOKEN")
     monkeypatch.setenv("QUALYS_CLIENT_ID", "containerscan-client")
