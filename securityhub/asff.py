@@ -22,7 +22,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled ASFF field
+    from mypy_boto3_securityhub.type_defs import (
+        ActionTypeDef,
+        AwsEcrContainerImageDetailsTypeDef,
+        AwsEcsContainerDetailsTypeDef,
+        AwsEcsTaskDetailsTypeDef,
+        CvssTypeDef,
+        NetworkConnectionActionTypeDef,
+        ProcessDetailsTypeDef,
+        ResourceDetailsTypeDef,
+        ResourceTypeDef,
+        SeverityTypeDef,
+        SoftwarePackageTypeDef,
+        VulnerabilityTypeDef,
+        VulnerabilityVendorTypeDef,
+    )
 
 from securityhub import ids
 from securityhub.findings import (
@@ -151,8 +168,8 @@ def _product_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _image_resource(image: EcrImage) -> dict[str, Any]:
-    details: dict[str, Any] = {
+def _image_resource(image: EcrImage) -> ResourceTypeDef:
+    details: AwsEcrContainerImageDetailsTypeDef = {
         "RegistryId": image.account_id,
         "RepositoryName": image.repository,
         "ImageDigest": image.digest,
@@ -163,12 +180,13 @@ def _image_resource(image: EcrImage) -> dict[str, Any]:
         details["Architecture"] = asff_architecture(image.architecture)
     if image.pushed_at:
         details["ImagePublishedAt"] = timestamp(image.pushed_at)
+    resource_details: ResourceDetailsTypeDef = {"AwsEcrContainerImage": details}
     return {
         "Type": "AwsEcrContainerImage",
         "Id": image.resource_id,
         "Partition": image.partition,
         "Region": image.region,
-        "Details": {"AwsEcrContainerImage": details},
+        "Details": resource_details,
     }
 
 
@@ -218,46 +236,52 @@ def ecr_image_of(container: EcsContainer) -> EcrImage | None:
     )
 
 
-def _container_resources(container: EcsContainer) -> list[dict[str, Any]]:
+def _container_resources(container: EcsContainer) -> list[ResourceTypeDef]:
     """AwsEcsContainer (the finding's subject, first), AwsEcsTask, AwsEcsCluster with the
     task metadata's ARNs, and the container's AwsEcrContainerImage when known."""
     part = partition(container.region)
-    known = {k: v for k, v in {"ClusterArn": container.cluster_arn}.items() if v.startswith("arn:")}
-    ecs_container: dict[str, Any] = {"Name": container.container_name}
+    ecs_container: AwsEcsContainerDetailsTypeDef = {"Name": container.container_name}
     if container.image:
         ecs_container["Image"] = container.image
-    resources: list[dict[str, Any]] = [
+    details: ResourceDetailsTypeDef = {"AwsEcsContainer": ecs_container}
+    resources: list[ResourceTypeDef] = [
         {
             "Type": "AwsEcsContainer",
             "Id": container.resource_id,
             "Partition": part,
             "Region": container.region,
-            "Details": {"AwsEcsContainer": ecs_container},
+            "Details": details,
         }
     ]
+    cluster_known = container.cluster_arn.startswith("arn:")
     if container.task_arn.startswith("arn:"):
+        task: AwsEcsTaskDetailsTypeDef = {}
+        if cluster_known:
+            task["ClusterArn"] = container.cluster_arn
+        task_details: ResourceDetailsTypeDef = {"AwsEcsTask": task}
         resources.append(
             {
                 "Type": "AwsEcsTask",
                 "Id": container.task_arn,
                 "Partition": part,
                 "Region": container.region,
-                "Details": {"AwsEcsTask": dict(known)},
+                "Details": task_details,
             }
         )
-    if known:
+    if cluster_known:
+        cluster: ResourceDetailsTypeDef = {
+            "AwsEcsCluster": {
+                "ClusterArn": container.cluster_arn,
+                "ClusterName": container.cluster_arn.rsplit("/", 1)[-1],
+            }
+        }
         resources.append(
             {
                 "Type": "AwsEcsCluster",
                 "Id": container.cluster_arn,
                 "Partition": part,
                 "Region": container.region,
-                "Details": {
-                    "AwsEcsCluster": {
-                        **known,
-                        "ClusterName": container.cluster_arn.rsplit("/", 1)[-1],
-                    }
-                },
+                "Details": cluster,
             }
         )
     image = ecr_image_of(container)
@@ -293,29 +317,34 @@ def split_version(version: str, manager: str | None) -> tuple[str | None, str, s
     return epoch, upstream, release or None
 
 
-def _package(package: Package) -> dict[str, str]:
+def _package(package: Package) -> SoftwarePackageTypeDef:
     epoch, version, release = split_version(package.installed_version, package.package_manager)
-    doc = {
-        "Name": package.name,
-        "Version": version,
-        "Epoch": package.epoch or epoch,
-        "Release": package.release or release,
-        "Architecture": package.architecture,
-        "PackageManager": package.package_manager,
-        "FilePath": package.file_path,
-        "FixedInVersion": package.fixed_version,
-        "Remediation": package.remediation_text,
-        "SourceLayerHash": package.layer,
-    }
-    return {k: v for k, v in doc.items() if v}
+    doc: SoftwarePackageTypeDef = {"Name": package.name, "Version": version}
+    if package.epoch or epoch:
+        doc["Epoch"] = package.epoch or epoch or ""
+    if package.release or release:
+        doc["Release"] = package.release or release or ""
+    if package.architecture:
+        doc["Architecture"] = package.architecture
+    if package.package_manager:
+        doc["PackageManager"] = package.package_manager
+    if package.file_path:
+        doc["FilePath"] = package.file_path
+    if package.fixed_version:
+        doc["FixedInVersion"] = package.fixed_version
+    if package.remediation_text:
+        doc["Remediation"] = package.remediation_text
+    if package.layer:
+        doc["SourceLayerHash"] = package.layer
+    return doc
 
 
 def _base(
     finding: Finding, ctx: BuildContext, title: str, description: str, types: tuple[str, ...]
 ) -> dict[str, Any]:
     label, original = _severity(finding, ctx.severity_map)
-    severity = {
-        "Label": label.name,
+    severity: SeverityTypeDef = {
+        "Label": label.name,  # type: ignore[typeddict-item]  # a SeverityLabelType value
         "Normalized": label.normalized,
         "Original": truncate(original, MAX_SEVERITY_ORIGINAL),
     }
@@ -373,8 +402,8 @@ def vendor_name(finding: VulnerabilityFinding) -> str:
     return finding.scanner.name.upper()
 
 
-def _vendor(finding: VulnerabilityFinding) -> dict[str, str]:
-    vendor: dict[str, str] = {"Name": vendor_name(finding)}
+def _vendor(finding: VulnerabilityFinding) -> VulnerabilityVendorTypeDef:
+    vendor: VulnerabilityVendorTypeDef = {"Name": vendor_name(finding)}
     url = finding.vendor_url or (finding.references[0] if finding.references else None)
     if url:
         vendor["Url"] = url
@@ -387,10 +416,10 @@ def _vendor(finding: VulnerabilityFinding) -> dict[str, str]:
     return vendor
 
 
-def _cvss(finding: VulnerabilityFinding) -> list[dict[str, Any]]:
+def _cvss(finding: VulnerabilityFinding) -> list[CvssTypeDef]:
     out = []
     for c in finding.cvss:
-        doc: dict[str, Any] = {"Version": c.version, "BaseScore": c.base_score}
+        doc: CvssTypeDef = {"Version": c.version, "BaseScore": c.base_score}
         if c.vector:
             doc["BaseVector"] = c.vector
         if c.source:
@@ -407,7 +436,7 @@ def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str
         part for part in (lead, finding.description if finding.description != lead else "") if part
     )
     doc = _base(finding, ctx, title, description or title, (TYPE_CVE,))
-    vulnerability: dict[str, Any] = {
+    vulnerability: VulnerabilityTypeDef = {
         "Id": finding.vulnerability_id,
         "VulnerablePackages": [_package(p) for p in finding.packages],
         "FixAvailable": finding.fix_available,
@@ -546,7 +575,7 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
     )
     doc = _base(finding, ctx, title, description, types)
     if finding.process is not None:
-        process: dict[str, Any] = {
+        process: ProcessDetailsTypeDef = {
             "Name": truncate(finding.process.name, MAX_PROCESS_NAME),
             "Path": truncate(finding.process.path, MAX_PROCESS_PATH),
             "Pid": finding.process.pid,
@@ -558,17 +587,21 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
     if finding.category == "network" and finding.ip:
         # NetworkConnectionAction.ConnectionDirection is "IN" or "OUT" (API model docs);
         # the sidecar sees the workload's connect() calls: outbound.
-        connection: dict[str, Any] = {"ConnectionDirection": "OUT", "Blocked": finding.blocked}
+        connection: NetworkConnectionActionTypeDef = {
+            "ConnectionDirection": "OUT",
+            "Blocked": finding.blocked,
+        }
         if ":" not in finding.ip:  # RemoteIpDetails has IpAddressV4 only
             connection["RemoteIpDetails"] = {"IpAddressV4": finding.ip}
         if finding.port is not None:
             connection["RemotePortDetails"] = {"Port": finding.port}
         if finding.protocol:
             connection["Protocol"] = truncate(finding.protocol, MAX_PROTOCOL)
-        doc["Action"] = {
+        action: ActionTypeDef = {
             "ActionType": "NETWORK_CONNECTION",
             "NetworkConnectionAction": connection,
         }
+        doc["Action"] = action
     doc["Resources"] = _container_resources(finding.resource)
     process_info = finding.process
     doc["ProductFields"] = _product_fields(

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 # ---------------------------------------------------------------------------- severities
 
@@ -61,23 +61,17 @@ QUALYS_SEVERITY = {
 
 # ----------------------------------------------------------------------------- resources
 
-# Regions of the partitions other than `aws` (AWS General Reference, "ARN format"; China
-# and GovCloud regions are cn-* and us-gov-*, and ISO partitions have their own prefixes).
-_PARTITIONS = (
-    ("cn-", "aws-cn"),
-    ("us-gov-", "aws-us-gov"),
-    ("us-isob-", "aws-iso-b"),
-    ("us-iso-", "aws-iso"),
-    ("eu-isoe-", "aws-iso-e"),
-    ("us-isof-", "aws-iso-f"),
-)
+# The partitions whose regions Security Hub serves (AWS General Reference, "ARN format":
+# China regions are cn-*, GovCloud us-gov-*); ASFF's Resource.Partition names these.
+Partition = Literal["aws", "aws-cn", "aws-us-gov"]
 
 
-def partition(region: str) -> str:
-    """The ARN partition of `region`: aws, aws-cn, aws-us-gov (and the ISO partitions)."""
-    for prefix, name in _PARTITIONS:
-        if region.startswith(prefix):
-            return name
+def partition(region: str) -> Partition:
+    """The ARN partition of `region`: aws-cn, aws-us-gov or aws."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
     return "aws"
 
 
@@ -108,7 +102,7 @@ class EcrImage:
         return f"{self.registry}/{self.repository}@{self.digest}"
 
     @property
-    def partition(self) -> str:
+    def partition(self) -> Partition:
         return partition(self.region)
 
     @property
@@ -239,7 +233,7 @@ class VulnerabilityFinding:
         return ("vuln", self.vulnerability_id)
 
     @property
-    def fix_available(self) -> str:
+    def fix_available(self) -> Literal["YES", "NO", "PARTIAL"]:
         """ASFF FixAvailable: YES when every package has a fixed version and a remediation
         (the API model's definition), PARTIAL when some do, NO otherwise."""
         fixed = sum(1 for p in self.packages if p.fixed_version and p.remediation_text)

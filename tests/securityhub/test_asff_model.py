@@ -385,3 +385,26 @@ def test_an_image_finding_has_inspectors_shape_field_by_field() -> None:
     for key in ("Name", "Version", "Epoch", "Release", "Architecture", "SourceLayerHash"):
         assert package[key] == theirs_package[key], key
     assert package["Remediation"] == "Upgrade openssl to 1.1.1n-0+deb11u5"
+
+
+@pytest.mark.slow  # runs mypy
+def test_mypy_catches_a_misspelled_asff_field(tmp_path: Path) -> None:
+    """securityhub/asff.py is typed against mypy-boto3-securityhub's BatchImportFindings
+    shapes: the same annotation on a misspelled field is a type error."""
+    import subprocess
+    import sys
+
+    snippet = tmp_path / "misspelled.py"
+    snippet.write_text(
+        "from mypy_boto3_securityhub.type_defs import SoftwarePackageTypeDef\n"
+        'good: SoftwarePackageTypeDef = {"Name": "openssl", "FixedInVersion": "3.0.13"}\n'
+        'bad: SoftwarePackageTypeDef = {"Name": "openssl", "FixedVersion": "3.0.13"}\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--ignore-missing-imports",
+         str(snippet)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert 'misspelled.py:3: error: Extra key "FixedVersion"' in result.stdout
+    assert "misspelled.py:2:" not in result.stdout
