@@ -154,3 +154,33 @@ def test_old_qid_findings_are_archived_once_in_the_same_publication(
     assert (new_id, "ACTIVE") in call  # one call: never both active, never neither
     again = run(tmp_path, {"force": True})
     assert again.security_hub[f"{HUB}/{REGION}"].get("archived", 0) == 0  # archived once
+
+
+def test_a_failing_version_probe_says_so_and_the_cache_still_works(
+    client_credentials: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A QScanner whose `--version` fails: the run's status names the binary's sha256 as
+    the version, every image's results say why, and an unchanged rerun scans nothing."""
+    import hashlib
+
+    wrapper = Path(str(client_credentials)).with_name("qscanner")
+    broken = tmp_path / "qscanner-no-version"
+    broken.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = --version ] && { echo "unknown flag" >&2; exit 2; }; done\n'
+        f'exec "{wrapper}" "$@"\n'
+    )
+    broken.chmod(0o755)
+    monkeypatch.setenv("QSCANNER_PATH", str(broken))
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="app")
+    digest = put_image(ecr, "app", "app-1", "1")
+    Scenario().image(digest, findings=[MUSL_CVE_2019_14697]).write(Path(_scenario_path()))
+    first = run(tmp_path, {})
+    expected = "unknown-sha256:" + hashlib.sha256(broken.read_bytes()).hexdigest()
+    assert first.as_dict()["scanner"]["version"] == expected
+    results = next((tmp_path / "out").rglob("results.json"))
+    notes = json.loads(results.read_text())["notes"]
+    assert any("`qscanner --version` failed" in n for n in notes)
+    second = run(tmp_path, {})
+    assert scans(client_credentials) == 1 and [r.outcome for r in second.records] == ["cached"]
