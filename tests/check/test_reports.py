@@ -18,6 +18,7 @@ from check.reports.packages import FindingGroups, package_manager
 from check.reports.sarif import parse_sarif
 from check.reports.scanresult import parse_scan_result
 from check.reports.trivy import parse_trivy
+from securityhub.asff import vendor_name
 from securityhub.errors import ReportParseError
 from securityhub.findings import EcrImage, Package, ScannerInfo, Severity, VulnerabilityFinding
 
@@ -188,6 +189,28 @@ def test_scan_result_secrets_metadata_inventory():
     assert index["urllib3"][0].package_manager == "pip"
 
 
+def test_scan_result_schema_version_5():
+    """README 4.8.0 (reference section 8): ScanDuration in integer nanoseconds, OS and
+    Architecture at target level beside the image's ID, UUID secret rule ids."""
+    doc = json.loads(SCAN_RESULT.read_text())
+    doc["SchemaVersion"] = 5
+    target = doc["Metadata"]["TargetMetadata"]
+    image = target["ImageMetadata"]
+    target["OS"], target["Architecture"] = image.pop("OS"), image.pop("Architecture")
+    image["ID"] = image.pop("ImageID")
+    for scan in doc["ScansPerformed"]:
+        scan["ScanDuration"] = 412_000_000
+    rule = "0b6e4a1c-7c38-4f8e-9a0e-8d6f3b2a1c55"
+    doc["SecretResults"][0]["Secrets"][0]["RuleID"] = rule
+    parsed = scan_result(json.dumps(doc))
+    assert (parsed.metadata.os, parsed.metadata.architecture) == ("alpine 3.10.2", "amd64")
+    assert parsed.metadata.image_id == image["ID"]
+    assert {s.duration_s for s in parsed.scans} == {0.412}
+    assert rule in {s.rule_id for s in parsed.secrets}
+    doc["ScansPerformed"][0]["ScanDuration"] = "1m0.5s"  # an older Go duration
+    assert scan_result(json.dumps(doc)).scans[0].duration_s == 60.5
+
+
 def test_scan_result_old_metadata_spelling_and_failed_scan():
     doc = json.loads(SCAN_RESULT.read_text())
     doc["Metadata"]["Target"] = doc["Metadata"].pop("TargetMetadata")["ImageMetadata"]
@@ -232,6 +255,7 @@ def test_trivy_grouping_cvss_and_secrets():
     ]
     assert not any(value in repr(report) for value in SECRET_VALUES)
     assert report.image_digests == (DIGEST,)
+    assert (openssl.vendor, vendor_name(openssl)) == ("nvd", "NVD")  # SeveritySource
 
 
 def test_trivy_without_results_is_a_clean_image():
@@ -272,6 +296,7 @@ def test_grype_grouping_related_cves_and_fix_states():
     assert busybox.severity is Severity.INFORMATIONAL  # Negligible
     assert busybox.packages[0].fixed_version is None  # not-fixed
     assert report.grype_version == "0.74.7" and report.image_digest == DIGEST
+    assert vendor_name(openssl) == "ALPINE"  # namespace alpine:distro:alpine:3.10
 
 
 # -------------------------------------------------------------------- broken reports
