@@ -134,6 +134,7 @@ class ImageRecord:
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
+    notes: tuple[str, ...] = ()  # what the scanner said about this scan (skipped results...)
 
     @property
     def resource(self) -> Any:
@@ -156,6 +157,7 @@ class ImageRecord:
             "new_findings": len(self.new_findings),
             "duration_s": round(self.duration_s, 3),
             "tagging": self.tag.outcome if self.tag else None,
+            "notes": list(self.notes),
         }
         return {k: v for k, v in doc.items() if v not in (None, [], {})}
 
@@ -673,6 +675,7 @@ class Sweep:
             record.outcome = "scanned"
             record.duration_s = duration
             record.kinds = kinds
+            record.notes = result.notes
             record.findings = annotate_all(
                 rebind(result.findings, record.resource), self.exploit_signals
             )

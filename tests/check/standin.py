@@ -151,6 +151,7 @@ class Scenario:
         echo_credentials: bool = False,
         report_delay: float = 0.0,
         architecture: str = "amd64",
+        sarif_extra: tuple[dict[str, Any], ...] = (),
     ) -> Scenario:
         if behaviour not in BEHAVIOURS and not behaviour.startswith("exit:"):
             raise ValueError(f"unknown behaviour {behaviour!r}")
@@ -163,6 +164,7 @@ class Scenario:
             "failed_scans": list(failed_scans),
             "report_delay": report_delay,
             "architecture": architecture,
+            "sarif_extra": list(sarif_extra),
         }
         if huge_bytes is not None:
             spec["huge_bytes"] = huge_bytes
@@ -298,3 +300,28 @@ GITHUB_PAT_SECRET = StandinSecret(
     line=12,
     match="ghp_************************************",
 )
+
+
+# A secret result as a non-GA QScanner (5.3.0-cnapp5) writes into the SARIF: no QID, no
+# vulnerableSoftware. The runner skips and counts it (reference section 8, "other results").
+SARIF_SECRET_RESULT = {
+    "rule": {
+        "id": "3f9a2c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
+        "shortDescription": {"text": "AWS Access Key ID"},
+        "properties": {"category": "AWS", "severity": "CRITICAL"},
+    },
+    "result": {
+        "ruleId": "3f9a2c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
+        "level": "error",
+        "message": {"text": "Secret found"},
+        "locations": [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": "/app/config/.env"},
+                    "region": {"startLine": 3},
+                }
+            }
+        ],
+        "properties": {"category": "AWS"},
+    },
+}

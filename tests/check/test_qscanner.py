@@ -36,6 +36,7 @@ from tests.check.standin import (
     OPENSSL_CVE_2019_1547,
     PRIVATE_KEY_SECRET,
     REQUESTS_CVE_2023_32681,
+    SARIF_SECRET_RESULT,
     STANDIN,
     Scenario,
     digest_of,
@@ -651,3 +652,18 @@ def test_a_timeout_says_whether_qscanner_was_scanning_or_waiting_for_the_report(
     scenario.image(DIGEST, behaviour="hang")
     with pytest.raises(ScannerTimeoutError, match="while scanning the image"):
         scan(scenario, tmp_path, timeout=2.0, kill_grace=0.5)
+
+
+def test_a_result_the_parser_cannot_read_is_skipped_and_counted_in_the_notes(scenario, tmp_path):
+    scenario.image(
+        DIGEST,
+        findings=[MUSL_CVE_2019_14697],
+        sarif_extra=(SARIF_SECRET_RESULT, SARIF_SECRET_RESULT),
+    )
+    result = scan(scenario, tmp_path)
+    assert [f.vulnerability_id for f in result.findings if f.kind == "vulnerability"] == [
+        "CVE-2019-14697"
+    ]
+    assert result.scan_types == ("pkg", "secret")  # the report was used, not rejected
+    [note] = [n for n in result.notes if "SARIF" in n]
+    assert note.startswith("2 SARIF result(s) skipped") and "missing 'QID'" in note

@@ -16,7 +16,13 @@ from securityhub.aws import SessionFactory
 from securityhub.findings import Observation, ScannerInfo, Severity, VulnerabilityFinding
 from securityhub.hub import SecurityHubPublisher
 from tests.check.ecrfixtures import put_image
-from tests.check.standin import MUSL_CVE_2019_14697, OPENSSL_CVE_2019_1547, STANDIN, Scenario
+from tests.check.standin import (
+    MUSL_CVE_2019_14697,
+    OPENSSL_CVE_2019_1547,
+    SARIF_SECRET_RESULT,
+    STANDIN,
+    Scenario,
+)
 from tests.check.test_sweep import HUB, REGION, TABLE, active_findings, aws, run  # noqa: F401
 
 CLIENT_SECRET = "qualys-client-secret-c3dlZXAtdGVzdA"
@@ -175,12 +181,18 @@ def test_a_failing_version_probe_says_so_and_the_cache_still_works(
     ecr = boto3.client("ecr", region_name=REGION)
     ecr.create_repository(repositoryName="app")
     digest = put_image(ecr, "app", "app-1", "1")
-    Scenario().image(digest, findings=[MUSL_CVE_2019_14697]).write(Path(_scenario_path()))
+    Scenario().image(
+        digest, findings=[MUSL_CVE_2019_14697], sarif_extra=(SARIF_SECRET_RESULT,)
+    ).write(Path(_scenario_path()))
     first = run(tmp_path, {})
+    # A SARIF result it cannot read (a 5.x secret result): skipped, counted in the status.
+    assert any(n.startswith("1 SARIF result(s) skipped") for n in first.records[0].notes)
     expected = "unknown-sha256:" + hashlib.sha256(broken.read_bytes()).hexdigest()
     assert first.as_dict()["scanner"]["version"] == expected
     results = next((tmp_path / "out").rglob("results.json"))
     notes = json.loads(results.read_text())["notes"]
     assert any("`qscanner --version` failed" in n for n in notes)
+    [image] = first.as_dict()["images"]  # the run's status.json
+    assert any("`qscanner --version` failed" in n for n in image["notes"])
     second = run(tmp_path, {})
     assert scans(client_credentials) == 1 and [r.outcome for r in second.records] == ["cached"]
