@@ -175,7 +175,7 @@ def test_dockerignore_is_an_allow_list() -> None:
                 sources = ins.args.split()[:-1]
                 for source in sources:
                     if source.startswith("${"):
-                        continue  # QSCANNER_BINARY: added by check.imagebuild
+                        continue  # QSCANNER_BINARY: added by release.imagebuild
                     assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
