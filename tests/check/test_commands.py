@@ -145,10 +145,9 @@ def test_bad_environment_is_exit_2(env: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_local_references_go_to_the_builtin_scanner(
     env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    advisories = Path(__file__).resolve().parents[3] / "shared" / "data" / "advisories"
-    if not advisories.is_dir():
-        pytest.skip(f"no advisory data at {advisories}")
-    monkeypatch.setenv("CONTAINERSCAN_VULN_DB", str(advisories))
+    from check.quickstart.data import advisories_dir
+
+    monkeypatch.setenv("CONTAINERSCAN_VULN_DB", str(advisories_dir()))
     missing = tmp_path / "no-such-layout"
     result = invoke("scan-image", f"oci-layout:{missing}")
     assert result.exit_code != 0
