@@ -121,8 +121,8 @@ class Demo:
             "CONTAINERSCAN_WORKDIR": str(self.local.workdir / "scans"),
             "CONTAINERSCAN_LOG_LEVEL": environ.get("CONTAINERSCAN_LOG_LEVEL", "WARNING"),
             "CONTAINERSCAN_REGISTRY_MIRRORS": f"{self.ecr_host}={self.local.registry.url}",
-            VULN_DB_ENV: str(self.advisories.path),
         })
+        env.pop(VULN_DB_ENV, None)  # the sweeps name the database with --vuln-db
         return env
 
     # ---------------------------------------------------------------------------- steps
@@ -155,6 +155,10 @@ class Demo:
         name = f"{image.repository}:{image.tag}"
         self.echo(f"  {name:<16} {digest[:19]}  {image.summary}")
 
+    def sweep(self) -> None:
+        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION,
+                           "--vuln-db", str(self.advisories.path))
+
     def findings(self) -> list[dict[str, Any]]:
         out = self.containerscan("findings", "--state", "all", "--output", "json", show=False)
         found: list[dict[str, Any]] = json.loads(out)
@@ -180,7 +184,7 @@ class Demo:
         self.publish(worker)
 
         self.heading("3. sweep with the built-in scanner, then review the findings")
-        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
+        self.sweep()
         self.containerscan("findings")
         first = self.findings()
         before = {f["Id"] for f in first if _repository(f) == worker.repository}
@@ -197,7 +201,7 @@ class Demo:
             pass
         self.echo(f"  deleted {worker.repository}@{worker.digest[:19]} from ECR and the "
                   "registry")
-        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
+        self.sweep()
         self.containerscan("findings", "--state", "archived")
 
         second = self.findings()
