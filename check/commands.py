@@ -22,6 +22,7 @@ from securityhub.terminal import printable
 
 REQUEST_ENV = "CONTAINERSCAN_REQUEST"
 OUTPUTS = ("table", "json")
+CYCLONEDX = "cyclonedx"  # scan-image only: the image's SBOM (check/sbom.py)
 BUILTIN = "builtin"
 # Local references (not ECR): what only the built-in scanner reads.
 OCI_LAYOUT_PREFIX = "oci-layout:"
@@ -64,8 +65,6 @@ def _selection_options(func: Any) -> Any:
                      help="The built-in scanner's advisory database (else $CONTAINERSCAN_VULN_DB, "
                           "else ~/.cache/containerscan/vulndb; `containerscan db update` fills "
                           "it)."),
-        click.option("--output", type=click.Choice(OUTPUTS), default="table",
-                     show_default=True),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -107,6 +106,7 @@ def _selection_options(func: Any) -> Any:
 @click.option("--shard", metavar="I/N", help="This task's share of the repositories (1/4).")
 @click.option("--dry-run", is_flag=True, default=None, help="List what would be scanned.")
 @_selection_options
+@click.option("--output", type=click.Choice(OUTPUTS), default="table", show_default=True)
 @click.pass_context
 def sweep(
     ctx: click.Context, request_file: str | None, request_uri: str | None, **flags: Any
@@ -148,6 +148,13 @@ def sweep(
     help="An EventBridge 'ECR Image Action' PUSH event (JSON file).",
 )
 @_selection_options
+@click.option(
+    "--output",
+    type=click.Choice((*OUTPUTS, CYCLONEDX)),
+    default="table",
+    show_default=True,
+    help="cyclonedx: the image's package inventory as a CycloneDX 1.5 SBOM (implies --force).",
+)
 @click.pass_context
 def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **flags: Any) -> None:
     """Scan one image: an ECR reference, the image of an ECR push event, or a local image.
@@ -157,6 +164,7 @@ def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **fl
     containerscan scan-image payments/api:1.4 --region us-east-1
     containerscan scan-image --event push-event.json
     containerscan scan-image oci-layout:./image --scanner builtin
+    containerscan scan-image oci-layout:./image --output cyclonedx > sbom.cdx.json
 
     Exit codes as for `sweep`.
     """
@@ -277,6 +285,14 @@ def _run(
     from securityhub.aws import SessionFactory
     from securityhub.commands import require_credentials
 
+    sbom_dir = None
+    if flags.get("output") == CYCLONEDX:
+        import tempfile
+
+        flags = {**flags, "force": True}  # a cached result kept no inventory to describe
+        if flags.get("output_dir") is None:
+            sbom_dir = tempfile.TemporaryDirectory(prefix="containerscan-sbom-")
+            flags["output_dir"] = Path(sbom_dir.name)
     config = RunConfig.from_env().with_overrides(
         output_dir=flags.get("output_dir"),
         concurrency=flags.get("concurrency"),
@@ -302,11 +318,31 @@ def _run(
         request, config, sessions=sessions, scanner=scanner, progress_stream=stream
     ).run()
     report = status.as_dict()
-    if flags.get("output") == "json":
+    if flags.get("output") == CYCLONEDX:
+        try:
+            click.echo(_stored_sbom(Path(flags["output_dir"]), report))
+        finally:
+            if sbom_dir is not None:
+                sbom_dir.cleanup()
+    elif flags.get("output") == "json":
         click.echo(json.dumps(report, indent=2, default=str, ensure_ascii=False))
     else:
         click.echo(render_status(report, findings=single, records=status.records))
     ctx.exit(status.exit_code)
+
+
+def _stored_sbom(output_dir: Path, report: dict[str, Any]) -> str:
+    """The SBOM the run wrote for its one image."""
+    from check.outputs import image_dir
+    from check.sbom import SBOM_FILE
+    from securityhub.errors import ScanError
+
+    for image in report["images"]:
+        path = output_dir / image_dir(report["run_id"], image["digest"]) / SBOM_FILE
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    failed = "; ".join(str(i.get("error")) for i in report["images"] if i.get("error"))
+    raise ScanError(f"no SBOM was written for this image{': ' + failed if failed else ''}")
 
 
 def _scanner(name: str | None, vuln_db: Path | None) -> Any:
@@ -380,8 +416,10 @@ def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
             "use --scanner builtin (or leave --scanner out)")
     _local_reference(ref)
     scanner = _scanner(BUILTIN, flags.get("vuln_db"))
-    result = _scan_and_keep(ref, scanner, request.scan_types, config, flags.get("timeout"))
-    if flags.get("output") == "json":
+    result, sbom = _scan_and_keep(ref, scanner, request.scan_types, config, flags.get("timeout"))
+    if flags.get("output") == CYCLONEDX:
+        click.echo(sbom)
+    elif flags.get("output") == "json":
         from check.serialize import findings_to_dicts
 
         click.echo(
@@ -401,27 +439,31 @@ def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
 
 
 def _scan_and_keep(ref: str, scanner: Any, scan_types: tuple[str, ...], config: Any,
-                   timeout: float | None) -> Any:
-    """Scan; with --output-dir keep the run's tree as a sweep does:
-    `runs/<run-id>/images/sha256-<hex>/results.json` and `raw/`."""
+                   timeout: float | None) -> tuple[Any, str]:
+    """Scan; the result and the image's SBOM. With --output-dir keep the run's tree as a
+    sweep does: `runs/<run-id>/images/sha256-<hex>/results.json`, `sbom.cdx.json`, `raw/`."""
     import tempfile
     from dataclasses import asdict
     from datetime import UTC, datetime
 
     from check.builtin.scanner import DEFAULT_TIMEOUT, scan_reference
     from check.outputs import RunOutputs, image_dir
+    from check.sbom import MEDIA_TYPE, SBOM_FILE, sbom_from_raw_files
     from check.serialize import findings_to_dicts
     from check.sweep import new_run_id
 
     with tempfile.TemporaryDirectory(prefix="containerscan-scan-") as workdir:
         result = scan_reference(ref, scan_types=scan_types, workdir=Path(workdir),
                                 timeout=timeout or DEFAULT_TIMEOUT, scanner=scanner)
+        digest = _scanned_digest(result)
+        sbom = sbom_from_raw_files(result.raw_files, image_name=_image_name(ref), digest=digest,
+                                   tool_version=result.scanner.version) or b""
         if config.output_dir is None:
-            return result
+            return result, sbom.decode()
         outputs = RunOutputs(local_dir=config.output_dir)
         run_id = config.run_id or new_run_id(datetime.now(UTC))
-        digest = _scanned_digest(result)
         base = image_dir(run_id, digest)
+        outputs.write_bytes(f"{base}/{SBOM_FILE}", sbom, MEDIA_TYPE)
         outputs.write_json(f"{base}/results.json", {
             "reference": ref, "digest": digest, "scanner": asdict(result.scanner),
             "scan_types": list(result.scan_types), "notes": list(result.notes),
@@ -435,7 +477,15 @@ def _scan_and_keep(ref: str, scanner: Any, scan_types: tuple[str, ...], config: 
 
             raise ConfigurationError(f"cannot write the outputs: {outputs.errors[0]}",
                                      "check --output-dir")
-    return result
+    return result, sbom.decode()
+
+
+def _image_name(ref: str) -> str:
+    """What the SBOM calls a local image: the path of a layout or archive, else the name."""
+    for prefix in (OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX):
+        if ref.startswith(prefix):
+            return str(Path(ref[len(prefix):]).resolve())
+    return ref.split("@", 1)[0]
 
 
 def _scanned_digest(result: Any) -> str:

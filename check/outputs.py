@@ -4,6 +4,8 @@
                                                     and error, durations, the Security Hub summary
     runs/<run-id>/images/sha256-<hex>/results.json  normalized findings of that digest and
                                                     the repositories it was found in
+    runs/<run-id>/images/sha256-<hex>/sbom.cdx.json the image's packages, CycloneDX 1.5
+                                                    (check/sbom.py; QScanner's own if written)
     runs/<run-id>/images/sha256-<hex>/raw/<file>    the scanner's own reports, untouched
 
 In S3 the tree sits under `CONTAINERSCAN_PREFIX` in `CONTAINERSCAN_BUCKET`, every object
@@ -112,6 +114,20 @@ class RunOutputs:
             return
         content_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
         self.write_bytes(key, data, content_type)
+
+    def write_sbom(self, base: str, raw_files: Any, *, image_name: str, digest: str,
+                   tool_version: str) -> None:
+        """`<base>/sbom.cdx.json` from the scan's raw files, when they describe packages."""
+        from check.sbom import MEDIA_TYPE, SBOM_FILE, SbomError, sbom_from_raw_files
+
+        try:
+            sbom = sbom_from_raw_files(raw_files, image_name=image_name, digest=digest,
+                                       tool_version=tool_version)
+        except (OSError, ValueError, TypeError, SbomError) as exc:
+            self._error(f"{base}/{SBOM_FILE}: {exc}")
+            return
+        if sbom is not None:
+            self.write_bytes(f"{base}/{SBOM_FILE}", sbom, MEDIA_TYPE)
 
     def _count(self) -> None:
         with self._lock:

@@ -730,6 +730,10 @@ class Sweep:
         )
         for path in raw_files:
             self.outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
+        plan, image = records[0].plan, records[0].image
+        registry = f"{plan.account_id}.dkr.ecr.{plan.region}.amazonaws.com"
+        self.outputs.write_sbom(base, raw_files, image_name=f"{registry}/{image.repository}",
+                                digest=digest, tool_version=scanner.version)
 
     def _failed(self, records: list[ImageRecord], error: str, started: float, digest: str) -> str:
         duration = time.monotonic() - started

@@ -298,3 +298,24 @@ def test_sweep_vuln_db_belongs_to_the_builtin_scanner(env: str, tmp_path: Path) 
     result = invoke("sweep", "--scanner", "builtin", "--vuln-db", str(tmp_path / "none"))
     assert result.exit_code == 2, result.output
     assert "containerscan db update" in result.output and "IMAGES" not in result.output
+
+
+def test_sweep_keeps_qscanners_sbom_and_scan_image_prints_it(env: str, tmp_path: Path) -> None:
+    """QScanner is run with `--format json,cyclonedx`; its SBOM is the image's sbom.cdx.json."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from check.sbom import inventory_from_sbom
+
+    result = invoke("sweep", "--output", "json", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    stored = tmp_path / "out" / "runs" / run_id / "images" / env.replace(":", "-") / "sbom.cdx.json"
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(stored.read_text()) is None
+    assert {p.name for p in inventory_from_sbom(json.loads(stored.read_text())).packages} == {
+        "musl", "musl-utils"}  # the stand-in scenario's affected packages
+    ref = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/payments/api@{env}"
+    result = invoke("scan-image", ref, "--output", "cyclonedx")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["metadata"]["component"]["version"] == env
