@@ -37,7 +37,7 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(PYTHON)
 install: $(VENV)/.installed-local
 
 install-test: $(VENV)/.installed-test $(CHECKOV)
-	@sh scripts/system-deps.sh
+	@sh scripts/system-deps.sh test
 
 $(CHECKOV):
 	@sh scripts/venv.sh $(PYTHON3) $(CHECKOV_VENV)
@@ -55,7 +55,7 @@ pytest: install-test
 test: lint typecheck pytest
 
 demo: install
-	@sh scripts/system-deps.sh
+	@sh scripts/system-deps.sh demo
 	$(PYTHON) -m check.quickstart.demo
 
 bench: install-test

@@ -283,7 +283,7 @@ def _run(
     from check.scanners import scanner_names
     from check.sweep import build_sweep
     from securityhub.aws import SessionFactory
-    from securityhub.commands import require_credentials
+    from securityhub.credentials import require_credentials
 
     sbom_dir = None
     if flags.get("output") == CYCLONEDX:

@@ -846,7 +846,9 @@ class Sweep:
         if not self.outputs.enabled:
             return
         status.outputs = {"locations": self.outputs.locations(status.run_id)}
-        self.outputs.write_json(f"runs/{status.run_id}/status.json", status.as_dict())
+        doc = status.as_dict()
+        self.outputs.write_json(f"runs/{status.run_id}/status.json", doc)
+        self.outputs.write_status_page(doc)
         status.outputs["written"] = self.outputs.written
         if self.outputs.errors:
             status.outputs["errors"] = list(self.outputs.errors)

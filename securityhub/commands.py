@@ -29,27 +29,11 @@ def _fail(error: Exception) -> None:
 def _sessions(region: str | None) -> Any:
     """The session factory, once the standard chain has found credentials."""
     from securityhub.aws import SessionFactory
+    from securityhub.credentials import require_credentials
 
     sessions = SessionFactory(region)
     require_credentials(sessions)
     return sessions
-
-
-def require_credentials(sessions: Any) -> None:
-    """No credentials is a configuration problem (exit 2), said before any work starts.
-
-    botocore resolves the standard chain (environment, profile files, SSO, container and
-    instance metadata) on `get_credentials()`; None means every provider came up empty.
-    """
-    from securityhub.errors import ConfigurationError
-
-    if sessions.session().get_credentials() is None:
-        raise ConfigurationError(
-            "no AWS credentials found",
-            "set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or run where a "
-            "role provides them (ECS task role, instance profile); "
-            "`aws sts get-caller-identity` shows what the chain finds",
-        )
 
 
 def _require(value: str | None, env: str, what: str) -> str:
