@@ -111,12 +111,11 @@ class Inventory:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        names = [f.name for f in fields(InstalledPackage)]
-        packages = []
-        for package in self.packages:  # flat values: no deep copy, which asdict would make
-            doc = {name: getattr(package, name) for name in names}
-            doc["files"] = len(package.files)  # the count; the paths can be many thousands
-            packages.append(doc)
+        # Every field but the file lists (tens of thousands of paths in a Debian image), so
+        # that `InstalledPackage(**doc)` reads a package back (check.sbom does).
+        names = [f.name for f in fields(InstalledPackage) if f.name != "files"]
+        packages = [{name: getattr(package, name) for name in names}
+                    for package in self.packages]  # flat values: no deep copy, unlike asdict
         return {
             "os": asdict(self.os) if self.os else None,
             "packages": packages,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from check.builtin.inventory import build_inventory, resolve_path
+from check.builtin.inventory import InstalledPackage, build_inventory, resolve_path
 from check.builtin.scanner import scan_reference
 from tests.check.builtin import samples
 from tests.check.builtin.images import Layer, build_blobs, write_oci_layout
@@ -68,8 +68,9 @@ def test_the_inventory_says_who_owns_which_file():
     assert owner is debian
     assert inventory.owner_of("usr/bin/nothing") is None
     assert "usr/lib/python3/dist-packages/urllib3/__init__.py" in debian.files
-    listed = {p["name"]: p["files"] for p in inventory.to_json()["packages"]}
-    assert listed == {"python3-urllib3": len(debian.files), "urllib3": 0}
+    listed = {p["name"]: p["os_package"] for p in inventory.to_json()["packages"]}
+    assert listed == {"python3-urllib3": None, "urllib3": "dpkg:python3-urllib3"}
+    assert InstalledPackage(**inventory.to_json()["packages"][0]).name == "urllib3"
 
 
 def test_apk_file_lists_own_python_packages():
