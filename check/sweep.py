@@ -53,7 +53,7 @@ from check.scanner import KINDS_BY_SCAN_TYPE, RegistryAuth, Scanner, ScanTarget
 from check.selection import select_images, select_repositories
 from check.serialize import findings_to_dicts, rebind
 from check.tagging import TagOutcome, tag_image
-from securityhub.aws import AccountTarget, SessionFactory
+from securityhub.aws import AccountTarget, SessionFactory, endpoint_problem
 from securityhub.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -90,6 +90,7 @@ class Publisher(Protocol):
         *,
         repositories: Sequence[Any] = (),
         target: AccountTarget | None = None,
+        exists: Callable[[Any, Sequence[str]], Any] | None = None,
     ) -> Any: ...
 
     def known_repositories(self, account_id: str, region: str) -> frozenset[str]: ...
@@ -106,6 +107,7 @@ class RepositoryPlan:
     images: list[ImageInfo]  # selected, indexes expanded
     complete: bool = True
     vanished: bool = False  # known to the ledger, absent from a complete listing
+    listed_at: datetime | None = None  # when its listing began: what absence can prove
 
 
 @dataclass
@@ -361,8 +363,12 @@ class Sweep:
             plan.registry = registry = EcrRegistry(client, account_id, region)
             exact = [g for g in self.request.repositories if not any(c in g for c in "*?[")]
             names = exact if len(exact) == len(self.request.repositories) else None
+            listed_at = self.clock()
             repositories = registry.repositories(names)
         except ContainerscanError as exc:
+            unreachable = endpoint_problem(exc)
+            if unreachable is not None:  # every region would fail alike: a configuration error
+                raise unreachable from exc
             plan.error = exc.message
             log.error(
                 "cannot enumerate",
@@ -382,7 +388,9 @@ class Sweep:
         chosen = [r for r in repositories if r.name in wanted]
         for name in self._vanished(account_id, region, {r.name for r in repositories}):
             plan.repositories.append(
-                RepositoryPlan(name, False, frozenset(), [], complete=True, vanished=True)
+                RepositoryPlan(
+                    name, False, frozenset(), [], complete=True, vanished=True, listed_at=listed_at
+                )
             )
         # DescribeImages is latency-bound (one call per repository and 1,000 images); a few
         # threads hide the round trips. botocore's adaptive retry absorbs throttling.
@@ -438,6 +446,7 @@ class Sweep:
     def _enumerate_repository(
         self, registry: EcrRegistry, repository: Any
     ) -> tuple[RepositoryPlan, str | None]:
+        listed_at = self.clock()
         try:
             images = registry.images(repository.name)
             platforms = registry.platforms(repository.name, images)
@@ -461,6 +470,7 @@ class Sweep:
                 repository.immutable,
                 frozenset(i.digest for i in images),
                 expand_indexes(images, chosen, platforms),
+                listed_at=listed_at,
             ),
             None,
         )
@@ -759,7 +769,7 @@ class Sweep:
             if r.outcome in ("scanned", "cached")
         ]
         scopes = [
-            RepositoryScope(plan.account_id, plan.region, r.name, r.present)
+            RepositoryScope(plan.account_id, plan.region, r.name, r.present, r.listed_at)
             for r in repositories
             if r.complete
         ]
@@ -768,7 +778,11 @@ class Sweep:
         scope = f"{plan.account_id}/{plan.region}"
         try:
             summary = self.publisher.publish(
-                plan.region, observations, repositories=scopes, target=plan.target
+                plan.region,
+                observations,
+                repositories=scopes,
+                target=plan.target,
+                exists=self._exists_check(plan),
             )
         except ContainerscanError as exc:
             status.add_error(scope, f"Security Hub: {exc.message}")
@@ -787,6 +801,17 @@ class Sweep:
                 **{k: v for k, v in doc.items() if k != "errors"},
             ),
         )
+
+    def _exists_check(self, plan: RegionPlan) -> Callable[[Any, Sequence[str]], set[str]] | None:
+        """ECR by digest (BatchGetImage): which of the digests absent from a listing exist."""
+        registry = plan.registry
+        if registry is None:
+            return None
+
+        def exists(scope: Any, digests: Sequence[str]) -> set[str]:
+            return registry.existing(scope.repository, digests)
+
+        return exists
 
     def _mark_new(
         self, status: RunStatus, repositories: Sequence[RepositoryPlan], summary: Any

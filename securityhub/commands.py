@@ -20,7 +20,10 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 
 def _fail(error: Exception) -> None:
     """Show a containerscan error with its hint and exit with its code."""
+    from securityhub.aws import endpoint_problem
     from securityhub.logs import redact
+
+    error = endpoint_problem(error) or error  # an unreachable endpoint: exit 2
 
     click.echo(f"error: {redact(str(error))}", err=True)
     sys.exit(getattr(error, "exit_code", 1))

@@ -45,7 +45,7 @@ def test_scope_and_partition_queries(sessions: SessionFactory, table: str) -> No
             record("o1", scope_other_repo),
         ]
     )
-    assert written == 4
+    assert written == (4, 0)
     assert sorted(e.finding_id for e in ledger.scope_entries(scope_a)) == ["a1", "a2"]
     repo = ids.repository_scope(ACCOUNT, REGION, "team/app")
     assert sorted(e.finding_id for e in ledger.partition_entries(repo)) == ["a1", "a2", "b1"]
@@ -86,7 +86,7 @@ def test_records_list_their_repositories_once_with_a_ttl_beyond_their_entries(
         ids.image_scope(image(DIGEST_A, "team/app", region="eu-west-1")),
         "ecs/123456789012/us-east-1/web/app",  # runtime: no repository
     ]
-    assert ledger.record(record(f"f{i}", s) for i, s in enumerate(scopes)) == 5
+    assert ledger.record(record(f"f{i}", s) for i, s in enumerate(scopes)).written == 5
     assert sorted(ledger.known_repositories(ACCOUNT, REGION)) == ["team/app", odd]
     assert ledger.known_repositories(ACCOUNT, "eu-west-1") == ["team/app"]
     assert ledger.known_repositories("210987654321", REGION) == []
