@@ -175,6 +175,7 @@ class RunStatus:
     outputs: dict[str, Any] = field(default_factory=dict)
     unique_digests: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    corrupt_cache: int = 0  # unreadable scan cache items (their images scanned again)
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _by_repository: dict[int, list[ImageRecord]] = field(default_factory=dict, repr=False)
@@ -232,6 +233,12 @@ class RunStatus:
             **{k: outcomes.get(k, 0) for k in ("scanned", "cached", "failed")},
             "findings": sum(len(r.findings) for r in self.records),
             "new_findings": sum(len(r.new_findings) for r in self.records),
+            # unreadable state met and worked around: cache items (rescanned), ledger items
+            # (their findings re-imported as unknown)
+            "corrupt_state": {
+                "cache": self.corrupt_cache,
+                "ledger": sum(int(s.get("corrupt", 0)) for s in self.security_hub.values()),
+            },
             "severities": {
                 s.name: severities[s.name] for s in reversed(Severity) if severities[s.name]
             },
@@ -592,7 +599,7 @@ class Sweep:
                     hit = cached.get(self._key(digest, status))
                     if hit is not None and hit.fresh(now) and not self.request.force:
                         # In the pool too: writing its results is an S3 round trip.
-                        future = pool.submit(self._use_cached, records, hit, status)
+                        future = pool.submit(self._use_cached, records, hit, status, workroot)
                     else:
                         future = pool.submit(self._scan_one, records, workroot, status)
                     futures[future] = records
@@ -603,14 +610,28 @@ class Sweep:
         finally:
             self._flush_cache(1)
             progress.finish()
+            if self.cache is not None:
+                status.corrupt_cache = len(self.cache.unreadable)
             if self.config.workdir is None:
                 shutil.rmtree(workroot, ignore_errors=True)
 
-    def _use_cached(self, records: list[ImageRecord], hit: CachedResult, status: RunStatus) -> str:
-        """A cache hit: the stored findings, re-bound to each image holding the digest."""
-        for record in records:
+    def _use_cached(
+        self, records: list[ImageRecord], hit: CachedResult, status: RunStatus, workroot: Path
+    ) -> str:
+        """A cache hit: the stored findings, re-bound to each image holding the digest.
+
+        Stored findings that do not bind (a corrupt item) make it a miss: the digest is
+        scanned, which overwrites the item.
+        """
+        try:
+            bound = [hit.findings_for(record.resource) for record in records]
+        except (ContainerscanError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            assert self.cache is not None
+            self.cache.unreadable_item(hit.key, f"findings unreadable: {type(exc).__name__}")
+            return self._scan_one(records, workroot, status)
+        for record, findings in zip(records, bound, strict=True):
             record.outcome = "cached"
-            record.findings = hit.findings_for(record.resource)
+            record.findings = findings
             record.kinds = _kinds(hit.scan_types)
         self._write_results(
             status, records, hit.scanner, hit.scan_types, records[0].findings,

@@ -310,7 +310,8 @@ def reconcile(
     verb = "would repair" if dry_run else "repaired"
     click.echo(
         f"ledger vs Security Hub ({prefix}, {chosen}): {report['matching']} matching, "
-        f"{report['missing']} missing, {report['drifted']} drifted, {report['stale']} stale "
+        f"{report['missing']} missing, {report['drifted']} drifted, {report['stale']} stale, "
+        f"{report['corrupt']} corrupt "
         f"({verb} {report['missing'] + report['drifted'] + report['stale']})"
     )
     for label in ("missing", "drifted", "stale"):

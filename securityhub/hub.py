@@ -64,6 +64,8 @@ log = get_logger("securityhub.hub")
 
 IMAGE_KINDS = frozenset({"vulnerability", "secret"})
 MAX_REPORTED_ERRORS = 50  # PublishSummary.errors keeps the first ones; `failed` counts all
+# GetFindings: at most 20 values per filter attribute (Security Hub API, StringFilter lists).
+GET_FINDINGS_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -226,9 +228,12 @@ class SecurityHubPublisher:
         ]
         the_plan = plan(scopes, observed, entries.values(), now, self.refresh_interval)
 
-        documents, records, errors = self._documents(the_plan.changes, built, ledger, ctx, now)
+        gateway = self.gateway(region, target)
+        documents, records, errors = self._documents(
+            the_plan.changes, built, ledger, ctx, now, gateway=gateway
+        )
         actions = {c.finding_id: c.action for c in the_plan.changes}
-        outcome = self.gateway(region, target).import_findings([d for d, _ in documents])
+        outcome = gateway.import_findings([d for d, _ in documents])
         accepted = set(outcome.accepted)
         recorded = ledger.record(
             (records[fid] for fid in outcome.accepted if fid in records), published_at=now
@@ -312,6 +317,22 @@ class SecurityHubPublisher:
                 entries[entry.finding_id] = entry
         return entries
 
+    @staticmethod
+    def _hub_copies(finding_ids: Sequence[str], gateway: Gateway) -> dict[str, Any]:
+        """The findings as Security Hub holds them (GetFindings by Id, 20 per call): the rare
+        archive whose ledger copy is missing. The import that follows repairs the copy."""
+        out: dict[str, Any] = {}
+        for start in range(0, len(finding_ids), GET_FINDINGS_IDS):
+            chunk = finding_ids[start : start + GET_FINDINGS_IDS]
+            filters = {"Id": [{"Value": fid, "Comparison": "EQUALS"} for fid in chunk]}
+            try:
+                for finding in gateway.get_findings(filters):
+                    out[str(finding["Id"])] = asff.provider_content(finding)
+            except ContainerscanError as exc:
+                log.warning("cannot read findings to archive", extra=fields(error=exc.message))
+                break
+        return out
+
     def _documents(
         self,
         changes: Sequence[Change],
@@ -319,12 +340,17 @@ class SecurityHubPublisher:
         ledger: Ledger,
         ctx: asff.BuildContext,
         now: datetime,
+        *,
+        gateway: Gateway,
     ) -> tuple[list[tuple[dict[str, Any], str]], dict[str, LedgerRecord], list[str]]:
         documents: list[tuple[dict[str, Any], str]] = []
         records: dict[str, LedgerRecord] = {}
         errors: list[str] = []
         archived = [c.entry for c in changes if c.action is Action.ARCHIVE and c.entry]
         stored = ledger.stored_findings(archived) if archived else {}
+        lost = [e.finding_id for e in archived if e.finding_id not in stored]
+        if lost:  # too large to keep, or an unreadable copy: Security Hub has the finding
+            stored |= self._hub_copies(lost, gateway)
         for change in changes:
             entry = change.entry
             previous = entry.updated_at if entry else None
