@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import time
 import uuid
@@ -403,8 +402,21 @@ class Launcher:
         """(task ARN, None) or (None, why it failed after the retries)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from securityhub.retry import Retrier, RetryPolicy
+
         reason = "not attempted"
-        for attempt in range(1, RUN_TASK_ATTEMPTS + 1):
+        # Full jitter up to 1, 2, 4 s (capped at 8), never a wait that could eat the time kept
+        # to record the launch (the deadline).
+        retrier = Retrier(
+            RetryPolicy(RUN_TASK_ATTEMPTS, RETRY_BASE_SECONDS / 2, RETRY_MAX_SECONDS,
+                        deadline=self.time_left() - RECORD_RESERVE_SECONDS),
+            sleep=self.sleep,
+        )  # fmt: skip
+        attempts = retrier.attempts()
+        for attempt in attempts:
+            if attempt:
+                log.warning("RunTask failed; retrying",
+                            extra=fields(attempt=attempt + 1, reason=reason))
             try:
                 response = self.ecs.run_task(
                     cluster=self.config.cluster,
@@ -440,13 +452,8 @@ class Launcher:
                 reasons = [str(f.get("reason", "")) for f in failures]
                 if not any(r.startswith(RETRYABLE_REASONS) for r in reasons):
                     return None, reason
-            if attempt < RUN_TASK_ATTEMPTS:
-                delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
-                if self.time_left() < delay + RECORD_RESERVE_SECONDS:
-                    return None, f"after {attempt} attempts (out of time): {reason}"
-                log.warning("RunTask failed; retrying", extra=fields(
-                    attempt=attempt, reason=reason, delay=delay))
-                self.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
+        if attempts.out_of_time:
+            return None, f"after {attempts.made} attempts (out of time): {reason}"
         return None, f"after {RUN_TASK_ATTEMPTS} attempts: {reason}"
 
     def _record(self, result: LaunchResult) -> None:

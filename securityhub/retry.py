@@ -17,8 +17,9 @@ through `Retrier.attempts()`:
 
 Between attempts it sleeps with full jitter, uniform(0, min(cap, base * 2**attempt)) (AWS
 Architecture Blog, "Exponential Backoff And Jitter"), or the server's `Retry-After` when it
-sent one (`attempts.after(exc)`), and stops early once `deadline` seconds have passed on the
-injected clock. Sleep, clock and random source are injectable, so tests wait for nothing.
+sent one (`attempts.after(exc)`), and stops early (`attempts.out_of_time`) rather than start
+a wait whose longest possible length would end past `deadline` seconds on the injected clock.
+Sleep, clock and random source are injectable, so tests wait for nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Attempts:
         self._hint: float | None = None
         self.made = 0
         self.slept = 0.0
+        self.out_of_time = False
 
     def after(self, exc: BaseException | None = None, seconds: float | None = None) -> None:
         """The next pause honours the server's Retry-After (from `exc`) or `seconds`."""
@@ -80,12 +82,14 @@ class Attempts:
         started = self._retrier.clock()
         for attempt in range(policy.attempts):
             if attempt:
+                longest = self._retrier.ceiling(attempt, self._hint)
+                if policy.deadline is not None and (
+                    self._retrier.clock() - started + longest > policy.deadline
+                ):
+                    self.out_of_time = True
+                    return
                 delay = self._retrier.delay(attempt, self._hint)
                 self._hint = None
-                if policy.deadline is not None and (
-                    self._retrier.clock() - started + delay > policy.deadline
-                ):
-                    return
                 self._retrier.sleep(delay)
                 self.slept += delay
             self.made += 1
@@ -108,11 +112,17 @@ class Retrier:
         self.clock = clock
         self._random = rng or random.Random()  # noqa: S311 - jitter, not security
 
+    def ceiling(self, attempt: int, hint: float | None = None) -> float:
+        """The longest pause before `attempt`."""
+        if hint is not None:
+            return min(hint, self.policy.cap)
+        return min(self.policy.cap, self.policy.base * 2**attempt)
+
     def delay(self, attempt: int, hint: float | None = None) -> float:
         """The pause before `attempt` (1-based retries): Retry-After if given, else jitter."""
         if hint is not None:
-            return min(hint, self.policy.cap)
-        return self._random.uniform(0, min(self.policy.cap, self.policy.base * 2**attempt))
+            return self.ceiling(attempt, hint)
+        return self._random.uniform(0, self.ceiling(attempt))
 
     def attempts(self) -> Attempts:
         return Attempts(self)
