@@ -3,7 +3,8 @@
     runs/<run-id>/status.json                       the request, counts, each image's outcome
                                                     and error, durations, the Security Hub summary
     runs/<run-id>/images/sha256-<hex>/results.json  normalized findings of that digest and
-                                                    the repositories it was found in
+                                                    the repositories it was found in (scanned
+                                                    digests; a cache hit writes none)
     runs/<run-id>/images/sha256-<hex>/raw/<file>    the scanner's own reports, untouched
 
 In S3 the tree sits under `CONTAINERSCAN_PREFIX` in `CONTAINERSCAN_BUCKET`, every object

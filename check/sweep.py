@@ -134,6 +134,7 @@ class ImageRecord:
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
+    cached_at: datetime | None = None  # a cache hit: when the reused result was stored
 
     @property
     def resource(self) -> Any:
@@ -155,6 +156,7 @@ class ImageRecord:
             "severities": dict(severities),
             "new_findings": len(self.new_findings),
             "duration_s": round(self.duration_s, 3),
+            "cached_at": self.cached_at.isoformat() if self.cached_at else None,
             "tagging": self.tag.outcome if self.tag else None,
         }
         return {k: v for k, v in doc.items() if v not in (None, [], {})}
@@ -633,10 +635,10 @@ class Sweep:
             record.outcome = "cached"
             record.findings = findings
             record.kinds = _kinds(hit.scan_types)
-        self._write_results(
-            status, records, hit.scanner, hit.scan_types, records[0].findings,
-            policy_result=hit.policy_result, cached_at=hit.stored_at,
-        )  # fmt: skip
+            record.cached_at = hit.stored_at
+        # No results.json: the findings are the cached result's, written by the run that
+        # scanned the digest; an unchanged night writes no object per image (status.json
+        # says which images were cached, and when).
         return "cached"
 
     def _to_cache(
