@@ -15,7 +15,7 @@
 4. Retries stacked: HTTP calls per BatchImportFindings batch with 30% of calls throttled,
    and for a batch throttled on every call, with the clients as configured before issue 11
    (botocore adaptive mode, 10 attempts, under the gateway's 10) and now (standard mode,
-   `securityhub.aws.client_config()`). Every HTTP attempt is counted by a botocore
+   `securityhub.aws.SECURITY_HUB_ATTEMPTS`). Every HTTP attempt is counted by a botocore
    `before-send` hook; the waits (botocore's and the gateway's) are skipped.
 
 Timings are wall-clock on a shared 2-core machine where other work runs at the same time:
@@ -149,16 +149,10 @@ def _aws_env() -> None:
 
 
 def _sessions() -> Any:
-    from botocore.config import Config
-
     from securityhub.aws import SessionFactory
 
-    sessions = SessionFactory("us-east-1")
     # One botocore attempt: the gateway's retries (and their counts) are what is measured.
-    sessions._config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"}, max_pool_connections=8
-    )
-    return sessions
+    return SessionFactory("us-east-1", max_attempts=1)
 
 
 def bench_end_to_end(images: int, per_image: int, rate: float) -> None:
@@ -304,7 +298,7 @@ def bench_retry_stack(batches_n: int, throttle: float) -> None:
     from moto import mock_aws
 
     from securityhub import emulator
-    from securityhub.aws import client_config
+    from securityhub.aws import SECURITY_HUB_ATTEMPTS, client_config
     from securityhub.gateway import MAX_ATTEMPTS
 
     _aws_env()
@@ -316,7 +310,7 @@ def bench_retry_stack(batches_n: int, throttle: float) -> None:
         with mock_aws():
             print(f"retries stacked: HTTP calls per BatchImportFindings batch "
                   f"(gateway: {MAX_ATTEMPTS} attempts)")  # fmt: skip
-            for label, config in (("before: adaptive x10", before), ("now: standard", client_config())):
+            for label, config in (("before: adaptive x10", before), ("now: standard", client_config(SECURITY_HUB_ATTEMPTS))):
                 calls = _calls_per_batch(config, batches_n, throttle)
                 worst = _calls_per_batch(config, 2, 1.0)
                 print(f"  {label:22} {throttle:.0%} throttled: mean {sum(calls) / len(calls):.2f}, "

@@ -4,10 +4,14 @@ Nothing here runs at import time. A `SessionFactory` is built once per process a
 it hands out one boto3 session per account (assuming the named role for cross-account work,
 with an external id) and caches one client per (account, region, service).
 
-Retries: every client uses botocore's *standard* mode with a few attempts, for transport
-errors, throttling and 5xx on a single HTTP call. Partial successes and calls worth one more
-try are retried on top by the caller through `securityhub.retry` (one policy); the two never
-multiply into a storm (adaptive mode's 10 attempts under a loop of 10 cost 110 calls).
+Retries: every client uses botocore's *standard* mode, for transport errors, throttling and
+5xx on a single HTTP call. Security Hub's client makes few attempts, because the gateway
+retries whole calls on top of it (through `securityhub.retry`, the one policy for our own
+loops): the two never multiply into a storm (adaptive mode's 10 attempts under the gateway's
+10 cost 110 calls per batch; now 10 x 3). The other services have no loop above botocore for
+a failed call (DynamoDB's loops only re-send unprocessed items), so their clients keep more
+attempts to ride out throttling. The first call of every command, STS GetCallerIdentity,
+makes two attempts only, so a wrong endpoint fails in seconds.
 
 Endpoints: `AWS_ENDPOINT_URL` (honoured by botocore itself) points every client at an
 emulator. A short connect timeout and `endpoint_problem()` make a wrong endpoint (connection
@@ -24,9 +28,12 @@ from typing import Any, Final
 
 from securityhub.errors import AwsError, ConfigurationError
 
-# botocore's standard mode default (botocore/retries/standard.py): 3 attempts, exponential
-# backoff with jitter capped at 20 s. Our own loops (securityhub.retry) add the rest.
-DEFAULT_MAX_ATTEMPTS = 3
+# botocore's standard mode (botocore/retries/standard.py): exponential backoff with jitter
+# capped at 20 s. Security Hub: its default 3 attempts, the gateway's loop on top. Others: 8,
+# which rides out 30% of calls throttled (0.3**8 < 1e-4 per call) as adaptive mode's 10 did.
+DEFAULT_MAX_ATTEMPTS = 8
+SECURITY_HUB_ATTEMPTS = 3
+PROBE_ATTEMPTS = 2  # STS GetCallerIdentity, the first call: fail fast on a wrong endpoint
 RETRY_MODE: Final = "standard"
 # botocore's default connect timeout is 60 s; an AWS endpoint answers a TCP connect in well
 # under a second, so a few seconds only ever cut short a wrong or unreachable endpoint.
@@ -98,14 +105,17 @@ class SessionFactory:
     def __init__(
         self,
         default_region: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = None,
         base_session: Any | None = None,
     ) -> None:
         import boto3
 
         self._base = base_session or boto3.session.Session(region_name=default_region)
         self.default_region = default_region or self._base.region_name
-        self._config = client_config(max_attempts)
+        # `max_attempts` given: every client makes that many (tests); else per service.
+        self._config = client_config(max_attempts or DEFAULT_MAX_ATTEMPTS)
+        self._hub_config = client_config(max_attempts or SECURITY_HUB_ATTEMPTS)
+        self._probe_config = client_config(max_attempts or PROBE_ATTEMPTS)
         self._sessions: dict[str | None, Any] = {}
         self._clients: dict[tuple[str | None, str, str], Any] = {}
         self._caller: dict[str | None, str] = {}
@@ -134,8 +144,9 @@ class SessionFactory:
         key = (target.role_arn if target else None, self.region(region), service)
         with self._lock:
             if key not in self._clients:
+                config = self._hub_config if service == "securityhub" else self._config
                 self._clients[key] = self.session(target).client(
-                    service, region_name=key[1], config=self._config
+                    service, region_name=key[1], config=config
                 )
             return self._clients[key]
 
@@ -146,7 +157,10 @@ class SessionFactory:
             if key not in self._caller:
                 from botocore.exceptions import BotoCoreError, ClientError
 
-                sts = self.client("sts", target=target)
+                # Its own client: few attempts, the first call of a run is the endpoint probe.
+                sts = self.session(target).client(
+                    "sts", region_name=self.region(), config=self._probe_config
+                )
                 try:
                     self._caller[key] = sts.get_caller_identity()["Account"]
                 except (ClientError, BotoCoreError) as exc:

@@ -139,14 +139,13 @@ def test_a_batch_throttled_on_every_call_costs_gateway_times_botocore_attempts(
     standard mode, a few attempts) under the gateway's attempts, a batch that is throttled on
     every HTTP call costs exactly their product, each attempt counted by botocore's own
     `before-send` event (the adaptive mode used before cost 110 such calls)."""
-    import boto3
     import botocore.endpoint
 
-    from securityhub.aws import DEFAULT_MAX_ATTEMPTS, client_config
+    from securityhub.aws import SECURITY_HUB_ATTEMPTS
     from securityhub.retry import Retrier
 
     monkeypatch.setattr(botocore.endpoint, "time", _NoWait())
-    client = boto3.session.Session().client("securityhub", REGION, config=client_config())
+    client = SessionFactory(REGION).client("securityhub", REGION)  # as the publisher builds it
     sent: list[str] = []
     client.meta.events.register(
         "before-send.securityhub.BatchImportFindings", lambda **_: sent.append("call")
@@ -159,5 +158,5 @@ def test_a_batch_throttled_on_every_call_costs_gateway_times_botocore_attempts(
     assert isinstance(gateway.retrier, Retrier)
     outcome = gateway.import_findings([finding("cs/1")])
     assert "after 4 attempts" in outcome.failed["cs/1"]
-    assert len(sent) == 4 * DEFAULT_MAX_ATTEMPTS == 12
+    assert len(sent) == 4 * SECURITY_HUB_ATTEMPTS == 12
     assert len(slept) == 3  # the gateway waited between its own attempts, through the helper
