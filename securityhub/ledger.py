@@ -497,22 +497,16 @@ class Ledger:
                 ":v": item[VERSION_ATTRIBUTE],
                 ":n": {"S": "N"},
             }
-        attempts = self.retrier.attempts()
-        for _ in attempts:
-            try:
-                self.client.put_item(**params)
-                return True
-            except ClientError as exc:
-                code = error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    return False
-                if code not in ("ProvisionedThroughputExceededException", "ThrottlingException",
-                                "RequestLimitExceeded", "InternalServerError"):  # fmt: skip
-                    raise self._failed("PutItem", exc) from exc
-                attempts.after(exc)
-            except BotoCoreError as exc:
-                raise self._failed("PutItem", exc) from exc
-        raise AwsError(f"DynamoDB kept throttling a ledger write to {self.table!r}")
+        # botocore retries throttling and 5xx (aws.py): no loop of ours on top of it.
+        try:
+            self.client.put_item(**params)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise self._failed("PutItem", exc) from exc
+        except BotoCoreError as exc:
+            raise self._failed("PutItem", exc) from exc
+        return True
 
     def remember_repositories(self, scopes: Iterable[str]) -> int:
         """Write the directory items of the repositories of `scopes` (reconcile's rebuild)."""
