@@ -13,6 +13,7 @@ import time
 import pytest
 
 from securityhub.errors import EXIT_USAGE
+from tests.check.standin import STANDIN
 from tests.reliability.world import REPO, run_cli
 
 # botocore standard mode (3 attempts, jittered backoff under 1 s each here) plus the Python
@@ -45,6 +46,10 @@ def test_unreachable_endpoint_is_a_configuration_error_in_seconds(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "CONTAINERSCAN_TABLE": "containerscan",
+        # a configured scanner: the endpoint is what is wrong, nothing else
+        "QSCANNER_PATH": str(STANDIN),
+        "QUALYS_POD": "US1",
+        "QUALYS_ACCESS_TOKEN": "endpoint-test-token-0123",
     }
     started = time.monotonic()
     done = run_cli([sys.executable, "-m", "check", *command], env, timeout=60)

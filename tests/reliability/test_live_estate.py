@@ -147,11 +147,12 @@ def test_a_push_published_during_a_wide_sweep_keeps_its_findings(
     assert_converged(served, estate, scanner)
     # the next sweep lists v2 and changes nothing; deleting v2 then archives its findings
     finish(start(sweep_command(tmp_path / "out"), env))
+    of_v2 = [f for f in active_findings(served.hub).values() if v2 in f["Resources"][0]["Id"]]
     served.ecr.batch_delete_image(repositoryName="app", imageIds=[{"imageDigest": v2}])
     del estate.images[("app", "v2")]
     write_scenario(served, estate)
     status = finish(start(sweep_command(tmp_path / "out"), env))
-    assert status["security_hub"][f"{ACCOUNT}/{REGION}"]["archived"] == 2
+    assert status["security_hub"][f"{ACCOUNT}/{REGION}"]["archived"] == len(of_v2) > 0
     assert_converged(served, estate, scanner)
 
 
@@ -224,8 +225,9 @@ def test_a_promoted_digest_gets_its_findings_without_a_scan(served: Served, tmp_
                         findings=[OPENSSL_CVE_2019_1547, CURL_CVE_2019_5481],
                         secrets=[AWS_KEY_SECRET])  # fmt: skip
     write_scenario(served, estate)
-    finish(start(sweep_command(tmp_path / "out"), env))
+    first = finish(start(sweep_command(tmp_path / "out"), env))
     assert scanner.scans() == 1
+    created = first["security_hub"][f"{ACCOUNT}/{REGION}"]["created"]
     promoted = estate.add(served.ecr, "prod/app", "build-7", tag="7",
                           findings=[OPENSSL_CVE_2019_1547, CURL_CVE_2019_5481],
                           secrets=[AWS_KEY_SECRET])  # fmt: skip
@@ -234,5 +236,5 @@ def test_a_promoted_digest_gets_its_findings_without_a_scan(served: Served, tmp_
                           env))  # fmt: skip
     assert scanner.scans() == 1  # zero scanner invocations for the promotion
     assert status["counts"]["cached"] == 1
-    assert status["security_hub"][f"{ACCOUNT}/{REGION}"]["created"] == 3
+    assert status["security_hub"][f"{ACCOUNT}/{REGION}"]["created"] == created > 0
     assert_converged(served, estate, scanner)
