@@ -179,9 +179,12 @@ class Monitor:
         match: str | None,
         everything: bool,
         poll_interval: float,
+        *,
+        seccomp_filter: bool = False,
     ) -> int:
-        """Trace running processes until SIGTERM (or, with only --pid, until they exit)."""
-        self.tracer.configure_attach(match, everything, poll_interval)
+        """Trace running processes until SIGTERM (or, with only --pid, until they exit);
+        `seccomp_filter`: inject the filter (Tracer.configure_attach)."""
+        self.tracer.configure_attach(match, everything, poll_interval, seccomp_filter)
         handled = (*DETACH_SIGNALS, signal.SIGALRM)
         forever = match is not None or everything
         return self._loop(

@@ -74,8 +74,8 @@ from typing import Any
 
 from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
+from sidecar import inject, seccomp
 from sidecar import ptrace as pt
-from sidecar import seccomp
 from sidecar.decode import Decoder, Process, can_write
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
 from sidecar.syscalls import Arch, native_arch
@@ -224,6 +224,12 @@ class Tracer:
         self._matcher: Callable[[int], bool] | None = None
         self._excluded: set[int] = set()
         self._refused: set[int] = set()
+        # Attach mode with --seccomp: the filter injected into each process (sidecar.inject).
+        self._inject_program: list[seccomp.Insn] | None = None
+        self._filtered: set[int] = set()  # tgids running under the filter (never detached)
+        self._stepped_procs: set[int] = set()  # tgids that refused it: a stop per syscall
+        self._stepped: set[int] = set()  # their tids, resumed with PTRACE_SYSCALL
+        self._drop_exitkill: set[int] = set()  # their tids still seized with EXITKILL
         if self.arch.name == "x86_64":
             self._regs: pt.X86_64Regs | pt.Aarch64Regs = pt.X86_64Regs()
             self._read_call = self._read_call_x86_64
@@ -249,9 +255,7 @@ class Tracer:
         # Even a process-only policy gets the filter in launch mode: one stop per execve
         # (nothing else stops) lets a block rule deny the exec before it happens.
         if self.req.syscalls:
-            conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
-            program = seccomp.build_program(self.arch, self.req.syscalls, conditions)
-            fprog, keep = seccomp.pack_program(program)
+            fprog, keep = seccomp.pack_program(self._filter_program())
         _libc()[1](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         ready, go = os.pipe()
         pid = os.fork()
@@ -291,6 +295,10 @@ class Tracer:
         )
         return pid
 
+    def _filter_program(self) -> list[seccomp.Insn]:
+        conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
+        return seccomp.build_program(self.arch, self.req.syscalls, conditions)
+
     def start(self) -> None:
         """Let the launched workload run (it waits in its initial stop until then, so the
         sidecar can finish starting its own threads without competing with it)."""
@@ -328,6 +336,8 @@ class Tracer:
                 pids=attached[:50],
                 count=len(attached),
                 syscall_stops=self._stop_every_syscall,
+                seccomp=self._inject_program is not None,
+                filtered=len(self._filtered),
                 watched=sorted(self.req.syscalls),
             ),
         )
@@ -338,11 +348,30 @@ class Tracer:
         match: str | None = None,
         everything: bool = False,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        seccomp_filter: bool = False,
     ) -> None:
-        """Attach mode's settings, before signal handlers are installed and `attach()`."""
+        """Attach mode's settings, before signal handlers are installed and `attach()`.
+
+        With `seccomp_filter`, the launch-mode filter is injected into every attached process
+        (sidecar.inject) so only watched syscalls stop; such a process then dies with the
+        sidecar (EXITKILL) and is never detached. A process that refuses it is traced with a
+        stop per syscall, as without the option, and stays detachable.
+        """
         self.mode = "attach"
         self._stop_every_syscall = not self.req.process_only
-        self._exec_at_stop = self._exec_watched and self._stop_every_syscall
+        if seccomp_filter and self._stop_every_syscall and self.arch.name == "x86_64":
+            self._inject_program = self._filter_program()
+            self._stop_every_syscall = False
+        elif seccomp_filter:
+            log.info(
+                "no seccomp filter injected: a process-only policy stops only at fork and exec"
+                if self.arch.name == "x86_64"
+                else "no seccomp filter injected: injection is implemented for x86_64 only",
+                extra=fields(arch=self.arch.name),
+            )
+        self._exec_at_stop = self._exec_watched and (
+            self._stop_every_syscall or self._inject_program is not None
+        )
         self._exec_at_event = not self._exec_at_stop and (
             self.req.process_only or self._exec_watched
         )
@@ -361,6 +390,10 @@ class Tracer:
 
     def _attach_process(self, pid: int, explicit: bool) -> bool:
         options = pt.PROCESS_FOLLOW_OPTIONS
+        if self._inject_program is not None:
+            # Before the filter exists: without TRACESECCOMP a watched syscall fails with
+            # ENOSYS, and without EXITKILL it would after the sidecar's death.
+            options |= pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_EXITKILL
         seized: set[int] = set()
         ppid = _ppid(pid)
         for _ in range(ATTACH_RETRIES):
@@ -378,6 +411,8 @@ class Tracer:
                 except pt.PtraceError as exc:
                     if exc.errno == errno.ESRCH:
                         continue  # the thread ended meanwhile
+                    if exc.errno == errno.EPERM and _tracer_pid(tid) == os.getpid():
+                        continue  # cloned by a seized thread: traced already, event queued
                     if exc.errno == errno.EPERM and not explicit:
                         self._refused.add(pid)
                         log.warning("cannot trace a process", extra=fields(pid=pid, error=str(exc)))
@@ -392,7 +427,47 @@ class Tracer:
                     # A seized thread runs on; interrupt it to switch it to PTRACE_SYSCALL.
                     with contextlib.suppress(pt.PtraceError):
                         pt.interrupt(tid)
+        if seized and self._inject_program is not None:
+            self._filter_process(pid, seized)
         return bool(seized)
+
+    def _filter_process(self, pid: int, tids: set[int]) -> None:
+        """Inject the filter into a seized process; on refusal trace it the old way."""
+        assert self._inject_program is not None
+        target = inject.live_thread(pid, tids)
+        reason = inject.refusal(pid)
+        stopped = False
+        if reason is None:
+            try:
+                inject.install_filter(target, self._inject_program)
+            except inject.ThreadGone as exc:
+                self._on_exit(target, exc.status)
+                tids = tids - {target}
+                reason = str(exc)
+            except inject.InjectionRefused as exc:
+                reason = exc.message
+                stopped = exc.stopped
+            else:
+                self._filtered.add(pid)
+                self._resume(target, 0)
+                log.info("seccomp filter installed", extra=fields(pid=pid, threads=len(tids)))
+                return
+        log.warning(
+            "seccomp filter refused; traced with a stop per syscall",
+            extra=fields(pid=pid, reason=reason),
+        )
+        self._stepped_procs.add(pid)
+        for tid in tids:
+            self._stepped.add(tid)
+            if tid == target and stopped:
+                with contextlib.suppress(pt.PtraceError):
+                    pt.setoptions(tid, pt.PROCESS_FOLLOW_OPTIONS)  # detachable again
+                self._resume(tid, 0)
+            else:
+                # Its PTRACE_EVENT_STOP drops EXITKILL and switches it to PTRACE_SYSCALL.
+                self._drop_exitkill.add(tid)
+                with contextlib.suppress(pt.PtraceError):
+                    pt.interrupt(tid)
 
     def _scan_proc(self) -> list[int]:
         """Attach to matching processes not traced yet."""
@@ -457,7 +532,8 @@ class Tracer:
         while self._threads:
             if self._detach_requested and not self._detaching:
                 self._start_detach()
-                deadline = time.monotonic() + DETACH_TIMEOUT
+                if not self._filtered:
+                    deadline = time.monotonic() + DETACH_TIMEOUT
             if deadline is not None and time.monotonic() > deadline:
                 log.warning("detach timed out", extra=fields(left=sorted(self._threads)[:20]))
                 break
@@ -515,17 +591,23 @@ class Tracer:
             return
         sig = os.WSTOPSIG(status)
         event = status >> 16
-        if tid not in self._threads:
+        unknown = tid not in self._threads
+        if unknown:
             self._adopt(tid)
-            if (event == 0 and sig == signal.SIGSTOP) or event == pt.PTRACE_EVENT_STOP:
-                # A new child's initial stop, before its parent's fork event.
-                self._started_early.add(tid)
-                if self._detaching:
-                    self._detach_stopped(tid, 0)
-                else:
-                    self._resume(tid, 0)
-                return
-        if self._detaching:
+        if tid in self._drop_exitkill:
+            self._drop_exitkill.discard(tid)  # a process that refused the injected filter
+            with contextlib.suppress(pt.PtraceError):
+                pt.setoptions(tid, pt.PROCESS_FOLLOW_OPTIONS)
+        detach = self._detaching and self._threads.get(tid) not in self._filtered
+        if unknown and ((event == 0 and sig == signal.SIGSTOP) or event == pt.PTRACE_EVENT_STOP):
+            # A new child's initial stop, before its parent's fork event.
+            self._started_early.add(tid)
+            if detach:
+                self._detach_stopped(tid, 0)
+            else:
+                self._resume(tid, 0)
+            return
+        if detach:
             self._detach_stopped(tid, sig if event == 0 and sig != pt.SYSCALL_TRAP else 0)
             return
         if sig == pt.SYSCALL_TRAP:
@@ -754,7 +836,11 @@ class Tracer:
     def _resume(self, tid: int, sig: int) -> None:
         try:
             self._resume_request(
-                tid, pt.PTRACE_SYSCALL if self._stop_every_syscall else pt.PTRACE_CONT, sig
+                tid,
+                pt.PTRACE_SYSCALL
+                if self._stop_every_syscall or tid in self._stepped
+                else pt.PTRACE_CONT,
+                sig,
             )
         except pt.PtraceError as exc:
             if exc.errno != errno.ESRCH:
@@ -766,6 +852,14 @@ class Tracer:
 
     def _add_thread(self, tid: int, tgid: int, ppid: int) -> None:
         self._threads[tid] = tgid
+        if tgid not in self._procs:  # a new process inherits its parent's seccomp state
+            if ppid in self._filtered:
+                self._filtered.add(tgid)
+            elif ppid in self._stepped_procs:
+                self._stepped_procs.add(tgid)
+        if tgid in self._stepped_procs:
+            self._stepped.add(tid)
+            self._drop_exitkill.add(tid)
         self.stats.threads = len(self._threads)
         if tgid not in self._procs:
             proc = Process(tgid, ppid or _ppid(tgid))
@@ -786,12 +880,16 @@ class Tracer:
         self._awaiting_first_stop.discard(tid)
         self._in_syscall.discard(tid)
         self._pending_exec.pop(tid, None)
+        self._stepped.discard(tid)
+        self._drop_exitkill.discard(tid)
         if tid in self._started_early:  # gone before its parent's fork event was handled
             self._started_early.discard(tid)
             self._exited_early.add(tid)
         if tgid is None:
             return  # an untraced child of ours (an orphan reparented to the subreaper)
         if tid == tgid:
+            self._filtered.discard(tgid)
+            self._stepped_procs.discard(tgid)
             proc = self._procs.pop(tgid, None)
             if proc is not None:
                 proc.close()
@@ -806,8 +904,19 @@ class Tracer:
 
     def _start_detach(self) -> None:
         self._detaching = True
-        log.info("detaching", extra=fields(threads=len(self._threads)))
-        for tid in list(self._threads):
+        log.info(
+            "detaching",
+            extra=fields(threads=len(self._threads), filtered_processes=len(self._filtered)),
+        )
+        if self._filtered:
+            log.warning(
+                "processes under the injected seccomp filter cannot be detached: traced "
+                "until they exit (they die with the sidecar)",
+                extra=fields(pids=sorted(self._filtered)[:20]),
+            )
+        for tid, tgid in list(self._threads.items()):
+            if tgid in self._filtered:
+                continue
             try:
                 pt.interrupt(tid)
             except pt.PtraceError:
