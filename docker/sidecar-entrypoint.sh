@@ -3,7 +3,17 @@
 # TRACING_POLICY_DOCUMENT (ECS injects SSM parameters as environment values) into a file
 # only this user can read, under $TMPDIR (the one writable place with a read-only root).
 # The variable is removed before exec, so a wrapped application never sees it.
+#
+# `containerscan-entrypoint install-launcher [DIR]` (the init container of the wrap
+# deployment) copies the self-contained launcher into DIR (default /containerscan, a task
+# volume the application container mounts) and exits.
 set -eu
+if [ "${1:-}" = install-launcher ]; then
+    dest="${2:-/containerscan}"
+    cp -R /opt/containerscan-launcher/. "$dest/"
+    echo "containerscan launcher installed in $dest: run $dest/bin/containerscan-run -- <command>"
+    exit 0
+fi
 if [ -n "${TRACING_POLICY_DOCUMENT:-}" ]; then
     dir="${TMPDIR:-/tmp}/containerscan-policy"
     umask 077

@@ -3,7 +3,7 @@
 # missing, and only when we are root on a Debian-like system; otherwise say what is missing.
 set -u
 missing=""
-for pair in strace:strace docker-registry:docker-registry; do
+for pair in strace:strace docker-registry:docker-registry busybox:busybox-static; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
 done
