@@ -10,7 +10,12 @@
 set -eu
 if [ "${1:-}" = install-launcher ]; then
     dest="${2:-/containerscan}"
-    cp -R /opt/containerscan-launcher/. "$dest/"
+    src="${CONTAINERSCAN_LAUNCHER_DIR:-/opt/containerscan-launcher}"
+    if [ ! -x "$src/bin/containerscan-run" ]; then
+        echo "containerscan-entrypoint: no launcher in $src (an image built from docker/Dockerfile.sidecar has one)" >&2
+        exit 1
+    fi
+    cp -R "$src/." "$dest/"
     echo "containerscan launcher installed in $dest: run $dest/bin/containerscan-run -- <command>"
     exit 0
 fi

@@ -232,3 +232,15 @@ def test_without_the_filter_every_syscall_stops(tmp_path: Path, apps) -> None:
         assert tracer.wait(timeout=15) == 0
     assert stats(tmp_path)["stops"] > UNWATCHED
     assert app.proc.poll() is None  # detached, runs on
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("false", False)])
+def test_the_task_definition_switch_sets_the_option(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    """CONTAINERSCAN_ATTACH_SECCOMP (the sidecar template's AttachSeccompFilter) is --seccomp."""
+    from sidecar.commands import SECCOMP_ENV, attach
+
+    monkeypatch.setenv(SECCOMP_ENV, value)
+    ctx = attach.make_context("attach", ["--all"])
+    assert ctx.params["seccomp_filter"] is expected
