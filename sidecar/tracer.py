@@ -22,13 +22,21 @@ main process exits, remaining descendants are killed, as a container runtime wou
 Attach mode (`containerscan sidecar attach`): PTRACE_SEIZE of every thread of running
 processes in the shared PID namespace (ECS `pidMode: task`), excluding the sidecar and its
 ancestors; new matching processes are picked up by a /proc scan every `poll_interval`
-seconds, children of traced processes through fork events. No seccomp filter can be added to
-a running process, so: when the policy needs only process events (exec), the tracees run
-with PTRACE_CONT and stop only at fork/exec/exit (near zero cost); otherwise every syscall
-stops (PTRACE_SYSCALL) and the number is filtered before decoding: 1.6-2x on syscall-heavy
-workloads. SIGTERM or SIGINT detaches everything (PTRACE_INTERRUPT, then PTRACE_DETACH per
-thread) and the application runs on. EXITKILL is never set in attach mode: if the sidecar is
-killed, the kernel detaches and the application runs on.
+seconds, children of traced processes through fork events. When the policy needs only
+process events (exec), the tracees run with PTRACE_CONT and stop only at fork/exec/exit (near
+zero cost); otherwise every syscall stops (PTRACE_SYSCALL) and the number is filtered before
+decoding: 1.6-2x on syscall-heavy workloads. SIGTERM or SIGINT detaches everything
+(PTRACE_INTERRUPT, then PTRACE_DETACH per thread) and the application runs on. EXITKILL is
+not set: if the sidecar is killed, the kernel detaches and the application runs on.
+
+Attach mode with the filter (`configure_attach(seccomp_filter=True)`, `attach --seccomp`):
+each process is seized with TRACESECCOMP and EXITKILL, and launch mode's filter is installed
+from inside it through ptrace (sidecar.inject: prctl(PR_SET_NO_NEW_PRIVS), then
+seccomp(SECCOMP_SET_MODE_FILTER, TSYNC) for all its threads), so it costs what launch mode
+costs. Its children inherit the filter. Such a process is never detached (the filter stays:
+without a tracer its watched syscalls would fail with ENOSYS): SIGTERM detaches the others
+and keeps tracing it until it exits; if the sidecar dies, EXITKILL kills it. A process that
+refuses the filter is traced with a stop per syscall, its EXITKILL dropped, and logged.
 
 Measured here (bench/sidecar.py; 2 vCPU VM shared with other jobs, pinned to one CPU, so
 wall-clock ratios swing 0.5-2x run to run; CPU-time ratios are steadier): one watched stop
@@ -43,12 +51,13 @@ attach with process events only 1.03x. File-heavy `tar -x` of ~1,400 files: bala
 2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode with syscall stops costs every
 syscall a stop: 1.6-2x on Python start-up, 7-12x on tar (shared/reference/runtime.md B4).
 
-When to use which: wrap the entrypoint (launch mode; the sidecar image shares its binary
-through a volume, `entryPoint: [containerscan, sidecar, run, --, app...]`) whenever the task
-definition can be changed: it is the only mode with seccomp filtering and the only one that
-can block before a syscall runs at low cost. Use attach mode for tasks whose entrypoint cannot
-change, with a process-only policy (exec and software-installation rules), which costs about
-nothing; syscall-level rules in attach mode cost every syscall a stop.
+When to use which: wrap the entrypoint (launch mode; the sidecar image's self-contained
+launcher is copied into a task volume, `entryPoint: [/containerscan/bin/containerscan-run,
+--, app...]`, docker/README.md) whenever the task definition can be changed: it filters from
+the first instruction and can block before a syscall runs at low cost. Use attach mode for
+tasks whose entrypoint cannot change: with a process-only policy it costs about nothing;
+syscall-level rules cost every syscall a stop, unless the filter is injected (--seccomp),
+which binds the application's lifetime to the sidecar's as launch mode does.
 
 Blocking: at the stop the syscall is skipped (x86_64 orig_rax = -1; aarch64 NT_ARM_SYSTEM_CALL
 = -1) with an -EPERM result, and the offending process (its thread group, nothing else) is
