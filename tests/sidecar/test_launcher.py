@@ -2,7 +2,8 @@
 
 The bundle is built from this checkout by `docker/launcher/bundle.py` (the same command
 Dockerfile.sidecar runs), copied into a chroot whose root holds only Debian's static busybox
-(no Python, no libc, no dynamic loader of its own) and /proc, and run there as an
+(no Python, no libc, no dynamic loader of its own), /proc, /dev/null and a decoy
+/sbin/ldconfig that must never run, and run there as an
 application container's entry point would: `/containerscan/bin/containerscan-run -- CMD`,
 with the bundled balanced policy. What is checked comes from the kernel and the workload:
 the FIM event for a write under /etc that the workload really made, the workload's own view
@@ -60,18 +61,26 @@ def busybox_root(tmp_path: Path, bundle: Path) -> Path:
     if not BUSYBOX.exists() or needs_interpreter(BUSYBOX):
         pytest.skip("needs a static /bin/busybox (Debian: busybox-static)")
     root = tmp_path / "root"
-    for name in ("bin", "proc", "tmp", "etc"):
+    for name in ("bin", "proc", "tmp", "etc", "dev"):
         (root / name).mkdir(parents=True)
+    (root / "dev" / "null").touch()  # bind-mounted over by in_chroot, as in any container
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     (root / "bin" / "sh").symlink_to("busybox")
+    # An image's own tool the launcher must not run (ctypes.util.find_library would).
+    (root / "sbin").mkdir()
+    (root / "sbin" / "ldconfig").write_text("#!/bin/sh\necho ran > /tmp/ldconfig-ran\n")
+    (root / "sbin" / "ldconfig").chmod(0o755)
     # What the init container does: a plain recursive copy into the shared volume.
     subprocess.run(["cp", "-r", str(bundle), str(root / "containerscan")], check=True)
     return root
 
 
 def in_chroot(root: Path, *argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run argv inside `root` with /proc mounted, in a private mount namespace."""
-    script = 'mount -t proc proc "$1/proc" && shift && exec /usr/sbin/chroot "$@"'
+    """Run argv inside `root` with /proc and /dev/null mounted, in a private mount namespace."""
+    script = (
+        'mount -t proc proc "$1/proc" && mount --bind /dev/null "$1/dev/null" && shift '
+        '&& exec /usr/sbin/chroot "$@"'
+    )
     return subprocess.run(
         [
             "unshare",
@@ -133,6 +142,7 @@ def test_the_copied_launcher_traces_a_workload_in_a_busybox_only_chroot(
     writes = [ev for ev in events if ev.get("path") == "/etc/app.conf"]
     assert writes and writes[0]["rule"] == "fim:/etc" and writes[0]["process"] == "/bin/busybox"
     assert (busybox_root / "etc" / "app.conf").read_text() == "configured\n"
+    assert not (busybox_root / "tmp" / "ldconfig-ran").exists()  # nothing of the image ran
     # The workload's environment is the application's: nothing added by the launcher, and
     # the sidecar's secret withheld.
     seen = dict(
