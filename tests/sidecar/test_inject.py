@@ -244,3 +244,28 @@ def test_the_task_definition_switch_sets_the_option(
     monkeypatch.setenv(SECCOMP_ENV, value)
     ctx = attach.make_context("attach", ["--all"])
     assert ctx.params["seccomp_filter"] is expected
+
+
+def test_the_command_injects_through_the_monitor(tmp_path: Path, apps) -> None:
+    """`containerscan sidecar attach --seccomp` end to end: the real Monitor and engine."""
+    app = start_app(apps, tmp_path, "--threads", "2")
+    app.wait_ready()
+    events_file = tmp_path / "events.jsonl"
+    argv = [sys.executable, "-m", "check", "sidecar", "attach", "--seccomp", "--pid"]
+    sidecar = subprocess.Popen(
+        [*argv, str(app.pid), "--events-file", str(events_file)],
+        cwd=ROOT,
+        env={**os.environ, "MONITORING_MODE": "minimal", "CONTAINERSCAN_HEARTBEAT_SECONDS": "0"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: status(app.pid)["Seccomp"] == "2" or sidecar.poll() is not None, 60)
+        assert sidecar.poll() is None, sidecar.stderr.read() if sidecar.stderr else ""
+        assert status(app.pid)["TracerPid"] == str(sidecar.pid)
+    finally:
+        sidecar.kill()
+        sidecar.wait(timeout=10)
+    assert app.proc.wait(timeout=10) == -signal.SIGKILL
+    stderr = sidecar.stderr.read() if sidecar.stderr else ""
+    assert "seccomp filter installed" in stderr
