@@ -49,7 +49,7 @@ STDLIB_SKIP = {
     "lib2to3",
     "pydoc_data",
     "site-packages",
-    "config-3",
+    "config-3*",  # static libpython and its build files
 }
 DYNLOAD_SKIP = ("_tkinter", "_curses", "readline", "_dbm", "_gdbm", "nis", "_test", "xxlimited")
 # `ldd` lines: "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" and the loader's
