@@ -10,6 +10,7 @@ own files and exit status. Stops are counted to prove that unwatched syscalls no
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -250,22 +251,54 @@ def test_the_command_injects_through_the_monitor(tmp_path: Path, apps) -> None:
     """`containerscan sidecar attach --seccomp` end to end: the real Monitor and engine."""
     app = start_app(apps, tmp_path, "--threads", "2")
     app.wait_ready()
-    events_file = tmp_path / "events.jsonl"
+    log = tmp_path / "sidecar.log"
     argv = [sys.executable, "-m", "check", "sidecar", "attach", "--seccomp", "--pid"]
-    sidecar = subprocess.Popen(
-        [*argv, str(app.pid), "--events-file", str(events_file)],
-        cwd=ROOT,
-        env={**os.environ, "MONITORING_MODE": "minimal", "CONTAINERSCAN_HEARTBEAT_SECONDS": "0"},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with open(log, "w") as stderr:
+        sidecar = subprocess.Popen(
+            [*argv, str(app.pid), "--events-file", str(tmp_path / "events.jsonl")],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "MONITORING_MODE": "minimal",
+                "CONTAINERSCAN_HEARTBEAT_SECONDS": "0",
+            },
+            stderr=stderr,
+        )
     try:
-        _wait_for(lambda: status(app.pid)["Seccomp"] == "2" or sidecar.poll() is not None, 60)
-        assert sidecar.poll() is None, sidecar.stderr.read() if sidecar.stderr else ""
+        _wait_for(
+            lambda: "seccomp filter installed" in log.read_text() or sidecar.poll() is not None,
+            60,
+        )
+        assert sidecar.poll() is None, log.read_text()
+        assert status(app.pid)["Seccomp"] == "2"
         assert status(app.pid)["TracerPid"] == str(sidecar.pid)
     finally:
         sidecar.kill()
         sidecar.wait(timeout=10)
     assert app.proc.wait(timeout=10) == -signal.SIGKILL
-    stderr = sidecar.stderr.read() if sidecar.stderr else ""
-    assert "seccomp filter installed" in stderr
+
+
+def test_busy_threads_run_on_unharmed_after_the_injection(tmp_path: Path) -> None:
+    """Threads caught in a pipe read, a select, a nanosleep, a stat loop and pure computation:
+    every one keeps making progress after its process was interrupted and filtered."""
+    status_file = tmp_path / "status.json"
+    busy = subprocess.Popen([sys.executable, str(WORKLOADS / "restartable.py"), str(status_file)])
+    try:
+        _wait_for(status_file.exists)
+
+        def counts() -> list[int]:
+            return json.loads(status_file.read_text())["counts"]
+
+        tracer = attach(tmp_path, "--pid", str(busy.pid))
+        try:
+            assert set(thread_modes(busy.pid)) == {"2"}
+            after = counts()
+            _wait_for(lambda: all(n > m for n, m in zip(counts(), after, strict=True)))
+            assert json.loads(status_file.read_text())["errors"] == []
+        finally:
+            tracer.kill()  # EXITKILL ends the busy process too
+            tracer.wait(timeout=10)
+        assert busy.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        busy.kill()
+        busy.wait()
