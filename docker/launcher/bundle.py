@@ -12,8 +12,8 @@ environment where containerscan's dependencies are installed. Layout of DEST:
     lib/ld.so               its dynamic loader (PT_INTERP), run explicitly by the entry point
     lib/*.so*               every library `ldd` resolves for the interpreter and extensions
     lib/python3.X/          the standard library, lib-dynload, site-packages (containerscan
-                            from --source, its requirements from this environment, and
-                            sitecustomize.py: ctypes.util.find_library answers from lib/)
+                            from --source, its requirements from this environment), and
+                            sitecustomize.py (ctypes.util.find_library answers from lib/)
     share/containerscan/policies/   the bundled TracingPolicies (sidecar.policy.policies_dir)
 
 Python finds its prefix from bin/python3's location (the lib/python3.X/os.py landmark), so
@@ -171,7 +171,10 @@ def bundle(dest: Path, source: Path, cc: str) -> None:
         copy_distribution(dist, site, dest_site)
     for package in PROJECT_PACKAGES:
         copy_tree(source / package, dest_site / package)
-    shutil.copy2(HERE / "sitecustomize.py", dest_site / "sitecustomize.py")
+    # Into the standard library directory, ahead of site-packages on sys.path, replacing a
+    # distribution's own (Debian's links to /etc/python3.X/sitecustomize.py).
+    (pylib / "sitecustomize.py").unlink(missing_ok=True)
+    shutil.copy2(HERE / "sitecustomize.py", pylib / "sitecustomize.py")
     copy_tree(source / "policies", dest / "share" / "containerscan" / "policies")
     libraries, loader = shared_libraries([dest / "bin" / "python3", *elf_files(pylib)])
     if loader is None:
