@@ -195,7 +195,12 @@ def _inject(tid: int, saved: pt.X86_64Regs, blob: bytes, signals: list[int]) -> 
         finally:
             with contextlib.suppress(OSError):
                 os.pwrite(mem, previous, base)
-            pt.setregs_x86_64(tid, _restored(saved))
+            try:
+                pt.setregs_x86_64(tid, _restored(saved))
+            except pt.PtraceError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
+                # Gone: ThreadGone (if its exit status was read here) carries on upwards.
     finally:
         os.close(mem)
 
