@@ -116,6 +116,7 @@ class RegionPlan:
     registry: EcrRegistry | None
     repositories: list[RepositoryPlan] = field(default_factory=list)
     error: str | None = None
+    estate: Any = None  # check.priority.Estate: what runs here (None: a dry run without it)
 
 
 @dataclass
@@ -359,6 +360,7 @@ class Sweep:
             plan.account_id = account_id
             client = self.sessions.client("ecr", region, target)
             plan.registry = registry = EcrRegistry(client, account_id, region)
+            plan.estate = self._estate(account_id, region, target, client)
             exact = [g for g in self.request.repositories if not any(c in g for c in "*?[")]
             names = exact if len(exact) == len(self.request.repositories) else None
             repositories = registry.repositories(names)
@@ -405,6 +407,27 @@ class Sweep:
             ),
         )
         return plan
+
+    def _estate(self, account_id: str, region: str, target: Any, ecr: Any) -> Any:
+        """What runs in (account, region): ECS tasks and Lambda images (check.priority)."""
+        from check.inuse import InUseHistory
+        from check.priority import read_estate
+
+        history = None
+        if self.config.table and not self.request.dry_run:
+            history = InUseHistory(self.sessions.client("dynamodb"), self.config.table)
+        estate = read_estate(
+            self.sessions,
+            target,
+            ecr,
+            region=region,
+            account_id=account_id,
+            now=self.clock(),
+            history=history,
+        )
+        for error in estate.errors:
+            self._enumeration_errors.append({"scope": f"{account_id}/{region}", "error": error})
+        return estate
 
     def _vanished(self, account_id: str, region: str, listed: set[str]) -> list[str]:
         """Repositories with findings in the ledger that the complete listing no longer has,
@@ -752,6 +775,10 @@ class Sweep:
         from securityhub.hub import RepositoryScope
 
         assert self.publisher is not None
+        for repository in repositories:
+            for r in status.records_of(repository):
+                if plan.estate is not None and r.outcome in ("scanned", "cached"):
+                    r.findings = plan.estate.apply(r.findings, r.image.digest, r.image.index_digest)
         observations = [
             Observation(resource=r.resource, kinds=r.kinds, findings=r.findings)
             for repository in repositories

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from securityhub import ids
+from securityhub import exposure, ids
 from securityhub.findings import (
     QUALYS_SEVERITY,
     EcrImage,
@@ -292,6 +292,7 @@ def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str
             f"{PRODUCT_KEY}/scope": ids.image_scope(finding.resource),
             f"{PRODUCT_KEY}/packages": ", ".join(names),
             f"{PRODUCT_KEY}/cves": ", ".join(finding.cves),
+            **exposure.product_fields(finding.exposure, vulnerability=True),
         }
     )
     return doc
@@ -331,6 +332,7 @@ def _secret(finding: SecretFinding, ctx: BuildContext) -> dict[str, Any]:
             f"{PRODUCT_KEY}/secret/file": finding.file_path,
             f"{PRODUCT_KEY}/secret/line": str(finding.line),
             f"{PRODUCT_KEY}/secret/layer": finding.layer,
+            **exposure.product_fields(finding.exposure, vulnerability=False),
         }
     )
     return doc
@@ -449,6 +451,12 @@ def _with_packages(doc: dict[str, Any], kept: list[Any], total: int) -> dict[str
 def fingerprint(content: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of the content, timestamps and RecordState left out."""
     stable = {k: v for k, v in content.items() if k not in VOLATILE_FIELDS}
+    if "ProductFields" in stable:  # in-use counts and times ride along (securityhub.exposure)
+        stable["ProductFields"] = {
+            k: v
+            for k, v in stable["ProductFields"].items()
+            if k not in exposure.VOLATILE_PRODUCT_FIELDS
+        }
     text = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

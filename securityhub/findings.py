@@ -15,6 +15,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from securityhub.exposure import Exposure
+
 # ---------------------------------------------------------------------------- severities
 
 
@@ -169,6 +171,8 @@ class VulnerabilityFinding:
     remediation: str | None = None
     exploit_available: bool | None = None
     published_at: datetime | None = None
+    # Set by the sweep before publishing (in use, loaded, risk); never cached, not identity.
+    exposure: Exposure | None = field(default=None, compare=False)
 
     kind = "vulnerability"
 
@@ -197,6 +201,7 @@ class SecretFinding:
     file_path: str
     line: int = 0
     layer: str | None = None
+    exposure: Exposure | None = field(default=None, compare=False)  # as for vulnerabilities
 
     kind = "secret"
 
