@@ -130,6 +130,7 @@ class ImageRecord:
     error: str | None = None
     findings: tuple[Any, ...] = ()
     new_findings: tuple[Any, ...] = ()
+    changed_findings: tuple[Any, ...] = ()  # new, or updated (content changed) by this run
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
@@ -822,13 +823,16 @@ class Sweep:
         from securityhub.ids import finding_id
 
         new_ids = frozenset(getattr(summary, "new_ids", ()))
-        if not new_ids:
+        changed_ids = new_ids | frozenset(getattr(summary, "updated_ids", ()))
+        if not changed_ids:
             return
         prefix = self.config.finding_prefix
         for repository in repositories:
             for record in status.records_of(repository):
-                record.new_findings = tuple(
-                    f for f in record.findings if finding_id(f, prefix) in new_ids
+                ids = {id(f): finding_id(f, prefix) for f in record.findings}
+                record.new_findings = tuple(f for f in record.findings if ids[id(f)] in new_ids)
+                record.changed_findings = tuple(
+                    f for f in record.findings if ids[id(f)] in changed_ids
                 )
 
     # ------------------------------------------------------------ tags and alert
@@ -852,16 +856,31 @@ class Sweep:
             status.tagging.append(record.tag)
 
     def _alert(self, status: RunStatus) -> None:
-        new = [f for r in status.records for f in r.new_findings]
+        from check.alerts import EXPLOITABLE
+
+        mode = self.config.alert_mode
+        new = [
+            f
+            for r in status.records
+            for f in (r.changed_findings if mode == EXPLOITABLE else r.new_findings)
+        ]
         alert = build_alert(
             status.run_id,
             new,
             self.config.alert_threshold,
             locations=self.outputs.locations(status.run_id),
+            mode=mode,
+            epss=self.config.alert_epss,
         )
         if alert is None:
             return
-        status.alert = {"findings": alert.count, "threshold": self.config.alert_threshold.name}
+        status.alert = {
+            "findings": alert.count,
+            "mode": mode,
+            "threshold": self.config.alert_threshold.name
+            if mode != EXPLOITABLE
+            else f"EPSS {self.config.alert_epss:g}",
+        }
         if self.sns is not None and self.config.sns_topic_arn:
             status.alert["message_id"] = send_alert(self.sns, self.config.sns_topic_arn, alert)
 
