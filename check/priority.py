@@ -72,6 +72,15 @@ class Estate:
         )
         return exposure_of(usage, last, self.in_use.observed_at)
 
+    def running_digests(self, platforms: Mapping[str, Sequence[Any]]) -> frozenset[str] | None:
+        """Digests in use, an index counted when one of its platform images is; None when
+        the listing was incomplete (`in_use_only` then skips nothing)."""
+        if not self.in_use.complete:
+            return None
+        running = self.in_use.digests()
+        indexes = {i for i, refs in platforms.items() if any(r.digest in running for r in refs)}
+        return running | indexes
+
     def apply(self, findings: Sequence[Any], digest: str, index_digest: str | None = None):
         loaded = self.loaded
         state = (lambda f: loaded(digest, f)) if loaded is not None else None

@@ -390,7 +390,9 @@ class Sweep:
         # DescribeImages is latency-bound (one call per repository and 1,000 images); a few
         # threads hide the round trips. botocore's adaptive retry absorbs throttling.
         with ThreadPoolExecutor(max_workers=ENUMERATION_THREADS, thread_name_prefix="ecr") as pool:
-            plans = pool.map(lambda r: self._enumerate_repository(registry, r), chosen)
+            plans = pool.map(
+                lambda r: self._enumerate_repository(registry, r, plan.estate), chosen
+            )
             for repository, (repo_plan, error) in zip(chosen, plans, strict=True):
                 plan.repositories.append(repo_plan)
                 if error:
@@ -460,7 +462,7 @@ class Sweep:
         return gone
 
     def _enumerate_repository(
-        self, registry: EcrRegistry, repository: Any
+        self, registry: EcrRegistry, repository: Any, estate: Any = None
     ) -> tuple[RepositoryPlan, str | None]:
         try:
             images = registry.images(repository.name)
@@ -478,7 +480,10 @@ class Sweep:
         if named:
             have = {i.digest for i in candidates}
             candidates += [i for i in images if i.digest in named - have and not i.is_artifact]
-        chosen = select_images(candidates, self.request.selection)
+        in_use = None
+        if self.request.selection.in_use_only and estate is not None:
+            in_use = estate.running_digests(platforms)
+        chosen = select_images(candidates, self.request.selection, in_use)
         return (
             RepositoryPlan(
                 repository.name,

@@ -203,3 +203,24 @@ def test_a_lambda_image_function_is_in_use(
     assert fields[idle][IN_USE_BY] == "lambda/thumbnails"
     assert fields[idle][RUNNING_TASKS] == "0"
     assert fields[running][IN_USE] == "false"
+
+
+def test_in_use_only_skips_idle_images_and_they_keep_their_findings(
+    aws: None, tmp_path: Path
+) -> None:
+    ecr = boto3.client("ecr", region_name=REGION)
+    running, idle = _images(ecr)
+    _start_task(boto3.client("ecs", region_name=REGION), f"{REGISTRY}/shop:live")
+    doc: dict[str, Any] = {"repositories": ["shop"], "regions": [REGION]}
+    run(tmp_path, doc)
+    assert set(_by_digest(active_findings())) == {running, idle}
+
+    nightly = run(tmp_path, {**doc, "in_use_only": True, "pushed_within_days": 1})
+    assert [r.image.digest for r in nightly.records] == [running]
+    hub = nightly.as_dict()["security_hub"][f"{HUB}/{REGION}"]
+    assert hub["archived"] == 0, hub
+    # Never archived for being skipped: both images' findings are still active.
+    assert set(_by_digest(active_findings())) == {running, idle}
+    rescan = run(tmp_path, {**doc, "pulled_within_days": 30})  # nobody pulled either
+    assert rescan.records == [] and rescan.exit_code == 0
+    assert set(_by_digest(active_findings())) == {running, idle}
