@@ -134,6 +134,7 @@ class ImageRecord:
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
+    rematched: bool = False  # a stored inventory re-matched instead of a scan (reevaluate)
 
     @property
     def resource(self) -> Any:
@@ -156,6 +157,7 @@ class ImageRecord:
             "new_findings": len(self.new_findings),
             "duration_s": round(self.duration_s, 3),
             "tagging": self.tag.outcome if self.tag else None,
+            "rematched": self.rematched or None,
         }
         return {k: v for k, v in doc.items() if v not in (None, [], {})}
 
@@ -230,6 +232,7 @@ class RunStatus:
             # "selected" images were never scanned (a dry run, or a run that stopped early)
             "not_scanned": outcomes.get("selected", 0),
             **{k: outcomes.get(k, 0) for k in ("scanned", "cached", "failed")},
+            "rematched": sum(1 for r in self.records if r.rematched),
             "findings": sum(len(r.findings) for r in self.records),
             "new_findings": sum(len(r.new_findings) for r in self.records),
             "severities": {
@@ -288,8 +291,12 @@ class Sweep:
         sns: Any | None = None,
         progress_stream: TextIO | None = None,
         clock: Callable[[], datetime] | None = None,
+        reevaluator: Any = None,
+        loaded: Any = None,
     ) -> None:
         self.request = request
+        self.reevaluator = reevaluator  # check.reevaluate.Reevaluator
+        self.loaded = loaded  # check.loaded.LoadedJoin
         self.config = config
         self.sessions = sessions
         self.scanner = scanner
@@ -428,6 +435,7 @@ class Sweep:
             now=self.clock(),
             history=history,
         )
+        estate.loaded = self.loaded
         for error in estate.errors:
             self._enumeration_errors.append({"scope": f"{account_id}/{region}", "error": error})
         return estate
@@ -613,7 +621,7 @@ class Sweep:
                         # In the pool too: writing its results is an S3 round trip.
                         future = pool.submit(self._use_cached, records, hit, status)
                     else:
-                        future = pool.submit(self._scan_one, records, workroot, status)
+                        future = pool.submit(self._rematch_or_scan, records, workroot, status)
                     futures[future] = records
                 for future in as_completed(futures):
                     progress.advance(future.result())
@@ -635,6 +643,31 @@ class Sweep:
             status, records, hit.scanner, hit.scan_types, records[0].findings,
             policy_result=hit.policy_result, cached_at=hit.stored_at,
         )  # fmt: skip
+        return "cached"
+
+    def _rematch_or_scan(
+        self, records: list[ImageRecord], workroot: Path, status: RunStatus
+    ) -> str:
+        """A stored inventory re-matched (no registry call), else a scan (check.reevaluate)."""
+        first = records[0]
+        result = None
+        if self.reevaluator is not None and status.scanner is not None:
+            result = self.reevaluator.rematch(
+                first.image.digest, first.resource, status.scanner.version, self.request.scan_types
+            )
+        if result is None:
+            return self._scan_one(records, workroot, status)
+        for record in records:
+            record.outcome = "cached"
+            record.rematched = True
+            record.kinds = result.kinds
+            record.findings = rebind(result.findings, record.resource)
+        if self.cache is not None:
+            self._to_cache(self._key(first.image.digest, status), result.scanner, result.findings,
+                           None)  # fmt: skip
+        self._write_results(
+            status, records, result.scanner, result.scan_types, result.findings, notes=result.notes
+        )
         return "cached"
 
     def _to_cache(
@@ -679,6 +712,8 @@ class Sweep:
                 image=first.resource, scan_types=tuple(self.request.scan_types), auth=auth
             )
             result = self.scanner.scan(target, workdir, self.config.image_timeout)
+            if self.reevaluator is not None:
+                self.reevaluator.keep(result, digest)  # its inventory, for re-evaluation
         except ContainerscanError as exc:
             return self._failed(records, exc.message, started, digest)
         except OSError as exc:
@@ -954,10 +989,25 @@ def build_sweep(
     if config.sns_topic_arn and not request.dry_run:
         # arn:aws:sns:<region>:<account>:<name>: publish in the topic's own region.
         sns = sessions.client("sns", config.sns_topic_arn.split(":")[3])
+    reevaluator = store = loaded = None
+    if s3 is not None and config.bucket and scanner is not None:
+        from check.inventories import InventoryStore
+        from check.reevaluate import Reevaluator
+
+        store = InventoryStore(s3, config.bucket, config.prefix, config.kms_key_id)
+        reevaluator = Reevaluator(store, scanner)
+    if config.table and not request.dry_run:
+        from check.loaded import LoadedJoin
+        from securityhub.loaded import LoadedTable
+
+        table = LoadedTable(sessions.client("dynamodb"), config.table)
+        loaded = LoadedJoin(table, store, config.loaded_window)
     return Sweep(
         request,
         config,
         sessions,
+        reevaluator=reevaluator,
+        loaded=loaded,
         scanner=scanner,
         publisher=publisher,
         cache=cache,
