@@ -18,10 +18,10 @@ Only paths are stored: never argv, environment, file contents or anything a proc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from securityhub.asff import parse_timestamp, timestamp
+from securityhub.asff import parse_timestamp
 
 RECORD_PREFIX = "loaded#"
 INDEX_PK = "loaded-index"
@@ -54,44 +54,12 @@ class LoadedRecord:
 
 
 class LoadedTable:
-    """Reads and writes the items above with a DynamoDB client passed in."""
+    """Reads the items above with a DynamoDB client passed in (the sidecar's
+    `sidecar.loaded.LoadedRecorder` writes them)."""
 
     def __init__(self, client: Any, table: str) -> None:
         self.client = client
         self.table = table
-
-    # ------------------------------------------------------------------ the sidecar
-    def write(
-        self, family: str, digest: str, paths: set[str], truncated: bool, now: datetime,
-        *, index: bool, first_seen: datetime | None = None,
-    ) -> None:  # fmt: skip
-        """One UpdateItem (and the index item when `index`): paths added, window extended
-        (`first_seen`: when the writer first sampled, if earlier than `now`)."""
-        expires = str(int((now + timedelta(days=RETENTION_DAYS)).timestamp()))
-        if index:
-            self.client.put_item(
-                TableName=self.table,
-                Item={"pk": {"S": INDEX_PK}, "sk": {"S": digest}, "expires_at": {"N": expires}},
-            )
-        update = "SET first_seen = if_not_exists(first_seen, :first), last_seen = :now, "
-        update += "expires_at = :expires"
-        values: dict[str, Any] = {
-            ":now": {"S": timestamp(now)},
-            ":first": {"S": timestamp(first_seen or now)},
-            ":expires": {"N": expires},
-        }
-        if truncated:
-            update += ", truncated = :t"
-            values[":t"] = {"BOOL": True}
-        if paths:
-            update += " ADD paths :paths"
-            values[":paths"] = {"SS": sorted(paths)}
-        self.client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": RECORD_PREFIX + digest}, "sk": {"S": family}},
-            UpdateExpression=update,
-            ExpressionAttributeValues=values,
-        )
 
     # -------------------------------------------------------------------- the sweep
     def _query(self, pk: str) -> list[dict[str, Any]]:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from securityhub.loaded import LoadedTable, canonical
+from securityhub.loaded import INDEX_PK, RECORD_PREFIX, RETENTION_DAYS, canonical
 from securityhub.logs import fields, get_logger
 
 log = get_logger("sidecar.loaded")
@@ -91,21 +91,47 @@ class _Seen:
 
 
 class LoadedRecorder:
-    """Writes one task family's observations (`securityhub.loaded.LoadedTable`)."""
+    """Writes one task family's observations (the format: `securityhub.loaded`)."""
 
     def __init__(self, client: Any, table: str, family: str) -> None:
-        self.table = LoadedTable(client, table)
+        self.client = client
+        self.table = table
         self.family = family
         self._indexed: set[str] = set()
 
     def write(
         self, digest: str, paths: set[str], truncated: bool, now: datetime, first: datetime
     ) -> None:
-        self.table.write(
-            self.family, digest, paths, truncated, now,
-            index=digest not in self._indexed, first_seen=first,
-        )  # fmt: skip
-        self._indexed.add(digest)
+        """One UpdateItem (and the index item the first time): paths added to the set,
+        the window extended from `first` (when this sidecar first sampled) to `now`."""
+        from securityhub.asff import timestamp
+
+        expires = str(int((now + timedelta(days=RETENTION_DAYS)).timestamp()))
+        if digest not in self._indexed:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"pk": {"S": INDEX_PK}, "sk": {"S": digest}, "expires_at": {"N": expires}},
+            )
+            self._indexed.add(digest)
+        update = "SET first_seen = if_not_exists(first_seen, :first), last_seen = :now, "
+        update += "expires_at = :expires"
+        values: dict[str, Any] = {
+            ":now": {"S": timestamp(now)},
+            ":first": {"S": timestamp(first)},
+            ":expires": {"N": expires},
+        }
+        if truncated:
+            update += ", truncated = :t"
+            values[":t"] = {"BOOL": True}
+        if paths:
+            update += " ADD paths :paths"
+            values[":paths"] = {"SS": sorted(paths)}
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": RECORD_PREFIX + digest}, "sk": {"S": self.family}},
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
+        )
 
 
 class LoadedSampler:
