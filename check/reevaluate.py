@@ -73,8 +73,34 @@ def packages_of(inventory: Mapping[str, Any]) -> tuple[Any, list[Any]]:
     return os_info, packages
 
 
+# (name, version, manager, source name, source version, os) -> [(advisory, fixed version)]
+MatchMemo = dict[tuple[Any, ...], list[tuple[Any, str | None]]]
+
+
+def match_all(database: Any, packages: Sequence[Any], os_info: Any, memo: MatchMemo) -> list[Any]:
+    """`database.match` for every package, memoized across inventories: thousands of images
+    share their base packages, and the same package at the same version on the same OS
+    matches the same advisories (only the file and layer, kept per package, differ)."""
+    from check.builtin.advisories import Match
+
+    out = []
+    for package in packages:
+        key = (package.name, package.version, package.package_manager, package.source_name,
+               package.source_version, os_info)  # fmt: skip
+        found = memo.get(key)
+        if found is None:
+            found = [(m.advisory, m.fixed_version) for m in database.match(package, os_info)]
+            memo[key] = found
+        out += [Match(advisory, package, fixed) for advisory, fixed in found]
+    return out
+
+
 def rematch(
-    scanner: Any, stored: StoredInventory, resource: EcrImage, scan_types: Sequence[str]
+    scanner: Any,
+    stored: StoredInventory,
+    resource: EcrImage,
+    scan_types: Sequence[str],
+    memo: MatchMemo | None = None,
 ) -> ScanResult:
     """The scan result the built-in scanner would give, from the stored inventory."""
     from check.builtin.scanner import vulnerability_findings
@@ -82,9 +108,8 @@ def rematch(
     info = scanner.info()
     findings: list[Any] = []
     if "pkg" in scan_types:
-        database = scanner.database
         os_info, packages = packages_of(stored.inventory)
-        matches = [m for p in packages for m in database.match(p, os_info)]
+        matches = match_all(scanner.database, packages, os_info, {} if memo is None else memo)
         findings += vulnerability_findings(matches, resource, info, scanner.default_severity)
     if "secret" in scan_types:
         findings += [
@@ -127,6 +152,7 @@ class Reevaluator:
     def __init__(self, store: Any, scanner: Any) -> None:
         self.store = store
         self.scanner = scanner
+        self.memo: MatchMemo = {}  # one sweep, one database state (dict ops: thread-safe)
 
     def rematch(
         self, digest: str, resource: EcrImage, version: str, scan_types: Sequence[str]
@@ -140,7 +166,7 @@ class Reevaluator:
         from securityhub.errors import ContainerscanError
 
         try:
-            result = rematch(self.scanner, stored, resource, scan_types)
+            result = rematch(self.scanner, stored, resource, scan_types, self.memo)
         except (ContainerscanError, ValueError, TypeError, KeyError) as exc:
             log.warning(
                 "re-evaluation failed; scanning", extra=fields(digest=digest, error=str(exc))
