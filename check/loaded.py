@@ -47,8 +47,8 @@ def owned_files(inventory: Mapping[str, Any]) -> dict[str, frozenset[str]]:
     out: dict[str, set[str]] = {}
     for package in inventory.get("packages", ()):
         files = package.get("files") if isinstance(package, Mapping) else None
-        if not files:
-            continue
+        if not isinstance(files, list | tuple) or not files:
+            continue  # no list (a count, in the built-in scanner's raw output): not known
         owned = out.setdefault(str(package.get("name")), set())
         owned.update(canonical("/" + str(f).lstrip("/")) for f in files)
     return {name: frozenset(paths) for name, paths in out.items()}

@@ -69,7 +69,15 @@ def packages_of(inventory: Mapping[str, Any]) -> tuple[Any, list[Any]]:
         values = _known(OsInfo, os_doc)
         values["id_like"] = tuple(values.get("id_like", ()))
         os_info = OsInfo(**values)
-    packages = [InstalledPackage(**_known(InstalledPackage, p)) for p in inventory["packages"]]
+    packages = []
+    for doc in inventory["packages"]:
+        values = _known(InstalledPackage, doc)
+        for name, value in values.items():  # JSON lists back to the dataclass's tuples
+            if isinstance(value, list):
+                values[name] = tuple(value)
+        if "files" in values and not isinstance(values["files"], tuple):
+            del values["files"]  # a count, not the paths
+        packages.append(InstalledPackage(**values))
     return os_info, packages
 
 

@@ -224,3 +224,37 @@ def test_in_use_only_skips_idle_images_and_they_keep_their_findings(
     rescan = run(tmp_path, {**doc, "pulled_within_days": 30})  # nobody pulled either
     assert rescan.records == [] and rescan.exit_code == 0
     assert set(_by_digest(active_findings())) == {running, idle}
+
+
+def test_a_refused_listing_makes_in_use_unknown_and_says_so(aws: None) -> None:
+    """ECS refuses (an old spoke role): the index is incomplete and names the error."""
+    from botocore.stub import Stubber
+
+    from check.inuse import read_in_use
+
+    ecs = boto3.client("ecs", region_name=REGION)
+    stub = Stubber(ecs)
+    stub.add_client_error("list_clusters", "AccessDeniedException", "not authorized")
+    with stub:
+        index = read_in_use(
+            ecs,
+            boto3.client("lambda", region_name=REGION),
+            boto3.client("ecr", region_name=REGION),
+            account_id=HUB,
+            region=REGION,
+            now=datetime.now(UTC),
+        )
+    assert not index.complete
+    assert index.errors and "AccessDeniedException" in index.errors[0]
+    assert index.usage(A) is None  # unknown, never "not in use"
+
+
+def test_history_keeps_the_last_time_a_digest_ran(aws: None) -> None:
+    from check.inuse import InUseHistory
+
+    history = InUseHistory(boto3.client("dynamodb", region_name=REGION), test_sweep.TABLE)
+    monday = datetime(2026, 12, 7, 2, tzinfo=UTC)
+    history.record(HUB, REGION, [A, B], monday)
+    history.record(HUB, REGION, [A], monday.replace(day=8))
+    assert history.last_seen(HUB, REGION) == {A: monday.replace(day=8), B: monday}
+    assert history.last_seen(HUB, "eu-west-1") == {}
