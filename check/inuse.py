@@ -40,9 +40,6 @@ log = get_logger("check.inuse")
 DESCRIBE_TASKS_MAX = 100
 # ListTasks and ListClusters return at most 100 items per page (ECS API reference).
 LIST_PAGE_SIZE = 100
-# InUseBy names at most this many users (services, standalone task families, functions);
-# the count of running tasks stays exact. Keeps the ProductFields value short and stable.
-MAX_USERS = 10
 # `<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag][@sha256:...]`
 ECR_IMAGE_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
