@@ -72,3 +72,38 @@ def test_interval_setting() -> None:
     assert loaded.interval_from({loaded.INTERVAL_ENV: "0.5"}) == 0.5
     with pytest.raises(ConfigurationError, match=loaded.INTERVAL_ENV):
         loaded.interval_from({loaded.INTERVAL_ENV: "soon"})
+
+
+def test_launch_mode_records_under_its_own_image_and_attach_mode_under_each_pid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from sidecar.context import TaskContext
+
+    context = TaskContext.from_metadata(
+        {
+            "TaskARN": "arn:aws:ecs:us-east-1:123456789012:task/prod/abc",
+            "Family": "shop-web",
+            "Containers": [{"Name": "app", "DockerId": "abc-1", "ImageID": DIGEST}],
+        },
+        {"Name": "app"},
+    )
+
+    class Client:  # the recorder is built, never written to here
+        pass
+
+    class Sessions:
+        def client(self, service: str) -> Client:
+            assert service == "dynamodb"
+            return Client()
+
+    env = {"CONTAINERSCAN_TABLE": "containerscan"}
+    launch = loaded.build_sampler(lambda: (), context, env, Sessions(), launch=True)
+    attach = loaded.build_sampler(lambda: (), context, env, Sessions(), launch=False)
+    assert launch is not None and attach is not None
+    assert launch.digest_of(os.getpid()) == DIGEST
+    # This test process is in no container of the task: nothing is attributed to it.
+    assert attach.digest_of(os.getpid()) is None
+    assert loaded.build_sampler(lambda: (), None, env, Sessions(), launch=True) is None
+    assert loaded.build_sampler(lambda: (), context, {}, Sessions(), launch=True) is None
