@@ -135,13 +135,20 @@ def inventory_of(result: ScanResult, digest: str) -> StoredInventory | None:
     """The inventory a built-in scan wrote (its raw `builtin-inventory.json`), to keep."""
     if result.scanner.name != BUILTIN:
         return None
-    path = next((Path(p) for p in result.raw_files if Path(p).name == INVENTORY_FILE), None)
-    if path is None:
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    doc: dict[str, Any]
+    if result.inventory is not None:  # the scanner's own Inventory: files owned included
+        doc = {
+            "os": dataclasses.asdict(result.inventory.os) if result.inventory.os else None,
+            "packages": [dataclasses.asdict(p) for p in result.inventory.packages],
+        }
+    else:
+        path = next((Path(p) for p in result.raw_files if Path(p).name == INVENTORY_FILE), None)
+        if path is None:
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
     secrets = [f for f in result.findings if isinstance(f, SecretFinding)]
     return StoredInventory(
         digest=digest,

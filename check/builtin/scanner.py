@@ -269,7 +269,7 @@ class BuiltinScanner:
             seconds=round(time.monotonic() - started, 3)))
         return ScanResult(scanner=scanner, findings=tuple(findings),
                           scan_types=tuple(target.scan_types), raw_files=raw,
-                          notes=tuple(notes))
+                          notes=tuple(notes), inventory=inventory)
 
     def inventory(self, ref: str, auth: RegistryAuth | None = None) -> Inventory:
         """The package inventory of an image, without matching (for `db` tooling, tests)."""
