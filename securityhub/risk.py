@@ -46,7 +46,7 @@ DEFAULT_ALERT_EPSS = 0.1
 
 
 @dataclass(frozen=True)
-class ExploitSignals:
+class Exploitability:
     """What is known of a vulnerability's exploitation."""
 
     kev: bool = False  # in CISA's Known Exploited Vulnerabilities catalog
@@ -54,18 +54,17 @@ class ExploitSignals:
     exploit_available: bool | None = None  # a public exploit exists (scanner's word)
 
 
-def signals_of(finding: Any) -> ExploitSignals:
-    """The exploit signals a normalized finding carries (none for secrets)."""
-    kev = getattr(finding, "kev", None)
-    epss = getattr(finding, "epss", None)
-    return ExploitSignals(
-        kev=bool(getattr(kev, "listed", kev)),
-        epss=getattr(epss, "score", epss),
+def signals_of(finding: Any) -> Exploitability:
+    """The exploit signals a normalized finding carries (`check.exploits` sets `kev` and
+    `epss` on vulnerability findings; secrets have none)."""
+    return Exploitability(
+        kev=bool(getattr(finding, "kev", False)),
+        epss=getattr(finding, "epss", None),
         exploit_available=getattr(finding, "exploit_available", None),
     )
 
 
-def exploit_points(signals: ExploitSignals) -> int:
+def exploit_points(signals: Exploitability) -> int:
     if signals.kev:
         return KEV_POINTS
     points = 0
@@ -76,7 +75,7 @@ def exploit_points(signals: ExploitSignals) -> int:
     return points
 
 
-def score(severity: Severity, signals: ExploitSignals, exposure: Exposure) -> int:
+def score(severity: Severity, signals: Exploitability, exposure: Exposure) -> int:
     """The documented risk score (module doc), 0..100."""
     total = (
         SEVERITY_POINTS[severity]
@@ -87,7 +86,7 @@ def score(severity: Severity, signals: ExploitSignals, exposure: Exposure) -> in
     return max(0, min(MAX_RISK, total))
 
 
-def urgent(signals: ExploitSignals, exposure: Exposure, epss_threshold: float) -> bool:
+def urgent(signals: Exploitability, exposure: Exposure, epss_threshold: float) -> bool:
     """Exploitable (KEV, or EPSS at or above the threshold) in a running image."""
     exploitable = signals.kev or (signals.epss is not None and signals.epss >= epss_threshold)
     return bool(exploitable and exposure.in_use)

@@ -105,7 +105,7 @@ def test_fail_on_exits_4_and_table_lists_findings(env: str) -> None:
     ref = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/payments/api@{env}"
     result = invoke("scan-image", ref, "--fail-on", "high")
     assert result.exit_code == 4, result.output
-    assert "376802" in result.output and "CRITICAL" in result.output
+    assert "CVE-2019-14697" in result.output and "CRITICAL" in result.output
     result = invoke("scan-image", "payments/api:1.4", "--region", REGION)
     assert result.exit_code == 0, result.output
 

@@ -21,7 +21,14 @@ from securityhub.asff import fingerprint, parse_timestamp
 from securityhub.exposure import IN_USE, IN_USE_BY, LAST_IN_USE_AT, RISK, RUNNING_TASKS
 from tests.check import test_sweep
 from tests.check.ecrfixtures import put_image
-from tests.check.standin import CURL_CVE_2019_5481, MUSL_CVE_2019_14697, Scenario
+from tests.check.standin import (
+    APP_LAYER,
+    CURL_CVE_2019_5481,
+    MUSL_CVE_2019_14697,
+    Scenario,
+    StandinFinding,
+    StandinPackage,
+)
 from tests.check.test_sweep import HUB, REGION, _scenario_path, active_findings, run
 
 A = "sha256:" + "a" * 64
@@ -161,14 +168,15 @@ def test_a_running_task_marks_only_its_image_and_stopping_it_flips(
     seen_at = parse_timestamp(fields[running][LAST_IN_USE_AT])
     assert fields[idle][IN_USE] == "false"
     assert LAST_IN_USE_AT not in fields[idle]
-    # The same severity weighs more when it runs (securityhub.risk).
-    assert int(fields[running][RISK]) > int(fields[idle][RISK]) - 10
+    # musl: CRITICAL 40 + running 20; curl: HIGH 30 + not running 0 (securityhub.risk).
+    assert (int(fields[running][RISK]), int(fields[idle][RISK])) == (60, 30)
+    total = len(active_findings())  # curl names two CVEs: one finding each
 
     time.sleep(0.01)
     second = run(tmp_path, doc)  # an unchanged night: nothing imported
     hub = second.as_dict()["security_hub"][f"{HUB}/{REGION}"]
     assert (hub["created"], hub["updated"], hub["refreshed"]) == (0, 0, 0), hub
-    assert hub["unchanged"] == 2
+    assert hub["unchanged"] == total == 3
 
     ecs.stop_task(cluster="prod", task=task, reason="scaled in")
     third = run(tmp_path, doc)
@@ -258,3 +266,72 @@ def test_history_keeps_the_last_time_a_digest_ran(aws: None) -> None:
     history.record(HUB, REGION, [A], monday.replace(day=8))
     assert history.last_seen(HUB, REGION) == {A: monday.replace(day=8), B: monday}
     assert history.last_seen(HUB, "eu-west-1") == {}
+
+
+LOG4SHELL = StandinFinding(
+    qid=730297, title="Apache Log4j Remote Code Execution (RCE) Vulnerability (Log4Shell)",
+    severity=5, cves=("CVE-2021-44228",),
+    packages=(StandinPackage("log4j-core", "2.14.1", "2.15.0", APP_LAYER,
+                             path="/app/lib/log4j-core-2.14.1.jar", language="java"),),
+)  # fmt: skip
+
+
+def test_the_default_alert_is_newly_exploitable_in_a_running_image(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KEV (tests/data/exploits: CISA's Log4Shell entry) in a running image alerts; the same
+    CVE in an idle image does not, until a task starts running it; a CRITICAL that nobody
+    exploits (musl, EPSS 0.005) never does; an alerted finding is not repeated."""
+    import shutil
+
+    from tests.check.test_sweep import alert_queue, alerts_received
+
+    vuln_db = tmp_path / "vulndb"
+    exploits = Path(__file__).resolve().parents[1] / "data" / "exploits"
+    shutil.copytree(exploits, vuln_db, ignore=shutil.ignore_patterns("README.md"))
+    monkeypatch.setenv("CONTAINERSCAN_VULN_DB", str(vuln_db))
+    topic, sqs, queue = alert_queue()
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecs = boto3.client("ecs", region_name=REGION)
+    running, idle = _images(ecr)
+    scenario = Scenario()
+    scenario.image(running, findings=[LOG4SHELL, MUSL_CVE_2019_14697])
+    scenario.image(idle, findings=[LOG4SHELL])
+    scenario.write(Path(_scenario_path()))
+    _start_task(ecs, f"{REGISTRY}/shop:live")
+    doc = {"repositories": ["shop"], "regions": [REGION]}
+
+    first = run(tmp_path, doc, sns_topic_arn=topic)
+    [body] = alerts_received(sqs, queue)
+    assert first.alert is not None and first.alert["mode"] == "exploitable"
+    assert first.alert["findings"] == 1
+    assert "CVE-2021-44228" in body and running[:19] in body and idle[:19] not in body
+    assert "CVE-2019-14697" not in body  # CRITICAL, but neither in KEV nor likely exploited
+    assert "KEV" in body and "running: prod/web" in body
+    risks = {
+        (f["Resources"][0]["Details"]["AwsEcrContainerImage"]["ImageDigest"],
+         f["Vulnerabilities"][0]["Id"]): int(f["ProductFields"][RISK])
+        for f in active_findings().values()
+    }  # fmt: skip
+    # CRITICAL 40 + KEV 30 + running 20 (+ loaded unknown 0); idle: no in-use points;
+    # musl: CRITICAL 40 + EPSS 0.005 (below every band) + running 20.
+    assert risks == {
+        (running, "CVE-2021-44228"): 90,
+        (idle, "CVE-2021-44228"): 70,
+        (running, "CVE-2019-14697"): 60,
+    }
+
+    # The idle image starts running: its Log4Shell finding changes (InUse) and alerts now;
+    # the one already alerted does not repeat.
+    ecs.register_task_definition(
+        family="shop-batch",
+        containerDefinitions=[{"name": "batch", "image": f"{REGISTRY}/shop:old", "memory": 256}],
+    )
+    ecs.run_task(cluster="prod", taskDefinition="shop-batch", launchType="FARGATE")
+    second = run(tmp_path, doc, sns_topic_arn=topic)
+    [body] = alerts_received(sqs, queue)
+    assert second.alert is not None and second.alert["findings"] == 1
+    assert idle[:19] in body and running[:19] not in body
+    # A night with nothing new: no alert at all.
+    third = run(tmp_path, doc, sns_topic_arn=topic)
+    assert third.alert is None and alerts_received(sqs, queue) == []

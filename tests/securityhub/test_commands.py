@@ -136,11 +136,11 @@ def test_reconcile_repairs_a_lost_and_a_drifted_ledger(
 def test_findings_sort_by_risk(runner: CliRunner, sessions: SessionFactory) -> None:
     """A HIGH that runs comes before a CRITICAL nobody runs; no score sorts last."""
     from securityhub.exposure import Exposure
-    from securityhub.risk import ExploitSignals, score
+    from securityhub.risk import Exploitability, score
 
     def exposed(finding, in_use: bool):  # type: ignore[no-untyped-def]
         exposure = Exposure(in_use=in_use)
-        risk = score(finding.severity, ExploitSignals(), exposure)
+        risk = score(finding.severity, Exploitability(), exposure)
         return dataclasses.replace(finding, exposure=dataclasses.replace(exposure, risk=risk))
 
     assert runner.invoke(cli, ["init"]).exit_code == 0
