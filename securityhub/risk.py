@@ -12,8 +12,8 @@
 
 A CRITICAL in KEV, running and loaded scores 100; the same CRITICAL in an image nobody runs
 scores 70; a MEDIUM with EPSS 0.02 that runs but whose library was never loaded scores 25.
-EPSS enters by bands, not as a raw probability, so that its daily drift does not change the
-score (the score is finding content: a change re-imports the finding).
+EPSS enters by bands, not as a raw probability, so that a finding's score and its place in
+the list do not move with EPSS's daily drift (the raw `EpssScore` is in the finding too).
 
 `urgent()` is the default alert: exploited or likely to be (KEV, or EPSS at or above the
 alert threshold) AND running. Pure functions of data; no I/O.
