@@ -392,7 +392,7 @@ def build_argv(
         "--cache-dir",
         str(cache_dir),
         "--format",
-        "json",
+        "json,cyclonedx",  # the inventory, and the image's SBOM (kept as sbom.cdx.json)
     ]
     if config.mode in REPORT_MODES:
         argv += ["--report-format", ",".join(config.report_formats)]

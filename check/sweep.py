@@ -806,6 +806,10 @@ class Sweep:
         )
         for path in raw_files:
             self.outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
+        plan, image = records[0].plan, records[0].image
+        registry = f"{plan.account_id}.dkr.ecr.{plan.region}.amazonaws.com"
+        self.outputs.write_sbom(base, raw_files, image_name=f"{registry}/{image.repository}",
+                                digest=digest, tool_version=scanner.version)
 
     def _failed(self, records: list[ImageRecord], error: str, started: float, digest: str) -> str:
         duration = time.monotonic() - started
@@ -940,7 +944,9 @@ class Sweep:
         if not self.outputs.enabled:
             return
         status.outputs = {"locations": self.outputs.locations(status.run_id)}
-        self.outputs.write_json(f"runs/{status.run_id}/status.json", status.as_dict())
+        doc = status.as_dict()
+        self.outputs.write_json(f"runs/{status.run_id}/status.json", doc)
+        self.outputs.write_status_page(doc)
         status.outputs["written"] = self.outputs.written
         if self.outputs.errors:
             status.outputs["errors"] = list(self.outputs.errors)

@@ -218,3 +218,11 @@ def test_rescan_duration_and_in_use_only() -> None:
         "pulled_within_days",
         "in_use_only",
     ]
+
+
+def test_a_base64_body_with_non_ascii_text_is_a_field_error() -> None:
+    """b64decode raises a plain ValueError for non-ASCII text (found by the hostile-input fuzz)."""
+    from check.request import document_from_api
+
+    doc, problems = document_from_api({"body": "\x80", "isBase64Encoded": True})
+    assert doc is None and problems[0][0] == "body"
