@@ -88,7 +88,11 @@ class LoadedJoin:
         self._digests: frozenset[str] | None = None
         self._known: dict[str, tuple[LoadedRecord | None, dict[str, frozenset[str]]]] = {}
 
-    def _of(self, digest: str) -> tuple[LoadedRecord | None, dict[str, frozenset[str]]]:
+    def _of(
+        self, digest: str, index_digest: str | None = None
+    ) -> tuple[LoadedRecord | None, dict[str, frozenset[str]]]:
+        """The record of `digest` (or of the index it was reached through: ECS names the
+        index a multi-arch task runs) and the ownership in `digest`'s own inventory."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         with self._lock:
@@ -99,8 +103,9 @@ class LoadedJoin:
             try:
                 if self._digests is None:
                     self._digests = self.table.digests()
-                if digest in self._digests:
-                    record = self.table.record(digest)
+                recorded = next((d for d in (digest, index_digest) if d in self._digests), None)
+                if recorded is not None:
+                    record = self.table.record(recorded)
             except (ClientError, BotoCoreError) as exc:
                 log.warning("loaded files unreadable", extra=fields(digest=digest, error=str(exc)))
             if record is not None and self.inventories is not None:
@@ -110,8 +115,8 @@ class LoadedJoin:
             self._known[digest] = (record, owned)
             return record, owned
 
-    def __call__(self, digest: str, finding: Any) -> str:
-        record, owned = self._of(digest)
+    def __call__(self, digest: str, finding: Any, index_digest: str | None = None) -> str:
+        record, owned = self._of(digest, index_digest)
         if record is None:
             return UNKNOWN
         return state((p.name for p in finding.packages), owned, record, self.window_seconds)

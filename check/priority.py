@@ -62,7 +62,8 @@ class Estate:
 
     in_use: InUseIndex
     last_seen: Mapping[str, datetime] = field(default_factory=dict)
-    loaded: Callable[[str, VulnerabilityFinding], str] | None = None  # (digest, finding)
+    # (digest, finding, index digest) -> state: check.loaded.LoadedJoin
+    loaded: Callable[[str, VulnerabilityFinding, str | None], str] | None = None
     errors: list[str] = field(default_factory=list)
 
     def exposure(self, digest: str, index_digest: str | None = None) -> Exposure:
@@ -83,7 +84,7 @@ class Estate:
 
     def apply(self, findings: Sequence[Any], digest: str, index_digest: str | None = None):
         loaded = self.loaded
-        state = (lambda f: loaded(digest, f)) if loaded is not None else None
+        state = (lambda f: loaded(digest, f, index_digest)) if loaded is not None else None
         return apply(findings, self.exposure(digest, index_digest), state)
 
 

@@ -216,3 +216,40 @@ def test_a_workload_loading_libz_makes_zlib1g_loaded_and_libssl_not(
     risks = {f["Vulnerabilities"][0]["VulnerablePackages"][0]["Name"]: int(
         f["ProductFields"]["containerscan/Risk"]) for f in findings if f.get("Vulnerabilities")}  # fmt: skip
     assert risks["zlib1g"] > risks["libssl3"]
+
+
+def test_a_multi_arch_task_records_the_index_and_the_platform_image_finds_it() -> None:
+    """ECS names the index digest a multi-arch task runs; the sweep's image is the platform
+    image reached through it: its findings use the index's record, its own inventory."""
+    from datetime import UTC, datetime, timedelta
+
+    from moto import mock_aws
+
+    from check.loaded import LoadedJoin
+    from securityhub.findings import EcrImage, Package, ScannerInfo, Severity, VulnerabilityFinding
+    from securityhub.ledger import create_table
+    from sidecar.loaded import LoadedRecorder
+
+    index, child, other = ("sha256:" + c * 64 for c in "abc")
+    now = datetime.now(UTC)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        create_table(dynamodb, TABLE)
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        libz = canonical("/lib/x86_64-linux-gnu/libz.so.1.2.13")
+        LoadedRecorder(dynamodb, TABLE, "shop-web").write(
+            index, {libz}, False, now, now - timedelta(hours=2)
+        )
+        store = InventoryStore(s3, BUCKET)
+        packages = [{"name": "zlib1g", "version": "1", "package_manager": "dpkg",
+                     "file_path": "var/lib/dpkg/status", "files": LIBZ_LIST}]  # fmt: skip
+        for digest in (child, other):
+            store.put(StoredInventory(digest, "builtin", "1.0", "1.0+db.x", ("pkg",),
+                                      {"os": None, "packages": packages}))  # fmt: skip
+        join = LoadedJoin(LoadedTable(dynamodb, TABLE), store, window_seconds=3600)
+        image = EcrImage(ACCOUNT, REGION, "shop", child)
+        finding = VulnerabilityFinding(image, "CVE-2022-37434", "zlib", Severity.CRITICAL,
+                                       ScannerInfo("test"), packages=(Package("zlib1g", "1"),))  # fmt: skip
+        assert join(child, finding, index) == TRUE
+        assert join(other, finding) == UNKNOWN  # never ran under a sidecar
