@@ -191,6 +191,11 @@ class Reevaluator:
         return result
 
     def keep(self, result: ScanResult, digest: str) -> None:
-        stored = inventory_of(result, digest)
+        """Store the inventory of a fresh scan; a failure costs only a later rescan."""
+        try:
+            stored = inventory_of(result, digest)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("inventory not kept", extra=fields(digest=digest, error=str(exc)))
+            return
         if stored is not None:
             self.store.put(stored)

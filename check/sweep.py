@@ -659,9 +659,17 @@ class Sweep:
         first = records[0]
         result = None
         if self.reevaluator is not None and status.scanner is not None:
-            result = self.reevaluator.rematch(
-                first.image.digest, first.resource, status.scanner.version, self.request.scan_types
-            )
+            try:
+                result = self.reevaluator.rematch(
+                    first.image.digest, first.resource, status.scanner.version,
+                    self.request.scan_types,
+                )  # fmt: skip
+            except Exception:
+                # The unit of work: a bug in re-evaluation costs this image a scan, no more.
+                log.exception(
+                    "re-evaluation failed; scanning", extra=fields(digest=first.image.digest)
+                )
+                result = None
         if result is None:
             return self._scan_one(records, workroot, status)
         for record in records:
@@ -721,8 +729,6 @@ class Sweep:
                 image=first.resource, scan_types=tuple(self.request.scan_types), auth=auth
             )
             result = self.scanner.scan(target, workdir, self.config.image_timeout)
-            if self.reevaluator is not None:
-                self.reevaluator.keep(result, digest)  # its inventory, for re-evaluation
         except ContainerscanError as exc:
             return self._failed(records, exc.message, started, digest)
         except OSError as exc:
@@ -736,6 +742,8 @@ class Sweep:
                 records, f"internal error: {type(exc).__name__}: {exc}", started, digest
             )
         duration = time.monotonic() - started
+        if self.reevaluator is not None:
+            self.reevaluator.keep(result, digest)  # its inventory, for re-evaluation
         kinds = result.kinds
         for record in records:
             record.outcome = "scanned"
