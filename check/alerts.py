@@ -1,4 +1,17 @@
-"""One SNS alert per run, summarizing the NEW findings at or above a threshold.
+"""One SNS alert per run: what became urgent, most risky first.
+
+Two rules (`CONTAINERSCAN_ALERT`):
+- `exploitable` (the default): findings NEWLY exploitable in a RUNNING image: exploited (CISA
+  KEV) or likely to be (EPSS at or above `CONTAINERSCAN_ALERT_EPSS`, default 0.1), in an
+  image an ECS task or a Lambda function runs now (`securityhub.risk.urgent`). "Newly" is a
+  finding this run created, reactivated or updated (its content changed: the image started
+  running, the CVE entered KEV, its EPSS band rose, ...); one that was urgent already and
+  did not change is not repeated. A content change of an urgent finding for another reason
+  (a package list changed) alerts again: that is the approximation, on the safe side.
+- `severity`: the NEW findings (created or reactivated) at or above `ALERT_THRESHOLD`, as
+  below.
+
+Either way the findings are listed by risk score (`containerscan/Risk`), highest first.
 
 "New" means: created in Security Hub by this run, or reactivated (a finding archived before
 that came back is news); the sweep takes them from `PublishSummary.new_ids`. So a nightly
@@ -19,6 +32,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from securityhub import risk
 from securityhub.aws import error_code
 from securityhub.findings import SecretFinding, Severity, VulnerabilityFinding
 from securityhub.logs import fields, get_logger
@@ -30,6 +44,8 @@ log = get_logger("check.alerts")
 SUBJECT_MAX = 100
 MESSAGE_MAX = 200_000
 MAX_LISTED = 200
+EXPLOITABLE, SEVERITY = "exploitable", "severity"
+ALERT_MODES = (EXPLOITABLE, SEVERITY)
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,22 @@ class Alert:
     count: int
 
 
+def _tag(finding: Any) -> str:
+    """`[risk 90 CRITICAL KEV running]`: what put the finding where it is in the list."""
+    parts = [finding.severity.name]
+    exposure = getattr(finding, "exposure", None)
+    if exposure is not None and exposure.risk is not None:
+        parts.insert(0, f"risk {exposure.risk}")
+    signals = risk.signals_of(finding)
+    if signals.kev:
+        parts.append("KEV")
+    elif signals.epss is not None:
+        parts.append(f"EPSS {signals.epss:.2f}")
+    if exposure is not None and exposure.in_use:
+        parts.append("running: " + ", ".join(exposure.in_use_by[:3]))
+    return "[" + " ".join(parts) + "]"
+
+
 def _line(finding: Any) -> str:
     image = finding.resource
     where = f"{image.account_id}/{image.region}/{image.repository}@{image.digest[:19]}"
@@ -46,33 +78,61 @@ def _line(finding: Any) -> str:
         where += f" ({', '.join(image.tags[:3])})"
     if isinstance(finding, VulnerabilityFinding):
         pkgs = ", ".join(f"{p.name} {p.installed_version}" for p in finding.packages[:3])
-        head = f"[{finding.severity.name}] {finding.vulnerability_id} {finding.title}"
+        head = f"{_tag(finding)} {finding.vulnerability_id} {finding.title}"
         return f"{head} in {where}: {pkgs}"
     if isinstance(finding, SecretFinding):
-        return (
-            f"[{finding.severity.name}] secret {finding.rule_id} in {where}: "
-            f"{finding.file_path}:{finding.line}"
-        )
-    return f"[{finding.severity.name}] {where}"
+        at = f"{finding.file_path}:{finding.line}"
+        return f"{_tag(finding)} secret {finding.rule_id} in {where}: {at}"
+    return f"{_tag(finding)} {where}"
+
+
+def alertable(
+    findings: Sequence[Any], mode: str, threshold: Severity, epss: float = risk.DEFAULT_ALERT_EPSS
+) -> list[Any]:
+    """The findings the rule alerts on, highest risk first (pure)."""
+    if mode == EXPLOITABLE:
+        chosen = [
+            f
+            for f in findings
+            if f.exposure is not None and risk.urgent(risk.signals_of(f), f.exposure, epss)
+        ]
+    else:
+        chosen = [f for f in findings if f.severity >= threshold]
+    return sorted(
+        chosen,
+        key=lambda f: (-risk.risk_of(f), -int(f.severity), f.resource.repository, _line(f)),
+    )
 
 
 def build_alert(
-    run_id: str, new_findings: Sequence[Any], threshold: Severity, *, locations: Sequence[str] = ()
+    run_id: str,
+    new_findings: Sequence[Any],
+    threshold: Severity,
+    *,
+    locations: Sequence[str] = (),
+    mode: str = SEVERITY,
+    epss: float = risk.DEFAULT_ALERT_EPSS,
 ) -> Alert | None:
-    """The alert for the new findings at or above `threshold`, or None if there are none."""
-    severe = sorted(
-        (f for f in new_findings if f.severity >= threshold),
-        key=lambda f: (-int(f.severity), f.resource.repository, _line(f)),
-    )
+    """The alert for the findings the rule keeps (`alertable`), or None if there are none.
+
+    `new_findings`: for `severity`, the created or reactivated ones; for `exploitable`, the
+    created, reactivated or updated ones (the sweep passes what the mode needs).
+    """
+    severe = alertable(new_findings, mode, threshold, epss)
     if not severe:
         return None
     counts = Counter(f.severity.name for f in severe)
     summary = ", ".join(f"{counts[s.name]} {s.name}" for s in reversed(Severity) if counts[s.name])
     images = {(f.resource.account_id, f.resource.repository, f.resource.digest) for f in severe}
-    subject = f"containerscan: {len(severe)} new finding(s) >= {threshold.name}"
+    if mode == EXPLOITABLE:
+        what = f"finding(s) newly exploitable (KEV or EPSS >= {epss:g}) in running images"
+        subject = f"containerscan: {len(severe)} exploitable finding(s) in running images"
+    else:
+        what = f"new finding(s) at or above {threshold.name}"
+        subject = f"containerscan: {len(severe)} new finding(s) >= {threshold.name}"
     lines = [
-        f"containerscan run {run_id}: {len(severe)} new finding(s) at or above {threshold.name}",
-        f"({summary}) in {len(images)} image(s).",
+        f"containerscan run {run_id}: {len(severe)} {what}",
+        f"({summary}) in {len(images)} image(s), highest risk first.",
         "",
     ]
     body = "\n".join(lines)

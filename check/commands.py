@@ -96,6 +96,13 @@ def _selection_options(func: Any) -> Any:
 @click.option("--tagged-only", is_flag=True, default=None, help="Skip untagged images.")
 @click.option("--tag", "tags", multiple=True, metavar="GLOB", help="Keep images with such a tag.")
 @click.option("--pushed-since", metavar="WHEN", help="7d, 12h, or an ISO 8601 time.")
+@click.option("--pushed-within-days", type=int, metavar="N",
+              help="Rescan duration: images pushed (or, with --pulled-within-days, pulled) "
+                   "within N days.")  # fmt: skip
+@click.option("--pulled-within-days", type=int, metavar="N",
+              help="Images ECR recorded a pull of within N days (lastRecordedPullTime).")
+@click.option("--in-use-only", is_flag=True, default=None,
+              help="Only images an ECS task or a Lambda function runs now.")  # fmt: skip
 @click.option("--max-images", type=int, metavar="N", help="The newest N per repository.")
 @click.option(
     "--filter",
@@ -231,7 +238,8 @@ def _flags_document(flags: dict[str, Any]) -> dict[str, Any]:
         ("tagged_only", "tagged_only"), ("pushed_since", "pushed_since"),
         ("max_images", "max_images"), ("jmespath_filter", "filter"), ("scan_types", "scan_types"),
         ("scanner", "scanner"), ("force", "force"), ("shard", "shard"), ("dry_run", "dry_run"),
-        ("fail_on", "fail_on"),
+        ("fail_on", "fail_on"), ("pushed_within_days", "pushed_within_days"),
+        ("pulled_within_days", "pulled_within_days"), ("in_use_only", "in_use_only"),
     ):  # fmt: skip
         if flags.get(flag) is not None:
             doc[key] = flags[flag]

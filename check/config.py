@@ -15,7 +15,11 @@
     CACHE_TTL_DAYS             scan cache lifetime (default 30)
     SCAN_TYPES                 default scan types (default "pkg,secret")
     SNS_TOPIC_ARN              where the per-run alert goes (optional)
-    ALERT_THRESHOLD            lowest severity alerted on (default HIGH)
+    ALERT_THRESHOLD            lowest severity alerted on in `severity` mode (default HIGH)
+    CONTAINERSCAN_ALERT        exploitable (default: KEV or EPSS in a running image) | severity
+    CONTAINERSCAN_ALERT_EPSS   EPSS probability that counts as exploitable (default 0.1)
+    CONTAINERSCAN_LOADED_WINDOW  seconds an image must have run under the sidecar before
+                               "never loaded" is believed (default 3600)
 
 A bad value is a `ValidationError` (exit code 2) listing every bad variable.
 """
@@ -85,6 +89,9 @@ class RunConfig:
     kms_key_id: str | None = None
     sns_topic_arn: str | None = None
     alert_threshold: Severity = Severity.HIGH
+    alert_mode: str = "exploitable"  # check.alerts.ALERT_MODES
+    alert_epss: float = 0.1  # securityhub.risk.DEFAULT_ALERT_EPSS
+    loaded_window: float = 3600.0  # check.loaded.DEFAULT_WINDOW_SECONDS
     cache_ttl_days: int = DEFAULT_CACHE_TTL_DAYS
     scan_types: tuple[str, ...] = DEFAULT_SCAN_TYPES
     concurrency: int = 0  # 0: default_concurrency()
@@ -146,6 +153,9 @@ class RunConfig:
                 threshold = Severity.parse(raw)
             except ValueError as exc:
                 problems.append(("ALERT_THRESHOLD", str(exc)))
+        alert_mode = (text("CONTAINERSCAN_ALERT") or "exploitable").lower()
+        if alert_mode not in ("exploitable", "severity"):
+            problems.append(("CONTAINERSCAN_ALERT", f"{alert_mode!r}: use exploitable or severity"))
         scan_types: tuple[str, ...] = DEFAULT_SCAN_TYPES
         if raw := text("SCAN_TYPES"):
             scan_types = tuple(p.strip() for p in raw.split(",") if p.strip())
@@ -168,6 +178,9 @@ class RunConfig:
             kms_key_id=text("CONTAINERSCAN_KMS_KEY_ID"),
             sns_topic_arn=topic,
             alert_threshold=threshold,
+            alert_mode=alert_mode,
+            alert_epss=number("CONTAINERSCAN_ALERT_EPSS", 0.1, 0.0, 1.0),
+            loaded_window=number("CONTAINERSCAN_LOADED_WINDOW", 3600.0, 0, 30 * 86400),
             cache_ttl_days=int(number("CACHE_TTL_DAYS", DEFAULT_CACHE_TTL_DAYS, 1, 3650)),
             scan_types=scan_types,
             concurrency=int(number("CONTAINERSCAN_CONCURRENCY", 0, 0, 256)),

@@ -19,6 +19,9 @@ The document (keys are snake_case; unknown keys are errors, never silently ignor
       "tagged_only": false,
       "tags": ["prod-*"],                    # keep images with a tag matching one glob
       "pushed_since": "7d" | "2026-01-31T00:00:00Z",
+      "pushed_within_days": 30,              # rescan duration, as Amazon Inspector has it:
+      "pulled_within_days": 14,              #   pushed OR pulled (lastRecordedPullTime) within
+      "in_use_only": false,                  # only images an ECS task or Lambda runs now
       "max_images": 5,                       # newest N per repository
       "filter": "imageSizeInBytes < `500000000`",  # JMESPath over ECR's ImageDetail
       "scan_types": "pkg,secret" | ["pkg", "secret"],
@@ -73,8 +76,11 @@ MAX_SHARDS = 1000
 KNOWN_KEYS = (
     "accounts", "regions", "repositories", "exclude", "images", "tagged_only", "tags",
     "pushed_since", "max_images", "filter", "scan_types", "scanner", "force", "shard",
-    "dry_run", "fail_on",
+    "dry_run", "fail_on", "pushed_within_days", "pulled_within_days", "in_use_only",
 )  # fmt: skip
+# Amazon Inspector's ECR rescan durations go up to 180 days, or "lifetime"; a day count above
+# ten years is a typo.
+MAX_WITHIN_DAYS = 3650
 
 ECR_EVENT_SOURCE = "aws.ecr"
 ECR_EVENT_DETAIL_TYPE = "ECR Image Action"
@@ -108,6 +114,12 @@ class ImageSelection:
     max_images: int | None = None
     jmespath: str | None = None
     images: tuple[str, ...] = ()  # explicit digests or tags
+    # Rescan duration (Inspector's): keep an image pushed OR pulled within so many days of
+    # `reference_time` (the request's validation time); either alone when only one is set.
+    pushed_within_days: int | None = None
+    pulled_within_days: int | None = None
+    in_use_only: bool = False  # only images running now (check.inuse); unknown: kept
+    reference_time: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,9 @@ class ScanRequest:
             "shard": str(self.shard) if self.shard else None,
             "dry_run": self.dry_run,
             "fail_on": self.fail_on.name if self.fail_on is not None else None,
+            "pushed_within_days": self.selection.pushed_within_days,
+            "pulled_within_days": self.selection.pulled_within_days,
+            "in_use_only": self.selection.in_use_only,
         }
         # The external id is not a secret in IAM's model, but it is not for everyone's eyes.
         for account in doc["accounts"]:
@@ -311,6 +326,19 @@ def _pushed_since(value: Any, now: datetime, problems: _Problems) -> datetime | 
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _days(value: Any, where: str, problems: _Problems) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        problems.add(where, f"expected a whole number of days, got {value!r}")
+        return None
+    days = int(str(value).strip())
+    if not 1 <= days <= MAX_WITHIN_DAYS:
+        problems.add(where, f"must be 1-{MAX_WITHIN_DAYS} days, got {days}")
+        return None
+    return days
+
+
 def _shard(value: Any, problems: _Problems) -> Shard | None:
     if value is None or value == "":
         return None
@@ -408,6 +436,10 @@ def validate_request(
         max_images=int(max_images) if max_images is not None else None,
         jmespath=_jmespath(doc.get("filter"), problems),
         images=tuple(images),
+        pushed_within_days=_days(doc.get("pushed_within_days"), "pushed_within_days", problems),
+        pulled_within_days=_days(doc.get("pulled_within_days"), "pulled_within_days", problems),
+        in_use_only=_bool(doc.get("in_use_only"), "in_use_only", problems),
+        reference_time=now,
     )
 
     scan_types: list[str] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from securityhub.findings import EcrImage, Finding, ScannerInfo
 
@@ -51,6 +51,9 @@ class ScanResult:
     # What the scanner said about the image, as (key, value) pairs: os, architecture,
     # image_id, repo_tags... (QScanner's ScanResult.json metadata). Informational only.
     metadata: tuple[tuple[str, str], ...] = ()
+    # The package inventory when the scanner built one (the built-in scanner's
+    # `Inventory`, file ownership included): kept per digest by check.reevaluate.
+    inventory: Any = field(default=None, compare=False, repr=False)
 
     @property
     def kinds(self) -> frozenset[str]:

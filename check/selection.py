@@ -3,14 +3,19 @@
 Repository filters: include and exclude globs (`fnmatch` semantics, case-sensitive: ECR
 names are lowercase; `*` also crosses `/`, so `payments/*` matches `payments/api/v2`),
 then the shard. Image selection within one repository, in this order: explicit images
-(digests or tags), tagged only, tag globs, pushed since, the JMESPath filter over ECR's
-ImageDetail, and last the newest N (so "the 5 newest prod images" means what it says).
+(digests or tags), tagged only, tag globs, pushed since, the rescan duration (pushed or
+pulled within N days), in use only, the JMESPath filter over ECR's ImageDetail, and last
+the newest N (so "the 5 newest prod images" means what it says).
+
+An image the selection skips keeps its findings: it is still present in its repository (the
+archiving scope), only not observed tonight (DESIGN: archive only what was observed).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +69,44 @@ def _jmespath_filter(expression: str | None) -> Any:
     return jmespath.compile(expression)
 
 
-def select_images(images: Sequence[ImageInfo], selection: ImageSelection) -> list[ImageInfo]:
-    """The images of ONE repository that the selection keeps, newest first."""
+def _pulled_at(image: ImageInfo) -> datetime | None:
+    """ECR's `lastRecordedPullTime` (DescribeImages; recorded within about a day)."""
+    value = image.detail.get("lastRecordedPullTime")
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def recent(image: ImageInfo, selection: ImageSelection) -> bool:
+    """The rescan duration: pushed within N days OR pulled within M days (Inspector's rule);
+    True when neither is set. An image never pulled counts by its push date only."""
+    push_days, pull_days = selection.pushed_within_days, selection.pulled_within_days
+    if push_days is None and pull_days is None:
+        return True
+    now = selection.reference_time
+    if now is None:  # a selection built by hand, not by validate_request
+        from datetime import UTC
+
+        now = datetime.now(UTC)
+    if push_days is not None and image.pushed_at is not None:
+        if image.pushed_at >= now - timedelta(days=push_days):
+            return True
+    if pull_days is not None:
+        pulled = _pulled_at(image)
+        if pulled is not None and pulled >= now - timedelta(days=pull_days):
+            return True
+    return False
+
+
+def select_images(
+    images: Sequence[ImageInfo],
+    selection: ImageSelection,
+    in_use: Collection[str] | None = None,
+) -> list[ImageInfo]:
+    """The images of ONE repository that the selection keeps, newest first.
+
+    `in_use`: the digests running now, for `in_use_only` (None: unknown, nothing skipped).
+    """
     compiled = _jmespath_filter(selection.jmespath)
     wanted_digests = {i for i in selection.images if i.startswith("sha256:")}
     wanted_tags = {i for i in selection.images if not i.startswith("sha256:")}
@@ -84,6 +125,10 @@ def select_images(images: Sequence[ImageInfo], selection: ImageSelection) -> lis
         if selection.pushed_since and (
             image.pushed_at is None or image.pushed_at < selection.pushed_since
         ):
+            continue
+        if not recent(image, selection):
+            continue
+        if selection.in_use_only and in_use is not None and image.digest not in in_use:
             continue
         if compiled is not None and not compiled.search(image.detail):
             continue

@@ -47,7 +47,7 @@ def finding_to_dict(finding: ImageFinding) -> dict[str, Any]:
         doc[IMAGE_ARCHITECTURE] = finding.resource.architecture
     for f in fields(finding):
         value = getattr(finding, f.name)
-        if f.name == "resource" or value is None:
+        if f.name in ("resource", "exposure") or value is None:
             continue
         if isinstance(value, Severity):
             value = value.name

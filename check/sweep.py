@@ -120,6 +120,7 @@ class RegionPlan:
     registry: EcrRegistry | None
     repositories: list[RepositoryPlan] = field(default_factory=list)
     error: str | None = None
+    estate: Any = None  # check.priority.Estate: what runs here (None: a dry run without it)
 
 
 @dataclass
@@ -133,9 +134,11 @@ class ImageRecord:
     error: str | None = None
     findings: tuple[Any, ...] = ()
     new_findings: tuple[Any, ...] = ()
+    changed_findings: tuple[Any, ...] = ()  # new, or updated (content changed) by this run
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
+    rematched: bool = False  # a stored inventory re-matched instead of a scan (reevaluate)
     cached_at: datetime | None = None  # a cache hit: when the reused result was stored
     notes: tuple[str, ...] = ()  # what the scanner said about this scan (skipped results...)
 
@@ -161,6 +164,7 @@ class ImageRecord:
             "duration_s": round(self.duration_s, 3),
             "cached_at": self.cached_at.isoformat() if self.cached_at else None,
             "tagging": self.tag.outcome if self.tag else None,
+            "rematched": self.rematched or None,
             "notes": list(self.notes),
         }
         return {k: v for k, v in doc.items() if v not in (None, [], {})}
@@ -237,6 +241,7 @@ class RunStatus:
             # "selected" images were never scanned (a dry run, or a run that stopped early)
             "not_scanned": outcomes.get("selected", 0),
             **{k: outcomes.get(k, 0) for k in ("scanned", "cached", "failed")},
+            "rematched": sum(1 for r in self.records if r.rematched),
             "findings": sum(len(r.findings) for r in self.records),
             "new_findings": sum(len(r.new_findings) for r in self.records),
             # unreadable state met and worked around: cache items (rescanned), ledger items
@@ -301,8 +306,12 @@ class Sweep:
         sns: Any | None = None,
         progress_stream: TextIO | None = None,
         clock: Callable[[], datetime] | None = None,
+        reevaluator: Any = None,
+        loaded: Any = None,
     ) -> None:
         self.request = request
+        self.reevaluator = reevaluator  # check.reevaluate.Reevaluator
+        self.loaded = loaded  # check.loaded.LoadedJoin
         self.config = config
         self.sessions = sessions
         self.scanner = scanner
@@ -375,6 +384,7 @@ class Sweep:
             plan.account_id = account_id
             client = self.sessions.client("ecr", region, target)
             plan.registry = registry = EcrRegistry(client, account_id, region)
+            plan.estate = self._estate(account_id, region, target, client)
             exact = [g for g in self.request.repositories if not any(c in g for c in "*?[")]
             names = exact if len(exact) == len(self.request.repositories) else None
             listed_at = self.clock()
@@ -409,7 +419,9 @@ class Sweep:
         # DescribeImages is latency-bound (one call per repository and 1,000 images); a few
         # threads hide the round trips. botocore's adaptive retry absorbs throttling.
         with ThreadPoolExecutor(max_workers=ENUMERATION_THREADS, thread_name_prefix="ecr") as pool:
-            plans = pool.map(lambda r: self._enumerate_repository(registry, r), chosen)
+            plans = pool.map(
+                lambda r: self._enumerate_repository(registry, r, plan.estate), chosen
+            )
             for repository, (repo_plan, error) in zip(chosen, plans, strict=True):
                 plan.repositories.append(repo_plan)
                 if error:
@@ -427,6 +439,28 @@ class Sweep:
             ),
         )
         return plan
+
+    def _estate(self, account_id: str, region: str, target: Any, ecr: Any) -> Any:
+        """What runs in (account, region): ECS tasks and Lambda images (check.priority)."""
+        from check.inuse import InUseHistory
+        from check.priority import read_estate
+
+        history = None
+        if self.config.table and not self.request.dry_run:
+            history = InUseHistory(self.sessions.client("dynamodb"), self.config.table)
+        estate = read_estate(
+            self.sessions,
+            target,
+            ecr,
+            region=region,
+            account_id=account_id,
+            now=self.clock(),
+            history=history,
+        )
+        estate.loaded = self.loaded
+        for error in estate.errors:
+            self._enumeration_errors.append({"scope": f"{account_id}/{region}", "error": error})
+        return estate
 
     def _vanished(self, account_id: str, region: str, listed: set[str]) -> list[str]:
         """Repositories with findings in the ledger that the complete listing no longer has,
@@ -458,7 +492,7 @@ class Sweep:
         return gone
 
     def _enumerate_repository(
-        self, registry: EcrRegistry, repository: Any
+        self, registry: EcrRegistry, repository: Any, estate: Any = None
     ) -> tuple[RepositoryPlan, str | None]:
         listed_at = self.clock()
         try:
@@ -477,7 +511,10 @@ class Sweep:
         if named:
             have = {i.digest for i in candidates}
             candidates += [i for i in images if i.digest in named - have and not i.is_artifact]
-        chosen = select_images(candidates, self.request.selection)
+        in_use = None
+        if self.request.selection.in_use_only and estate is not None:
+            in_use = estate.running_digests(platforms)
+        chosen = select_images(candidates, self.request.selection, in_use)
         return (
             RepositoryPlan(
                 repository.name,
@@ -610,7 +647,7 @@ class Sweep:
                         # In the pool too: writing its results is an S3 round trip.
                         future = pool.submit(self._use_cached, records, hit, status, workroot)
                     else:
-                        future = pool.submit(self._scan_one, records, workroot, status)
+                        future = pool.submit(self._rematch_or_scan, records, workroot, status)
                     futures[future] = records
                 for future in as_completed(futures):
                     progress.advance(future.result())
@@ -646,6 +683,41 @@ class Sweep:
         # No results.json: the findings are the cached result's, written by the run that
         # scanned the digest; an unchanged night writes no object per image (status.json
         # says which images were cached, and when).
+        return "cached"
+
+    def _rematch_or_scan(
+        self, records: list[ImageRecord], workroot: Path, status: RunStatus
+    ) -> str:
+        """A stored inventory re-matched (no registry call), else a scan (check.reevaluate)."""
+        first = records[0]
+        result = None
+        if self.reevaluator is not None and status.scanner is not None:
+            try:
+                result = self.reevaluator.rematch(
+                    first.image.digest, first.resource, status.scanner.version,
+                    self.request.scan_types,
+                )  # fmt: skip
+            except Exception:
+                # The unit of work: a bug in re-evaluation costs this image a scan, no more.
+                log.exception(
+                    "re-evaluation failed; scanning", extra=fields(digest=first.image.digest)
+                )
+                result = None
+        if result is None:
+            return self._scan_one(records, workroot, status)
+        for record in records:
+            record.outcome = "cached"
+            record.rematched = True
+            record.kinds = result.kinds
+            record.findings = annotate_all(
+                rebind(result.findings, record.resource), self.exploit_signals
+            )
+        if self.cache is not None:
+            self._to_cache(self._key(first.image.digest, status), result.scanner, result.findings,
+                           None)  # fmt: skip
+        self._write_results(
+            status, records, result.scanner, result.scan_types, result.findings, notes=result.notes
+        )
         return "cached"
 
     def _to_cache(
@@ -703,6 +775,8 @@ class Sweep:
                 records, f"internal error: {type(exc).__name__}: {exc}", started, digest
             )
         duration = time.monotonic() - started
+        if self.reevaluator is not None:
+            self.reevaluator.keep(result, digest)  # its inventory, for re-evaluation
         kinds = result.kinds
         for record in records:
             record.outcome = "scanned"
@@ -799,6 +873,10 @@ class Sweep:
         from securityhub.hub import RepositoryScope
 
         assert self.publisher is not None
+        for repository in repositories:
+            for r in status.records_of(repository):
+                if plan.estate is not None and r.outcome in ("scanned", "cached"):
+                    r.findings = plan.estate.apply(r.findings, r.image.digest, r.image.index_digest)
         observations = [
             Observation(resource=r.resource, kinds=r.kinds, findings=r.findings)
             for repository in repositories
@@ -857,13 +935,16 @@ class Sweep:
         from securityhub.ids import finding_id
 
         new_ids = frozenset(getattr(summary, "new_ids", ()))
-        if not new_ids:
+        changed_ids = new_ids | frozenset(getattr(summary, "updated_ids", ()))
+        if not changed_ids:
             return
         prefix = self.config.finding_prefix
         for repository in repositories:
             for record in status.records_of(repository):
-                record.new_findings = tuple(
-                    f for f in record.findings if finding_id(f, prefix) in new_ids
+                ids = {id(f): finding_id(f, prefix) for f in record.findings}
+                record.new_findings = tuple(f for f in record.findings if ids[id(f)] in new_ids)
+                record.changed_findings = tuple(
+                    f for f in record.findings if ids[id(f)] in changed_ids
                 )
 
     # ------------------------------------------------------------ tags and alert
@@ -887,16 +968,31 @@ class Sweep:
             status.tagging.append(record.tag)
 
     def _alert(self, status: RunStatus) -> None:
-        new = [f for r in status.records for f in r.new_findings]
+        from check.alerts import EXPLOITABLE
+
+        mode = self.config.alert_mode
+        new = [
+            f
+            for r in status.records
+            for f in (r.changed_findings if mode == EXPLOITABLE else r.new_findings)
+        ]
         alert = build_alert(
             status.run_id,
             new,
             self.config.alert_threshold,
             locations=self.outputs.locations(status.run_id),
+            mode=mode,
+            epss=self.config.alert_epss,
         )
         if alert is None:
             return
-        status.alert = {"findings": alert.count, "threshold": self.config.alert_threshold.name}
+        status.alert = {
+            "findings": alert.count,
+            "mode": mode,
+            "threshold": self.config.alert_threshold.name
+            if mode != EXPLOITABLE
+            else f"EPSS {self.config.alert_epss:g}",
+        }
         if self.sns is not None and self.config.sns_topic_arn:
             status.alert["message_id"] = send_alert(self.sns, self.config.sns_topic_arn, alert)
 
@@ -967,10 +1063,25 @@ def build_sweep(
     if config.sns_topic_arn and not request.dry_run:
         # arn:aws:sns:<region>:<account>:<name>: publish in the topic's own region.
         sns = sessions.client("sns", config.sns_topic_arn.split(":")[3])
+    reevaluator = store = loaded = None
+    if s3 is not None and config.bucket and scanner is not None:
+        from check.inventories import InventoryStore
+        from check.reevaluate import Reevaluator
+
+        store = InventoryStore(s3, config.bucket, config.prefix, config.kms_key_id)
+        reevaluator = Reevaluator(store, scanner)
+    if config.table and not request.dry_run:
+        from check.loaded import LoadedJoin
+        from securityhub.loaded import LoadedTable
+
+        table = LoadedTable(sessions.client("dynamodb"), config.table)
+        loaded = LoadedJoin(table, store, config.loaded_window)
     return Sweep(
         request,
         config,
         sessions,
+        reevaluator=reevaluator,
+        loaded=loaded,
         scanner=scanner,
         publisher=publisher,
         cache=cache,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled A
         VulnerabilityVendorTypeDef,
     )
 
-from securityhub import ids
+from securityhub import exposure, ids
 from securityhub.findings import (
     QUALYS_SEVERITY,
     EcrImage,
@@ -482,6 +482,7 @@ def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str
             f"{PRODUCT_KEY}/packages": ", ".join(names),
             f"{PRODUCT_KEY}/kev": "true" if finding.kev else None,
             f"{PRODUCT_KEY}/epss/percentile": finding.epss_percentile,
+            **exposure.product_fields(finding.exposure, vulnerability=True),
         }
     )
     return doc
@@ -521,6 +522,7 @@ def _secret(finding: SecretFinding, ctx: BuildContext) -> dict[str, Any]:
             f"{PRODUCT_KEY}/secret/file": finding.file_path,
             f"{PRODUCT_KEY}/secret/line": str(finding.line),
             f"{PRODUCT_KEY}/secret/layer": finding.layer,
+            **exposure.product_fields(finding.exposure, vulnerability=False),
         }
     )
     return doc
@@ -691,6 +693,12 @@ def _with_packages(doc: dict[str, Any], kept: list[Any], total: int) -> dict[str
 def fingerprint(content: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of the content, timestamps and RecordState left out."""
     stable = {k: v for k, v in content.items() if k not in VOLATILE_FIELDS}
+    if "ProductFields" in stable:  # in-use counts and times ride along (securityhub.exposure)
+        stable["ProductFields"] = {
+            k: v
+            for k, v in stable["ProductFields"].items()
+            if k not in exposure.VOLATILE_PRODUCT_FIELDS
+        }
     text = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

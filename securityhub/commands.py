@@ -172,6 +172,27 @@ def _resource(finding: dict[str, Any]) -> str:
     return str(resource.get("Id", ""))
 
 
+RISK_FIELD = "containerscan/Risk"  # securityhub.exposure.RISK (kept import-free for --help)
+
+
+def risk_of(finding: dict[str, Any]) -> int:
+    """The finding's `containerscan/Risk` (securityhub.risk), -1 when it has none."""
+    value = (finding.get("ProductFields") or {}).get(RISK_FIELD, "")
+    return int(value) if str(value).isdigit() else -1
+
+
+def sort_findings(findings: list[dict[str, Any]], by: str) -> None:
+    """In place: by risk (then severity), or by severity; the Id breaks ties."""
+
+    def severity(f: dict[str, Any]) -> int:
+        return -int((f.get("Severity") or {}).get("Normalized", 0))
+
+    if by == "risk":
+        findings.sort(key=lambda f: (-risk_of(f), severity(f), str(f.get("Id"))))
+    else:
+        findings.sort(key=lambda f: (severity(f), str(f.get("Id"))))
+
+
 TABLE_COLUMNS = ("severity", "state", "updated", "resource", "title")
 TITLE_WIDTH = 70
 
@@ -183,7 +204,11 @@ def render_table(findings: list[dict[str, Any]]) -> str:
 
     rows = [
         {
-            "severity": (f.get("Severity") or {}).get("Label", ""),
+            "severity": " ".join(
+                str(part)
+                for part in ((f.get("Severity") or {}).get("Label", ""), risk_of(f))
+                if part != -1
+            ),
             "state": f.get("RecordState", ""),
             "updated": str(f.get("UpdatedAt", ""))[:19],
             "resource": _resource(f),
@@ -230,6 +255,13 @@ prefix_option = click.option(
 @click.option("--severity", multiple=True, help="Severity label(s): CRITICAL,HIGH,...")
 @click.option("--repository", help="Only findings of images in this ECR repository.")
 @click.option("--region", envvar="AWS_REGION", help="AWS region (default: the SDK's).")
+@click.option(
+    "--sort",
+    type=click.Choice(["severity", "risk"]),
+    default="severity",
+    show_default=True,
+    help="Order: severity, or the risk score (KEV, in use, loaded, EPSS, severity; README).",
+)
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def findings(  # noqa: PLR0917 - one parameter per click option
     prefix: str,
@@ -237,6 +269,7 @@ def findings(  # noqa: PLR0917 - one parameter per click option
     severity: tuple[str, ...],
     repository: str | None,
     region: str | None,
+    sort: str,
     output: str,
 ) -> None:
     """Review findings as the Security Hub console filter shows them.
@@ -265,7 +298,7 @@ def findings(  # noqa: PLR0917 - one parameter per click option
     except ContainerscanError as exc:
         _fail(exc)
         return
-    found.sort(key=lambda f: (-(f.get("Severity") or {}).get("Normalized", 0), str(f.get("Id"))))
+    sort_findings(found, sort)
     if output == "json":
         click.echo(json.dumps(found, indent=2, default=str))
     else:

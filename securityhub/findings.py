@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Literal, TypeVar
 
+from securityhub.exposure import Exposure
+
 # ---------------------------------------------------------------------------- severities
 
 
@@ -226,6 +228,8 @@ class VulnerabilityFinding:
     kev_date_added: date | None = None
     epss: float | None = None
     epss_percentile: float | None = None
+    # Set by the sweep before publishing (in use, loaded, risk); never cached, not identity.
+    exposure: Exposure | None = field(default=None, compare=False)
 
     kind = "vulnerability"
 
@@ -329,6 +333,7 @@ class SecretFinding:
     file_path: str
     line: int = 0
     layer: str | None = None
+    exposure: Exposure | None = field(default=None, compare=False)  # as for vulnerabilities
 
     kind = "secret"
 

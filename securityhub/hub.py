@@ -103,11 +103,14 @@ class PublishSummary:
     # Ids created or reactivated by this publish (accepted by Security Hub), sorted. Not in
     # `as_dict()`: status.json keeps counts (`created`, `reactivated`), not every Id.
     new_ids: tuple[str, ...] = ()
+    # Ids this publish updated (content changed), sorted; not in `as_dict()` either.
+    updated_ids: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["errors"] = list(self.errors)
         del out["new_ids"]
+        del out["updated_ids"]
         return out
 
     @property
@@ -128,6 +131,7 @@ class PublishSummary:
             kept_absent=self.kept_absent + other.kept_absent,
             errors=(self.errors + other.errors)[:MAX_REPORTED_ERRORS],
             new_ids=self.new_ids + other.new_ids,
+            updated_ids=self.updated_ids + other.updated_ids,
         )
 
 
@@ -259,6 +263,7 @@ class SecurityHubPublisher:
             kept_absent=kept_absent,
             errors=tuple(errors[:MAX_REPORTED_ERRORS]),
             new_ids=new_ids,
+            updated_ids=tuple(sorted(f for f in accepted if actions[f] is Action.UPDATE)),
         )
         log.info(
             "published findings to Security Hub",

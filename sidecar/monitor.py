@@ -115,6 +115,7 @@ class Monitor:
             log.warning("no ECS task context", extra=fields(error=str(exc)))
         self.pipeline: Any = None
         self.sinks: list[Any] = []
+        self.loaded: Any = None  # sidecar.loaded.LoadedSampler, when there is a table
         self.tracer = Tracer(
             self.requirements,
             self.engine.evaluate,
@@ -149,6 +150,15 @@ class Monitor:
         self.sinks = sinks
         self.pipeline = Pipeline(self.policy, sinks)
 
+    def _start_loaded(self, launch: bool) -> None:
+        from sidecar.loaded import build_sampler
+
+        self.loaded = build_sampler(
+            self.tracer.traced_pids, self.context, self.environ, self.sessions, launch=launch
+        )
+        if self.loaded is not None:
+            self.loaded.start()
+
     def _loop(self, handled: Sequence[int], begin: Any, body: Any) -> int:
         """Start the threads with `handled` signals blocked, then `begin()` (the workload
         runs or the tracer attaches, once the sidecar's own start-up is over, so the two do
@@ -157,6 +167,7 @@ class Monitor:
         heartbeat = None
         try:
             self._start_pipeline()
+            self._start_loaded(launch=self.tracer.root_pid is not None)
             heartbeat = _HeartbeatThread(self.tracer, self.pipeline, self.heartbeat_interval)
             heartbeat.start()
         finally:
@@ -169,6 +180,8 @@ class Monitor:
             self.tracer.restore_signal_handlers()
             if heartbeat is not None:
                 heartbeat.stop()
+            if self.loaded is not None:
+                self.loaded.stop()
             if self.pipeline is not None:
                 self.pipeline.close(FLUSH_TIMEOUT)
             for sink in self.sinks:

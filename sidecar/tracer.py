@@ -252,6 +252,10 @@ class Tracer:
         self._status = ctypes.c_int(0)
         self._go = -1  # launch mode: the pipe that lets the child go on to exec
 
+    def traced_pids(self) -> tuple[int, ...]:
+        """The processes (thread group ids) traced now; safe to call from another thread."""
+        return tuple(self._procs)
+
     # --- launch mode -------------------------------------------------------------------
 
     def launch(self, argv: list[str], env: dict[str, str] | None = None) -> int:

@@ -325,7 +325,7 @@ class BuiltinScanner:
                          and self.last_peak_rss else None)))
         return ScanResult(scanner=scanner, findings=tuple(findings),
                           scan_types=tuple(target.scan_types), raw_files=raw,
-                          notes=tuple(notes))
+                          notes=tuple(notes), inventory=inventory)
 
     def inventory(self, ref: str, auth: RegistryAuth | None = None) -> Inventory:
         """The package inventory of an image, without matching (for `db` tooling, tests)."""

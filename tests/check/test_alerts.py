@@ -86,3 +86,23 @@ def test_local_outputs_tree(tmp_path: Path) -> None:
     assert (tmp_path / "runs/r1/images/sha256-aa/raw/report.sarif.json").read_text() == "{}"
     assert outputs.written == 2 and len(outputs.errors) == 1
     assert outputs.locations("r1") == [f"{tmp_path}/runs/r1/"]
+
+
+def test_alert_lists_by_risk_and_the_default_rule_wants_exploitable_running_images() -> None:
+    from dataclasses import replace
+
+    from check.alerts import EXPLOITABLE
+    from securityhub.exposure import Exposure
+
+    running = Exposure(in_use=True, running_tasks=1, in_use_by=("prod/web",), risk=60)
+    idle = Exposure(in_use=False, risk=40)
+    high_running = replace(vuln("high-running", Severity.HIGH), exposure=running)
+    critical_idle = replace(vuln("critical-idle", Severity.CRITICAL), exposure=idle)
+    alert = build_alert("run-3", [critical_idle, high_running], Severity.HIGH)
+    assert alert is not None
+    # The HIGH that runs outranks the CRITICAL nobody runs.
+    assert alert.message.index("high-running") < alert.message.index("critical-idle")
+    assert "[risk 60 HIGH running: prod/web]" in alert.message
+    # Neither is exploited nor likely to be: the default rule stays quiet.
+    assert build_alert("run-3", [critical_idle, high_running], Severity.HIGH,
+                       mode=EXPLOITABLE) is None  # fmt: skip

@@ -202,6 +202,24 @@ def test_pushed_since_absolute_and_relative() -> None:
     assert request.selection.pushed_since == NOW - timedelta(hours=12)
 
 
+def test_rescan_duration_and_in_use_only() -> None:
+    request = parse_request(
+        {"pushed_within_days": 30, "pulled_within_days": "14", "in_use_only": True}, now=NOW
+    )
+    selection = request.selection
+    assert (selection.pushed_within_days, selection.pulled_within_days) == (30, 14)
+    assert selection.in_use_only and selection.reference_time == NOW
+    again = parse_request(request.as_dict(), now=NOW)
+    assert again.selection == selection
+    with pytest.raises(ValidationError) as caught:
+        parse_request({"pushed_within_days": 0, "pulled_within_days": "two", "in_use_only": "x"})
+    assert [where for where, _ in caught.value.problems] == [
+        "pushed_within_days",
+        "pulled_within_days",
+        "in_use_only",
+    ]
+
+
 def test_a_base64_body_with_non_ascii_text_is_a_field_error() -> None:
     """b64decode raises a plain ValueError for non-ASCII text (found by the hostile-input fuzz)."""
     from check.request import document_from_api

@@ -86,3 +86,39 @@ def test_odd_tags_match_literally() -> None:
     images = [image(1, ("v1;rm -rf /",)), image(2, ("prod-ü",)), image(3, ("$(id)",))]
     assert [i.digest[-1] for i in select_images(images, ImageSelection(images=("$(id)",)))] == ["3"]
     assert [i.digest[-1] for i in select_images(images, ImageSelection(tags=("prod-*",)))] == ["2"]
+
+
+def _pulled(info: ImageInfo, days: int) -> ImageInfo:
+    from dataclasses import replace
+
+    pulled = (T0 + timedelta(days=days)).isoformat()
+    return replace(info, detail={**info.detail, "lastRecordedPullTime": pulled})
+
+
+def test_rescan_duration_is_pushed_or_pulled_within() -> None:
+    """Inspector's rule: an image stays monitored while pushed OR pulled recently."""
+    now = T0 + timedelta(days=100)
+    fresh = image(1, days=95)  # pushed 5 days ago, never pulled
+    old_but_pulled = _pulled(image(2, days=10), days=98)  # pushed 90 days ago, pulled 2 ago
+    forgotten = _pulled(image(3, days=10), days=20)  # pushed 90, pulled 80 days ago
+    never = image(4, days=10)
+    images = [fresh, old_but_pulled, forgotten, never]
+
+    def kept(**selection: object) -> list[str]:
+        chosen = select_images(images, ImageSelection(reference_time=now, **selection))  # type: ignore[arg-type]
+        return sorted(i.digest[-1] for i in chosen)
+
+    assert kept() == ["1", "2", "3", "4"]
+    assert kept(pushed_within_days=30) == ["1"]
+    assert kept(pulled_within_days=30) == ["2"]
+    assert kept(pushed_within_days=30, pulled_within_days=30) == ["1", "2"]
+    assert kept(pushed_within_days=30, pulled_within_days=90) == ["1", "2", "3"]
+
+
+def test_in_use_only_keeps_running_images_and_skips_nothing_when_unknown() -> None:
+    images = [image(1), image(2), image(3)]
+    running = {image(2).digest}
+    chosen = select_images(images, ImageSelection(in_use_only=True), running)
+    assert [i.digest for i in chosen] == [image(2).digest]
+    assert len(select_images(images, ImageSelection(in_use_only=True), None)) == 3
+    assert len(select_images(images, ImageSelection(), running)) == 3

@@ -275,7 +275,7 @@ def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
     Scenario().image(digest, findings=[MUSL_CVE_2019_14697, BUSYBOX_CVE_2019_5747],
                      secrets=[AWS_KEY_SECRET]).write(Path(_scenario_path()))  # fmt: skip
     status = run(tmp_path, {"repositories": ["app"], "fail_on": "critical"},
-                 sns_topic_arn=topic)  # fmt: skip
+                 sns_topic_arn=topic, alert_mode="severity")  # fmt: skip
     assert status.exit_code == EXIT_FINDINGS
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 1
@@ -285,7 +285,7 @@ def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
     # QScanner 4.8's secret rules are UUIDs; the finding's title names the kind.
     assert rule_uuid("aws-access-key-id") in body and "AKIA" not in body
     # A rerun finds nothing new: no second message.
-    run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic, alert_mode="severity")
     assert not sqs.receive_message(QueueUrl=queue).get("Messages")
 
 
@@ -640,11 +640,11 @@ def test_a_rescan_after_the_cache_expired_does_not_alert_again(aws: None, tmp_pa
     ecr.create_repository(repositoryName="app")
     digest = put_image(ecr, "app", "app-1", "1")
     Scenario().image(digest, findings=[MUSL_CVE_2019_14697]).write(Path(_scenario_path()))
-    first = run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    first = run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic, alert_mode="severity")
     assert first.as_dict()["counts"]["new_findings"] == 1
     assert len(alerts_received(sqs, queue)) == 1
     assert expire_scan_cache() == 1
-    second = run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    second = run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic, alert_mode="severity")
     counts = second.as_dict()["counts"]
     assert (counts["scanned"], counts["new_findings"]) == (1, 0)
     assert second.alert is None
@@ -660,16 +660,16 @@ def test_a_reactivated_finding_alerts_and_an_archived_one_does_not(
     digest = put_image(ecr, "app", "app-1", "1")
     both = [MUSL_CVE_2019_14697, CURL_CVE_2019_5481]  # CRITICAL, HIGH
     Scenario().image(digest, findings=both).write(Path(_scenario_path()))
-    run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
+    run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic, alert_mode="severity")
     assert len(alerts_received(sqs, queue)) == 1
     # musl fixed: archived, nothing new.
     Scenario().image(digest, findings=[CURL_CVE_2019_5481]).write(Path(_scenario_path()))
-    fixed = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic)
+    fixed = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic, alert_mode="severity")
     assert hub_summary(fixed)["archived"] == 1 and fixed.alert is None
     assert alerts_received(sqs, queue) == []
     # musl is back (a downgrade): reactivated in Security Hub, and that is news.
     Scenario().image(digest, findings=both).write(Path(_scenario_path()))
-    back = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic)
+    back = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic, alert_mode="severity")
     assert hub_summary(back)["reactivated"] == 1
     assert [f.qid for r in back.records for f in r.new_findings] == ["376802"]
     [body] = alerts_received(sqs, queue)

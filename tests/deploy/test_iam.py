@@ -66,7 +66,7 @@ SPOKE = RoleCase(
     template=cfn.SPOKE,
     role="SpokeRole",
     entries=("check.commands",),
-    services=frozenset({"ecr", "securityhub"}),
+    services=frozenset({"ecr", "securityhub", "ecs", "lambda"}),  # lambda, ecs: in use (issue 14)
     extra={
         "ecr:GetDownloadUrlForLayer": "QScanner pulls the spoke's image layers with the "
                                       "assumed role's credentials",

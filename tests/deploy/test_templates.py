@@ -130,6 +130,8 @@ def test_no_wildcard_actions_or_principals_in_roles(path: Path) -> None:
 # Actions without resource-level permissions: the only ones allowed on Resource "*".
 NO_RESOURCE_LEVEL = {
     "ecr:GetAuthorizationToken",
+    "ecs:ListClusters",
+    "lambda:ListFunctions",
     "ec2:CreateNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
     "ec2:DeleteNetworkInterface",
@@ -326,7 +328,11 @@ def test_spoke_role_trusts_only_the_hub_with_external_id(spoke: dict[str, Any]) 
 def test_spoke_role_grants_ecr_read_and_security_hub_import_only(spoke: dict[str, Any]) -> None:
     role = spoke["Resources"]["SpokeRole"]
     actions = cfn.granted_actions(role)
-    assert {a.split(":")[0] for a in actions} == {"ecr", "securityhub"}
+    # ecs, lambda: which images run (check.inuse), read-only
+    assert {a.split(":")[0] for a in actions} == {"ecr", "securityhub", "ecs", "lambda"}
+    assert {a for a in actions if a.startswith(("ecs:", "lambda:"))} == {
+        "ecs:ListClusters", "ecs:ListTasks", "ecs:DescribeTasks",
+        "lambda:ListFunctions", "lambda:GetFunction"}  # fmt: skip
     writes = {"ecr:PutImage", "ecr:BatchDeleteImage", "ecr:DeleteRepository",
               "securityhub:BatchUpdateFindings", "securityhub:DeleteInsight"}
     assert not actions & writes

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from check.cli import cli
 from securityhub import ids
 from securityhub.aws import SessionFactory
+from securityhub.findings import Severity
 from securityhub.hub import SecurityHubPublisher
 from securityhub.ledger import Ledger
 from tests.securityhub.conftest import (
@@ -130,3 +131,39 @@ def test_reconcile_repairs_a_lost_and_a_drifted_ledger(
     a = image(DIGEST_A)
     summary = published.publish(REGION, [observe(a, vuln(a))])
     assert (summary.unchanged, summary.imported) == (1, 0)
+
+
+def test_findings_sort_by_risk(runner: CliRunner, sessions: SessionFactory) -> None:
+    """A HIGH that runs comes before a CRITICAL nobody runs; no score sorts last."""
+    from securityhub.exposure import Exposure
+    from securityhub.risk import Exploitability, score
+
+    def exposed(finding, in_use: bool):  # type: ignore[no-untyped-def]
+        exposure = Exposure(in_use=in_use)
+        risk = score(finding.severity, Exploitability(), exposure)
+        return dataclasses.replace(finding, exposure=dataclasses.replace(exposure, risk=risk))
+
+    assert runner.invoke(cli, ["init"]).exit_code == 0
+    publisher = SecurityHubPublisher(sessions, TABLE, gateway_options=FAST_GATEWAY)
+    a, b = image(DIGEST_A), image(DIGEST_B, "team/other")
+
+    def finding(img, vid, severity):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(vuln(img, vid, severity=severity), vendor_severity=None)
+
+    running = exposed(finding(a, "CVE-2024-0002", Severity.HIGH), True)
+    idle = exposed(finding(b, "CVE-2024-0003", Severity.CRITICAL), False)
+    plain = finding(b, "CVE-2024-0004", Severity.CRITICAL)  # no exposure: no risk
+    publisher.publish(REGION, [observe(a, running), observe(b, idle, plain)])
+
+    output = runner.invoke(cli, ["findings", "--sort", "risk", "--output", "json"]).output
+    by_risk = json.loads(output)
+    assert [d["Vulnerabilities"][0]["Id"] for d in by_risk] == [
+        "CVE-2024-0002",
+        "CVE-2024-0003",
+        "CVE-2024-0004",
+    ]
+    assert [d["ProductFields"].get("containerscan/Risk") for d in by_risk] == ["50", "40", None]
+    by_severity = json.loads(runner.invoke(cli, ["findings", "--output", "json"]).output)
+    assert by_severity[-1]["Vulnerabilities"][0]["Id"] == "CVE-2024-0002"
+    table = runner.invoke(cli, ["findings", "--sort", "risk"]).output
+    assert table.splitlines()[1].startswith("HIGH 50")

@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -45,14 +46,16 @@ CONTAINER_DOC = {"DockerId": f"{TASK_ID}-2495160603", "Name": "app"}
 
 
 @contextlib.contextmanager
-def serve_metadata() -> Iterator[tuple[str, list[str]]]:
+def serve_metadata(
+    task: dict[str, Any] = TASK_DOC, container: dict[str, Any] = CONTAINER_DOC
+) -> Iterator[tuple[str, list[str]]]:
     """A task metadata endpoint v4 on loopback: (the container URL, paths requested)."""
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             hits.append(self.path)
-            doc = TASK_DOC if self.path.endswith("/task") else CONTAINER_DOC
+            doc = task if self.path.endswith("/task") else container
             body = json.dumps(doc).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
