@@ -50,6 +50,7 @@ from sidecar.policy import (
     Policy,
     TrackedExecutable,
 )
+from sidecar.redact import mask_argv
 
 EXEC_SYSCALLS = frozenset({"execve", "execveat"})
 OPEN_SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
@@ -70,7 +71,6 @@ MAX_ADDRESS_CACHE = 4_096
 _ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _URL = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 # pip3.11 -> pip3, python3.12 -> python3
 _VERSION_SUFFIX = re.compile(r"^(pip3?|python3?)(\.\d+)+$")
 
@@ -168,11 +168,6 @@ def _normalize(path: str) -> str:
 def _parent(event: SyscallEvent, program: str) -> dict[str, str]:
     """At an execve stop `exe` is the image that calls exec (the shell): worth reporting."""
     return {"caller": event.exe} if event.exe and event.exe != program else {}
-
-
-def _redact_args(argv: Sequence[str]) -> tuple[str, ...]:
-    """Command lines can carry credentials in URLs (https://user:token@host): mask them."""
-    return tuple(_USERINFO.sub("***@", arg) if "://" in arg else arg for arg in argv)
 
 
 class Engine:
@@ -413,7 +408,7 @@ class Engine:
                     action=rule.action,
                     process=program,
                     path=program,
-                    args=_redact_args(argv) if rule.capture_args else None,
+                    args=mask_argv(argv) if rule.capture_args else None,
                     message=f"execution of {program}",
                     extra=_parent(event, program),
                 )
@@ -445,7 +440,7 @@ class Engine:
                         severity=manager.severity,
                         action=manager.action,
                         process=event.path or event.exe,
-                        args=_redact_args(event.argv),
+                        args=mask_argv(event.argv) if manager.capture_args else None,
                         package_manager=name,
                         message=(
                             f"download by {name}"

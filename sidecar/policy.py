@@ -160,6 +160,7 @@ class PackageManagerRule:
     commands: tuple[str, ...]
     severity: str = DEFAULT_SEVERITY
     action: str = DEFAULT_ACTION
+    capture_args: bool = False  # the command line in events (masked), as trackedExecutables
 
 
 @dataclass(frozen=True)
@@ -758,6 +759,7 @@ def merge(docs: Sequence[Document]) -> Policy:
                     commands=tuple(entry.get("commands", PACKAGE_MANAGERS[entry["name"]])),
                     severity=entry.get("severity", DEFAULT_SEVERITY),
                     action=entry.get("action", DEFAULT_ACTION),
+                    capture_args=entry.get("captureArgs", False),
                 )
             )
         section = dict(spec.get("syscallFiltering") or {})

@@ -237,7 +237,19 @@ def test_software_installation(argv: tuple[str, ...], manager: str) -> None:
     assert [e.package_manager for e in verdict.events] == [manager]
     event = verdict.events[0].as_dict()
     assert event["category"] == "software" and event["package_manager"] == manager
-    assert event["args"] == list(argv)
+    assert "args" not in event  # captureArgs is off unless the rule turns it on
+
+
+def test_software_rules_honour_capture_args_and_mask_credentials() -> None:
+    token = "ghp_" + "A1b2C3d4E5" * 4  # a GitHub token's shape (ghp_ + 36+ characters)
+    argv = ("curl", "-H", f"Authorization: Bearer {token}", "https://x.example/a.sh")
+    off = Engine(policy(SOFT)).evaluate(exec_ev(*argv)).events
+    assert len(off) == 1 and off[0].args is None and token not in repr(off[0].as_dict())
+    on = Engine(
+        policy("softwareInstallation:\n  packageManagers:\n    - {name: curl, captureArgs: true}\n")
+    ).evaluate(exec_ev(*argv))
+    assert on.events[0].args == ("curl", "-H", "Authorization: Bearer ***",
+                                 "https://x.example/a.sh")  # fmt: skip
 
 
 @pytest.mark.parametrize("argv", NOT_INSTALLS)
