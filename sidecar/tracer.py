@@ -424,10 +424,14 @@ class Tracer:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.setitimer(signal.ITIMER_REAL, self._poll_interval, self._poll_interval)
 
-    def restore_signal_handlers(self) -> None:
+    def hold_signals(self) -> None:
+        """The loop is over: from now on the signals it handled are ignored, so that a
+        SIGTERM arriving while the sidecar flushes and exits (ECS stops the task as the
+        workload ends) neither cuts the flush short nor replaces the workload's exit status.
+        They are never restored: the process is on its way out."""
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         for sig in (*FORWARDED_SIGNALS, signal.SIGALRM):
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.mode == "launch":
