@@ -70,8 +70,8 @@ def _traced_by(pid: int, tracer: int, timeout: float = 30) -> None:
 @pytest.mark.parametrize("delay", DELAYS)
 def test_sigterm_as_an_attached_app_exits_loses_no_event(tmp_path: Path, delay: float) -> None:
     marker, go, events = tmp_path / "done", tmp_path / "go", tmp_path / "events.jsonl"
-    app = subprocess.Popen(["/bin/sh", "-c", _script(marker, go)])  # noqa: S603
-    sidecar = subprocess.Popen(  # noqa: S603
+    app = subprocess.Popen(["/bin/sh", "-c", _script(marker, go)])
+    sidecar = subprocess.Popen(
         [*CLI, "sidecar", "attach", "--pid", str(app.pid), "--policy", str(_policy(tmp_path)),
          "--events-file", str(events)],
         cwd=ROOT, env=cli_env(), stderr=subprocess.PIPE, text=True,
@@ -96,7 +96,7 @@ def test_sigterm_as_an_attached_app_exits_loses_no_event(tmp_path: Path, delay: 
 @pytest.mark.parametrize("delay", DELAYS)
 def test_sigterm_as_a_launched_workload_exits_loses_no_event(tmp_path: Path, delay: float) -> None:
     marker, events = tmp_path / "done", tmp_path / "events.jsonl"
-    sidecar = subprocess.Popen(  # noqa: S603
+    sidecar = subprocess.Popen(
         [*CLI, "sidecar", "run", "--policy", str(_policy(tmp_path)), "--events-file",
          str(events), "--", "/bin/sh", "-c", _script(marker)],
         cwd=ROOT, env=cli_env(), stderr=subprocess.PIPE, text=True,
