@@ -31,6 +31,8 @@ from sidecar.events import (
     KIND_CHOWN,
     KIND_CONNECT,
     KIND_EXEC,
+    KIND_IO_URING,
+    KIND_LINK,
     KIND_OPEN,
     KIND_OTHER,
     KIND_RENAME,
@@ -55,17 +57,25 @@ from sidecar.redact import mask_argv
 EXEC_SYSCALLS = frozenset({"execve", "execveat"})
 OPEN_SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
 RENAME_SYSCALLS = frozenset({"rename", "renameat", "renameat2"})
-# FIM event -> the syscalls that can cause it. A rename onto a watched file is a write
-# (`sed -i`, editors and package managers replace files that way) and an unlink of the source.
+TRUNCATE_SYSCALLS = frozenset({"truncate", "ftruncate"})
+LINK_SYSCALLS = frozenset({"link", "linkat", "symlink", "symlinkat"})
+# FIM event -> every syscall that can cause it. A rename onto a watched file is a write
+# (`sed -i`, editors and package managers replace files that way) and an unlink of the
+# source; truncate(2) writes without an open; a link or symlink appearing in a watched
+# directory writes it (a cron job can be `ln -s`'d into /etc/cron.d), and a hard link to a
+# watched file gives it a second, unwatched name to write through.
 FIM_SYSCALLS: dict[str, frozenset[str]] = {
     "open": OPEN_SYSCALLS,
-    "write": OPEN_SYSCALLS | RENAME_SYSCALLS,
+    "write": OPEN_SYSCALLS | RENAME_SYSCALLS | TRUNCATE_SYSCALLS | LINK_SYSCALLS,
     "unlink": frozenset({"unlink", "unlinkat", "rmdir"}) | RENAME_SYSCALLS,
     "chmod": frozenset({"chmod", "fchmod", "fchmodat", "fchmodat2"}),
     "chown": frozenset({"chown", "fchown", "lchown", "fchownat"}),
 }
 CONNECT_SYSCALLS = frozenset({"connect"})
-UDP_SYSCALLS = frozenset({"sendto", "sendmsg"})
+# Every way to name a destination while sending: UDP datagrams, and TCP Fast Open
+# (sendto/sendmsg with MSG_FASTOPEN connects). Without a UDP rule only the latter stop.
+SEND_SYSCALLS = frozenset({"sendto", "sendmsg", "sendmmsg"})
+IO_URING_SETUP = "io_uring_setup"
 # Cap of the address -> decision cache (a workload talking to many peers must not grow it).
 MAX_ADDRESS_CACHE = 4_096
 _ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
@@ -74,6 +84,9 @@ _URL = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
 # pip3.11 -> pip3, python3.12 -> python3
 _VERSION_SUFFIX = re.compile(r"^(pip3?|python3?)(\.\d+)+$")
 
+
+# (rule, severity, action, message, ip, port) of one network destination
+_Judged = tuple[str, str, str, str, str, "int | None"]
 
 # ----------------------------------------------------------------------- compiled rules
 
@@ -216,6 +229,7 @@ class Engine:
         self._traced = sf.traced if sf.enabled else frozenset()
         self._whitelist = sf.whitelist
         self._anomaly = AnomalyDetector(policy.anomaly, clock) if policy.anomaly.enabled else None
+        self._has_block = "block" in _actions(policy)
 
     @staticmethod
     def _compile_process(rule: TrackedExecutable) -> _Process:
@@ -243,9 +257,7 @@ class Engine:
         for event in self._fim_events:
             syscalls |= FIM_SYSCALLS[event]
         if self._net_enabled:
-            syscalls |= CONNECT_SYSCALLS
-            if policy.network.udp:
-                syscalls |= UDP_SYSCALLS
+            syscalls |= CONNECT_SYSCALLS | SEND_SYSCALLS
         if self._anomaly is not None:
             syscalls |= EXEC_SYSCALLS | CONNECT_SYSCALLS
         syscalls |= self._traced
@@ -254,10 +266,23 @@ class Engine:
         open_needs_read = "open" in self._fim_events or bool(
             self._whitelist and (self._traced & OPEN_SYSCALLS) - self._whitelist
         )
+        refused: frozenset[str] = frozenset()
+        if self._fim_events or self._net_enabled:
+            # io_uring opens, writes and connects with no syscall a tracer can stop.
+            if self._has_block:
+                refused = frozenset({IO_URING_SETUP})
+            else:
+                syscalls.add(IO_URING_SETUP)
+        sends_need_udp = (self._net_enabled and policy.network.udp) or bool(
+            self._traced & SEND_SYSCALLS
+        )
         return Requirements(
             syscalls=frozenset(syscalls),
-            process_only=syscalls <= EXEC_SYSCALLS,
+            process_only=syscalls <= EXEC_SYSCALLS and not refused,
             open_needs_read=open_needs_read,
+            refused=refused,
+            recheck_writes=bool(self._fim_events & {"write", "open"}),
+            sends_need_udp=sends_need_udp,
         )
 
     # ------------------------------------------------------------------- evaluation
@@ -280,12 +305,18 @@ class Engine:
         elif kind == KIND_UNLINK:
             self._fim(event, event.path, "unlink", found)
         elif kind == KIND_RENAME:
-            self._fim(event, event.path, "unlink", found)
+            self._fim(event, event.path, "write" if event.detail else "unlink", found)
             self._fim(event, event.path2, "write", found)
         elif kind == KIND_CHMOD:
             self._fim(event, event.path, "chmod", found)
         elif kind == KIND_CHOWN:
             self._fim(event, event.path, "chown", found)
+        elif kind == KIND_LINK:
+            self._fim(event, event.path, "write", found)  # a name appears in a directory
+            if not found:
+                self._fim(event, event.path2, "write", found, label="link")
+        elif kind == KIND_IO_URING:
+            self._io_uring(event, found)
         if self._traced and event.syscall in self._traced:
             self._syscall(event, found)
         if self._anomaly is not None:
@@ -294,7 +325,8 @@ class Engine:
                 found.append(anomaly)
         if not found:
             return ALLOW
-        return Verdict(tuple(found), block=any(e.action == "block" for e in found))
+        refuse = kind == KIND_IO_URING and self._has_block
+        return Verdict(tuple(found), block=any(e.action == "block" for e in found), refuse=refuse)
 
     def open_is_quiet(self, syscall: str, path: str | None, write: bool) -> bool:
         """True when `evaluate` of this open (`write`: the flags can write or create) would
@@ -335,11 +367,22 @@ class Engine:
         return rules
 
     def _fim(
-        self, event: SyscallEvent, path: str | None, what: str, found: list[RuntimeEvent]
+        self,
+        event: SyscallEvent,
+        path: str | None,
+        what: str,
+        found: list[RuntimeEvent],
+        label: str | None = None,
     ) -> None:
         match = self._fim_match(path, what)
         if match is not None:
-            rule, label, path = match
+            rule, matched, path = match
+            label = label or matched
+            details = {"event": label}
+            if event.path2 and event.kind in (KIND_LINK, KIND_RENAME):
+                details["target" if event.kind == KIND_LINK else "other_path"] = (
+                    event.path2 if path == event.path else event.path or ""
+                )
             found.append(
                 report(
                     event,
@@ -349,7 +392,7 @@ class Engine:
                     action=rule.action,
                     path=path,
                     message=f"{label} of {path} (watched: {rule.path})",
-                    extra={"event": label},
+                    extra=details,
                 )
             )
 
@@ -458,23 +501,23 @@ class Engine:
     # network -----------------------------------------------------------------------------
 
     def _network(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
-        if event.ip is None or event.family not in ("inet", "inet6"):
+        if event.family not in ("inet", "inet6"):
             return
         if event.kind == KIND_SENDTO and not self.policy.network.udp:
             return
-        net = self.policy.network
-        if event.port in self._blocked_ports:
-            rule, severity, action = (
-                "network:blocked-port",
-                net.blocked_ports_severity,
-                (net.blocked_ports_action),
-            )
-            message = f"connection to blocked port {event.port} at {event.ip}"
-        elif not self._allowed(event.ip):
-            rule, severity, action = "network:outside-allowlist", net.severity, net.action
-            message = f"connection to {event.ip}:{event.port}, outside the allowlist"
-        else:
+        # sendmmsg: every destination of the vector, one event for the worst of them
+        destinations = event.destinations or ((event.family, event.ip, event.port),)
+        verdicts = [
+            v for _, ip, port in destinations if ip is not None and (v := self._judge(ip, port))
+        ]
+        if not verdicts:
             return
+        rule, severity, action, message, ip, port = max(
+            verdicts, key=lambda v: (_ACTION_RANK[v[2]], _SEVERITY_RANK[v[1]])
+        )
+        extra: dict[str, Any] = {"protocol": event.protocol} if event.protocol else {}
+        if len(destinations) > 1:
+            extra["destinations"] = len(destinations)
         found.append(
             report(
                 event,
@@ -482,12 +525,24 @@ class Engine:
                 rule=rule,
                 severity=severity,
                 action=action,
-                ip=event.ip,
-                port=event.port,
+                ip=ip,
+                port=port,
                 message=message,
-                extra={"protocol": event.protocol} if event.protocol else {},
+                extra=extra,
             )
         )
+
+    def _judge(self, ip: str, port: int | None) -> _Judged | None:
+        """(rule, severity, action, message, ip, port) for one destination, or None."""
+        net = self.policy.network
+        if port in self._blocked_ports:
+            message = f"connection to blocked port {port} at {ip}"
+            return ("network:blocked-port", net.blocked_ports_severity,
+                    net.blocked_ports_action, message, ip, port)  # fmt: skip
+        if not self._allowed(ip):
+            message = f"connection to {ip}:{port}, outside the allowlist"
+            return "network:outside-allowlist", net.severity, net.action, message, ip, port
+        return None
 
     def _allowed(self, ip: str) -> bool:
         cached = self._address_cache.get(ip)
@@ -504,6 +559,32 @@ class Engine:
             self._address_cache.clear()
         self._address_cache[ip] = allowed
         return allowed
+
+    def _io_uring(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        """io_uring runs opens, writes and connects inside the kernel, with no syscall a
+        tracer can stop: under a policy that blocks it is refused (EPERM, Docker's default
+        seccomp profile does the same; launch mode's filter refuses it without a stop),
+        otherwise reported."""
+        if not (self._fim_events or self._net_enabled):
+            return
+        refused = self._has_block
+        found.append(
+            report(
+                event,
+                category="syscall",
+                rule="io_uring:setup",
+                severity="high",
+                action="alert",
+                message=(
+                    "io_uring_setup refused (EPERM): io_uring would bypass the policy's "
+                    "file and network rules"
+                    if refused
+                    else "io_uring_setup: later io_uring file and network operations are "
+                    "not seen by the tracer"
+                ),
+                extra={"refused": refused},
+            )
+        )
 
     # syscall filtering --------------------------------------------------------------------
 
@@ -526,6 +607,22 @@ class Engine:
                 + (" outside the whitelist" if self._whitelist else ""),
             )
         )
+
+
+def _actions(policy: Policy) -> set[str]:
+    """Every action some rule of the policy can take."""
+    actions = {r.action for r in policy.fim.paths} if policy.fim.enabled else set()
+    if policy.process.enabled:
+        actions |= {r.action for r in policy.process.tracked}
+    if policy.software.enabled:
+        actions |= {r.action for r in policy.software.package_managers}
+    if policy.network.enabled:
+        actions |= {policy.network.action, policy.network.blocked_ports_action}
+    if policy.syscalls.enabled and policy.syscalls.traced:
+        actions.add(policy.syscalls.action)
+    if policy.anomaly.enabled:
+        actions.add(policy.anomaly.action)
+    return actions
 
 
 def _install_command(manager: PackageManagerRule, args: Sequence[str]) -> str | None:

@@ -19,7 +19,10 @@ KIND_RENAME = "rename"  # rename, renameat, renameat2
 KIND_CHMOD = "chmod"  # chmod, fchmod, fchmodat, fchmodat2
 KIND_CHOWN = "chown"  # chown, fchown, lchown, fchownat
 KIND_CONNECT = "connect"  # connect
-KIND_SENDTO = "sendto"  # sendto / sendmsg with a destination (UDP)
+KIND_SENDTO = "sendto"  # sendto / sendmsg / sendmmsg with a destination (UDP)
+KIND_LINK = "link"  # link, linkat (detail "hard"), symlink, symlinkat ("symbolic")
+KIND_MEMFD = "memfd"  # memfd_create: path "memfd:NAME"
+KIND_IO_URING = "io_uring"  # io_uring_setup: its operations are out of ptrace's sight
 KIND_OTHER = "other"  # any other traced syscall (syscall filtering rules)
 
 # Access bits of an open, derived from its flags.
@@ -39,8 +42,8 @@ class SyscallEvent:
     exe: str  # executable path of the process (argv[0] resolved, or /proc/PID/exe)
     syscall: str  # the syscall's name on this architecture: "openat", "connect", ...
     kind: str  # one of the KIND_* values
-    path: str | None = None  # absolute, resolved against cwd / dirfd
-    path2: str | None = None  # rename's destination
+    path: str | None = None  # absolute, as the kernel resolves it (sidecar.resolve)
+    path2: str | None = None  # rename's destination, link's existing file, symlink's target
     access: frozenset[str] = frozenset()  # ACCESS_* bits for opens
     flags: int | None = None  # raw open flags
     mode: int | None = None  # chmod mode, open mode
@@ -53,6 +56,13 @@ class SyscallEvent:
     protocol: str | None = None  # "tcp", "udp" when known
     container: str | None = None  # the container name, from the process's cgroup
     args: tuple[int, ...] = ()  # the raw integer arguments, for syscall filtering rules
+    # exec: names of the symlinks the invoked path went through (`innocent` -> `nc`)
+    aliases: tuple[str, ...] = ()
+    truncated: bool = False  # exec: argv was longer than the decoder reads (flagged)
+    # sendmmsg: every distinct (family, ip, port) of the vector when there are several
+    destinations: tuple[tuple[str, str, int], ...] = ()
+    detail: str | None = None  # what else the syscall says: link kind, flags, namespaces
+    target: int | None = None  # ptrace: the pid it acts on
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,15 @@ class Requirements:
     syscalls: frozenset[str]
     process_only: bool = False
     open_needs_read: bool = True
+    # Syscalls the seccomp filter refuses with EPERM without a stop (io_uring_setup when a
+    # rule blocks: its operations would bypass every syscall stop); attach mode, which has
+    # no filter, stops on them and the engine refuses them (Verdict.refuse).
+    refused: frozenset[str] = frozenset()
+    # Opens that can write are stopped again at their exit and judged by the returned fd.
+    recheck_writes: bool = False
+    # Sends (sendto/sendmsg/sendmmsg) stop only with MSG_FASTOPEN (a TCP connect) when no
+    # rule watches UDP destinations.
+    sends_need_udp: bool = True
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Verdict:
 
     events: tuple[RuntimeEvent, ...] = ()
     block: bool = False  # deny the syscall (-EPERM) and kill the offending process
+    refuse: bool = False  # deny the syscall (-EPERM) and let the process go on
 
 
 ALLOW = Verdict()

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import functools
 import os
@@ -78,6 +79,7 @@ from sidecar import ptrace as pt
 from sidecar import seccomp
 from sidecar.decode import Decoder, Process, can_write
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
+from sidecar.resolve import fd_target
 from sidecar.syscalls import Arch, native_arch
 
 log = get_logger("sidecar.tracer")
@@ -157,6 +159,7 @@ class TracerStats:
     decoded: int = 0  # events decoded and evaluated
     events: int = 0  # runtime events submitted
     blocked: int = 0
+    refused: int = 0  # syscalls denied with EPERM without killing (io_uring_setup)
     processes: int = 0  # processes seen in total
     threads: int = 0  # threads traced now
     engine_errors: int = 0
@@ -212,6 +215,8 @@ class Tracer:
         self._exited_early: set[int] = set()
         self._in_syscall: set[int] = set()  # aarch64 entry/exit toggle (attach mode)
         self._pending_exec: dict[int, tuple[RuntimeEvent, ...]] = {}  # tid -> events
+        # tid -> an open for writing to judge again by its fd at the syscall's exit
+        self._exit_checks: dict[int, SyscallEvent] = {}
         self.root_pid: int | None = None
         self.exit_status = 0
         self.mode = ""
@@ -248,9 +253,13 @@ class Tracer:
         fprog = None
         # Even a process-only policy gets the filter in launch mode: one stop per execve
         # (nothing else stops) lets a block rule deny the exec before it happens.
-        if self.req.syscalls:
-            conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
-            program = seccomp.build_program(self.arch, self.req.syscalls, conditions)
+        if self.req.syscalls or self.req.refused:
+            conditions = seccomp.open_conditions(
+                self.req.syscalls, self.req.open_needs_read
+            ) + seccomp.send_conditions(self.req.syscalls, self.req.sends_need_udp)
+            program = seccomp.build_program(
+                self.arch, self.req.syscalls, conditions, self.req.refused
+            )
             fprog, keep = seccomp.pack_program(program)
         _libc()[1](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         ready, go = os.pipe()
@@ -626,6 +635,16 @@ class Tracer:
         self._resume(tid, 0)
 
     def _on_syscall_stop(self, tid: int) -> None:
+        if self._exit_checks:
+            pending = self._exit_checks.pop(tid, None)
+            if pending is not None:
+                # The exit stop of an open we asked to see again (the next syscall stop of
+                # a thread resumed with PTRACE_SYSCALL after an entry or seccomp stop).
+                self._read_call(tid)
+                self._in_syscall.discard(tid)
+                self._on_exit_check(tid, pending)
+                self._resume(tid, 0)
+                return
         nr, args = self._read_call(tid)
         if isinstance(self._regs, pt.X86_64Regs):
             # The kernel sets rax to -ENOSYS before the syscall-entry stop.
@@ -660,11 +679,13 @@ class Tracer:
         decoder = self.decoder
         event: SyscallEvent | None
         try:
-            call = decoder.open_call(proc, nr, args) if self._quiet_open is not None else None
+            call = decoder.open_call(proc, tid, nr, args) if self._quiet_open is not None else None
             if call is None:
                 event = decoder.decode(proc, tid, nr, args)
             elif self._open_is_quiet(*call):
                 self.stats.decoded += 1  # decoded and evaluated, by the engine's fast path
+                if self.req.recheck_writes and can_write(call[2]):
+                    self._recheck_at_exit(tid, decoder.open_event(proc, tid, args, *call))
                 return False
             else:
                 event = decoder.open_event(proc, tid, args, *call)
@@ -677,11 +698,14 @@ class Tracer:
             return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
         is_exec = event.kind == "exec"
         verdict = self._report(event, defer=is_exec)
-        if verdict.block:
+        if verdict.block or verdict.refuse:
             if is_exec:
                 self._submit_all(verdict.events)  # deferred above; report the block now
-            self._deny(tid, tgid)
+            self._deny(tid, tgid, kill=verdict.block)
             return True
+        if self.req.recheck_writes and event.kind == "open" and event.flags is not None:
+            if can_write(event.flags):
+                self._recheck_at_exit(tid, event)
         if is_exec and verdict.events:
             # Reported when PTRACE_EVENT_EXEC confirms the exec succeeded (a failed exec,
             # ENOEXEC or EACCES, ran nothing); dropped at the thread's next stop otherwise.
@@ -717,9 +741,36 @@ class Tracer:
             self._submit_all(verdict.events)
         return verdict
 
-    def _deny(self, tid: int, tgid: int) -> None:
-        """Skip the syscall with -EPERM, resume, and kill the offending process."""
-        self.stats.blocked += 1
+    def _recheck_at_exit(self, tid: int, event: SyscallEvent) -> None:
+        """Stop this open again at its exit: the fd it returns says what the kernel opened,
+        whatever the path string said (another thread may swap it after we read it)."""
+        self._exit_checks[tid] = event
+
+    def _on_exit_check(self, tid: int, event: SyscallEvent) -> None:
+        """At the exit of an open for writing: resolve the returned fd; when it is not the
+        file judged at entry, judge it now. A block kills the process here, before the
+        syscall returns to it: it never writes a byte through that fd."""
+        regs = self._regs
+        result = regs.rax if isinstance(regs, pt.X86_64Regs) else regs.regs[0]
+        fd = result - _WRAP if result >= _SIGN_BIT else result
+        if fd < 0:
+            return  # the open failed: nothing was opened
+        tgid = self._threads.get(tid, tid)
+        opened = fd_target(tgid, fd)
+        if opened is None or opened == event.path:
+            return
+        verdict = self._report(dataclasses.replace(event, path=opened, detail="fd at exit"))
+        if verdict.block:
+            self.stats.blocked += 1
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)
+
+    def _deny(self, tid: int, tgid: int, kill: bool = True) -> None:
+        """Skip the syscall with -EPERM, resume, and (`kill`) kill the offending process."""
+        if kill:
+            self.stats.blocked += 1
+        else:
+            self.stats.refused += 1
         try:
             if isinstance(self._regs, pt.X86_64Regs):
                 self._regs.orig_rax = SKIP_SYSCALL
@@ -731,8 +782,9 @@ class Tracer:
                 pt.setregs_aarch64(tid, self._regs, self._iov)
         except pt.PtraceError as exc:
             log.warning("cannot deny a syscall", extra=fields(tid=tid, error=str(exc)))
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(tgid, signal.SIGKILL)  # the whole thread group, nothing else
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)  # the whole thread group, nothing else
         self._resume(tid, 0)
         self._in_syscall.discard(tid)
 
@@ -756,10 +808,9 @@ class Tracer:
         return r[8], (r[0], r[1], r[2], r[3], r[4], r[5])
 
     def _resume(self, tid: int, sig: int) -> None:
+        every = self._stop_every_syscall or (bool(self._exit_checks) and tid in self._exit_checks)
         try:
-            self._resume_request(
-                tid, pt.PTRACE_SYSCALL if self._stop_every_syscall else pt.PTRACE_CONT, sig
-            )
+            self._resume_request(tid, pt.PTRACE_SYSCALL if every else pt.PTRACE_CONT, sig)
         except pt.PtraceError as exc:
             if exc.errno != errno.ESRCH:
                 raise
@@ -774,6 +825,7 @@ class Tracer:
         if tgid not in self._procs:
             proc = Process(tgid, ppid or _ppid(tgid))
             proc.refresh_exe()
+            proc.refresh_root()
             if self._container_of is not None:
                 proc.container = self._container_of(tgid)
             self._procs[tgid] = proc
@@ -790,6 +842,7 @@ class Tracer:
         self._awaiting_first_stop.discard(tid)
         self._in_syscall.discard(tid)
         self._pending_exec.pop(tid, None)
+        self._exit_checks.pop(tid, None)
         if tid in self._started_early:  # gone before its parent's fork event was handled
             self._started_early.discard(tid)
             self._exited_early.add(tid)
@@ -871,6 +924,8 @@ def _exit_code(status: int) -> int:
 
 
 def _exists(pid: int, path: str) -> bool:
+    if not path.startswith("/"):
+        return True  # memfd:name, or a path we could not resolve: judge it
     try:
         os.stat(f"/proc/{pid}/root{path}" if path.startswith("/") else path)
     except FileNotFoundError:

@@ -331,13 +331,23 @@ def resolve_overrides(p: Policy, whitelist: str) -> Policy:
 
 def test_requirements_of_the_bundled_modes() -> None:
     minimal = Engine(resolve_policy({"MONITORING_MODE": "minimal"})).requirements()
-    assert minimal.syscalls == {"execve", "execveat", "connect"}
+    # every way to name a destination; sends stop only with MSG_FASTOPEN (no UDP rule)
+    sends = {"sendto", "sendmsg", "sendmmsg"}
+    assert minimal.syscalls - {"io_uring_setup"} == {"execve", "execveat", "connect"} | sends
+    assert not minimal.sends_need_udp
     assert not minimal.process_only and not minimal.open_needs_read
     balanced = Engine(resolve_policy({"MONITORING_MODE": "balanced"})).requirements()
-    assert {"openat", "unlinkat", "fchmodat", "renameat2", "execve", "connect"} <= (
-        balanced.syscalls
-    )
+    every_write = {"open", "openat", "openat2", "creat", "truncate", "ftruncate", "link",
+                   "linkat", "symlink", "symlinkat", "rename", "renameat", "renameat2"}  # fmt: skip
+    assert every_write | {"unlinkat", "fchmodat", "fchmodat2", "execve"} <= balanced.syscalls
     assert not balanced.open_needs_read  # FIM on writes only: read-only opens never stop
+    assert balanced.recheck_writes  # and a write open is judged again by its fd at exit
+    # io_uring: refused by the filter when a rule blocks, an event otherwise
+    blocks = "block" in {
+        r.action for r in resolve_policy({"MONITORING_MODE": "balanced"}).fim.paths
+    }
+    assert ("io_uring_setup" in balanced.refused) == blocks
+    assert ("io_uring_setup" in balanced.syscalls) != blocks
     aggressive = Engine(load_policies([policies_dir() / "tracing-policy-schema.yaml"]))
     assert aggressive.requirements().open_needs_read
 
