@@ -76,6 +76,8 @@ CONNECT_SYSCALLS = frozenset({"connect"})
 # (sendto/sendmsg with MSG_FASTOPEN connects). Without a UDP rule only the latter stop.
 SEND_SYSCALLS = frozenset({"sendto", "sendmsg", "sendmmsg"})
 IO_URING_SETUP = "io_uring_setup"
+# argv[0] is the caller's choice: shown in events up to this many characters.
+MAX_ARGV0_SHOWN = 256
 # Cap of the address -> decision cache (a workload talking to many peers must not grow it).
 MAX_ADDRESS_CACHE = 4_096
 _ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
@@ -120,7 +122,10 @@ def _split_flags(args: Sequence[str]) -> set[str]:
 
 
 def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
-    """(paths, basenames) the executed program goes by: the exec path and argv[0].
+    """(paths, basenames) the executed program goes by: the file the kernel runs (symlinks
+    followed, `memfd:name` for a memfd), the symlinks the invoked path went through
+    (`innocent -> nc` matches a rule on `nc` and one on `innocent`), and argv[0] (a
+    multi-call binary such as busybox acts on it).
 
     Not `exe`: at an execve syscall stop it is still the caller's image (the shell that
     runs the program); only when the tracer knows no path (an exec reported without one)
@@ -130,13 +135,27 @@ def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     argv0 = event.argv[0] if event.argv else None
     fallback = event.exe if not (event.path or argv0) else None
-    for candidate in (event.path, argv0, fallback):
+    for candidate in (event.path, *event.aliases, argv0, fallback):
         if not candidate:
             continue
         if candidate.startswith("/"):
             paths.add(_canonical(os.path.normpath(candidate)))
         names.add(candidate.rsplit("/", 1)[-1])
     return paths, names
+
+
+def _exec_details(event: SyscallEvent, program: str) -> dict[str, Any]:
+    """What an exec event says beside the program: the caller, argv[0] when it is not the
+    program's name, the symlinks it was invoked through, and a cut command line."""
+    details: dict[str, Any] = dict(_parent(event, program))
+    argv0 = event.argv[0] if event.argv else None
+    if argv0 and argv0.rsplit("/", 1)[-1] != program.rsplit("/", 1)[-1]:
+        details["argv0"] = argv0[:MAX_ARGV0_SHOWN]
+    if event.aliases:
+        details["invoked_as"] = event.aliases[0]
+    if event.truncated:
+        details["args_truncated"] = True
+    return details
 
 
 def report(
@@ -453,7 +472,7 @@ class Engine:
                     path=program,
                     args=mask_argv(argv) if rule.capture_args else None,
                     message=f"execution of {program}",
-                    extra=_parent(event, program),
+                    extra=_exec_details(event, program),
                 )
             )
 
@@ -492,7 +511,7 @@ class Engine:
                         ),
                         extra={
                             "command": "download" if download else detail,
-                            **_parent(event, event.path or event.exe),
+                            **_exec_details(event, event.path or event.exe),
                         },
                     )
                 )

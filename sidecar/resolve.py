@@ -261,9 +261,9 @@ def _normal(path: str) -> str:
 
 
 def link_names(pid: int, tid: int, dirfd: int | None, raw: str) -> tuple[str, ...]:
-    """Basenames along the chain of symlinks `raw` names as its final component (an exec
-    of `innocent -> /usr/bin/nc -> /etc/alternatives/nc -> /bin/nc.openbsd` gives
-    ("innocent", "nc", "nc", "nc.openbsd")); () when `raw` is not a symlink."""
+    """The paths along the chain of symlinks `raw` names as its final component: an exec of
+    `innocent -> /usr/bin/nc -> /etc/alternatives/nc -> /bin/nc.openbsd` gives those four
+    (what a rule on the invoked name or path must match); () when `raw` is not a symlink."""
     if not raw:
         return ()
     if raw.startswith("/"):
@@ -273,14 +273,14 @@ def link_names(pid: int, tid: int, dirfd: int | None, raw: str) -> tuple[str, ..
         if start is None:
             return ()
         path = os.path.join(start, raw)
-    names: list[str] = []
+    chain: list[str] = []
     for _ in range(MAX_LINK_HOPS):
         try:
             target = os.readlink(path)
         except OSError:
             break
-        if not names:
-            names.append(os.path.basename(path.rstrip("/")))
-        names.append(os.path.basename(target.rstrip("/")))
+        if not chain:
+            chain.append(_normal(path))
         path = target if target.startswith("/") else os.path.join(os.path.dirname(path), target)
-    return tuple(names)
+        chain.append(_normal(path))
+    return tuple(chain)

@@ -197,7 +197,9 @@ class Tracer:
         self._container_of = container_of
         self.decoder = Decoder(self.arch, clock)
         self.stats = TracerStats()
-        names = set(requirements.syscalls)
+        # Refused syscalls stop too where no filter refuses them (attach mode): the engine
+        # refuses them at the stop.
+        names = set(requirements.syscalls) | set(requirements.refused)
         self.watched: frozenset[int] = frozenset(
             self.arch.number(n) for n in names if self.arch.has(n)
         )

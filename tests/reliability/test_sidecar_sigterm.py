@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.sidecar_world import CLI, ROOT, cli_env, counted, read_jsonl
+from tests.reliability.sidecar_world import CLI, ROOT, cli_env, counted, read_jsonl, reap
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.slow]
 EXECS = 5
@@ -85,10 +85,7 @@ def test_sigterm_as_an_attached_app_exits_loses_no_event(tmp_path: Path, delay: 
         app.wait(30)
         _, err = sidecar.communicate(timeout=60)
     finally:
-        for proc in (app, sidecar):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        reap(app, sidecar)
     assert sidecar.returncode == 0, err[-2000:]
     assert counted(read_jsonl(events), rule="process:true") == EXECS, err[-2000:]
 
@@ -107,9 +104,7 @@ def test_sigterm_as_a_launched_workload_exits_loses_no_event(tmp_path: Path, del
         sidecar.send_signal(signal.SIGTERM)
         _, err = sidecar.communicate(timeout=60)
     finally:
-        if sidecar.poll() is None:
-            sidecar.kill()
-            sidecar.wait()
+        reap(sidecar)
     # The workload exited 0 or was ended by the forwarded SIGTERM: either is its status.
     assert sidecar.returncode in (0, 128 + signal.SIGTERM), err[-2000:]
     assert counted(read_jsonl(events), rule="process:true") == EXECS, err[-2000:]
