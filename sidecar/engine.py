@@ -13,7 +13,7 @@ Actions: `log` and `alert` only report (the sinks decide where alerts go); `bloc
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 import ipaddress
 import os
 import re
@@ -43,6 +43,8 @@ from sidecar.events import (
     SyscallEvent,
     Verdict,
 )
+from sidecar.packages import install_command, python_module, tool_name
+from sidecar.patterns import compile_glob, compile_pattern
 from sidecar.policy import (
     ACTIONS,
     DOWNLOAD_TOOLS,
@@ -82,9 +84,6 @@ MAX_ARGV0_SHOWN = 256
 MAX_ADDRESS_CACHE = 4_096
 _ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_URL = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
-# pip3.11 -> pip3, python3.12 -> python3
-_VERSION_SUFFIX = re.compile(r"^(pip3?|python3?)(\.\d+)+$")
 
 
 # (rule, severity, action, message, ip, port) of one network destination
@@ -99,9 +98,9 @@ class _Process:
     rule_id: str
     by_path: bool
     exact: str | None
-    glob: re.Pattern[str] | None
+    glob: Any  # an RE2 pattern (sidecar.patterns)
     args: frozenset[str]
-    pattern: re.Pattern[str] | None
+    pattern: Any
 
 
 def _canonical(path: str) -> str:
@@ -158,6 +157,13 @@ def _exec_details(event: SyscallEvent, program: str) -> dict[str, Any]:
     return details
 
 
+def _fingerprint(argv: Sequence[str]) -> str:
+    """A digest of the whole command line (never the line itself: it may hold secrets)."""
+    return hashlib.blake2b(
+        "\0".join(argv).encode("utf-8", "surrogateescape"), digest_size=8
+    ).hexdigest()
+
+
 def report(
     event: SyscallEvent,
     *,
@@ -180,6 +186,7 @@ def report(
         process=process or event.exe,
         syscall=event.syscall,
         container=event.container,
+        fingerprint=_fingerprint(event.argv) if event.argv else None,
         **details,
     )
 
@@ -210,11 +217,11 @@ class Engine:
         self._fim_exact: dict[str, list[FimPath]] = {}
         self._fim_children: dict[str, list[FimPath]] = {}
         self._fim_recursive: dict[str, list[FimPath]] = {}
-        self._fim_globs: list[tuple[re.Pattern[str], FimPath]] = []
+        self._fim_globs: list[tuple[Any, FimPath]] = []
         if policy.fim.enabled:
             for rule in policy.fim.paths:
                 if rule.is_glob:
-                    self._fim_globs.append((re.compile(fnmatch.translate(rule.path)), rule))
+                    self._fim_globs.append((compile_glob(rule.path), rule))
                 elif rule.recursive:
                     self._fim_recursive.setdefault(rule.path, []).append(rule)
                 else:
@@ -260,9 +267,9 @@ class Engine:
             rule_id=f"process:{rule.name}",
             by_path=by_path,
             exact=None if is_glob else name,
-            glob=re.compile(fnmatch.translate(name)) if is_glob else None,
+            glob=compile_glob(name) if is_glob else None,
             args=frozenset(rule.args),
-            pattern=re.compile(rule.args_pattern) if rule.args_pattern else None,
+            pattern=compile_pattern(rule.args_pattern) if rule.args_pattern else None,
         )
 
     # ----------------------------------------------------------------- requirements
@@ -481,16 +488,16 @@ class Engine:
     def _software(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
         argv = list(event.argv)
         _, names = _program_names(event)
-        names = {_VERSION_SUFFIX.sub(r"\1", n) for n in names}
+        names = {tool_name(n) for n in names}
         # python -m pip install ...: the module is the package manager
-        if names & {"python", "python3"} and "-m" in argv[:-1]:
-            module = argv[argv.index("-m") + 1]
-            if module in ("pip", "pip3"):
-                names = {module}
-                argv = [module, *argv[argv.index("-m") + 2 :]]
+        if names & {"python", "python3"}:
+            module = python_module(argv)
+            if module is not None and tool_name(module[0]) in ("pip", "pip3"):
+                names = {tool_name(module[0])}
+                argv = module[1]
         for name in names & self._managers.keys():
             for manager in self._managers[name]:
-                detail = _install_command(manager, argv[1:])
+                detail = install_command(name, manager.commands, argv[1:])
                 if detail is None:
                     continue
                 download = name in DOWNLOAD_TOOLS
@@ -642,29 +649,3 @@ def _actions(policy: Policy) -> set[str]:
     if policy.anomaly.enabled:
         actions.add(policy.anomaly.action)
     return actions
-
-
-def _install_command(manager: PackageManagerRule, args: Sequence[str]) -> str | None:
-    """The install subcommand `args` run for this manager, or None (not an install)."""
-    if manager.name in DOWNLOAD_TOOLS:
-        return next((a for a in args if _URL.match(a)), None)
-    positional = [a for a in args if not a.startswith("-")]
-    first = positional[0] if positional else None
-    if manager.name == "yarn" and first == "global" and len(positional) > 1:
-        first = positional[1]
-    for command in manager.commands:
-        if command.startswith("-"):
-            for arg in args:
-                if arg == command:
-                    return command
-                # rpm -ivh / -Uvh: the mode letter comes first in a short-flag cluster
-                if (
-                    len(command) == 2
-                    and arg.startswith(command)
-                    and not arg.startswith("--")
-                    and arg[2:].isalpha()
-                ):
-                    return command
-        elif first == command:
-            return command
-    return None

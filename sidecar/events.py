@@ -112,6 +112,10 @@ class RuntimeEvent:
     score: float | None = None  # anomaly score
     count: int = 1  # set by aggregation
     extra: dict[str, Any] = field(default_factory=dict)
+    # What else tells two events of one rule, process and subject apart when aggregating:
+    # a digest of the whole command line for exec events (two different command lines are
+    # two events, whether or not the args are captured). Not reported itself.
+    fingerprint: str | None = None
 
     def subject(self) -> str:
         """What the event is about: the aggregation key beside rule and process."""

@@ -19,7 +19,6 @@ once in one `PolicyError`. Several files merge into one `Policy` (the seed's "ba
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import ipaddress
 import json
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from securityhub.errors import ConfigurationError, PolicyError
+from sidecar.patterns import glob_regex
 
 API_VERSION = "security.qualys.com/v1"
 KIND = "TracingPolicy"
@@ -516,7 +516,7 @@ def _semantic(doc: Document) -> list[tuple[str, str]]:
             if not path.startswith("/"):
                 add(where, f"path {path!r} is relative; write an absolute path such as /{path}")
             elif _GLOB_CHARS.search(path):
-                _check_regex(fnmatch.translate(path), where, add, what="glob")
+                _check_regex(glob_regex(path), where, add, what="glob")
 
     proc = spec.get("processExecution") or {}
     for i, entry in enumerate(proc.get("trackedExecutables") or []):
@@ -526,7 +526,7 @@ def _semantic(doc: Document) -> list[tuple[str, str]]:
             _check_regex(pattern, (*where, "argsPattern"), add, what="regular expression")
         name = entry.get("name")
         if isinstance(name, str) and _GLOB_CHARS.search(name):
-            _check_regex(fnmatch.translate(name), (*where, "name"), add, what="glob")
+            _check_regex(glob_regex(name), (*where, "name"), add, what="glob")
 
     out = (spec.get("networkMonitoring") or {}).get("outboundConnections") or {}
     base = ("spec", "networkMonitoring", "outboundConnections")
@@ -573,14 +573,12 @@ def _check_regex(
     add: Callable[[tuple[str | int, ...], str], None],
     what: str,
 ) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        add(
-            where,
-            f"the {what} {pattern!r} does not compile ({exc}); "
-            "escape special characters with a backslash",
-        )
+    """Patterns are compiled with RE2 (sidecar.patterns): linear time, checked here."""
+    from sidecar.patterns import pattern_problem
+
+    message = pattern_problem(pattern, what)
+    if message:
+        add(where, message)
 
 
 def cidr_problem(cidr: str) -> str | None:

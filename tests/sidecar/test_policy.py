@@ -118,7 +118,9 @@ INVALID = {
     "bad-cidr.yaml": (11, ["'10.1.2.3/16'", "host bits", "did you mean 10.1.0.0/16"]),
     "bad-port.yaml": (11, ["port 70000", "between 1 and 65535"]),
     "unknown-syscall.yaml": (9, ["unknown syscall 'conect'", "did you mean 'connect'"]),
-    "bad-regex.yaml": (10, ["does not compile", "escape"]),
+    "bad-regex.yaml": (10, ["not accepted by RE2", "missing )", "escape"]),
+    # RE2 runs in linear time and has no backreferences: refused at load, not at runtime
+    "backreference.yaml": (10, ["not accepted by RE2", "backreferences", "rewrite"]),
     "bad-severity.yaml": (10, ["'severe' is not allowed", "low, medium, high, critical"]),
 }
 
