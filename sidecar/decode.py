@@ -68,6 +68,7 @@ ARG_MAX_COUNT = 1024  # argv entries matched; more are flagged as truncated
 # entry is cut on its own. The whole argv is read up to ARGV_MAX_TOTAL and flagged beyond.
 ARG_MAX_LEN = 32 * 4096
 ARGV_MAX_TOTAL = 256 * 1024
+ENV_NAME_MAX = 128  # bytes of an envp entry read: enough for the name and its "="
 MEMFD_NAME_MAX = 249  # <linux/memfd.h>: 249 bytes of name after the "memfd:" prefix
 UIO_MAXIOV = 1024  # <linux/uio.h>: sendmmsg's vlen is capped to this by the kernel
 MMSGHDR_SIZE = 64  # struct mmsghdr { struct msghdr (56); unsigned msg_len; } padded, LP64
@@ -320,13 +321,16 @@ class View:
     """One stop's access to the tracee: its memory, and paths resolved as its thread sees
     them (cwd per thread, dirfd, root, symlinks: sidecar.resolve)."""
 
-    __slots__ = ("mem", "pid", "same_root", "tid")
+    __slots__ = ("mem", "pid", "ppid", "same_root", "tid")
 
-    def __init__(self, mem: ProcessMemory, pid: int, tid: int, same_root: bool = True) -> None:
+    def __init__(
+        self, mem: ProcessMemory, pid: int, tid: int, same_root: bool = True, ppid: int = 0
+    ) -> None:
         self.mem = mem
         self.pid = pid
         self.tid = tid
         self.same_root = same_root
+        self.ppid = ppid
 
     def string(self, addr: int, limit: int = PATH_MAX) -> str | None:
         return _text(self.mem.cstring(addr, limit))
@@ -369,11 +373,23 @@ def _argv(mem: ProcessMemory, addr: int) -> tuple[tuple[str, ...], bool]:
     return tuple(argv), truncated
 
 
+def _env_names(mem: ProcessMemory, addr: int) -> tuple[str, ...]:
+    """The names of the variables in envp (never their values: they hold credentials)."""
+    names = []
+    for ptr in mem.pointers(addr, ARG_MAX_COUNT):
+        entry = mem.cstring(ptr, ENV_NAME_MAX) or b""
+        name, sep, _ = entry.partition(b"=")
+        if sep and name:
+            names.append(name.decode("utf-8", "replace"))
+    return tuple(names)
+
+
 def _exec(v: View, a: tuple[int, ...], at: bool) -> dict[str, Any]:
     """The file that runs: the resolved path (symlinks followed: `innocent -> nc` is nc),
     the fd of execveat(fd, "", AT_EMPTY_PATH) / fexecve (memfds as `memfd:name`), plus the
     names of the symlinks on the way (what a rule on the invoked name matches)."""
     dirfd, path_arg, argv_arg = (signed32(a[0]), a[1], a[2]) if at else (AT_FDCWD, a[0], a[1])
+    envp = a[3] if at else a[2]
     raw = v.string(path_arg)
     if at and raw == "" and a[4] & AT_EMPTY_PATH:
         path = v.fd(dirfd)
@@ -383,6 +399,12 @@ def _exec(v: View, a: tuple[int, ...], at: bool) -> dict[str, Any]:
         aliases = link_names(v.pid, v.tid, None if dirfd == AT_FDCWD else dirfd, raw or "")
     argv, truncated = _argv(v.mem, argv_arg)
     fields: dict[str, Any] = {"kind": KIND_EXEC, "path": path, "argv": argv}
+    env = _env_names(v.mem, envp)
+    if env:
+        fields["env"] = env
+    parent = _readlink(f"/proc/{v.ppid}/exe") if v.ppid else None  # the parent process
+    if parent:
+        fields["parent"] = parent
     if aliases:
         fields["aliases"] = aliases
     if truncated:
@@ -660,7 +682,8 @@ class Decoder:
         if handler is None:
             fields = {"kind": KIND_OTHER}
         else:
-            fields = handler(View(proc.memory(), proc.pid, tid, proc.same_root), raw_args)
+            view = View(proc.memory(), proc.pid, tid, proc.same_root, proc.ppid)
+            fields = handler(view, raw_args)
             if not fields:
                 return None
         return self._event(proc, tid, name, raw_args, fields)
@@ -692,6 +715,16 @@ class Decoder:
             parts.pop()
         truncated = len(raw) > ARGV_MAX_TOTAL or len(parts) > ARG_MAX_COUNT
         argv = tuple(a.decode("utf-8", "surrogateescape") for a in parts[:ARG_MAX_COUNT])
+        env: tuple[str, ...] = ()
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+                env = tuple(
+                    e.partition(b"=")[0].decode("utf-8", "replace")
+                    for e in fh.read(ARGV_MAX_TOTAL).split(b"\0")
+                    if b"=" in e
+                )
+        except OSError:
+            env = ()
         return SyscallEvent(
             timestamp=self.clock(),
             pid=proc.pid,
@@ -704,4 +737,6 @@ class Decoder:
             argv=argv,
             container=proc.container,
             truncated=truncated,
+            env=env,
+            parent=_readlink(f"/proc/{proc.ppid}/exe"),
         )

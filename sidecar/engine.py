@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,14 @@ FIM_SYSCALLS: dict[str, frozenset[str]] = {
     "unlink": frozenset({"unlink", "unlinkat", "rmdir"}) | RENAME_SYSCALLS,
     "chmod": frozenset({"chmod", "fchmod", "fchmodat", "fchmodat2"}),
     "chown": frozenset({"chown", "fchown", "lchown", "fchownat"}),
+    "link": LINK_SYSCALLS,
 }
+# Drift detection: every way a file can appear or become executable, and exec.
+DRIFT_SYSCALLS = (
+    OPEN_SYSCALLS | RENAME_SYSCALLS | LINK_SYSCALLS | FIM_SYSCALLS["chmod"] | EXEC_SYSCALLS
+)
+# Paths remembered as written since start (oldest forgotten first beyond this).
+MAX_DRIFT_PATHS = 65_536
 CONNECT_SYSCALLS = frozenset({"connect"})
 # Every way to name a destination while sending: UDP datagrams, and TCP Fast Open
 # (sendto/sendmsg with MSG_FASTOPEN connects). Without a UDP rule only the latter stop.
@@ -101,6 +109,8 @@ class _Process:
     glob: Any  # an RE2 pattern (sidecar.patterns)
     args: frozenset[str]
     pattern: Any
+    parents: tuple[Any, ...]  # RE2 globs of the parent program names; () = any parent
+    env: frozenset[str]
 
 
 def _canonical(path: str) -> str:
@@ -141,6 +151,32 @@ def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
             paths.add(_canonical(os.path.normpath(candidate)))
         names.add(candidate.rsplit("/", 1)[-1])
     return paths, names
+
+
+# FIM event -> the event a rule that does not watch it reports it as.
+_ALSO_REPORTED_AS = {"write": "open", "link": "write"}
+# openFlags / chmodBits words -> bits (<asm-generic/fcntl.h>, <sys/stat.h>)
+OPEN_FLAG_BITS = {"truncate": 0o1000, "append": 0o2000, "create": 0o100, "exclusive": 0o200}
+CHMOD_BIT_MASKS = {"setuid": 0o4000, "setgid": 0o2000, "sticky": 0o1000,
+                   "executable": 0o111, "world-writable": 0o002}  # fmt: skip
+
+
+def _narrowed_in(rule: FimPath, label: str, event: SyscallEvent) -> bool:
+    """Whether the event has the open flags / mode bits the rule narrows itself to."""
+    if rule.open_flags and label in ("open", "write") and event.kind == KIND_OPEN:
+        flags = event.flags or 0
+        return any(flags & OPEN_FLAG_BITS[f] for f in rule.open_flags)
+    if rule.chmod_bits and label == "chmod":
+        mode = event.mode or 0
+        return any(mode & CHMOD_BIT_MASKS[b] for b in rule.chmod_bits)
+    return True
+
+
+def _parent_matches(parents: tuple[Any, ...], event: SyscallEvent) -> bool:
+    """The program that calls exec (at the stop, `exe` is still its image: the forking
+    parent's for fork+exec) or the parent process's, by basename (Falco's proc.pname)."""
+    names = {p.rsplit("/", 1)[-1] for p in (event.exe, event.parent) if p}
+    return any(g.match(n) for g in parents for n in names)
 
 
 def _exec_details(event: SyscallEvent, program: str) -> dict[str, Any]:
@@ -256,6 +292,8 @@ class Engine:
         self._whitelist = sf.whitelist
         self._anomaly = AnomalyDetector(policy.anomaly, clock) if policy.anomaly.enabled else None
         self._has_block = "block" in _actions(policy)
+        self._drift = policy.drift if policy.drift.enabled else None
+        self._written: OrderedDict[str, None] = OrderedDict()  # drift: files made at runtime
 
     @staticmethod
     def _compile_process(rule: TrackedExecutable) -> _Process:
@@ -270,6 +308,8 @@ class Engine:
             glob=compile_glob(name) if is_glob else None,
             args=frozenset(rule.args),
             pattern=compile_pattern(rule.args_pattern) if rule.args_pattern else None,
+            parents=tuple(compile_glob(p) for p in rule.parent),
+            env=frozenset(rule.env),
         )
 
     # ----------------------------------------------------------------- requirements
@@ -286,6 +326,8 @@ class Engine:
             syscalls |= CONNECT_SYSCALLS | SEND_SYSCALLS
         if self._anomaly is not None:
             syscalls |= EXEC_SYSCALLS | CONNECT_SYSCALLS
+        if self._drift is not None:
+            syscalls |= DRIFT_SYSCALLS
         syscalls |= self._traced
         if syscalls & EXEC_SYSCALLS:
             syscalls |= EXEC_SYSCALLS  # execveat is an exec too
@@ -307,7 +349,7 @@ class Engine:
             process_only=syscalls <= EXEC_SYSCALLS and not refused,
             open_needs_read=open_needs_read,
             refused=refused,
-            recheck_writes=bool(self._fim_events & {"write", "open"}),
+            recheck_writes=bool(self._fim_events & {"write", "open"}) or self._drift is not None,
             sends_need_udp=sends_need_udp,
         )
 
@@ -316,6 +358,8 @@ class Engine:
     def evaluate(self, event: SyscallEvent) -> Verdict:
         kind = event.kind
         found: list[RuntimeEvent] = []
+        if self._drift is not None:
+            self._track_drift(event, found)
         if kind == KIND_EXEC:
             if self._processes:
                 self._exec_rules(event, found)
@@ -338,9 +382,9 @@ class Engine:
         elif kind == KIND_CHOWN:
             self._fim(event, event.path, "chown", found)
         elif kind == KIND_LINK:
-            self._fim(event, event.path, "write", found)  # a name appears in a directory
-            if not found:
-                self._fim(event, event.path2, "write", found, label="link")
+            self._fim(event, event.path, "link", found)  # a name appears in a directory
+            if not found:  # a second name for (or a symlink to) a watched file
+                self._fim(event, event.path2, "link", found)
         elif kind == KIND_IO_URING:
             self._io_uring(event, found)
         if self._traced and event.syscall in self._traced:
@@ -360,8 +404,8 @@ class Engine:
         A fast path for the commonest stop under FIM on every open; False when unsure."""
         if self._traced and syscall in self._traced:
             return False
-        if self._anomaly is not None and write:
-            return False  # a written directory is an anomaly feature (anomaly.features)
+        if (self._anomaly is not None or self._drift is not None) and write:
+            return False  # a written file is state: an anomaly feature, a drift candidate
         if not self._fim_events:
             return True
         return self._fim_match(path, "write" if write else "open") is None
@@ -400,7 +444,7 @@ class Engine:
         found: list[RuntimeEvent],
         label: str | None = None,
     ) -> None:
-        match = self._fim_match(path, what)
+        match = self._fim_match(path, what, event)
         if match is not None:
             rule, matched, path = match
             label = label or matched
@@ -422,20 +466,25 @@ class Engine:
                 )
             )
 
-    def _fim_match(self, path: str | None, what: str) -> tuple[FimPath, str, str] | None:
-        """The FIM rule that reports `what` on `path` (rule, label, normalized path)."""
-        if not path or (
-            what not in self._fim_events and not (what == "write" and "open" in self._fim_events)
-        ):
+    def _fim_match(
+        self, path: str | None, what: str, event: SyscallEvent | None = None
+    ) -> tuple[FimPath, str, str] | None:
+        """The FIM rule that reports `what` on `path` (rule, label, normalized path).
+        `event` gives the flags and mode that `openFlags`/`chmodBits` narrow rules by;
+        without it such rules match (the answer errs towards evaluating in full)."""
+        also = _ALSO_REPORTED_AS.get(what)
+        if not path or (what not in self._fim_events and also not in self._fim_events):
             return None  # no rule watches this kind of event: skip the path lookups
         path = _normalize(path)
         best: tuple[tuple[int, int, int], FimPath, str] | None = None
         for rule in self._fim_rules(path):
             if what in rule.events:
                 label = what
-            elif what == "write" and "open" in rule.events:
-                label = "open"  # an open for writing is an open too
+            elif also is not None and also in rule.events:
+                label = also  # an open for writing is an open too; a link writes its dir
             else:
+                continue
+            if event is not None and not _narrowed_in(rule, label, event):
                 continue
             # One event per syscall: the strongest action, then the highest severity, then
             # the most specific path among the rules that match.
@@ -465,6 +514,10 @@ class Engine:
                 if not proc.args & tokens:
                     continue
             if proc.pattern is not None and not proc.pattern.search(" ".join(argv)):
+                continue
+            if proc.env and not proc.env.intersection(event.env):
+                continue
+            if proc.parents and not _parent_matches(proc.parents, event):
                 continue
             rule = proc.rule
             program = event.path or event.exe
@@ -568,6 +621,9 @@ class Engine:
         if not self._allowed(ip):
             message = f"connection to {ip}:{port}, outside the allowlist"
             return "network:outside-allowlist", net.severity, net.action, message, ip, port
+        if net.allowed_ports and port not in net.allowed_ports:
+            message = f"connection to {ip}:{port}: port {port} is not an allowed port"
+            return "network:port-not-allowed", net.severity, net.action, message, ip, port
         return None
 
     def _allowed(self, ip: str) -> bool:
@@ -585,6 +641,50 @@ class Engine:
             self._address_cache.clear()
         self._address_cache[ip] = allowed
         return allowed
+
+    def _track_drift(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        """Remember files that appear or become executable at runtime; report an exec of
+        one (or of a memfd): a program that was not in the image (Falco's "Drop and execute
+        new binary in container", GuardDuty's NewBinaryExecuted)."""
+        kind, path = event.kind, event.path
+        made: str | None = None
+        if kind == KIND_OPEN and event.access & {ACCESS_WRITE, ACCESS_CREATE}:
+            made = path
+        elif kind == KIND_RENAME:
+            made = event.path2
+        elif kind == KIND_LINK:
+            made = path
+        elif kind == KIND_CHMOD and (event.mode or 0) & 0o111:
+            made = path
+        if made:
+            self._written[_normalize(made)] = None
+            self._written.move_to_end(_normalize(made))
+            if len(self._written) > MAX_DRIFT_PATHS:
+                self._written.popitem(last=False)
+            return
+        if kind != KIND_EXEC or not path:
+            return
+        memfd = path.startswith("memfd:")
+        if not memfd and _normalize(path) not in self._written:
+            return
+        drift = self._drift
+        assert drift is not None
+        found.append(
+            report(
+                event,
+                category="process",
+                rule="drift:new-executable",
+                severity=drift.severity,
+                action=drift.action,
+                process=path,
+                path=path,
+                message=(
+                    f"execution of {path}, "
+                    + ("a memfd: never in the image" if memfd else "written after start")
+                ),
+                extra=_exec_details(event, path),
+            )
+        )
 
     def _io_uring(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
         """io_uring runs opens, writes and connects inside the kernel, with no syscall a
@@ -648,4 +748,6 @@ def _actions(policy: Policy) -> set[str]:
         actions.add(policy.syscalls.action)
     if policy.anomaly.enabled:
         actions.add(policy.anomaly.action)
+    if policy.drift.enabled:
+        actions.add(policy.drift.action)
     return actions

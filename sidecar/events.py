@@ -59,6 +59,8 @@ class SyscallEvent:
     # exec: names of the symlinks the invoked path went through (`innocent` -> `nc`)
     aliases: tuple[str, ...] = ()
     truncated: bool = False  # exec: argv was longer than the decoder reads (flagged)
+    env: tuple[str, ...] = ()  # exec: names of the environment variables set (no values)
+    parent: str | None = None  # exec: the parent process's executable
     # sendmmsg: every distinct (family, ip, port) of the vector when there are several
     destinations: tuple[tuple[str, str, int], ...] = ()
     detail: str | None = None  # what else the syscall says: link kind, flags, namespaces

@@ -37,7 +37,9 @@ API_VERSION = "security.qualys.com/v1"
 KIND = "TracingPolicy"
 SEVERITIES = ("low", "medium", "high", "critical")
 ACTIONS = ("log", "alert", "block")
-FIM_EVENTS = ("open", "write", "unlink", "chmod", "chown")
+FIM_EVENTS = ("open", "write", "unlink", "chmod", "chown", "link")
+OPEN_FLAGS = ("truncate", "append", "create", "exclusive")
+CHMOD_BITS = ("setuid", "setgid", "sticky", "executable", "world-writable")
 DEFAULT_SEVERITY = "medium"
 DEFAULT_ACTION = "alert"
 SPEC_SECTIONS = (
@@ -47,6 +49,7 @@ SPEC_SECTIONS = (
     "softwareInstallation",
     "syscallFiltering",
     "anomalyDetection",
+    "driftDetection",
     "actions",
     "performance",
 )
@@ -114,6 +117,8 @@ class FimPath:
     events: frozenset[str] = frozenset({"write"})
     severity: str = DEFAULT_SEVERITY
     action: str = DEFAULT_ACTION
+    open_flags: frozenset[str] = frozenset()  # OPEN_FLAGS words; empty: any open
+    chmod_bits: frozenset[str] = frozenset()  # CHMOD_BITS words; empty: any chmod
 
     @property
     def is_glob(self) -> bool:
@@ -134,6 +139,8 @@ class TrackedExecutable:
     severity: str = DEFAULT_SEVERITY
     action: str = DEFAULT_ACTION
     capture_args: bool = False
+    parent: tuple[str, ...] = ()  # names or globs of the program that calls exec
+    env: tuple[str, ...] = ()  # environment variables, any of which set matches
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class NetworkMonitoring:
     enabled: bool = False
     allowlist: tuple[str, ...] = ()  # CIDRs; connections elsewhere are events
     blocked_ports: frozenset[int] = frozenset()
+    allowed_ports: frozenset[int] = frozenset()  # when set, any other port is an event
     severity: str = DEFAULT_SEVERITY
     action: str = DEFAULT_ACTION
     blocked_ports_severity: str = "high"
@@ -184,6 +192,16 @@ class AnomalyDetection:
     learning_window: float = DEFAULT_LEARNING_WINDOW  # seconds
     learning_events: int = DEFAULT_LEARNING_EVENTS
     alert_threshold: float = DEFAULT_ALERT_THRESHOLD
+    severity: str = "high"
+    action: str = DEFAULT_ACTION
+
+
+@dataclass(frozen=True)
+class DriftDetection:
+    """Executions of files that were not in the image: written, created, linked, renamed
+    into place or made executable after the sidecar started, and memfds."""
+
+    enabled: bool = False
     severity: str = "high"
     action: str = DEFAULT_ACTION
 
@@ -235,6 +253,7 @@ class Policy:
     software: SoftwareInstallation = field(default_factory=SoftwareInstallation)
     syscalls: SyscallFiltering = field(default_factory=SyscallFiltering)
     anomaly: AnomalyDetection = field(default_factory=AnomalyDetection)
+    drift: DriftDetection = field(default_factory=DriftDetection)
     actions: Actions = field(default_factory=Actions)
     performance: Performance = field(default_factory=Performance)
 
@@ -527,6 +546,9 @@ def _semantic(doc: Document) -> list[tuple[str, str]]:
         name = entry.get("name")
         if isinstance(name, str) and _GLOB_CHARS.search(name):
             _check_regex(glob_regex(name), (*where, "name"), add, what="glob")
+        for j, parent in enumerate(entry.get("parent") or []):
+            if isinstance(parent, str) and _GLOB_CHARS.search(parent):
+                _check_regex(glob_regex(parent), (*where, "parent", j), add, what="glob")
 
     out = (spec.get("networkMonitoring") or {}).get("outboundConnections") or {}
     base = ("spec", "networkMonitoring", "outboundConnections")
@@ -535,12 +557,13 @@ def _semantic(doc: Document) -> list[tuple[str, str]]:
             message = cidr_problem(cidr)
             if message:
                 add((*base, "allowlist", i), message)
-    for i, port in enumerate(out.get("blockedPorts") or []):
-        if isinstance(port, int) and not isinstance(port, bool) and not 1 <= port <= MAX_PORT:
-            add(
-                (*base, "blockedPorts", i),
-                f"port {port} is out of range; use a TCP/UDP port between 1 and {MAX_PORT}",
-            )
+    for key in ("blockedPorts", "allowedPorts"):
+        for i, port in enumerate(out.get(key) or []):
+            if isinstance(port, int) and not isinstance(port, bool) and not 1 <= port <= MAX_PORT:
+                add(
+                    (*base, key, i),
+                    f"port {port} is out of range; use a TCP/UDP port between 1 and {MAX_PORT}",
+                )
 
     soft = spec.get("softwareInstallation") or {}
     for i, entry in enumerate(soft.get("packageManagers") or []):
@@ -704,6 +727,9 @@ def merge(docs: Sequence[Document]) -> Policy:
     managers: list[PackageManagerRule] = []
     allowlist: list[str] = []
     ports: set[int] = set()
+    allowed_ports: set[int] = set()
+    drift: dict[str, Any] = {}
+    drift_enabled = False
     net: dict[str, Any] = {}
     traced: set[str] = set()
     whitelist: set[str] = set()
@@ -727,6 +753,8 @@ def merge(docs: Sequence[Document]) -> Policy:
                     events=frozenset(entry.get("events", ["write"])),
                     severity=entry.get("severity", DEFAULT_SEVERITY),
                     action=entry.get("action", DEFAULT_ACTION),
+                    open_flags=frozenset(entry.get("openFlags", ())),
+                    chmod_bits=frozenset(entry.get("chmodBits", ())),
                 )
             )
         section = spec.get("processExecution") or {}
@@ -740,6 +768,8 @@ def merge(docs: Sequence[Document]) -> Policy:
                     severity=entry.get("severity", DEFAULT_SEVERITY),
                     action=entry.get("action", DEFAULT_ACTION),
                     capture_args=entry.get("captureArgs", False),
+                    parent=tuple(entry.get("parent", ())),
+                    env=tuple(entry.get("env", ())),
                 )
             )
         section = spec.get("networkMonitoring") or {}
@@ -747,6 +777,7 @@ def merge(docs: Sequence[Document]) -> Policy:
         out = dict(section.get("outboundConnections") or {})
         allowlist += [c for c in out.pop("allowlist", []) if c not in allowlist]
         ports.update(out.pop("blockedPorts", []))
+        allowed_ports.update(out.pop("allowedPorts", []))
         net.update(out)
         section = spec.get("softwareInstallation") or {}
         soft_enabled |= bool(section.get("enabled", bool(section)))
@@ -767,6 +798,9 @@ def merge(docs: Sequence[Document]) -> Policy:
         section = spec.get("anomalyDetection") or {}
         anomaly_enabled |= bool(section.get("enabled", bool(section)))
         anomaly.update({k: v for k, v in section.items() if k != "enabled"})
+        section = spec.get("driftDetection") or {}
+        drift_enabled |= bool(section.get("enabled", bool(section)))
+        drift.update({k: v for k, v in section.items() if k != "enabled"})
         actions = spec.get("actions") or {}
         alert = actions.get("alert") or {}
         if "enabled" in alert:
@@ -798,6 +832,7 @@ def merge(docs: Sequence[Document]) -> Policy:
             enabled=net_enabled,
             allowlist=tuple(allowlist),
             blocked_ports=frozenset(ports),
+            allowed_ports=frozenset(allowed_ports),
             severity=net.get("severity", DEFAULT_SEVERITY),
             action=net.get("action", DEFAULT_ACTION),
             blocked_ports_severity=net.get("blockedPortsSeverity", "high"),
@@ -819,6 +854,11 @@ def merge(docs: Sequence[Document]) -> Policy:
             alert_threshold=float(anomaly.get("alertThreshold", DEFAULT_ALERT_THRESHOLD)),
             severity=anomaly.get("severity", "high"),
             action=anomaly.get("action", DEFAULT_ACTION),
+        ),
+        drift=DriftDetection(
+            enabled=drift_enabled,
+            severity=drift.get("severity", "high"),
+            action=drift.get("action", DEFAULT_ACTION),
         ),
         actions=Actions(alert_enabled, tuple(destinations), qualys),
         performance=Performance(
