@@ -20,7 +20,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sidecar.anomaly import AnomalyDetector
@@ -172,6 +172,16 @@ def _narrowed_in(rule: FimPath, label: str, event: SyscallEvent) -> bool:
     return True
 
 
+def _other_name(event: SyscallEvent, path: str) -> dict[str, str]:
+    """The other name of a link or rename event about `path`: a link's target or the link
+    itself (when the watched file is the target), a rename's other side."""
+    if event.kind == KIND_LINK:
+        if path == event.path:
+            return {"target": event.path2 or ""}
+        return {"link": event.path or ""}
+    return {"other_path": (event.path2 if path == event.path else event.path) or ""}
+
+
 def _parent_matches(parents: tuple[Any, ...], event: SyscallEvent) -> bool:
     """The program that calls exec (at the stop, `exe` is still its image: the forking
     parent's for fork+exec) or the parent process's, by basename (Falco's proc.pname)."""
@@ -274,7 +284,16 @@ class Engine:
         # process execution
         self._processes: tuple[_Process, ...] = ()
         if policy.process.enabled:
-            self._processes = tuple(self._compile_process(r) for r in policy.process.tracked)
+            tracked = policy.process.tracked
+            seen: dict[str, int] = {}
+            compiled = []
+            for exe in tracked:
+                # Two rules on one name (`*sh` by argsPattern, `*sh` by parent) keep apart:
+                # the second is `process:*sh#2`.
+                seen[exe.name] = seen.get(exe.name, 0) + 1
+                suffix = f"#{seen[exe.name]}" if seen[exe.name] > 1 else ""
+                compiled.append(self._compile_process(exe, suffix))
+            self._processes = tuple(compiled)
         # software installation: name -> rules
         self._managers: dict[str, list[PackageManagerRule]] = {}
         if policy.software.enabled:
@@ -296,13 +315,13 @@ class Engine:
         self._written: OrderedDict[str, None] = OrderedDict()  # drift: files made at runtime
 
     @staticmethod
-    def _compile_process(rule: TrackedExecutable) -> _Process:
+    def _compile_process(rule: TrackedExecutable, suffix: str = "") -> _Process:
         by_path = "/" in rule.name
         is_glob = bool(re.search(r"[*?\[]", rule.name))
         name = _canonical(rule.name) if by_path else rule.name
         return _Process(
             rule=rule,
-            rule_id=f"process:{rule.name}",
+            rule_id=f"process:{rule.name}{suffix}",
             by_path=by_path,
             exact=None if is_glob else name,
             glob=compile_glob(name) if is_glob else None,
@@ -450,19 +469,23 @@ class Engine:
             label = label or matched
             details = {"event": label}
             if event.path2 and event.kind in (KIND_LINK, KIND_RENAME):
-                details["target" if event.kind == KIND_LINK else "other_path"] = (
-                    event.path2 if path == event.path else event.path or ""
-                )
+                details.update(_other_name(event, path))
+            if event.detail:
+                details["detail"] = event.detail  # "fd at exit", "hard", "symbolic", ...
             found.append(
-                report(
-                    event,
-                    category="file",
-                    rule=f"fim:{rule.path}",
-                    severity=rule.severity,
-                    action=rule.action,
-                    path=path,
-                    message=f"{label} of {path} (watched: {rule.path})",
-                    extra=details,
+                replace(
+                    report(
+                        event,
+                        category="file",
+                        rule=f"fim:{rule.path}",
+                        severity=rule.severity,
+                        action=rule.action,
+                        path=path,
+                        message=f"{label} of {path} (watched: {rule.path})",
+                        extra=details,
+                    ),
+                    # an open, a link and a chmod of one file are three events, not one
+                    fingerprint=label,
                 )
             )
 
