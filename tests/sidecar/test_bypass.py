@@ -22,12 +22,9 @@ Where each technique comes from:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -37,9 +34,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.sidecar_world import reap
 from tests.sidecar import test_tracer
-from tests.sidecar.test_tracer import ROOT, WORKLOADS
+from tests.sidecar.sidecar_cli import attach, cli_env, launch
+from tests.sidecar.test_tracer import WORKLOADS
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.slow]
 listeners = test_tracer.listeners  # the loopback TCP listener fixture
@@ -124,62 +121,23 @@ def world(tmp_path: Path, listeners: tuple[int, int, list[bytes]]) -> Iterator[W
     allowed.close()
 
 
-def _env(world: World, fd: int | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITORING_", "TRACING_"))}
-    env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
-    env.update({"CONTAINERSCAN_EVENTS_STDOUT": "0", "CONTAINERSCAN_HEARTBEAT_SECONDS": "0",
-                "PYTHONPATH": str(ROOT)})  # fmt: skip
-    if fd is not None:
-        env["PROTECTED_FD"] = str(fd)
-    return env
-
-
 def _workload(world: World, case: str) -> list[str]:
     argv = [sys.executable, BYPASS, case, str(world.protected), str(world.outside), str(world.port)]
     return [*argv, str(world.allowed_udp)] if case == "udp-sendmmsg" else argv
 
 
 def _launch(world: World, case: str, fd: int | None) -> tuple[list[dict], str]:
+    env = cli_env(**({"PROTECTED_FD": str(fd)} if fd is not None else {}))
+    fds = () if fd is None else (fd,)
     events = world.tmp / f"events-{case}.jsonl"
-    proc = subprocess.run(
-        [*CLI, "sidecar", "run", "--policy", str(world.policy()), "--events-file", str(events),
-         "--", *_workload(world, case)],
-        cwd=ROOT, env=_env(world, fd), capture_output=True, text=True, timeout=120,
-        pass_fds=() if fd is None else (fd,),
-    )  # fmt: skip
-    return _read(events), proc.stdout + proc.stderr
+    return launch(world.policy(), events, _workload(world, case), env, fds)
 
 
 def _attach(world: World, case: str, fd: int | None) -> tuple[list[dict], str]:
+    env = cli_env(**({"PROTECTED_FD": str(fd)} if fd is not None else {}))
+    fds = () if fd is None else (fd,)
     events, go = world.tmp / f"events-{case}.jsonl", world.tmp / f"go-{case}"
-    app = subprocess.Popen(
-        [*_workload(world, case), "--wait", str(go)], cwd=ROOT, env=_env(world, fd),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        pass_fds=() if fd is None else (fd,),
-    )  # fmt: skip
-    sidecar = subprocess.Popen(
-        [*CLI, "sidecar", "attach", "--pid", str(app.pid), "--policy", str(world.policy()),
-         "--events-file", str(events)],
-        cwd=ROOT, env=_env(world, None), stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while f"TracerPid:\t{sidecar.pid}\n" not in Path(f"/proc/{app.pid}/status").read_text():
-            assert time.monotonic() < deadline and sidecar.poll() is None, "never attached"
-            time.sleep(0.01)
-        go.touch()
-        out, _ = app.communicate(timeout=60)
-        sidecar.send_signal(signal.SIGTERM)
-        _, err = sidecar.communicate(timeout=60)
-    finally:
-        reap(app, sidecar)
-    return _read(events), out + err
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return attach(world.policy(), events, _workload(world, case), env, go, fds)
 
 
 RUNNERS = {"launch": _launch, "attach": _attach}

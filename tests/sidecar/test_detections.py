@@ -17,19 +17,15 @@ Sources, per case (workloads/detections.py does what they describe):
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.sidecar_world import reap
+from tests.sidecar.sidecar_cli import attach, cli_env, launch
 from tests.sidecar.test_tracer import ROOT, WORKLOADS
 
 pytestmark = [pytest.mark.ptrace, pytest.mark.slow]
@@ -97,54 +93,16 @@ def _tools(tmp: Path) -> Path:
     return bindir
 
 
-def _env(bindir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITORING_", "TRACING_"))}
-    env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
-    env.update({"CONTAINERSCAN_EVENTS_STDOUT": "0", "CONTAINERSCAN_HEARTBEAT_SECONDS": "0",
-                "PYTHONPATH": str(ROOT), "PATH": f"{bindir}:{os.environ['PATH']}"})  # fmt: skip
-    return env
-
-
 def _launch(tmp: Path, port: int) -> tuple[list[dict], str]:
-    events = tmp / "events.jsonl"
-    proc = subprocess.run(
-        [*CLI, "sidecar", "run", "--policy", str(STARTER), "--events-file", str(events), "--",
-         sys.executable, DETECTIONS, str(tmp), str(port)],
-        cwd=ROOT, env=_env(_tools(tmp)), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    return _read(events), proc.stdout + proc.stderr
+    env = cli_env(PATH=f"{_tools(tmp)}:{os.environ['PATH']}")
+    argv = [sys.executable, DETECTIONS, str(tmp), str(port)]
+    return launch(STARTER, tmp / "events.jsonl", argv, env)
 
 
 def _attach(tmp: Path, port: int) -> tuple[list[dict], str]:
-    events, go = tmp / "events.jsonl", tmp / "go"
-    env = _env(_tools(tmp))
-    app = subprocess.Popen(
-        [sys.executable, DETECTIONS, str(tmp), str(port), "--wait", str(go)], cwd=ROOT,
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    sidecar = subprocess.Popen(
-        [*CLI, "sidecar", "attach", "--pid", str(app.pid), "--policy", str(STARTER),
-         "--events-file", str(events)],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while f"TracerPid:\t{sidecar.pid}\n" not in Path(f"/proc/{app.pid}/status").read_text():
-            assert time.monotonic() < deadline and sidecar.poll() is None, "never attached"
-            time.sleep(0.01)
-        go.touch()
-        out, _ = app.communicate(timeout=300)
-        sidecar.send_signal(signal.SIGTERM)
-        _, err = sidecar.communicate(timeout=60)
-    finally:
-        reap(app, sidecar)
-    return _read(events), out + err
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    env = cli_env(PATH=f"{_tools(tmp)}:{os.environ['PATH']}")
+    argv = [sys.executable, DETECTIONS, str(tmp), str(port)]
+    return attach(STARTER, tmp / "events.jsonl", argv, env, tmp / "go")
 
 
 @pytest.fixture(scope="module", params=["launch", "attach"])

@@ -1,7 +1,7 @@
 """The detection suite's workload: each case does what one public detection rule or
 technique describes, in its own forked child (a `block` kills only that child).
 
-    python detections.py TMP PORT [--wait GO_FILE] [CASE ...]
+    python detections.py TMP PORT [CASE ...] [--wait GO_FILE]
 
 TMP is a scratch directory with `bin/` (stand-ins for nc, apt-get, curl: scripts that do
 nothing, so nothing is installed or contacted) first on PATH; PORT a loopback TCP listener.
@@ -26,14 +26,17 @@ CLONE_NEWUSER = 0x10000000
 TAG = f"containerscan-detect-{os.getpid()}"
 
 
-def write_below_etc(tmp: str, port: int) -> None:
-    path = f"/etc/{TAG}"
+def _write_and_remove(path: str) -> None:
     try:
         with open(path, "w") as fh:
             fh.write("x")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def write_below_etc(tmp: str, port: int) -> None:
+    _write_and_remove(f"/etc/{TAG}")
 
 
 def read_sensitive_file(tmp: str, port: int) -> None:
@@ -148,13 +151,7 @@ def miner_pool_port(tmp: str, port: int) -> None:
 
 
 def write_below_binary_dir(tmp: str, port: int) -> None:
-    path = f"/usr/bin/{TAG}"
-    try:
-        with open(path, "w") as fh:
-            fh.write("x")
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    _write_and_remove(f"/usr/bin/{TAG}")
 
 
 CASES = {
@@ -172,8 +169,8 @@ CASES = {
 def main() -> None:
     tmp, port = sys.argv[1], int(sys.argv[2])
     args = sys.argv[3:]
-    if args[:1] == ["--wait"]:
-        go, args = args[1], args[2:]
+    if args[-2:-1] == ["--wait"]:
+        go, args = args[-1], args[:-2]
         while not os.path.exists(go):
             time.sleep(0.01)
     for name in args or list(CASES):
