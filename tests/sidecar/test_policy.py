@@ -17,6 +17,7 @@ from securityhub.errors import ConfigurationError, PolicyError
 from sidecar.policy import (
     MODE_FILES,
     load_policies,
+    merge,
     parse_policy_text,
     policies_dir,
     resolve_policy,
@@ -394,3 +395,14 @@ def test_the_aggressive_policy_uses_every_key_of_the_schema() -> None:
         "metadata.annotations",
         "spec.actions.alert.destinations.topicArn",
     }
+
+
+def test_every_yaml_example_in_the_policies_readme_validates() -> None:
+    """The README's examples are spec fragments: each must load as a policy's spec."""
+    text = (policies_dir() / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        spec = textwrap.indent(textwrap.dedent(block), "  ")
+        policy = merge(parse_policy_text(f"{HEADER}spec:\n{spec}", "README example"))
+        assert policy.names == ("snippet",)
