@@ -46,7 +46,7 @@ from sidecar.events import (
 )
 from sidecar.packages import install_command, python_module, tool_name
 from sidecar.patterns import compile_glob, compile_pattern
-from sidecar.policy import (
+from sidecar.policy_model import (
     ACTIONS,
     DOWNLOAD_TOOLS,
     SEVERITIES,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from securityhub.logs import fields, get_logger
 from sidecar.events import RuntimeEvent
-from sidecar.policy import Policy
+from sidecar.policy_model import Policy
 
 if TYPE_CHECKING:
     from sidecar.sinks import Sink

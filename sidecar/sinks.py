@@ -42,7 +42,7 @@ from urllib3.util.retry import Retry
 from securityhub.errors import ConfigurationError, ContainerscanError
 from securityhub.logs import fields, get_logger, register_secret
 from sidecar.events import RuntimeEvent
-from sidecar.policy import Policy
+from sidecar.policy_model import Policy
 
 log = get_logger("sidecar.sinks")
 

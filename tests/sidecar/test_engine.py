@@ -22,8 +22,9 @@ from sidecar.events import (
     KIND_UNLINK,
     SyscallEvent,
 )
-from sidecar.policy import Policy, load_policies, parse_policy_text, policies_dir, resolve_policy
+from sidecar.policy import load_policies, parse_policy_text, policies_dir, resolve_policy
 from sidecar.policy import merge as merge_docs
+from sidecar.policy_model import Policy
 
 HEADER = "apiVersion: security.qualys.com/v1\nkind: TracingPolicy\nmetadata:\n  name: t\n"
 

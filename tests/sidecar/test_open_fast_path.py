@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sidecar.decode import AT_FDCWD, Decoder, Process, can_write
 from sidecar.engine import Engine
 from sidecar.events import RuntimeEvent
-from sidecar.policy import (
+from sidecar.policy_model import (
     ACTIONS,
     SEVERITIES,
     AnomalyDetection,

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sidecar.events import RuntimeEvent
 from sidecar.pipeline import Pipeline
-from sidecar.policy import Performance, Policy
+from sidecar.policy_model import Performance, Policy
 
 
 def make_policy(rate: float = 1.0, size: int = 100, timeout: float = 0.2) -> Policy:

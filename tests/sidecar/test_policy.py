@@ -406,3 +406,24 @@ def test_every_yaml_example_in_the_policies_readme_validates() -> None:
         spec = textwrap.indent(textwrap.dedent(block), "  ")
         policy = merge(parse_policy_text(f"{HEADER}spec:\n{spec}", "README example"))
         assert policy.names == ("snippet",)
+
+
+def test_the_sections_own_the_schema_and_the_published_file_matches() -> None:
+    """Cloud Custodian's meta-tests: the registry covers the spec, every section's fragment
+    is a closed object, and policies/tracing-policy.schema.json is what the sections say
+    (regenerate it with `containerscan policy schema > policies/tracing-policy.schema.json`)."""
+    import json
+
+    from sidecar.policy import schema
+    from sidecar.policy_model import Policy
+    from sidecar.policy_sections import SECTIONS
+
+    published = json.loads((policies_dir() / "tracing-policy.schema.json").read_text())
+    assert published == schema()
+    assert set(schema()["properties"]["spec"]["properties"]) == set(SECTIONS)
+    fields = set(Policy.__dataclass_fields__)
+    for key, cls in SECTIONS.items():
+        assert cls.key == key and cls.attr in fields
+        assert cls.schema["type"] == "object" and cls.schema["additionalProperties"] is False
+        # every section merges "absent everywhere" into its model's defaults
+        assert cls.merge([{}]) == getattr(Policy(), cls.attr), key

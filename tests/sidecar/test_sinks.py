@@ -22,13 +22,13 @@ from securityhub.errors import ConfigurationError
 from securityhub.logs import configure
 from sidecar.events import RuntimeEvent
 from sidecar.pipeline import Pipeline
-from sidecar.policy import (
+from sidecar.policy import resolve_policy
+from sidecar.policy_model import (
     Actions,
     AlertDestination,
     Performance,
     Policy,
     QualysIntegration,
-    resolve_policy,
 )
 from sidecar.sinks import (
     JsonLinesSink,
