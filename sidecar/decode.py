@@ -35,6 +35,7 @@ from sidecar.events import (
     KIND_EXEC,
     KIND_IO_URING,
     KIND_LINK,
+    KIND_LISTEN,
     KIND_MEMFD,
     KIND_OPEN,
     KIND_OTHER,
@@ -487,6 +488,39 @@ def _sendmmsg(v: View, a: tuple[int, ...]) -> dict[str, Any]:
     return _send(first, a[3], tuple(seen) if len(seen) > 1 else ())
 
 
+def listening(pid: int, fd: int) -> dict[str, Any]:
+    """The local address of a socket about to listen: its inode (the fd's link is
+    `socket:[N]`) looked up in the process's /proc/PID/net/tcp and tcp6 (listen(2) is rare:
+    one read of each). {} for other sockets (unix, gone)."""
+    link = _readlink(f"/proc/{pid}/fd/{fd}") or ""
+    if not link.startswith("socket:["):
+        return {}
+    inode = link[len("socket:[") : -1]
+    for table, family in (("tcp", "inet"), ("tcp6", "inet6")):
+        try:
+            with open(f"/proc/{pid}/net/{table}", encoding="ascii") as fh:
+                next(fh, None)
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[9] == inode:
+                        address, _, port = cols[1].partition(":")
+                        return {
+                            "family": family,
+                            "ip": _proc_net_ip(address),
+                            "port": int(port, 16),
+                        }
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _proc_net_ip(hexaddr: str) -> str:
+    """/proc/net/tcp{,6} addresses: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hexaddr)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
 def _flag_names(value: int, names: dict[int, str]) -> str:
     return ",".join(n for bit, n in names.items() if value & bit) or hex(value)
 
@@ -593,6 +627,11 @@ def _handlers() -> dict[str, Handler]:
         "sendto": lambda v, a: _send(_sockaddr(v.mem, a[4], a[5]), a[3]),
         "sendmsg": lambda v, a: _send(_msghdr_name(v.mem, a[1]), a[2]),
         "sendmmsg": _sendmmsg,
+        "listen": lambda v, a: {
+            "kind": KIND_LISTEN,
+            "protocol": "tcp",
+            **listening(v.pid, s32(a[0])),
+        },
         "memfd_create": lambda v, a: {
             "kind": KIND_MEMFD,
             "path": f"memfd:{v.string(a[0], MEMFD_NAME_MAX) or ''}",

@@ -34,6 +34,7 @@ from sidecar.events import (
     KIND_EXEC,
     KIND_IO_URING,
     KIND_LINK,
+    KIND_LISTEN,
     KIND_OPEN,
     KIND_OTHER,
     KIND_RENAME,
@@ -343,6 +344,8 @@ class Engine:
             syscalls |= FIM_SYSCALLS[event]
         if self._net_enabled:
             syscalls |= CONNECT_SYSCALLS | SEND_SYSCALLS
+            if policy.network.inbound:
+                syscalls.add("listen")
         if self._anomaly is not None:
             syscalls |= EXEC_SYSCALLS | CONNECT_SYSCALLS
         if self._drift is not None:
@@ -406,6 +409,8 @@ class Engine:
                 self._fim(event, event.path2, "link", found)
         elif kind == KIND_IO_URING:
             self._io_uring(event, found)
+        elif kind == KIND_LISTEN:
+            self._listen(event, found)
         if self._traced and event.syscall in self._traced:
             self._syscall(event, found)
         if self._anomaly is not None:
@@ -664,6 +669,28 @@ class Engine:
             self._address_cache.clear()
         self._address_cache[ip] = allowed
         return allowed
+
+    def _listen(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        """A socket starts listening: outside inboundConnections.allowedPorts it is an event
+        (a bind shell, an unexpected server)."""
+        net = self.policy.network
+        if not (self._net_enabled and net.inbound) or event.port is None:
+            return
+        if event.port in net.listen_ports:
+            return
+        found.append(
+            report(
+                event,
+                category="network",
+                rule="network:listen-not-allowed",
+                severity=net.inbound_severity,
+                action=net.inbound_action,
+                ip=event.ip,
+                port=event.port,
+                message=f"listening on {event.ip}:{event.port}, not an allowed port",
+                extra={"direction": "inbound"},
+            )
+        )
 
     def _track_drift(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
         """Remember files that appear or become executable at runtime; report an exec of

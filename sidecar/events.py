@@ -22,6 +22,7 @@ KIND_CONNECT = "connect"  # connect
 KIND_SENDTO = "sendto"  # sendto / sendmsg / sendmmsg with a destination (UDP)
 KIND_LINK = "link"  # link, linkat (detail "hard"), symlink, symlinkat ("symbolic")
 KIND_MEMFD = "memfd"  # memfd_create: path "memfd:NAME"
+KIND_LISTEN = "listen"  # listen: the local address and port of the socket
 KIND_IO_URING = "io_uring"  # io_uring_setup: its operations are out of ptrace's sight
 KIND_OTHER = "other"  # any other traced syscall (syscall filtering rules)
 

@@ -109,6 +109,10 @@ class NetworkMonitoring:
     blocked_ports_severity: str = "high"
     blocked_ports_action: str = DEFAULT_ACTION
     udp: bool = False  # also watch UDP sendto/sendmsg destinations
+    inbound: bool = False  # inboundConnections given: listen(2) is watched
+    listen_ports: frozenset[int] = frozenset()  # ports allowed to listen on; empty: none
+    inbound_severity: str = DEFAULT_SEVERITY
+    inbound_action: str = DEFAULT_ACTION
 
 
 @dataclass(frozen=True)

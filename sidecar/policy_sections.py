@@ -382,6 +382,17 @@ class Network(Section):
         "additionalProperties": False,
         "properties": {
             "enabled": {"type": "boolean"},
+            "inboundConnections": {
+                "description": "listening sockets (listen(2)): a port outside allowedPorts "
+                "(every port when it is empty) is an event (listen-not-allowed)",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "allowedPorts": {"type": "array", "items": {"type": "integer"}},
+                    "severity": {"$ref": "#/$defs/severity"},
+                    "action": {"$ref": "#/$defs/action"},
+                },
+            },
             "outboundConnections": {
                 "type": "object",
                 "additionalProperties": False,
@@ -430,8 +441,13 @@ class Network(Section):
                 message = cidr_problem(cidr)
                 if message:
                     add((*base, "allowlist", i), message)
-        for key in ("blockedPorts", "allowedPorts"):
-            for i, port in enumerate(out.get(key) or []):
+        inbound = data.get("inboundConnections") or {}
+        ports = [(base, k, out.get(k) or []) for k in ("blockedPorts", "allowedPorts")]
+        ports.append(
+            ((*where, "inboundConnections"), "allowedPorts", inbound.get("allowedPorts") or [])
+        )
+        for base, key, values in ports:
+            for i, port in enumerate(values):
                 if (
                     isinstance(port, int)
                     and not isinstance(port, bool)
@@ -453,7 +469,15 @@ class Network(Section):
             blocked.update(out.get("blockedPorts", []))
             allowed.update(out.get("allowedPorts", []))
         net = _scalars(outs, skip=("allowlist", "blockedPorts", "allowedPorts"))
+        inbound = _scalars([d.get("inboundConnections") or {} for d in datas])
+        listen_ports = {
+            p for d in datas for p in (d.get("inboundConnections") or {}).get("allowedPorts", [])
+        }
         return NetworkMonitoring(
+            inbound=any(d.get("inboundConnections") is not None for d in datas),
+            listen_ports=frozenset(listen_ports),
+            inbound_severity=inbound.get("severity", DEFAULT_SEVERITY),
+            inbound_action=inbound.get("action", DEFAULT_ACTION),
             enabled=_enabled(datas),
             allowlist=tuple(allowlist),
             blocked_ports=frozenset(blocked),

@@ -77,7 +77,7 @@ from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
 from sidecar import ptrace as pt
 from sidecar import seccomp
-from sidecar.decode import Decoder, Process, can_write
+from sidecar.decode import Decoder, Process, can_write, listening, signed32
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
 from sidecar.resolve import fd_target
 from sidecar.syscalls import Arch, native_arch
@@ -705,7 +705,11 @@ class Tracer:
                 self._submit_all(verdict.events)  # deferred above; report the block now
             self._deny(tid, tgid, kill=verdict.block)
             return True
-        if self.req.recheck_writes and event.kind == "open" and event.flags is not None:
+        if event.kind == "listen" and event.port is None:
+            # A socket shows its port in /proc/PID/net/tcp only once it listens: look again
+            # when listen(2) returns.
+            self._recheck_at_exit(tid, event)
+        elif self.req.recheck_writes and event.kind == "open" and event.flags is not None:
             if can_write(event.flags):
                 self._recheck_at_exit(tid, event)
         if is_exec and verdict.events:
@@ -751,17 +755,32 @@ class Tracer:
     def _on_exit_check(self, tid: int, event: SyscallEvent) -> None:
         """At the exit of an open for writing: resolve the returned fd; when it is not the
         file judged at entry, judge it now. A block kills the process here, before the
-        syscall returns to it: it never writes a byte through that fd."""
+        syscall returns to it: it never writes a byte through that fd. At the exit of a
+        listen: judge the port it listens on."""
         regs = self._regs
         result = regs.rax if isinstance(regs, pt.X86_64Regs) else regs.regs[0]
         fd = result - _WRAP if result >= _SIGN_BIT else result
         if fd < 0:
-            return  # the open failed: nothing was opened
+            return  # the call failed: nothing was opened, nothing listens
         tgid = self._threads.get(tid, tid)
+        if event.kind == "listen":
+            self._judge_listening(tgid, event)
+            return
         opened = fd_target(tgid, fd)
         if opened is None or opened == event.path:
             return
         verdict = self._report(dataclasses.replace(event, path=opened, detail="fd at exit"))
+        if verdict.block:
+            self.stats.blocked += 1
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)
+
+    def _judge_listening(self, tgid: int, event: SyscallEvent) -> None:
+        """listen(2) returned: the socket is in /proc/PID/net/tcp now, with its port."""
+        where = listening(tgid, signed32(event.args[0]) if event.args else -1)
+        if not where:
+            return
+        verdict = self._report(dataclasses.replace(event, **where))
         if verdict.block:
             self.stats.blocked += 1
             with contextlib.suppress(ProcessLookupError):

@@ -76,6 +76,8 @@ EXPECTED: dict[str, tuple[str, str, dict[str, object], str]] = {
                                   "alert"),
     "miner-pool-port": ("Falco: Detect outbound connections to common miner pool ports; T1496",
                         "network:blocked-port", {"port": 3333}, "block"),
+    "bind-shell-port": ("T1571 Non-Standard Port: a listener (bind shell)",
+                        "network:listen-not-allowed", {"ip": "127.0.0.1"}, "alert"),
     "write-below-binary-dir": ("Falco: Write below binary dir; event-generator "
                                "WriteBelowBinaryDir", "fim:/usr/bin", {"event": "write"},
                                "block"),

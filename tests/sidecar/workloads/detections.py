@@ -150,6 +150,11 @@ def miner_pool_port(tmp: str, port: int) -> None:
         sock.connect(("127.0.0.1", 3333))
 
 
+def bind_shell_port(tmp: str, port: int) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:  # listens on a random port
+        server.getsockname()
+
+
 def write_below_binary_dir(tmp: str, port: int) -> None:
     _write_and_remove(f"/usr/bin/{TAG}")
 
@@ -162,7 +167,7 @@ CASES = {
               search_private_keys, package_management, download_tool, drop_and_execute,
               fileless_memfd, ld_preload, clear_log, setuid_bit, ptrace_attach,
               unshare_user_namespace, contact_instance_metadata, miner_pool_port,
-              write_below_binary_dir)
+              bind_shell_port, write_below_binary_dir)
 }  # fmt: skip
 
 
