@@ -54,6 +54,7 @@ from sidecar.policy_model import (
     FimPath,
     PackageManagerRule,
     Policy,
+    ProcessNetworkRule,
     TrackedExecutable,
 )
 from sidecar.redact import mask_argv
@@ -171,6 +172,16 @@ def _narrowed_in(rule: FimPath, label: str, event: SyscallEvent) -> bool:
         mode = event.mode or 0
         return any(mode & CHMOD_BIT_MASKS[b] for b in rule.chmod_bits)
     return True
+
+
+def _in_networks(ip: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def _other_name(event: SyscallEvent, path: str) -> dict[str, str]:
@@ -306,6 +317,14 @@ class Engine:
         self._allow = tuple(ipaddress.ip_network(c, strict=False) for c in net.allowlist)
         self._blocked_ports = net.blocked_ports
         self._address_cache: dict[str, bool] = {}
+        self._process_net = tuple(
+            (
+                compile_glob(r.name),
+                r,
+                tuple(ipaddress.ip_network(c, strict=False) for c in r.allowlist),
+            )
+            for r in net.processes
+        )
         # syscall filtering
         sf = policy.syscalls
         self._traced = sf.traced if sf.enabled else frozenset()
@@ -614,8 +633,11 @@ class Engine:
             return
         # sendmmsg: every destination of the vector, one event for the worst of them
         destinations = event.destinations or ((event.family, event.ip, event.port),)
+        own = self._process_rule(event.exe)
         verdicts = [
-            v for _, ip, port in destinations if ip is not None and (v := self._judge(ip, port))
+            v
+            for _, ip, port in destinations
+            if ip is not None and (v := self._judge(ip, port, own))
         ]
         if not verdicts:
             return
@@ -639,13 +661,30 @@ class Engine:
             )
         )
 
-    def _judge(self, ip: str, port: int | None) -> _Judged | None:
+    def _process_rule(self, exe: str) -> tuple[Any, ProcessNetworkRule, tuple[Any, ...]] | None:
+        """The first per-process network rule for the program making the connection."""
+        name = exe.rsplit("/", 1)[-1]
+        return next((r for r in self._process_net if r[0].match(name)), None)
+
+    def _judge(
+        self,
+        ip: str,
+        port: int | None,
+        own: tuple[Any, ProcessNetworkRule, tuple[Any, ...]] | None = None,
+    ) -> _Judged | None:
         """(rule, severity, action, message, ip, port) for one destination, or None."""
         net = self.policy.network
         if port in self._blocked_ports:
             message = f"connection to blocked port {port} at {ip}"
             return ("network:blocked-port", net.blocked_ports_severity,
                     net.blocked_ports_action, message, ip, port)  # fmt: skip
+        if own is not None:
+            _, rule, networks = own
+            inside = _in_networks(ip, networks)
+            if inside and (not rule.allowed_ports or port in rule.allowed_ports):
+                return None
+            message = f"{rule.name} connected to {ip}:{port}, outside its own network rule"
+            return f"network:process:{rule.name}", rule.severity, rule.action, message, ip, port
         if not self._allowed(ip):
             message = f"connection to {ip}:{port}, outside the allowlist"
             return "network:outside-allowlist", net.severity, net.action, message, ip, port
@@ -658,13 +697,7 @@ class Engine:
         cached = self._address_cache.get(ip)
         if cached is not None:
             return cached
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        allowed = any(address in network for network in self._allow)
+        allowed = _in_networks(ip, self._allow)
         if len(self._address_cache) >= MAX_ADDRESS_CACHE:
             self._address_cache.clear()
         self._address_cache[ip] = allowed

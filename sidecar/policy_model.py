@@ -99,6 +99,17 @@ class ProcessExecution:
 
 
 @dataclass(frozen=True)
+class ProcessNetworkRule:
+    """Outbound connections of one program (basename or glob), judged on their own."""
+
+    name: str
+    allowlist: tuple[str, ...] = ()  # CIDRs; empty: nowhere
+    allowed_ports: frozenset[int] = frozenset()  # empty: any port
+    severity: str = DEFAULT_SEVERITY
+    action: str = DEFAULT_ACTION
+
+
+@dataclass(frozen=True)
 class NetworkMonitoring:
     enabled: bool = False
     allowlist: tuple[str, ...] = ()  # CIDRs; connections elsewhere are events
@@ -109,6 +120,7 @@ class NetworkMonitoring:
     blocked_ports_severity: str = "high"
     blocked_ports_action: str = DEFAULT_ACTION
     udp: bool = False  # also watch UDP sendto/sendmsg destinations
+    processes: tuple[ProcessNetworkRule, ...] = ()
     inbound: bool = False  # inboundConnections given: listen(2) is watched
     listen_ports: frozenset[int] = frozenset()  # ports allowed to listen on; empty: none
     inbound_severity: str = DEFAULT_SEVERITY

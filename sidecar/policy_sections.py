@@ -40,6 +40,7 @@ from sidecar.policy_model import (
     PackageManagerRule,
     Performance,
     ProcessExecution,
+    ProcessNetworkRule,
     QualysIntegration,
     SoftwareInstallation,
     SyscallFiltering,
@@ -86,6 +87,19 @@ def _scalars(datas: Sequence[Data], skip: tuple[str, ...] = ("enabled",)) -> dic
     for data in datas:
         out.update({k: v for k, v in data.items() if k not in skip})
     return out
+
+
+def _named_rules(properties: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a list of rules, each a closed object with a required `name`."""
+    return {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "minLength": 1}, **properties},
+        },
+    }
 
 
 def _entries(datas: Sequence[Data], key: str) -> list[Data]:
@@ -275,70 +289,63 @@ class ProcessExecutionSection(Section):
         "additionalProperties": False,
         "properties": {
             "enabled": {"type": "boolean"},
-            "trackedExecutables": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["name"],
-                    "properties": {
-                        "name": {"type": "string", "minLength": 1},
-                        "args": {"type": "array", "items": {"type": "string"}},
-                        "argsPattern": {"type": "string", "minLength": 1},
-                        "parent": {
-                            "description": "match "
-                            "only "
-                            "when "
-                            "the "
-                            "program "
-                            "that "
-                            "runs "
-                            "the "
-                            "exec "
-                            "(or "
-                            "the "
-                            "parent "
-                            "process) "
-                            "is "
-                            "one "
-                            "of "
-                            "these "
-                            "names "
-                            "or "
-                            "globs",
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "minLength": 1},
-                        },
-                        "env": {
-                            "description": "match "
-                            "only "
-                            "when "
-                            "the "
-                            "new "
-                            "program's "
-                            "environment "
-                            "sets "
-                            "one "
-                            "of "
-                            "these "
-                            "variables "
-                            "(names "
-                            "only; "
-                            "values "
-                            "are "
-                            "never "
-                            "read)",
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                        },
-                        "severity": {"$ref": "#/$defs/severity"},
-                        "action": {"$ref": "#/$defs/action"},
-                        "captureArgs": {"type": "boolean"},
+            "trackedExecutables": _named_rules(
+                {
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "argsPattern": {"type": "string", "minLength": 1},
+                    "parent": {
+                        "description": "match "
+                        "only "
+                        "when "
+                        "the "
+                        "program "
+                        "that "
+                        "runs "
+                        "the "
+                        "exec "
+                        "(or "
+                        "the "
+                        "parent "
+                        "process) "
+                        "is "
+                        "one "
+                        "of "
+                        "these "
+                        "names "
+                        "or "
+                        "globs",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "minLength": 1},
                     },
-                },
-            },
+                    "env": {
+                        "description": "match "
+                        "only "
+                        "when "
+                        "the "
+                        "new "
+                        "program's "
+                        "environment "
+                        "sets "
+                        "one "
+                        "of "
+                        "these "
+                        "variables "
+                        "(names "
+                        "only; "
+                        "values "
+                        "are "
+                        "never "
+                        "read)",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                    },
+                    "severity": {"$ref": "#/$defs/severity"},
+                    "action": {"$ref": "#/$defs/action"},
+                    "captureArgs": {"type": "boolean"},
+                }
+            ),
         },
     }
 
@@ -382,6 +389,19 @@ class Network(Section):
         "additionalProperties": False,
         "properties": {
             "enabled": {"type": "boolean"},
+            "processes": {
+                "description": "per-process outbound rules: connections of a program matching "
+                "`name` are judged by its own allowlist and allowedPorts (blockedPorts still "
+                "apply); an empty allowlist allows nowhere",
+                **_named_rules(
+                    {
+                        "allowlist": {"type": "array", "items": {"type": "string"}},
+                        "allowedPorts": {"type": "array", "items": {"type": "integer"}},
+                        "severity": {"$ref": "#/$defs/severity"},
+                        "action": {"$ref": "#/$defs/action"},
+                    }
+                ),
+            },
             "inboundConnections": {
                 "description": "listening sockets (listen(2)): a port outside allowedPorts "
                 "(every port when it is empty) is an event (listen-not-allowed)",
@@ -441,8 +461,19 @@ class Network(Section):
                 message = cidr_problem(cidr)
                 if message:
                     add((*base, "allowlist", i), message)
+        for i, rule in enumerate(data.get("processes") or []):
+            at = (*where, "processes", i)
+            for j, cidr in enumerate(rule.get("allowlist") or []):
+                message = cidr_problem(cidr) if isinstance(cidr, str) else None
+                if message:
+                    add((*at, "allowlist", j), message)
+            name = rule.get("name")
+            if isinstance(name, str) and GLOB_CHARS.search(name):
+                check_pattern(glob_regex(name), (*at, "name"), add, what="glob")
         inbound = data.get("inboundConnections") or {}
         ports = [(base, k, out.get(k) or []) for k in ("blockedPorts", "allowedPorts")]
+        ports += [((*where, "processes", i), "allowedPorts", r.get("allowedPorts") or [])
+                  for i, r in enumerate(data.get("processes") or [])]  # fmt: skip
         ports.append(
             ((*where, "inboundConnections"), "allowedPorts", inbound.get("allowedPorts") or [])
         )
@@ -473,7 +504,17 @@ class Network(Section):
         listen_ports = {
             p for d in datas for p in (d.get("inboundConnections") or {}).get("allowedPorts", [])
         }
+        processes = tuple(
+            ProcessNetworkRule(
+                name=entry["name"],
+                allowlist=tuple(entry.get("allowlist", ())),
+                allowed_ports=frozenset(entry.get("allowedPorts", ())),
+                **_verdict(entry),
+            )
+            for entry in _entries(datas, "processes")
+        )
         return NetworkMonitoring(
+            processes=processes,
             inbound=any(d.get("inboundConnections") is not None for d in datas),
             listen_ports=frozenset(listen_ports),
             inbound_severity=inbound.get("severity", DEFAULT_SEVERITY),

@@ -11,10 +11,12 @@ from sidecar.events import (
     ACCESS_CREATE,
     ACCESS_READ,
     ACCESS_WRITE,
+    ALLOW,
     KIND_CHMOD,
     KIND_CHOWN,
     KIND_CONNECT,
     KIND_EXEC,
+    KIND_LISTEN,
     KIND_OPEN,
     KIND_OTHER,
     KIND_RENAME,
@@ -453,3 +455,30 @@ def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
     evil = exec_ev("sh", "-c", "a" * 100_000 + "!")
     assert engine.evaluate(evil).events == ()  # no match: ends in a non-word character
     assert engine.evaluate(exec_ev("sh", "-c", "echo hi")).block
+
+
+def test_per_process_network_rules_and_listen_ports() -> None:
+    engine = Engine(policy(
+        "networkMonitoring:\n  outboundConnections:\n    allowlist: [0.0.0.0/0]\n"
+        "    blockedPorts: [4444]\n"
+        "  processes:\n    - {name: curl, allowlist: [10.0.0.0/8], allowedPorts: [443],"
+        " action: block}\n"
+        "  inboundConnections: {allowedPorts: [8080], action: alert}\n"
+    ))  # fmt: skip
+
+    def connect(exe: str, ip: str, port: int) -> tuple[str, ...]:
+        call = ev(KIND_CONNECT, "connect", exe=exe, family="inet", ip=ip, port=port)
+        return tuple(e.rule for e in engine.evaluate(call).events)
+
+    assert connect("/usr/bin/curl", "10.1.2.3", 443) == ()  # its own rule allows it
+    assert connect("/usr/bin/curl", "10.1.2.3", 80) == ("network:process:curl",)
+    assert connect("/usr/bin/curl", "203.0.113.9", 443) == ("network:process:curl",)
+    assert engine.evaluate(ev(KIND_CONNECT, "connect", exe="/usr/bin/curl", family="inet",
+                              ip="203.0.113.9", port=443)).block  # fmt: skip
+    assert connect("/usr/bin/python3", "203.0.113.9", 443) == ()  # the section's allowlist
+    assert connect("/usr/bin/curl", "10.1.2.3", 4444) == ("network:blocked-port",)
+    listen = ev(KIND_LISTEN, "listen", family="inet", ip="0.0.0.0", port=4444)
+    assert [e.rule for e in engine.evaluate(listen).events] == ["network:listen-not-allowed"]
+    assert (
+        engine.evaluate(ev(KIND_LISTEN, "listen", family="inet", ip="0.0.0.0", port=8080)) == ALLOW
+    )
