@@ -17,12 +17,7 @@ AWS_TEST_ENV = {
 @pytest.fixture(autouse=True)
 def _aws_test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test ever reaches a real AWS account, whatever the developer's shell holds."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-    ):
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)

@@ -34,19 +34,15 @@ def test_containerscan_error_becomes_message_and_exit_code(monkeypatch) -> None:
     result = CliRunner().invoke(cli_module.cli, ["explode"], standalone_mode=False)
     assert isinstance(result.exception, ConfigurationError)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import click, sys\n"
-            "from check import cli\n"
-            "from securityhub.errors import ConfigurationError\n"
-            "@click.command('explode')\n"
-            "def explode():\n    raise ConfigurationError('CONTAINERSCAN_TABLE is not set', 'export it')\n"
-            "cli.cli.add_command(explode)\n"
-            "cli.main(['explode'])\n",
-        ],
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c",
+         "import click, sys\n"
+         "from check import cli\n"
+         "from securityhub.errors import ConfigurationError\n"
+         "@click.command('explode')\n"
+         "def explode():\n    raise ConfigurationError('CONTAINERSCAN_TABLE is not set', 'export it')\n"
+         "cli.cli.add_command(explode)\n"
+         "cli.main(['explode'])\n"],
+        capture_output=True, text=True,
     )
     assert proc.returncode == EXIT_USAGE
     assert "error: CONTAINERSCAN_TABLE is not set" in proc.stderr

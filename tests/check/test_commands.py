@@ -27,13 +27,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("QUALYS_ACCESS_TOKEN", "standin-token-123456")
     monkeypatch.setenv("QSCANNER_STANDIN_SCENARIO", str(tmp_path / "scenario.json"))
     monkeypatch.setenv("CONTAINERSCAN_TABLE", "cs-ledger")
-    for name in (
-        "CONTAINERSCAN_BUCKET",
-        "SNS_TOPIC_ARN",
-        "CONTAINERSCAN_REQUEST",
-        "CONTAINERSCAN_REQUEST_URI",
-        "CONTAINERSCAN_RUN_ID",
-    ):
+    for name in ("CONTAINERSCAN_BUCKET", "SNS_TOPIC_ARN", "CONTAINERSCAN_REQUEST",
+                 "CONTAINERSCAN_REQUEST_URI", "CONTAINERSCAN_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     emulator.install()
     with mock_aws():

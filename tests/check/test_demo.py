@@ -28,8 +28,7 @@ from tests.check.builtin.conftest import REPO, advisories_root
 needs_registry = pytest.mark.skipif(
     shutil.which(REGISTRY_BINARY) is None,
     reason=f"{REGISTRY_BINARY} is not installed (apt-get install docker-registry, or "
-    "sh scripts/system-deps.sh as root)",
-)
+           "sh scripts/system-deps.sh as root)")
 DEMO_TIMEOUT = 120  # the demo takes ~15 s here; generous for a loaded CI machine
 
 
@@ -89,23 +88,12 @@ def assert_nothing_left(output: str) -> None:
 @needs_registry
 def test_demo_sweeps_fixes_and_archives() -> None:
     env, have_data = demo_environment()
-    result = subprocess.run(
-        [sys.executable, "-m", "check.quickstart.demo"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEMO_TIMEOUT,
-        check=False,
-    )
+    result = subprocess.run([sys.executable, "-m", "check.quickstart.demo"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    for heading in (
-        "== 1. containerscan init",
-        "== 2. sample images",
-        "== 3. sweep with the built-in scanner",
-        "== 4. shop/worker fixed",
-    ):
+    for heading in ("== 1. containerscan init", "== 2. sample images",
+                    "== 3. sweep with the built-in scanner", "== 4. shop/worker fixed"):
         assert heading in out
     assert "table containerscan-demo: created" in out
     assert out.count("$ containerscan sweep --scanner builtin") == 2
@@ -124,8 +112,7 @@ def test_demo_sweeps_fixes_and_archives() -> None:
         first = out.split("$ containerscan findings\n", 1)[1].split("== 4.", 1)[0]
         assert "10 finding(s)" in first
         assert {"CVE-2019-1547", "CVE-2023-46136", "CVE-2023-32681"} <= set(
-            re.findall(r"CVE-\d+-\d+", first)
-        )
+            re.findall(r"CVE-\d+-\d+", first))
     else:
         assert "EMPTY" in out and "2 active, 0 archived" in last, out
     assert "servers stopped, temporary files removed" in last
@@ -137,14 +124,8 @@ def test_demo_sweeps_fixes_and_archives() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_demo_cleans_up_when_interrupted(signum: int) -> None:
     env, _ = demo_environment()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "check.quickstart.demo"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = subprocess.Popen([sys.executable, "-m", "check.quickstart.demo"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     lines: list[str] = []
     try:

@@ -63,9 +63,8 @@ class Stack:
     def launcher(self, cache: bool = True, **env: str) -> Launcher:
         config = LauncherConfig.from_env({**self.env, **env})
         scan_cache = ScanCache(self.dynamodb, self.table) if cache else None
-        return Launcher(
-            config, ecs=self.ecs, s3=self.s3, cache=scan_cache, sleep=self.sleeps.append
-        )
+        return Launcher(config, ecs=self.ecs, s3=self.s3, cache=scan_cache,
+                        sleep=self.sleeps.append)
 
     def json(self, key: str) -> dict[str, Any]:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
@@ -158,13 +157,8 @@ def stack(network: tuple[list[str], str]) -> Iterator[Stack]:
     yield stack
 
 
-def api_event(
-    method: str,
-    resource: str,
-    body: Any = None,
-    run_id: str | None = None,
-    base64_body: bool = False,
-) -> dict[str, Any]:
+def api_event(method: str, resource: str, body: Any = None, run_id: str | None = None,
+              base64_body: bool = False) -> dict[str, Any]:
     text = body if isinstance(body, str) or body is None else json.dumps(body)
     if base64_body and text is not None:
         text = base64.b64encode(text.encode()).decode()
@@ -174,10 +168,8 @@ def api_event(
         "httpMethod": method,
         "headers": {"Host": "abc123.execute-api.us-east-1.amazonaws.com"},
         "pathParameters": {"runId": run_id} if run_id else None,
-        "requestContext": {
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-            "stage": "v1",
-        },
+        "requestContext": {"domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+                           "stage": "v1"},
         "body": text,
         "isBase64Encoded": base64_body,
     }
@@ -193,13 +185,8 @@ def body_of(response: dict[str, Any]) -> dict[str, Any]:
 
 
 REQUEST = {
-    "accounts": [
-        {
-            "account_id": "210987654321",
-            "role": "containerscan-spoke",
-            "external_id": "ext-id-0123456789abcdef",
-        }
-    ],
+    "accounts": [{"account_id": "210987654321", "role": "containerscan-spoke",
+                  "external_id": "ext-id-0123456789abcdef"}],
     "regions": ["us-east-1"],
     "repositories": ["payments/*"],
     "exclude": ["sandbox/*"],
@@ -217,9 +204,7 @@ def test_post_starts_a_task_with_the_request_and_run_id(stack: Stack) -> None:
     body = body_of(response)
     run_id = body["runId"]
     assert launcher_module.RUN_ID_RE.fullmatch(run_id)
-    assert (
-        body["statusUrl"] == f"https://abc123.execute-api.us-east-1.amazonaws.com/v1/scans/{run_id}"
-    )
+    assert body["statusUrl"] == f"https://abc123.execute-api.us-east-1.amazonaws.com/v1/scans/{run_id}"
     (arn,) = body["tasks"]
     task = stack.task(arn)
     assert task["clusterArn"].endswith(f":cluster/{stack.cluster}")
@@ -253,21 +238,13 @@ def test_post_splits_a_large_sweep_into_shards(stack: Stack) -> None:
     assert [d["shard"] for d in docs] == ["1/3", "2/3", "3/3"]
     assert all({k: v for k, v in d.items() if k != "shard"} == REQUEST for d in docs)
     assert [env_of(p)["CONTAINERSCAN_RUN_ID"] for p in stack.run_task_params] == [
-        f"{run_id}-1of3",
-        f"{run_id}-2of3",
-        f"{run_id}-3of3",
-    ]
+        f"{run_id}-1of3", f"{run_id}-2of3", f"{run_id}-3of3"]
     assert len({p["clientToken"] for p in stack.run_task_params}) == 3
 
 
 def test_post_bad_request_gets_every_field_error_and_starts_nothing(stack: Stack) -> None:
-    bad = {
-        "regions": ["us-east-9x", "eu-west-1"],
-        "max_images": -1,
-        "scan_types": ["pkg", "malware"],
-        "colour": "blue",
-        "shards": 0,
-    }
+    bad = {"regions": ["us-east-9x", "eu-west-1"], "max_images": -1, "scan_types": ["pkg", "malware"],
+           "colour": "blue", "shards": 0}
     response = dispatch(stack.launcher(), api_event("POST", "/scans", bad))
     assert response["statusCode"] == 400
     errors = {e["field"] for e in body_of(response)["errors"]}
@@ -277,15 +254,12 @@ def test_post_bad_request_gets_every_field_error_and_starts_nothing(stack: Stack
     assert stack.ecs.list_tasks(cluster=stack.cluster)["taskArns"] == []
 
 
-@pytest.mark.parametrize(
-    "body, field",
-    [
-        ("{not json", "body"),
-        ("[1, 2]", "body"),
-        ({"shard": "1/2", "shards": 2}, "shard"),
-        ({"shards": "4"}, "shards"),
-    ],
-)
+@pytest.mark.parametrize("body, field", [
+    ("{not json", "body"),
+    ("[1, 2]", "body"),
+    ({"shard": "1/2", "shards": 2}, "shard"),
+    ({"shards": "4"}, "shards"),
+])
 def test_post_malformed_bodies(stack: Stack, body: Any, field: str) -> None:
     response = dispatch(stack.launcher(), api_event("POST", "/scans", body))
     assert response["statusCode"] == 400
@@ -312,12 +286,7 @@ def test_large_request_goes_through_s3(stack: Stack) -> None:
         expected = f"s3://{stack.bucket}/containerscan/runs/{run_id}/request.json"
         assert env["CONTAINERSCAN_REQUEST_URI"] == expected
         assert params["overrides"]["containerOverrides"][0]["command"] == [
-            "sweep",
-            "--request-uri",
-            expected,
-            "--shard",
-            f"{i}/2",
-        ]
+            "sweep", "--request-uri", expected, "--shard", f"{i}/2"]
         assert len(json.dumps(params["overrides"], separators=(",", ":"))) <= OVERRIDES_MAX
     assert stack.json(f"containerscan/runs/{run_id}/request.json") == big
 
@@ -439,9 +408,7 @@ class LambdaContext:
 
 def test_get_unknown_and_malformed_runs(stack: Stack) -> None:
     launcher = stack.launcher()
-    unknown = dispatch(
-        launcher, api_event("GET", "/scans/{runId}", run_id="20260101T000000Z-0123abcd")
-    )
+    unknown = dispatch(launcher, api_event("GET", "/scans/{runId}", run_id="20260101T000000Z-0123abcd"))
     assert unknown["statusCode"] == 404
     malformed = dispatch(launcher, api_event("GET", "/scans/{runId}", run_id="../../etc"))
     assert malformed["statusCode"] == 400
@@ -455,11 +422,8 @@ def test_get_reports_the_task_state_then_the_status_json(stack: Stack) -> None:
     assert running["shards"][0]["task_arn"] == running["tasks"][0]
     # The check finishes and writes its status where its run id says.
     final = {"run_id": run_id, "status": "partial", "exit_code": 3, "counts": {"images": 4}}
-    stack.s3.put_object(
-        Bucket=stack.bucket,
-        Key=f"containerscan/runs/{run_id}/status.json",
-        Body=json.dumps(final).encode(),
-    )
+    stack.s3.put_object(Bucket=stack.bucket, Key=f"containerscan/runs/{run_id}/status.json",
+                        Body=json.dumps(final).encode())
     done = body_of(dispatch(launcher, api_event("GET", "/scans/{runId}", run_id=run_id)))
     assert done["status"] == "partial" and done["exit_code"] == 3
     assert done["tasks"] == running["tasks"]
@@ -467,15 +431,10 @@ def test_get_reports_the_task_state_then_the_status_json(stack: Stack) -> None:
 
 def test_get_summarizes_shards(stack: Stack) -> None:
     launcher = stack.launcher()
-    run_id = body_of(dispatch(launcher, api_event("POST", "/scans", {**REQUEST, "shards": 2})))[
-        "runId"
-    ]
+    run_id = body_of(dispatch(launcher, api_event("POST", "/scans", {**REQUEST, "shards": 2})))["runId"]
     for i, status in ((1, "done"), (2, "partial")):
-        stack.s3.put_object(
-            Bucket=stack.bucket,
-            Key=f"containerscan/runs/{run_id}-{i}of2/status.json",
-            Body=json.dumps({"status": status, "exit_code": 0 if i == 1 else 3}).encode(),
-        )
+        stack.s3.put_object(Bucket=stack.bucket, Key=f"containerscan/runs/{run_id}-{i}of2/status.json",
+                            Body=json.dumps({"status": status, "exit_code": 0 if i == 1 else 3}).encode())
     got = body_of(dispatch(launcher, api_event("GET", "/scans/{runId}", run_id=run_id)))
     assert [s["status"] for s in got["shards"]] == ["done", "partial"]
     assert got["status"] == "partial"
@@ -493,16 +452,11 @@ def test_get_a_stopped_task_without_status(stack: Stack) -> None:
         assert got["shards"][0]["exit_code"] == 0
 
 
-@pytest.mark.parametrize(
-    "exit_code, status",
-    [(0, "done"), (3, "partial"), (4, "findings"), (1, "failed"), (2, "failed")],
-)
+@pytest.mark.parametrize("exit_code, status", [(0, "done"), (3, "partial"), (4, "findings"),
+                                                (1, "failed"), (2, "failed")])
 def test_a_stopped_task_stands_for_its_status_by_exit_code(exit_code: int, status: str) -> None:
-    task = {
-        "lastStatus": "STOPPED",
-        "stoppedReason": "Essential container in task exited",
-        "containers": [{"name": "check", "exitCode": exit_code}],
-    }
+    task = {"lastStatus": "STOPPED", "stoppedReason": "Essential container in task exited",
+            "containers": [{"name": "check", "exitCode": exit_code}]}
     report = launcher_module._from_task(task)
     assert report["status"] == status and report["exit_code"] == exit_code
     assert ("error" in report) == (status == "failed")
@@ -529,12 +483,8 @@ def test_push_starts_a_single_image_scan(stack: Stack) -> None:
     result = dispatch(stack.launcher(), push_event())
     assert result["skipped"] is False and result["status"] == "started"
     doc = json.loads(env_of(stack.run_task_params[0])["CONTAINERSCAN_REQUEST"])
-    assert doc == {
-        "accounts": [{"account_id": ACCOUNT}],
-        "regions": [REGION],
-        "repositories": ["payments/api"],
-        "images": [DIGEST],
-    }
+    assert doc == {"accounts": [{"account_id": ACCOUNT}], "regions": [REGION],
+                   "repositories": ["payments/api"], "images": [DIGEST]}
 
 
 def test_push_of_a_cached_digest_is_skipped(stack: Stack) -> None:
@@ -552,11 +502,8 @@ def test_push_of_a_cached_digest_is_skipped(stack: Stack) -> None:
 def test_push_with_an_expired_cache_entry_is_scanned(stack: Stack) -> None:
     past = datetime.now(UTC) - timedelta(days=40)
     cache = ScanCache(stack.dynamodb, stack.table, ttl_days=30, clock=lambda: past)
-    cache.put(
-        CacheKey(DIGEST, "qscanner", "4.8.0-2", ("pkg", "secret")),
-        ScannerInfo("qscanner", "4.8.0-2"),
-        [],
-    )
+    cache.put(CacheKey(DIGEST, "qscanner", "4.8.0-2", ("pkg", "secret")),
+              ScannerInfo("qscanner", "4.8.0-2"), [])
     assert dispatch(stack.launcher(), push_event())["skipped"] is False
 
 
@@ -573,19 +520,13 @@ def test_failed_push_events_are_refused(stack: Stack) -> None:
 
 
 def test_nightly_sweep_uses_the_configured_request_and_shards(stack: Stack) -> None:
-    event = {
-        "source": "aws.events",
-        "detail-type": "Scheduled Event",
-        "detail": {},
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/nightly"],
-    }
+    event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {},
+             "resources": ["arn:aws:events:us-east-1:123456789012:rule/nightly"]}
     result = dispatch(stack.launcher(), event)
     assert result["source"] == "schedule" and len(result["shards"]) == 2
     docs = [json.loads(env_of(p)["CONTAINERSCAN_REQUEST"]) for p in stack.run_task_params]
-    assert docs == [
-        {"repositories": ["payments/*"], "shard": "1/2"},
-        {"repositories": ["payments/*"], "shard": "2/2"},
-    ]
+    assert docs == [{"repositories": ["payments/*"], "shard": "1/2"},
+                    {"repositories": ["payments/*"], "shard": "2/2"}]
 
 
 def test_invalid_nightly_request_fails_loudly(stack: Stack) -> None:
@@ -600,19 +541,12 @@ def test_invalid_nightly_request_fails_loudly(stack: Stack) -> None:
 
 def test_config_lists_every_missing_variable() -> None:
     with pytest.raises(ValidationError) as caught:
-        LauncherConfig.from_env(
-            {"CONTAINERSCAN_SWEEP_SHARDS": "500", "CONTAINERSCAN_SCANNER": "qscanner"}
-        )
+        LauncherConfig.from_env({"CONTAINERSCAN_SWEEP_SHARDS": "500",
+                                 "CONTAINERSCAN_SCANNER": "qscanner"})
     fields = {where for where, _ in caught.value.problems}
-    assert {
-        "CONTAINERSCAN_CLUSTER",
-        "CONTAINERSCAN_TASK_DEFINITION",
-        "CONTAINERSCAN_SUBNETS",
-        "CONTAINERSCAN_SECURITY_GROUPS",
-        "CONTAINERSCAN_BUCKET",
-        "CONTAINERSCAN_SWEEP_SHARDS",
-        "CONTAINERSCAN_SCANNER_VERSION",
-    } <= fields
+    assert {"CONTAINERSCAN_CLUSTER", "CONTAINERSCAN_TASK_DEFINITION", "CONTAINERSCAN_SUBNETS",
+            "CONTAINERSCAN_SECURITY_GROUPS", "CONTAINERSCAN_BUCKET",
+            "CONTAINERSCAN_SWEEP_SHARDS", "CONTAINERSCAN_SCANNER_VERSION"} <= fields
 
 
 def test_handler_builds_the_launcher_from_the_environment(
@@ -621,9 +555,7 @@ def test_handler_builds_the_launcher_from_the_environment(
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(launcher_module, "_launcher", None)
-    response = handler(
-        api_event("POST", "/scans", {"repositories": ["web/*"]}), LambdaContext(60_000)
-    )
+    response = handler(api_event("POST", "/scans", {"repositories": ["web/*"]}), LambdaContext(60_000))
     assert response["statusCode"] == 202
     assert launcher_module._launcher is not None
     assert launcher_module._launcher.time_left() == 60.0

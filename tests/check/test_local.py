@@ -133,9 +133,8 @@ def test_run_kills_and_reaps_the_child_on_interrupt(tmp_path: Path) -> None:
 def test_run_timeout_is_a_clear_error_and_kills_the_child() -> None:
     local = LocalEnvironment()
     with local.signals, pytest.raises(LocalEnvironmentError, match="did not finish within"):
-        local.run(
-            [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), timeout=0.5
-        )
+        local.run([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ),
+                  timeout=0.5)
 
 
 @needs_registry
@@ -164,7 +163,7 @@ def test_registry_dies_with_a_killed_parent(tmp_path: Path) -> None:
         import sys, time
         from pathlib import Path
         from check.quickstart.local import LocalRegistry
-        registry = LocalRegistry(Path({str(tmp_path / "reg")!r}))
+        registry = LocalRegistry(Path({str(tmp_path / 'reg')!r}))
         registry.start()
         print(registry.process.pid, registry.port, flush=True)
         time.sleep(60)

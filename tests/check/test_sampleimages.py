@@ -40,18 +40,11 @@ Version: 1:1.2.13.dfsg-1
 """
 
 # Read by hand in the shared data (see the module docstring of check.quickstart.sampleimages).
-WEB_VULNERABILITIES = {
-    "CVE-2019-10906": "2.10.1",
-    "CVE-2020-28493": "2.11.3",
-    "CVE-2023-46136": "2.3.8",
-}
-WORKER_VULNERABILITIES = {
-    "CVE-2019-1547": "1.1.1d-r0",
-    "CVE-2019-1549": "1.1.1d-r0",
-    "CVE-2019-1563": "1.1.1d-r0",
-    "CVE-2019-14697": "1.1.22-r3",
-    "CVE-2023-32681": "2.31.0",
-}
+WEB_VULNERABILITIES = {"CVE-2019-10906": "2.10.1", "CVE-2020-28493": "2.11.3",
+                       "CVE-2023-46136": "2.3.8"}
+WORKER_VULNERABILITIES = {"CVE-2019-1547": "1.1.1d-r0", "CVE-2019-1549": "1.1.1d-r0",
+                          "CVE-2019-1563": "1.1.1d-r0", "CVE-2019-14697": "1.1.22-r3",
+                          "CVE-2023-32681": "2.31.0"}
 
 
 def test_trimmed_dpkg_status_keeps_whole_stanzas_in_order() -> None:
@@ -118,25 +111,18 @@ def advisories() -> Path:
     return root
 
 
-@pytest.mark.parametrize(
-    ("image", "expected", "secrets"),
-    [
-        (web_image, WEB_VULNERABILITIES, {"aws-access-key-id", "aws-secret-access-key"}),
-        (worker_image, WORKER_VULNERABILITIES, set()),
-        (lambda: worker_image(fixed=True), {}, set()),
-    ],
-)
-def test_findings_match_the_hand_verified_expectations(
-    image, expected, secrets, advisories, tmp_path
-) -> None:
+@pytest.mark.parametrize(("image", "expected", "secrets"), [
+    (web_image, WEB_VULNERABILITIES, {"aws-access-key-id", "aws-secret-access-key"}),
+    (worker_image, WORKER_VULNERABILITIES, set()),
+    (lambda: worker_image(fixed=True), {}, set()),
+])
+def test_findings_match_the_hand_verified_expectations(image, expected, secrets, advisories,
+                                                       tmp_path) -> None:
     sample = image()
     layout = write_oci_layout(tmp_path / "layout", [(sample.blobs, "linux/amd64")])
     result = scan_reference(f"oci-layout:{layout}", vuln_db=advisories)
-    fixed = {
-        f.vulnerability_id: {p.fixed_version for p in f.packages}
-        for f in result.findings
-        if isinstance(f, VulnerabilityFinding)
-    }
+    fixed = {f.vulnerability_id: {p.fixed_version for p in f.packages}
+             for f in result.findings if isinstance(f, VulnerabilityFinding)}
     assert fixed == {cve: {version} for cve, version in expected.items()}
     found = {f.rule_id for f in result.findings if isinstance(f, SecretFinding)}
     assert found == secrets

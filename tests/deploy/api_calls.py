@@ -76,11 +76,7 @@ def _tree(module: str) -> ast.Module | None:
 
 def _imports(module: str, tree: ast.Module) -> set[str]:
     found: set[str] = set()
-    package = (
-        module
-        if module_path(module) and module_path(module).name == "__init__.py"
-        else module.rpartition(".")[0]
-    )  # type: ignore[union-attr]
+    package = module if module_path(module) and module_path(module).name == "__init__.py" else module.rpartition(".")[0]  # type: ignore[union-attr]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)

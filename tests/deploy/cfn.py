@@ -24,7 +24,9 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {name: res for name, res in template["Resources"].items() if res["Type"] == kind}
+    return {
+        name: res for name, res in template["Resources"].items() if res["Type"] == kind
+    }
 
 
 def as_list(value: Any) -> list[Any]:
@@ -91,7 +93,7 @@ def resolve(value: Any, params: dict[str, str]) -> Any:
         return [resolve(v, params) for v in value]
     if not isinstance(value, dict) or len(value) != 1:
         return value
-    ((name, arg),) = value.items()
+    (name, arg), = value.items()
     if name == "Ref":
         return params[arg]
     if name == "Fn::Sub":

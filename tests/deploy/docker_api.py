@@ -66,9 +66,7 @@ def _handler(engine: FakeDockerEngine) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length) if length else b""
 
-        def _reply(
-            self, status: int, payload: bytes, content_type: str = "application/json"
-        ) -> None:
+        def _reply(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
@@ -107,9 +105,7 @@ def _handler(engine: FakeDockerEngine) -> type[BaseHTTPRequestHandler]:
                 if engine.login_status == 200:
                     self._reply(200, json.dumps({"Status": "Login Succeeded"}).encode())
                 else:
-                    self._reply(
-                        engine.login_status, json.dumps({"message": "unauthorized"}).encode()
-                    )
+                    self._reply(engine.login_status, json.dumps({"message": "unauthorized"}).encode())
             elif path == "/build":
                 self._build(record)
             elif found := IMAGE_ROUTE.match(path):
@@ -119,28 +115,21 @@ def _handler(engine: FakeDockerEngine) -> type[BaseHTTPRequestHandler]:
 
         def _build(self, record: Recorded) -> None:
             if engine.build_error:
-                self._stream(
-                    [
-                        {"stream": "Step 1/9 : ARG PYTHON_IMAGE\n"},
-                        {
-                            "errorDetail": {"message": engine.build_error},
-                            "error": engine.build_error,
-                        },
-                    ]
-                )
+                self._stream([
+                    {"stream": "Step 1/9 : ARG PYTHON_IMAGE\n"},
+                    {"errorDetail": {"message": engine.build_error}, "error": engine.build_error},
+                ])
                 return
             image_id = "sha256:" + hashlib.sha256(record.body).hexdigest()
             engine.images[image_id] = record.body
             for tag in record.query.get("t", []):
                 engine.tags[tag] = image_id
-            self._stream(
-                [
-                    {"stream": "Step 1/9 : ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm\n"},
-                    {"stream": " ---> Running in 0123456789ab\n"},
-                    {"aux": {"ID": image_id}},
-                    {"stream": f"Successfully built {image_id[7:19]}\n"},
-                ]
-            )
+            self._stream([
+                {"stream": "Step 1/9 : ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm\n"},
+                {"stream": " ---> Running in 0123456789ab\n"},
+                {"aux": {"ID": image_id}},
+                {"stream": f"Successfully built {image_id[7:19]}\n"},
+            ])
 
         def _image(self, name: str, action: str, record: Recorded) -> None:
             tag = record.query.get("tag", ["latest"])[0]
@@ -157,25 +146,17 @@ def _handler(engine: FakeDockerEngine) -> type[BaseHTTPRequestHandler]:
             header = record.headers.get("X-Registry-Auth", "")
             auth = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)) or b"{}")
             if not auth.get("password"):
-                self._stream(
-                    [
-                        {
-                            "errorDetail": {"message": "no basic auth credentials"},
-                            "error": "no basic auth credentials",
-                        }
-                    ]
-                )
+                self._stream([{"errorDetail": {"message": "no basic auth credentials"},
+                               "error": "no basic auth credentials"}])
                 return
             image_id = engine.tags[f"{name}:{tag}"]
             digest = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
-            self._stream(
-                [
-                    {"status": f"The push refers to repository [{name}]"},
-                    {"status": "Pushed", "progressDetail": {}, "id": "0123456789ab"},
-                    {"status": f"{tag}: digest: {digest} size: 1234"},
-                    {"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": 1234}},
-                ]
-            )
+            self._stream([
+                {"status": f"The push refers to repository [{name}]"},
+                {"status": "Pushed", "progressDetail": {}, "id": "0123456789ab"},
+                {"status": f"{tag}: digest: {digest} size: 1234"},
+                {"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": 1234}},
+            ])
 
     return Handler
 

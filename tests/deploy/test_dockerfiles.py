@@ -24,9 +24,7 @@ DOCKERFILES = {
     "sidecar": ROOT / "docker" / "Dockerfile.sidecar",
 }
 ENTRYPOINT = ROOT / "docker" / "sidecar-entrypoint.sh"
-SECRET_WORDS = re.compile(
-    r"(?i)(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key)"
-)
+SECRET_WORDS = re.compile(r"(?i)(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key)")
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,7 @@ def test_final_user_is_numeric_and_not_root(dockerfile: tuple[str, list[Instruct
     user = users[-1].args.split(":")[0]
     assert user.isdigit() and int(user) != 0
     # Nothing runs as root after the USER switch.
-    after = final[final.index(users[-1]) :]
+    after = final[final.index(users[-1]):]
     assert not [i for i in after if i.keyword == "RUN"]
 
 
@@ -164,8 +162,7 @@ def test_images_keep_writes_under_tmp(dockerfile: tuple[str, list[Instruction]])
 
 def test_dockerignore_is_an_allow_list() -> None:
     lines = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "*"
@@ -206,9 +203,8 @@ def fake_containerscan(tmp_path: Path) -> Path:
 
 def _run_entrypoint(bindir: Path, tmp: Path, extra_env: dict[str, str], *args: str) -> dict:
     env = {"PATH": f"{bindir}:{os.environ['PATH']}", "TMPDIR": str(tmp), **extra_env}
-    proc = subprocess.run(
-        [str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30, check=True
-    )
+    proc = subprocess.run([str(ENTRYPOINT), *args], env=env, capture_output=True, text=True,
+                          timeout=30, check=True)
     return json.loads(proc.stdout)
 
 
@@ -216,21 +212,10 @@ def test_entrypoint_is_executable() -> None:
     assert ENTRYPOINT.stat().st_mode & stat.S_IXUSR
 
 
-def test_entrypoint_writes_the_ssm_policy_privately(
-    fake_containerscan: Path, tmp_path: Path
-) -> None:
+def test_entrypoint_writes_the_ssm_policy_privately(fake_containerscan: Path, tmp_path: Path) -> None:
     policy = "apiVersion: security.qualys.com/v1\nkind: TracingPolicy\nmetadata:\n  name: 'x; rm -rf /'\n"
-    out = _run_entrypoint(
-        fake_containerscan,
-        tmp_path,
-        {"TRACING_POLICY_DOCUMENT": policy},
-        "sidecar",
-        "run",
-        "--",
-        "sh",
-        "-c",
-        "echo $HOME",
-    )
+    out = _run_entrypoint(fake_containerscan, tmp_path, {"TRACING_POLICY_DOCUMENT": policy},
+                          "sidecar", "run", "--", "sh", "-c", "echo $HOME")
     assert out["argv"] == ["sidecar", "run", "--", "sh", "-c", "echo $HOME"]
     assert out["path"] == str(tmp_path / "containerscan-policy" / "policy.yaml")
     assert out["doc"] == policy + "\n"
@@ -238,17 +223,9 @@ def test_entrypoint_writes_the_ssm_policy_privately(
     assert out["leaked"] is False
 
 
-def test_entrypoint_leaves_an_s3_policy_path_alone(
-    fake_containerscan: Path, tmp_path: Path
-) -> None:
-    out = _run_entrypoint(
-        fake_containerscan,
-        tmp_path,
-        {"TRACING_POLICY_PATH": "s3://bucket/policy.yaml"},
-        "sidecar",
-        "attach",
-        "--all",
-    )
+def test_entrypoint_leaves_an_s3_policy_path_alone(fake_containerscan: Path, tmp_path: Path) -> None:
+    out = _run_entrypoint(fake_containerscan, tmp_path,
+                          {"TRACING_POLICY_PATH": "s3://bucket/policy.yaml"}, "sidecar", "attach", "--all")
     assert out["argv"] == ["sidecar", "attach", "--all"]
     assert out["path"] == "s3://bucket/policy.yaml"
     assert not (tmp_path / "containerscan-policy").exists()

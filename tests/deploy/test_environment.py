@@ -62,8 +62,7 @@ def _template_names() -> dict[str, str]:
 def test_every_variable_set_is_read() -> None:
     strings = _code_strings()
     unread = {
-        name: where
-        for name, where in _template_names().items()
+        name: where for name, where in _template_names().items()
         if name not in strings and name not in SYSTEM and name not in PENDING
     }
     assert unread == {}
@@ -73,8 +72,7 @@ def test_pending_variables_are_still_pending() -> None:
     strings = _code_strings() - {launcher.RUN_ID_ENV, launcher.REQUEST_URI_ENV}
     # The launcher itself names them; only another module reading them counts.
     readers = {
-        name
-        for name in PENDING
+        name for name in PENDING
         for path in (cfn.ROOT / "check").rglob("*.py")
         if path.name != "launcher.py" and name in path.read_text(encoding="utf-8")
     }

@@ -56,9 +56,9 @@ HUB_TASK = RoleCase(
     extra={
         **KMS_FOR_ENCRYPTED_DATA,
         "ecr:GetDownloadUrlForLayer": "QScanner pulls the image layers itself with the task's "
-        "credentials (ECR auth through the AWS credential chain)",
+                                      "credentials (ECR auth through the AWS credential chain)",
         "s3:ListBucket": "without it S3 answers 403 instead of 404 for a missing key, and the "
-        "cache and status reads need to tell a miss from a refusal",
+                         "cache and status reads need to tell a miss from a refusal",
     },
 )
 
@@ -69,11 +69,11 @@ SPOKE = RoleCase(
     services=frozenset({"ecr", "securityhub"}),
     extra={
         "ecr:GetDownloadUrlForLayer": "QScanner pulls the spoke's image layers with the "
-        "assumed role's credentials",
+                                      "assumed role's credentials",
     },
     not_granted={
         "ecr:PutImage": "tagging scanned images is a hub-account feature: the spoke role is "
-        "read-only on ECR by design (issue 4: ECR read, Security Hub import)",
+                        "read-only on ECR by design (issue 4: ECR read, Security Hub import)",
     },
 )
 
@@ -83,14 +83,15 @@ SIDECAR_TASK = RoleCase(
     entries=("sidecar.commands",),
     extra={
         "kms:Decrypt": "publishing to an alert topic encrypted with a customer managed key",
-        "kms:GenerateDataKey": "publishing to an alert topic encrypted with a customer managed key",
+        "kms:GenerateDataKey": "publishing to an alert topic encrypted with a customer "
+                               "managed key",
     },
     not_granted={
         "s3:ListBucket": "the example grants one policy object; reading every *.yaml under a "
-        "prefix (TRACING_POLICY_PATH=s3://bucket/prefix/) needs s3:ListBucket "
-        "with an s3:prefix condition, documented at the PolicyS3Key parameter",
+                         "prefix (TRACING_POLICY_PATH=s3://bucket/prefix/) needs s3:ListBucket "
+                         "with an s3:prefix condition, documented at the PolicyS3Key parameter",
         "sts:AssumeRole": "the sidecar reports in its own account; SessionFactory assumes "
-        "roles only for cross-account targets, which the sidecar never builds",
+                          "roles only for cross-account targets, which the sidecar never builds",
     },
 )
 
@@ -110,13 +111,13 @@ LAUNCHER = RoleCase(
         "ec2:AssignPrivateIpAddresses": "Lambda manages the function's VPC addresses",
         "ec2:UnassignPrivateIpAddresses": "Lambda manages the function's VPC addresses",
         "s3:ListBucket": "without it S3 answers 403 instead of 404 for a missing status.json, "
-        "and GET /scans/{runId} must tell an unknown run from a refusal",
+                         "and GET /scans/{runId} must tell an unknown run from a refusal",
     },
     not_granted={
         "dynamodb:BatchWriteItem": "the launcher only reads the scan cache (ScanCache.get_many); "
-        "ScanCache.put/put_many are the sweep's",
+                                   "ScanCache.put/put_many are the sweep's",
         "sts:AssumeRole": "the launcher works in the hub account only; SessionFactory assumes "
-        "roles only for cross-account targets, which the launcher never builds",
+                          "roles only for cross-account targets, which the launcher never builds",
     },
 )
 
@@ -125,15 +126,9 @@ CASES = [HUB_TASK, SPOKE, SIDECAR_TASK, LAUNCHER]
 # The execution roles run no project code: the ECS agent pulls images, writes logs and reads
 # the secrets and parameters the task definition names. Exactly these actions are allowed.
 EXECUTION_ACTIONS = {
-    "ecr:GetAuthorizationToken",
-    "ecr:BatchCheckLayerAvailability",
-    "ecr:BatchGetImage",
-    "ecr:GetDownloadUrlForLayer",
-    "logs:CreateLogStream",
-    "logs:PutLogEvents",
-    "secretsmanager:GetSecretValue",
-    "ssm:GetParameters",
-    "kms:Decrypt",
+    "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer", "logs:CreateLogStream", "logs:PutLogEvents",
+    "secretsmanager:GetSecretValue", "ssm:GetParameters", "kms:Decrypt",
 }
 
 
@@ -212,8 +207,7 @@ def test_every_module_calling_aws_runs_under_a_checked_role() -> None:
     clients is reachable from a role's entry points, or is named here as not deployed."""
     deployed = api_calls.closure([e for case in CASES for e in case.entries])
     uncovered = {
-        m
-        for m in _all_modules()
+        m for m in _all_modules()
         if m not in deployed and api_calls.services([m]) and m not in NOT_DEPLOYED
     }
     assert uncovered == set()
@@ -236,9 +230,8 @@ def test_execution_roles_only_do_the_agents_work(path: Path) -> None:
 # --------------------------------------------------------------- the extractor itself
 
 
-def test_extractor_finds_calls_paginators_and_transfers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_extractor_finds_calls_paginators_and_transfers(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A throwaway package proves the extractor: direct calls, paginators, s3transfer,
     unreachable helpers left out, and non-AWS method names ignored without a client."""
     package = tmp_path / "check"

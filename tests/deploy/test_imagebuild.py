@@ -55,15 +55,8 @@ def test_check_context_holds_sources_dockerfile_and_qscanner(qscanner: Path) -> 
     context = imagebuild.build_context(ROOT, imagebuild.IMAGES["check"], qscanner)
     members = _members(context)
     assert "docker/Dockerfile.check" in members
-    assert {
-        "setup.cfg",
-        "pyproject.toml",
-        "README.md",
-        "check/imagebuild.py",
-        "securityhub/findings.py",
-        "sidecar/events.py",
-        "docker/constraints.txt",
-    } <= set(members)
+    assert {"setup.cfg", "pyproject.toml", "README.md", "check/imagebuild.py",
+            "securityhub/findings.py", "sidecar/events.py", "docker/constraints.txt"} <= set(members)
     binary = members[imagebuild.QSCANNER_CONTEXT_PATH]
     assert binary.mode == 0o555
     assert _read(context, imagebuild.QSCANNER_CONTEXT_PATH) == qscanner.read_bytes()
@@ -80,13 +73,9 @@ def test_context_is_reproducible(qscanner: Path) -> None:
     second = imagebuild.build_context(ROOT, spec, qscanner)
     assert _members(first).keys() == _members(second).keys()
     with tarfile.open(fileobj=io.BytesIO(first), mode="r:gz") as a:
-        digest_a = hashlib.sha256(
-            b"".join(a.extractfile(m).read() for m in a if m.isfile())
-        ).hexdigest()  # type: ignore[union-attr]
+        digest_a = hashlib.sha256(b"".join(a.extractfile(m).read() for m in a if m.isfile())).hexdigest()  # type: ignore[union-attr]
     with tarfile.open(fileobj=io.BytesIO(second), mode="r:gz") as b:
-        digest_b = hashlib.sha256(
-            b"".join(b.extractfile(m).read() for m in b if m.isfile())
-        ).hexdigest()  # type: ignore[union-attr]
+        digest_b = hashlib.sha256(b"".join(b.extractfile(m).read() for m in b if m.isfile())).hexdigest()  # type: ignore[union-attr]
     assert digest_a == digest_b
 
 
@@ -111,10 +100,7 @@ def test_build_sends_the_context_and_arguments(server: DockerApiServer, qscanner
     context = imagebuild.build_context(ROOT, spec, qscanner)
     client = imagebuild.docker_client(server.url)
     result = imagebuild.build_image(
-        client,
-        context,
-        spec,
-        "containerscan/check:abc123",
+        client, context, spec, "containerscan/check:abc123",
         buildargs={"QSCANNER_SHA256": "f" * 64},
     )
     (build,) = server.engine.find("/build")
@@ -136,9 +122,7 @@ def test_build_error_is_reported(qscanner: Path) -> None:
         spec = imagebuild.IMAGES["check"]
         client = imagebuild.docker_client(server.url)
         with pytest.raises(imagebuild.ImageBuildError, match="COPY failed"):
-            imagebuild.build_image(
-                client, imagebuild.build_context(ROOT, spec, qscanner), spec, "x:y"
-            )
+            imagebuild.build_image(client, imagebuild.build_context(ROOT, spec, qscanner), spec, "x:y")
 
 
 @mock_aws
@@ -155,9 +139,7 @@ def test_login_and_push_return_the_digest(server: DockerApiServer, qscanner: Pat
     spec = imagebuild.IMAGES["sidecar"]
     client = imagebuild.docker_client(server.url)
     built = imagebuild.build_image(client, imagebuild.build_context(ROOT, spec), spec, "local:1")
-    login = imagebuild.RegistryLogin(
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com", "AWS", "s3cr3t-pw"
-    )
+    login = imagebuild.RegistryLogin("123456789012.dkr.ecr.us-east-1.amazonaws.com", "AWS", "s3cr3t-pw")
     imagebuild.docker_login(client, login)
     uri = imagebuild.repository_uri(login.registry, "containerscan/sidecar")
     digest = imagebuild.push_image(client, built.image_id, uri, "v1", login)
@@ -169,10 +151,7 @@ def test_login_and_push_return_the_digest(server: DockerApiServer, qscanner: Pat
     (push,) = server.engine.find("/push")
     assert push.path == f"/images/{uri}/push"
     header = push.headers["X-Registry-Auth"]
-    assert (
-        json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["password"]
-        == "s3cr3t-pw"
-    )
+    assert json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["password"] == "s3cr3t-pw"
     assert server.engine.tags[f"{uri}:v1"] == built.image_id
 
 
@@ -202,27 +181,12 @@ def test_cli_builds_logs_in_pushes_and_never_logs_the_password(
     server: DockerApiServer, qscanner: Path
 ) -> None:
     sha = hashlib.sha256(qscanner.read_bytes()).hexdigest()
-    boto3.client("ecr", region_name="us-east-1").create_repository(
-        repositoryName="containerscan/check"
-    )
-    result = CliRunner().invoke(
-        imagebuild.main,
-        [
-            "build",
-            "check",
-            "--tag",
-            "git-abc123",
-            "--qscanner",
-            str(qscanner),
-            "--qscanner-sha256",
-            sha,
-            "--push",
-            "--region",
-            "us-east-1",
-            "--docker-host",
-            server.url,
-        ],
-    )
+    boto3.client("ecr", region_name="us-east-1").create_repository(repositoryName="containerscan/check")
+    result = CliRunner().invoke(imagebuild.main, [
+        "build", "check", "--tag", "git-abc123", "--qscanner", str(qscanner),
+        "--qscanner-sha256", sha, "--push", "--region", "us-east-1",
+        "--docker-host", server.url,
+    ])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["image"].endswith("/containerscan/check@" + out["image"].rsplit("@", 1)[1])
@@ -235,24 +199,11 @@ def test_cli_builds_logs_in_pushes_and_never_logs_the_password(
     assert password not in (result.stderr if result.stderr_bytes is not None else "")
 
 
-def test_cli_refuses_a_qscanner_with_the_wrong_checksum(
-    server: DockerApiServer, qscanner: Path
-) -> None:
-    result = CliRunner().invoke(
-        imagebuild.main,
-        [
-            "build",
-            "check",
-            "--tag",
-            "t1",
-            "--qscanner",
-            str(qscanner),
-            "--qscanner-sha256",
-            "0" * 64,
-            "--docker-host",
-            server.url,
-        ],
-    )
+def test_cli_refuses_a_qscanner_with_the_wrong_checksum(server: DockerApiServer, qscanner: Path) -> None:
+    result = CliRunner().invoke(imagebuild.main, [
+        "build", "check", "--tag", "t1", "--qscanner", str(qscanner),
+        "--qscanner-sha256", "0" * 64, "--docker-host", server.url,
+    ])
     assert result.exit_code == 2
     assert "SHA-256" in result.output
     assert server.engine.requests == []  # nothing reached the engine
@@ -262,41 +213,26 @@ def test_cli_refuses_a_qscanner_with_the_wrong_checksum(
 
 
 def _manifest(layer: str) -> str:
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {
-                "mediaType": "application/vnd.docker.container.image.v1+json",
-                "size": 2,
-                "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                    "size": 1,
-                    "digest": "sha256:" + hashlib.sha256(layer.encode()).hexdigest(),
-                }
-            ],
-        }
-    )
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
+                   "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1,
+                    "digest": "sha256:" + hashlib.sha256(layer.encode()).hexdigest()}],
+    })
 
 
 @mock_aws
 def test_promote_retags_the_same_digest() -> None:
     ecr = boto3.client("ecr", region_name="us-east-1")
     ecr.create_repository(repositoryName="containerscan/check")
-    pushed = ecr.put_image(
-        repositoryName="containerscan/check", imageManifest=_manifest("a"), imageTag="git-abc123"
-    )
+    pushed = ecr.put_image(repositoryName="containerscan/check", imageManifest=_manifest("a"),
+                           imageTag="git-abc123")
     digest = pushed["image"]["imageId"]["imageDigest"]
-    ecr.put_image(
-        repositoryName="containerscan/check", imageManifest=_manifest("b"), imageTag="other"
-    )
+    ecr.put_image(repositoryName="containerscan/check", imageManifest=_manifest("b"), imageTag="other")
     imagebuild.promote(ecr, "containerscan/check", digest, "prod")
-    images = ecr.describe_images(
-        repositoryName="containerscan/check", imageIds=[{"imageTag": "prod"}]
-    )
+    images = ecr.describe_images(repositoryName="containerscan/check", imageIds=[{"imageTag": "prod"}])
     assert images["imageDetails"][0]["imageDigest"] == digest
     assert set(images["imageDetails"][0]["imageTags"]) == {"git-abc123", "prod"}
 
@@ -365,7 +301,5 @@ def test_launcher_package_is_built_for_the_lambda_runtime(tmp_path: Path) -> Non
 
 def test_launcher_package_reports_pip_failures(tmp_path: Path) -> None:
     with pytest.raises(imagebuild.ImageBuildError, match="rpds-py"):
-        imagebuild.build_launcher_package(
-            tmp_path / "l.zip", str(_standin_python(tmp_path, fail=True))
-        )
+        imagebuild.build_launcher_package(tmp_path / "l.zip", str(_standin_python(tmp_path, fail=True)))
     assert not (tmp_path / "l.zip").exists()

@@ -74,20 +74,9 @@ def test_checkov_reports_no_failed_check() -> None:
         pytest.skip("checkov is not installed (pipx install checkov, or set CHECKOV)")
     proc = subprocess.run(
         [
-            checkov,
-            "--directory",
-            str(cfn.TEMPLATES),
-            "--directory",
-            str(cfn.ROOT / "docker"),
-            "--framework",
-            "cloudformation",
-            "--framework",
-            "dockerfile",
-            "--output",
-            "json",
-            "--quiet",
-            "--compact",
-            "--skip-download",
+            checkov, "--directory", str(cfn.TEMPLATES), "--directory", str(cfn.ROOT / "docker"),
+            "--framework", "cloudformation", "--framework", "dockerfile",
+            "--output", "json", "--quiet", "--compact", "--skip-download",
         ],
         capture_output=True,
         text=True,
@@ -120,9 +109,7 @@ def test_every_checkov_skip_is_documented(path: Path) -> None:
     for name, resource in template["Resources"].items():
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert skip["id"].startswith("CKV"), name
-            assert len(skip.get("comment", "")) >= 40, (
-                f"{name}: {skip['id']} skipped without a reason"
-            )
+            assert len(skip.get("comment", "")) >= 40, f"{name}: {skip['id']} skipped without a reason"
 
 
 # -------------------------------------------------------------------------- IAM hygiene
@@ -166,18 +153,9 @@ def test_star_resources_only_where_iam_has_no_resource_level(path: Path) -> None
 
 def test_hub_parameters_cover_the_issue(hub: dict[str, Any]) -> None:
     expected = {
-        "QualysPod",
-        "QualysTokenSecretArn",
-        "SubnetIds",
-        "SecurityGroupIds",
-        "SweepSchedule",
-        "FindingIdPrefix",
-        "ScanTypes",
-        "CreateVpcEndpoints",
-        "TaskCpu",
-        "TaskMemory",
-        "LauncherMemory",
-        "LauncherTimeout",
+        "QualysPod", "QualysTokenSecretArn", "SubnetIds", "SecurityGroupIds", "SweepSchedule",
+        "FindingIdPrefix", "ScanTypes", "CreateVpcEndpoints", "TaskCpu", "TaskMemory",
+        "LauncherMemory", "LauncherTimeout",
     }
     assert expected <= set(hub["Parameters"])
 
@@ -193,12 +171,8 @@ def test_hub_task_definition(hub: dict[str, Any]) -> None:
     assert check["ReadonlyRootFilesystem"] is True
     env = cfn.env_names(check)
     assert {
-        "CONTAINERSCAN_BUCKET",
-        "CONTAINERSCAN_TABLE",
-        "SNS_TOPIC_ARN",
-        "CONTAINERSCAN_PREFIX",
-        "QUALYS_POD",
-        "SCAN_TYPES",
+        "CONTAINERSCAN_BUCKET", "CONTAINERSCAN_TABLE", "SNS_TOPIC_ARN", "CONTAINERSCAN_PREFIX",
+        "QUALYS_POD", "SCAN_TYPES",
     } <= env
     # The token comes from Secrets Manager, never as a plain environment value.
     assert cfn.secret_names(check) == {"QUALYS_ACCESS_TOKEN"}
@@ -210,13 +184,10 @@ def test_hub_task_definition(hub: dict[str, Any]) -> None:
     assert log["Options"]["awslogs-group"] == {"Ref": "CheckLogGroup"}
 
 
-@pytest.mark.parametrize(
-    "given",
-    [
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf",
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf:token::",
-    ],
-)
+@pytest.mark.parametrize("given", [
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/token-AbCdEf:token::",
+])
 @pytest.mark.parametrize("path", [cfn.HUB, cfn.SIDECAR], ids=lambda p: p.stem)
 def test_token_secret_grant_is_the_secret_itself(path: Path, given: str) -> None:
     role = cfn.load(path)["Resources"]["ExecutionRole"]
@@ -258,8 +229,7 @@ def test_hub_table(hub: dict[str, Any]) -> None:
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
     assert {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]} == {
-        "pk": "S",
-        "sk": "S",
+        "pk": "S", "sk": "S",
     }
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -278,18 +248,11 @@ def test_hub_launcher_and_api(hub: dict[str, Any]) -> None:
     assert fn["MemorySize"] == {"Ref": "LauncherMemory"}
     assert fn["Timeout"] == {"Ref": "LauncherTimeout"}
     env = fn["Environment"]["Variables"]
-    assert {
-        "CONTAINERSCAN_CLUSTER",
-        "CONTAINERSCAN_TASK_DEFINITION",
-        "CONTAINERSCAN_SUBNETS",
-        "CONTAINERSCAN_SECURITY_GROUPS",
-        "CONTAINERSCAN_BUCKET",
-    } <= set(env)
+    assert {"CONTAINERSCAN_CLUSTER", "CONTAINERSCAN_TASK_DEFINITION", "CONTAINERSCAN_SUBNETS",
+            "CONTAINERSCAN_SECURITY_GROUPS", "CONTAINERSCAN_BUCKET"} <= set(env)
     methods = {
-        (
-            hub["Resources"][m["Properties"]["ResourceId"]["Ref"]]["Properties"]["PathPart"],
-            m["Properties"]["HttpMethod"],
-        ): m["Properties"]
+        (hub["Resources"][m["Properties"]["ResourceId"]["Ref"]]["Properties"]["PathPart"],
+         m["Properties"]["HttpMethod"]): m["Properties"]
         for m in cfn.resources(hub, "AWS::ApiGateway::Method").values()
     }
     assert set(methods) == {("scans", "POST"), ("{runId}", "GET")}
@@ -342,21 +305,14 @@ def test_spoke_role_grants_ecr_read_and_security_hub_import_only(spoke: dict[str
     role = spoke["Resources"]["SpokeRole"]
     actions = cfn.granted_actions(role)
     assert {a.split(":")[0] for a in actions} == {"ecr", "securityhub"}
-    writes = {
-        "ecr:PutImage",
-        "ecr:BatchDeleteImage",
-        "ecr:DeleteRepository",
-        "securityhub:BatchUpdateFindings",
-        "securityhub:DeleteInsight",
-    }
+    writes = {"ecr:PutImage", "ecr:BatchDeleteImage", "ecr:DeleteRepository",
+              "securityhub:BatchUpdateFindings", "securityhub:DeleteInsight"}
     assert not actions & writes
     assert "securityhub:BatchImportFindings" in actions
     assert "ecr:DescribeImages" in actions
 
 
-def test_spoke_push_events_reach_the_hub_launcher(
-    spoke: dict[str, Any], hub: dict[str, Any]
-) -> None:
+def test_spoke_push_events_reach_the_hub_launcher(spoke: dict[str, Any], hub: dict[str, Any]) -> None:
     forward = spoke["Resources"]["ForwardPushRule"]
     assert forward["Condition"] == "ForwardPushes"
     hub_pattern = hub["Resources"]["EcrPushRule"]["Properties"]["EventPattern"]
@@ -408,9 +364,9 @@ def test_sidecar_wrap_runs_the_app_under_the_tracer(wrap_task: dict[str, Any]) -
     assert app["ReadonlyRootFilesystem"] is True
 
 
-def test_sidecar_policy_comes_from_ssm_or_s3(
-    sidecar: dict[str, Any], attach_task: dict[str, Any], wrap_task: dict[str, Any]
-) -> None:
+def test_sidecar_policy_comes_from_ssm_or_s3(sidecar: dict[str, Any],
+                                             attach_task: dict[str, Any],
+                                             wrap_task: dict[str, Any]) -> None:
     assert {"PolicyS3Bucket", "PolicyS3Key", "PolicySsmParameterName"} <= set(sidecar["Parameters"])
     assert "OnePolicySource" in sidecar["Rules"]
     for task in (attach_task, wrap_task):

@@ -92,7 +92,5 @@ def test_the_refusal_is_cheap_under_a_memory_cap(tmp_path: Path) -> None:
                           timeout=60, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refused:" in done.stdout and "alias" in done.stdout
-    FIGURES["advisory aliases"] = (
-        f"a {len(billion_laughs())}-byte billion-laughs secdb "
-        f"(9**{LEVELS} leaves) refused under a 512 MB cap"
-    )
+    FIGURES["advisory aliases"] = (f"a {len(billion_laughs())}-byte billion-laughs secdb "
+                                   f"(9**{LEVELS} leaves) refused under a 512 MB cap")

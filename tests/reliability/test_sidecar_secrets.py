@@ -94,11 +94,9 @@ def test_sidecar_leaks_no_token_and_no_planted_secret(tmp_path: Path, gateway: G
                                  }.items()
              for where, text in places.items() if value in text]  # fmt: skip
     assert not leaks, "\n".join(leaks)
-    FIGURES["sidecar secrets"] = (
-        f"{len(events)} events, {len(gateway.requests)} Qualys posts "
-        f"searched: token only in the Authorization header, no "
-        f"planted value anywhere"
-    )
+    FIGURES["sidecar secrets"] = (f"{len(events)} events, {len(gateway.requests)} Qualys posts "
+                                  f"searched: token only in the Authorization header, no "
+                                  f"planted value anywhere")
 
 
 # The tracer once logged the workload's full argv at INFO ("workload started under the

@@ -225,11 +225,9 @@ def test_attach_to_pids_it_may_not_trace_fails_clearly_and_harms_no_app(
     assert events and all(e.get("ppid") == free.pid or e.get("pid") == free.pid
                           for e in events), events[:5]  # fmt: skip
     assert all(r.get("rounds", 0) > 0 and "bad_status" not in r for r in read_jsonl(report))
-    FIGURES["attach"] = (
-        "an already-traced pid (EPERM) and a vanished pid refused by name, "
-        "the other app released unharmed; --match skips the traced app "
-        "and traces the rest"
-    )
+    FIGURES["attach"] = ("an already-traced pid (EPERM) and a vanished pid refused by name, "
+                         "the other app released unharmed; --match skips the traced app "
+                         "and traces the rest")
 
 
 @pytest.mark.ptrace
@@ -257,11 +255,9 @@ def test_sigkill_of_the_attached_sidecar_mid_storm_leaves_the_app_running(
                 proc.wait()
     [truth] = read_jsonl(report)
     assert truth["rounds"] > 0 and "bad_status" not in truth  # every child exited cleanly
-    FIGURES["sidecar SIGKILL"] = (
-        f"attached sidecar SIGKILLed mid-storm after "
-        f"{len(read_jsonl(events_file))} events; app ran on "
-        f"({truth['rounds']} fork/exec rounds) and exited normally"
-    )
+    FIGURES["sidecar SIGKILL"] = (f"attached sidecar SIGKILLed mid-storm after "
+                                  f"{len(read_jsonl(events_file))} events; app ran on "
+                                  f"({truth['rounds']} fork/exec rounds) and exited normally")
 
 
 @pytest.mark.ptrace
@@ -289,7 +285,5 @@ def test_block_kills_only_the_offender_while_siblings_run(
     assert len(blocks) == 1 and blocks[0]["path"] == str(protected / "stolen"), blocks
     written = len(list(watched.iterdir()))
     assert written > siblings  # the siblings really ran alongside
-    FIGURES["block under load"] = (
-        f"1 offender killed among {siblings} writing siblings "
-        f"({written} files written); 0 siblings harmed"
-    )
+    FIGURES["block under load"] = (f"1 offender killed among {siblings} writing siblings "
+                                   f"({written} files written); 0 siblings harmed")

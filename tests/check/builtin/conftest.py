@@ -31,10 +31,8 @@ def advisories_root() -> Path:
 def advisories() -> Path:
     root = advisories_root()
     if not (root / "pypa-osv").is_dir() or not (root / "alpine-secdb").is_dir():
-        pytest.fail(
-            f"advisory data not found at {root}; the repository ships it in "
-            f"check/quickstart/advisories (or set {ADVISORIES_ENV})"
-        )
+        pytest.fail(f"advisory data not found at {root}; the repository ships it in "
+                    f"check/quickstart/advisories (or set {ADVISORIES_ENV})")
     return root
 
 

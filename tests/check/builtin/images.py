@@ -22,16 +22,6 @@ from check.quickstart.sampleimages import (
 )
 
 __all__ = [
-    "LAYER_GZIP",
-    "LAYER_TAR",
-    "OCI_CONFIG",
-    "OCI_INDEX",
-    "OCI_MANIFEST",
-    "Blobs",
-    "Layer",
-    "build_blobs",
-    "sha256",
-    "write_blob",
-    "write_docker_archive",
-    "write_oci_layout",
+    "LAYER_GZIP", "LAYER_TAR", "OCI_CONFIG", "OCI_INDEX", "OCI_MANIFEST", "Blobs", "Layer",
+    "build_blobs", "sha256", "write_blob", "write_docker_archive", "write_oci_layout",
 ]

@@ -32,18 +32,13 @@ FAKE_AWS_SECRET = "q8Yb3Zr0Kx1Nw7Vt5Lm9Pc2Hs4Jd6Fg0Ae3Bi5Ck"
 SITE = "usr/lib/python3/dist-packages"
 
 JINJA2_EXPECTED = {
-    "CVE-2014-1402": "2.7.2",
-    "CVE-2014-0012": "2.7.3",
-    "CVE-2016-10745": "2.8.1",
-    "CVE-2019-10906": "2.10.1",
-    "CVE-2020-28493": "2.11.3",
+    "CVE-2014-1402": "2.7.2", "CVE-2014-0012": "2.7.3", "CVE-2016-10745": "2.8.1",
+    "CVE-2019-10906": "2.10.1", "CVE-2020-28493": "2.11.3",
 }
 WERKZEUG_EXPECTED = {"CVE-2023-46136": "2.3.8"}
 ALPINE_OPENSSL_EXPECTED = {
-    "CVE-2019-1551": "1.1.1d-r3",
-    "CVE-2019-1547": "1.1.1d-r1",
-    "CVE-2019-1549": "1.1.1d-r1",
-    "CVE-2019-1563": "1.1.1d-r1",
+    "CVE-2019-1551": "1.1.1d-r3", "CVE-2019-1547": "1.1.1d-r1",
+    "CVE-2019-1549": "1.1.1d-r1", "CVE-2019-1563": "1.1.1d-r1",
 }
 ALPINE_BUSYBOX_EXPECTED = {"CVE-2019-5747": "1.30.1-r2"}
 
@@ -57,12 +52,10 @@ BUG_REPORT_URL="https://bugs.alpinelinux.org/"
 
 
 def _apk_entry(name: str, version: str, origin: str, description: str) -> str:
-    return (
-        f"C:Q1{'A' * 26}=\nP:{name}\nV:{version}\nA:x86_64\nS:123456\nI:456789\n"
-        f"T:{description}\nU:https://alpinelinux.org\nL:MIT\no:{origin}\n"
-        f"m:Natanael Copa <ncopa@alpinelinux.org>\nt:1575000000\nc:0123456789abcdef\n"
-        f"F:lib\nR:lib{name}.so\na:0:0:755\nZ:Q1{'B' * 26}=\n\n"
-    )
+    return (f"C:Q1{'A' * 26}=\nP:{name}\nV:{version}\nA:x86_64\nS:123456\nI:456789\n"
+            f"T:{description}\nU:https://alpinelinux.org\nL:MIT\no:{origin}\n"
+            f"m:Natanael Copa <ncopa@alpinelinux.org>\nt:1575000000\nc:0123456789abcdef\n"
+            f"F:lib\nR:lib{name}.so\na:0:0:755\nZ:Q1{'B' * 26}=\n\n")
 
 
 APK_INSTALLED = (
@@ -101,12 +94,10 @@ def debian_layers() -> list[bytes]:
     if npm is not None:
         base.file("usr/lib/node_modules/npm/package.json", npm)
     app = Layer()
-    app.file(
-        "app/config/.env",
-        f"# deployment settings\nREGION=eu-west-1\nAWS_ACCESS_KEY_ID={FAKE_AWS_KEY_ID}\n"
-        f"aws_secret_access_key = {FAKE_AWS_SECRET}\n",
-    )
-    app.file("app/README.md", 'password = "changeme"\nSet the token in the environment.\n')
+    app.file("app/config/.env",
+             f"# deployment settings\nREGION=eu-west-1\nAWS_ACCESS_KEY_ID={FAKE_AWS_KEY_ID}\n"
+             f"aws_secret_access_key = {FAKE_AWS_SECRET}\n")
+    app.file("app/README.md", "password = \"changeme\"\nSet the token in the environment.\n")
     # The app layer removes click: its metadata must leave the inventory.
     app.whiteout(f"{SITE}/click-7.0.dist-info")
     return [base.bytes(), app.bytes()]
@@ -116,9 +107,7 @@ def alpine_layers() -> list[bytes]:
     base = Layer()
     base.file("etc/os-release", ALPINE_OS_RELEASE)
     base.file("lib/apk/db/installed", APK_INSTALLED)
-    base.file(
-        "etc/ssl/private/server.key",
-        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
-        "-----END PRIVATE KEY-----\n",
-    )
+    base.file("etc/ssl/private/server.key",
+              "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+              "-----END PRIVATE KEY-----\n")
     return [base.bytes()]

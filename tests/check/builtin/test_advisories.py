@@ -28,22 +28,13 @@ from tests.check.builtin import samples
 
 
 def _pip(name: str, version: str) -> InstalledPackage:
-    return InstalledPackage(
-        name=name,
-        version=version,
-        package_manager="pip",
-        file_path=f"site-packages/{name}-{version}.dist-info/METADATA",
-    )
+    return InstalledPackage(name=name, version=version, package_manager="pip",
+                            file_path=f"site-packages/{name}-{version}.dist-info/METADATA")
 
 
 def _apk(name: str, version: str, origin: str) -> InstalledPackage:
-    return InstalledPackage(
-        name=name,
-        version=version,
-        package_manager="apk",
-        file_path="lib/apk/db/installed",
-        source_name=origin,
-    )
+    return InstalledPackage(name=name, version=version, package_manager="apk",
+                            file_path="lib/apk/db/installed", source_name=origin)
 
 
 def _events(*events: tuple[str, str]) -> Affected:
@@ -53,28 +44,19 @@ def _events(*events: tuple[str, str]) -> Affected:
 # ------------------------------------------------------------------------- range events
 
 
-@pytest.mark.parametrize(
-    ("version", "expected"),
-    [
-        ("0.9", (False, None)),
-        ("1.0", (True, "1.2")),
-        ("1.1", (True, "1.2")),
-        ("1.2", (False, None)),
-        ("2.0", (True, "2.0.1")),
-        ("2.0.1", (False, None)),
-    ],
-)
+@pytest.mark.parametrize(("version", "expected"), [
+    ("0.9", (False, None)), ("1.0", (True, "1.2")), ("1.1", (True, "1.2")),
+    ("1.2", (False, None)), ("2.0", (True, "2.0.1")), ("2.0.1", (False, None)),
+])
 def test_introduced_and_fixed_pairs(version, expected):
-    affected = _events(
-        ("introduced", "1.0"), ("fixed", "1.2"), ("introduced", "2.0"), ("fixed", "2.0.1")
-    )
+    affected = _events(("introduced", "1.0"), ("fixed", "1.2"),
+                       ("introduced", "2.0"), ("fixed", "2.0.1"))
     assert affects(affected, version, compare_pep440) == expected
 
 
 def test_events_are_sorted_before_evaluation():
-    affected = _events(
-        ("fixed", "2.0.1"), ("introduced", "2.0"), ("fixed", "1.2"), ("introduced", "0")
-    )
+    affected = _events(("fixed", "2.0.1"), ("introduced", "2.0"), ("fixed", "1.2"),
+                       ("introduced", "0"))
     assert affects(affected, "1.5", compare_pep440) == (False, None)
     assert affects(affected, "1.1", compare_pep440) == (True, "1.2")
 
@@ -92,22 +74,11 @@ def test_limit_bounds_the_range():
 
 
 def test_versions_list_matches_exactly_and_git_ranges_are_ignored():
-    doc = {
-        "id": "X-1",
-        "affected": [
-            {
-                "package": {"ecosystem": "npm", "name": "left-pad"},
-                "ranges": [
-                    {
-                        "type": "GIT",
-                        "repo": "https://example.invalid/r",
-                        "events": [{"introduced": "0"}, {"fixed": "abc123"}],
-                    }
-                ],
-                "versions": ["1.0.0", "1.0.1"],
-            }
-        ],
-    }
+    doc = {"id": "X-1", "affected": [{
+        "package": {"ecosystem": "npm", "name": "left-pad"},
+        "ranges": [{"type": "GIT", "repo": "https://example.invalid/r",
+                    "events": [{"introduced": "0"}, {"fixed": "abc123"}]}],
+        "versions": ["1.0.0", "1.0.1"]}]}
     advisory = parse_osv(doc, "inline")
     affected = advisory.affected[0]
     assert affected.ranges == ()
@@ -123,33 +94,22 @@ def test_unreadable_installed_version_is_not_a_match():
 # ---------------------------------------------------------------------------------- CVSS
 
 
-@pytest.mark.parametrize(
-    ("vector", "score"),
-    [
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8),
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H", 10.0),
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 6.1),
-        ("CVSS:3.0/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N", 5.5),
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", 7.5),
-        ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N", 0.0),
-    ],
-)
+@pytest.mark.parametrize(("vector", "score"), [
+    ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", 9.8),
+    ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H", 10.0),
+    ("CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 6.1),
+    ("CVSS:3.0/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N", 5.5),
+    ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", 7.5),
+    ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N", 0.0),
+])
 def test_cvss3_base_scores_match_nvd(vector, score):
     assert cvss3_base_score(vector) == score
 
 
 def test_severity_ratings():
     assert [severity_from_score(s) for s in (0, 0.1, 3.9, 4.0, 6.9, 7.0, 8.9, 9.0, 10)] == [
-        Severity.INFORMATIONAL,
-        Severity.LOW,
-        Severity.LOW,
-        Severity.MEDIUM,
-        Severity.MEDIUM,
-        Severity.HIGH,
-        Severity.HIGH,
-        Severity.CRITICAL,
-        Severity.CRITICAL,
-    ]
+        Severity.INFORMATIONAL, Severity.LOW, Severity.LOW, Severity.MEDIUM, Severity.MEDIUM,
+        Severity.HIGH, Severity.HIGH, Severity.CRITICAL, Severity.CRITICAL]
 
 
 def test_ghsa_style_label_is_used_without_a_vector():
@@ -166,21 +126,15 @@ def database(advisories) -> AdvisoryDatabase:
 
 
 def _ids(matches) -> dict[str, str | None]:
-    return {
-        m.advisory.cves[0] if m.advisory.cves else m.advisory.id: m.fixed_version for m in matches
-    }
+    return {m.advisory.cves[0] if m.advisory.cves else m.advisory.id: m.fixed_version
+            for m in matches}
 
 
 def test_jinja2_2_7_1(database):
     matches = database.match(_pip("Jinja2", "2.7.1"), None)
     assert _ids(matches) == samples.JINJA2_EXPECTED
     assert {m.advisory.id for m in matches} == {
-        "PYSEC-2014-8",
-        "PYSEC-2014-82",
-        "PYSEC-2019-217",
-        "PYSEC-2019-220",
-        "PYSEC-2021-66",
-    }
+        "PYSEC-2014-8", "PYSEC-2014-82", "PYSEC-2019-217", "PYSEC-2019-220", "PYSEC-2021-66"}
 
 
 def test_fixed_jinja2_matches_nothing(database):
@@ -189,8 +143,7 @@ def test_fixed_jinja2_matches_nothing(database):
 
 def test_pep503_names_match(database):
     assert _ids(database.match(_pip("JINJA_2".replace("_", ""), "2.11.2"), None)) == {
-        "CVE-2020-28493": "2.11.3"
-    }
+        "CVE-2020-28493": "2.11.3"}
 
 
 def test_last_affected_in_real_data(database):
@@ -216,17 +169,15 @@ def test_alpine_secdb_branch_is_respected(database):
     doc = yaml.safe_load(text)
     bind_311 = [p["pkg"] for p in doc["packages"] if p["pkg"]["name"] == "bind"]
     cves_311 = {c for p in bind_311 for ids in p["secfixes"].values() for c in ids}
-    on_311 = _ids(
-        database.match(
-            _apk("bind", "9.10.4_p8-r0", "bind"), OsInfo(id="alpine", version_id="3.11.0")
-        )
-    )
+    on_311 = _ids(database.match(_apk("bind", "9.10.4_p8-r0", "bind"),
+                                 OsInfo(id="alpine", version_id="3.11.0")))
     assert set(on_311) <= cves_311
 
 
 def test_zero_fix_means_never_affected(database):
     # v3.8/main.yaml lists db's Oracle Berkeley DB CVEs under "0": whitelisted, never matched.
-    matches = database.match(_apk("db", "5.3.28-r0", "db"), OsInfo(id="alpine", version_id="3.8.4"))
+    matches = database.match(_apk("db", "5.3.28-r0", "db"), OsInfo(id="alpine",
+                                                                   version_id="3.8.4"))
     assert matches == []
 
 
@@ -275,24 +226,16 @@ def test_fingerprint_changes_with_the_data(tmp_path):
 
 def test_files_that_are_not_advisories_are_skipped(tmp_path):
     (tmp_path / "ci.yaml").write_text("jobs:\n  - name: jinja2\n    run: make\n")
-    (tmp_path / "PYSEC-1.json").write_text(
-        json.dumps(
-            {
-                "id": "PYSEC-1",
-                "affected": [
-                    {"package": {"ecosystem": "PyPI", "name": "jinja2"}, "versions": ["2.0"]}
-                ],
-            }
-        )
-    )
+    (tmp_path / "PYSEC-1.json").write_text(json.dumps({
+        "id": "PYSEC-1", "affected": [{"package": {"ecosystem": "PyPI", "name": "jinja2"},
+                                       "versions": ["2.0"]}]}))
     database = AdvisoryDatabase(tmp_path)
     assert [m.advisory.id for m in database.match(_pip("jinja2", "2.0"), None)] == ["PYSEC-1"]
 
 
 def test_ubuntu_priority_label():
-    advisory = parse_osv(
-        {"id": "UBUNTU-CVE-1", "severity": [{"type": "Ubuntu", "score": "high"}]}, "x"
-    )
+    advisory = parse_osv({"id": "UBUNTU-CVE-1", "severity": [
+        {"type": "Ubuntu", "score": "high"}]}, "x")
     assert advisory.severity is Severity.HIGH
 
 
@@ -309,39 +252,25 @@ def test_debian_records_match_binary_packages_through_their_source(tmp_path):
         pytest.skip("no package built from openssl is installed here")
     installed = from_openssl[0].source_version
     for release, fixed in (("12", installed + "+fix1"), ("11", installed + "+fix1")):
-        (tmp_path / f"DSA-{release}.json").write_text(
-            json.dumps(
-                {
-                    "id": f"DSA-{release}",
-                    "aliases": [f"CVE-2099-{release}"],
-                    "affected": [
-                        {
-                            "package": {"ecosystem": f"Debian:{release}", "name": "openssl"},
-                            "ranges": [
-                                {
-                                    "type": "ECOSYSTEM",
-                                    "events": [{"introduced": "0"}, {"fixed": fixed}],
-                                }
-                            ],
-                        }
-                    ],
-                }
-            )
-        )
+        (tmp_path / f"DSA-{release}.json").write_text(json.dumps({
+            "id": f"DSA-{release}", "aliases": [f"CVE-2099-{release}"],
+            "affected": [{"package": {"ecosystem": f"Debian:{release}", "name": "openssl"},
+                          "ranges": [{"type": "ECOSYSTEM", "events": [
+                              {"introduced": "0"}, {"fixed": fixed}]}]}]}))
     database = AdvisoryDatabase(tmp_path)
     bookworm = OsInfo(id="debian", version_id="12")
     for package in from_openssl:
         matches = database.match(package, bookworm)
         assert [(m.advisory.id, m.fixed_version) for m in matches] == [
-            ("DSA-12", installed + "+fix1")
-        ]
+            ("DSA-12", installed + "+fix1")]
 
 
 @st.composite
 def _intervals(draw):
     """Disjoint [introduced, fixed) intervals over integer versions, maybe open-ended."""
     cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=60), min_size=1, max_size=8)))
-    pairs = [(cuts[i], cuts[i + 1] if i + 1 < len(cuts) else None) for i in range(0, len(cuts), 2)]
+    pairs = [(cuts[i], cuts[i + 1] if i + 1 < len(cuts) else None)
+             for i in range(0, len(cuts), 2)]
     return pairs
 
 
@@ -353,22 +282,13 @@ def test_range_evaluation_agrees_with_intervals(pairs, installed, rnd):
         if high is not None:
             events.append(("fixed", f"{high}.0"))
     rnd.shuffle(events)  # OSV does not promise an order; evaluation sorts
-    expected_hit = any(
-        low <= installed and (high is None or installed < high) for low, high in pairs
-    )
-    expected_fix = next(
-        (
-            f"{high}.0"
-            for low, high in pairs
-            if low <= installed and high is not None and installed < high
-        ),
-        None,
-    )
+    expected_hit = any(low <= installed and (high is None or installed < high)
+                       for low, high in pairs)
+    expected_fix = next((f"{high}.0" for low, high in pairs
+                         if low <= installed and high is not None and installed < high), None)
     affected = Affected("PyPI", "x", ranges=(Range("ECOSYSTEM", tuple(events)),))
     assert affects(affected, f"{installed}.0", compare_pep440) == (
-        expected_hit,
-        expected_fix if expected_hit else None,
-    )
+        expected_hit, expected_fix if expected_hit else None)
 
 
 def test_saved_index_is_used_until_the_data_changes(advisories, tmp_path, monkeypatch):
@@ -388,31 +308,16 @@ def test_saved_index_is_used_until_the_data_changes(advisories, tmp_path, monkey
         assert _ids(loaded.match(_pip("jinja2", "2.7.1"), None)) == samples.JINJA2_EXPECTED
         assert loaded.records_indexed == built.records_indexed == 5
 
-    (root / "extra.json").write_text(
-        json.dumps(
-            {
-                "id": "X-1",
-                "affected": [
-                    {"package": {"ecosystem": "PyPI", "name": "jinja2"}, "versions": ["2.7.1"]}
-                ],
-            }
-        )
-    )
+    (root / "extra.json").write_text(json.dumps({"id": "X-1", "affected": [
+        {"package": {"ecosystem": "PyPI", "name": "jinja2"}, "versions": ["2.7.1"]}]}))
     changed = AdvisoryDatabase(root)
     assert "X-1" in {m.advisory.id for m in changed.match(_pip("jinja2", "2.7.1"), None)}
     assert changed.records_indexed == 6
 
 
 def test_corrupt_saved_index_is_rebuilt(tmp_path):
-    (tmp_path / "A-1.json").write_text(
-        json.dumps(
-            {
-                "id": "A-1",
-                "affected": [{"package": {"ecosystem": "PyPI", "name": "a"}, "versions": ["1"]}],
-            }
-        )
-    )
+    (tmp_path / "A-1.json").write_text(json.dumps({"id": "A-1", "affected": [
+        {"package": {"ecosystem": "PyPI", "name": "a"}, "versions": ["1"]}]}))
     (tmp_path / ".containerscan-index").write_text("{not json")
     assert [m.advisory.id for m in AdvisoryDatabase(tmp_path).match(_pip("a", "1"), None)] == [
-        "A-1"
-    ]
+        "A-1"]

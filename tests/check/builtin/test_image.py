@@ -33,22 +33,19 @@ def _layout(tmp_path: Path, tars: list[bytes], compress: bool = True) -> OciLayo
 
 
 def test_whiteouts_delete_files_and_opaque_directories(tmp_path):
-    lower = (
-        Layer()
-        .file(f"{SITE}/a-1.0.dist-info/METADATA", _meta("a", "1.0"))
-        .file(f"{SITE}/b-1.0.dist-info/METADATA", _meta("b", "1.0"))
-        .file("opt/app/node_modules/left/package.json", '{"name":"left","version":"1.0.0"}')
-        .file("etc/os-release", "ID=debian\nVERSION_ID=12\n")
-        .bytes()
-    )
-    upper = (
-        Layer()
-        .whiteout(f"{SITE}/a-1.0.dist-info")
-        .opaque("opt/app/node_modules")
-        .file("opt/app/node_modules/right/package.json", '{"name":"right","version":"2.0.0"}')
-        .file(f"{SITE}/b-2.0.dist-info/METADATA", _meta("b", "2.0"))
-        .bytes()
-    )
+    lower = (Layer()
+             .file(f"{SITE}/a-1.0.dist-info/METADATA", _meta("a", "1.0"))
+             .file(f"{SITE}/b-1.0.dist-info/METADATA", _meta("b", "1.0"))
+             .file("opt/app/node_modules/left/package.json", '{"name":"left","version":"1.0.0"}')
+             .file("etc/os-release", "ID=debian\nVERSION_ID=12\n")
+             .bytes())
+    upper = (Layer()
+             .whiteout(f"{SITE}/a-1.0.dist-info")
+             .opaque("opt/app/node_modules")
+             .file("opt/app/node_modules/right/package.json",
+                   '{"name":"right","version":"2.0.0"}')
+             .file(f"{SITE}/b-2.0.dist-info/METADATA", _meta("b", "2.0"))
+             .bytes())
     files = read_image(_layout(tmp_path, [lower, upper]), wants)
     assert sorted(files.files) == [
         "etc/os-release",
@@ -64,23 +61,20 @@ def test_whiteouts_delete_files_and_opaque_directories(tmp_path):
 
 def test_visitor_sees_small_files_of_every_layer_but_not_big_ones(tmp_path):
     seen = []
-    tars = [
-        Layer().file("a.txt", "x" * 10).file("big.txt", "y" * 5000).bytes(),
-        Layer().whiteout("a.txt").bytes(),
-    ]
-    read_image(
-        _layout(tmp_path, tars, compress=False),
-        wants,
-        lambda path, layer, data: seen.append((path, len(data))),
-        ImageLimits(max_visited_file=4096),
-    )
+    tars = [Layer().file("a.txt", "x" * 10).file("big.txt", "y" * 5000).bytes(),
+            Layer().whiteout("a.txt").bytes()]
+    read_image(_layout(tmp_path, tars, compress=False), wants,
+               lambda path, layer, data: seen.append((path, len(data))),
+               ImageLimits(max_visited_file=4096))
     assert seen == [("a.txt", 10)]
 
 
 def test_platform_is_selected_from_a_nested_index(tmp_path):
     amd = build_blobs([Layer().file("etc/os-release", "ID=debian\n").bytes()])
-    arm = build_blobs([Layer().file("etc/os-release", "ID=alpine\n").bytes()], architecture="arm64")
-    write_oci_layout(tmp_path / "multi", [(amd, "linux/amd64"), (arm, "linux/arm64")], index=True)
+    arm = build_blobs([Layer().file("etc/os-release", "ID=alpine\n").bytes()],
+                      architecture="arm64")
+    write_oci_layout(tmp_path / "multi", [(amd, "linux/amd64"), (arm, "linux/arm64")],
+                     index=True)
     files = read_image(OciLayoutSource(tmp_path / "multi", "linux/arm64"), wants)
     assert files.files["etc/os-release"][1] == b"ID=alpine\n"
     assert files.digest == arm.manifest_digest
@@ -91,10 +85,8 @@ def test_platform_is_selected_from_a_nested_index(tmp_path):
 def test_docker_archive_is_read_in_place(tmp_path):
     from tests.check.builtin.images import write_docker_archive
 
-    tars = [
-        Layer().file("etc/os-release", "ID=debian\n").bytes(),
-        Layer().file(f"{SITE}/x-1.dist-info/METADATA", _meta("x", "1")).bytes(),
-    ]
+    tars = [Layer().file("etc/os-release", "ID=debian\n").bytes(),
+            Layer().file(f"{SITE}/x-1.dist-info/METADATA", _meta("x", "1")).bytes()]
     archive = write_docker_archive(tmp_path / "image.tar", tars)
     source = DockerArchiveSource(archive)
     try:
@@ -141,21 +133,15 @@ def test_hard_link_out_of_the_root_is_refused(tmp_path):
 
 def test_huge_package_database_is_refused(tmp_path):
     tars = [Layer().file("var/lib/dpkg/status", "Package: x\n" * 2000).bytes()]
-    error = _expect_error(
-        _layout(tmp_path, tars),
-        r"var/lib/dpkg/status is 22000 bytes, above",
-        ImageLimits(max_wanted_file=16 * 1024),
-    )
+    error = _expect_error(_layout(tmp_path, tars), r"var/lib/dpkg/status is 22000 bytes, above",
+                          ImageLimits(max_wanted_file=16 * 1024))
     assert error.remediation
 
 
 def test_decompression_bomb_is_refused(tmp_path):
     tars = [Layer().file("zeros", b"\0" * 3_000_000).bytes()]
-    _expect_error(
-        _layout(tmp_path, tars),
-        r"expands beyond the 1000000-byte cap",
-        ImageLimits(max_image_bytes=1_000_000),
-    )
+    _expect_error(_layout(tmp_path, tars), r"expands beyond the 1000000-byte cap",
+                  ImageLimits(max_image_bytes=1_000_000))
 
 
 def test_corrupt_layer_digest_is_refused(tmp_path):
@@ -176,10 +162,8 @@ def test_truncated_layer_is_refused(tmp_path):
 
 
 def test_garbage_layer_is_refused(tmp_path):
-    _expect_error(
-        _layout(tmp_path, [b"this is not a tar archive at all" * 40], compress=False),
-        r"is corrupt or truncated",
-    )
+    _expect_error(_layout(tmp_path, [b"this is not a tar archive at all" * 40], compress=False),
+                  r"is corrupt or truncated")
 
 
 def test_truncated_manifest_is_refused(tmp_path):
@@ -203,38 +187,22 @@ def test_manifest_not_matching_its_digest_is_refused(tmp_path):
 def test_malformed_digest_cannot_reach_outside_the_layout(tmp_path):
     root = tmp_path / "img"
     root.mkdir()
-    (root / "index.json").write_text(
-        json.dumps({"schemaVersion": 2, "manifests": [{"digest": "sha256:../../../etc/passwd"}]})
-    )
+    (root / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "manifests": [{"digest": "sha256:../../../etc/passwd"}]}))
     _expect_error(OciLayoutSource(root), r"malformed digest")
 
 
 def _zstd_layout(root: Path, blob: bytes, diff_id: str | None = None) -> OciLayoutSource:
     digest = write_blob(root, blob)
     config = json.dumps({"rootfs": {"diff_ids": [diff_id] if diff_id else []}}).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"digest": write_blob(root, config)},
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": digest}
-            ],
-        }
-    ).encode()
-    (root / "index.json").write_text(
-        json.dumps(
-            {
-                "schemaVersion": 2,
-                "manifests": [
-                    {
-                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                        "digest": write_blob(root, manifest),
-                    }
-                ],
-            }
-        )
-    )
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"digest": write_blob(root, config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+                    "digest": digest}]}).encode()
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": write_blob(root, manifest)}]}))
     return OciLayoutSource(root)
 
 
@@ -274,7 +242,8 @@ def test_missing_layout_is_a_clear_error(tmp_path):
 def test_hard_links_to_wanted_files_carry_their_content(tmp_path):
     meta = f"{SITE}/a-1.0.dist-info/METADATA"
     linked = "opt/venv/lib/site-packages/a-1.0.dist-info/METADATA"
-    tars = [Layer().file(meta, _meta("a", "1.0")).bytes(), Layer().hardlink(linked, meta).bytes()]
+    tars = [Layer().file(meta, _meta("a", "1.0")).bytes(),
+            Layer().hardlink(linked, meta).bytes()]
     files = read_image(_layout(tmp_path, tars), wants)
     assert files.files[linked] == (files.layers[1], files.files[meta][1])
 
@@ -290,7 +259,8 @@ def test_manifest_kinds():
 
     assert manifest_kind({"manifests": []}, "application/json") == "index"
     assert manifest_kind({"layers": [], "config": {}}, None) == "manifest"
-    assert manifest_kind({}, "application/vnd.docker.distribution.manifest.list.v2+json") == "index"
+    assert manifest_kind({}, "application/vnd.docker.distribution.manifest.list.v2+json") == \
+        "index"
     schema1 = {"schemaVersion": 1, "fsLayers": [], "name": "x"}
     with pytest.raises(ImageError, match="not schema 1"):
         manifest_kind(schema1, "application/vnd.docker.distribution.manifest.v1+prettyjws")

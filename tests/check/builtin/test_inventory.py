@@ -20,25 +20,17 @@ from check.builtin.inventory import (
 from tests.check.builtin import samples
 
 
-@pytest.mark.skipif(
-    not shutil.which("dpkg-query") or not Path("/var/lib/dpkg/status").is_file(),
-    reason="needs a Debian system with dpkg-query",
-)
+@pytest.mark.skipif(not shutil.which("dpkg-query") or not Path("/var/lib/dpkg/status").is_file(),
+                    reason="needs a Debian system with dpkg-query")
 def test_dpkg_status_agrees_with_dpkg_query():
     """This machine's own dpkg database, parsed, lists what dpkg-query lists."""
     status = Path("/var/lib/dpkg/status").read_text()
     parsed = {(p.name, p.version, p.architecture) for p in parse_dpkg_status(status, "s", None)}
     out = subprocess.run(
         ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Package}|${Version}|${Architecture}\n"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    expected = {
-        tuple(line.split("|")[1:])
-        for line in out.splitlines()
-        if line.split("|")[0].strip() == "ii"
-    }
+        capture_output=True, text=True, check=True).stdout
+    expected = {tuple(line.split("|")[1:]) for line in out.splitlines()
+                if line.split("|")[0].strip() == "ii"}
     assert parsed == expected
     assert len(parsed) > 50
 
@@ -58,12 +50,8 @@ def test_dpkg_source_field_and_removed_packages():
 
 
 def test_distroless_status_d_has_no_status_field():
-    files = {
-        "var/lib/dpkg/status.d/base-files": (
-            "sha256:a",
-            b"Package: base-files\nVersion: 12.4+deb12u5\nArchitecture: amd64\n",
-        )
-    }
+    files = {"var/lib/dpkg/status.d/base-files": (
+        "sha256:a", b"Package: base-files\nVersion: 12.4+deb12u5\nArchitecture: amd64\n")}
     inventory = build_inventory(files)
     assert [(p.name, p.layer) for p in inventory.packages] == [("base-files", "sha256:a")]
 
@@ -71,11 +59,8 @@ def test_distroless_status_d_has_no_status_field():
 def test_apk_installed():
     packages = parse_apk_installed(samples.APK_INSTALLED, "lib/apk/db/installed", "sha256:l")
     assert [(p.name, p.version, p.source_name) for p in packages] == [
-        ("musl", "1.1.24-r0", "musl"),
-        ("busybox", "1.30.1-r1", "busybox"),
-        ("libcrypto1.1", "1.1.1d-r0", "openssl"),
-        ("libssl1.1", "1.1.1d-r0", "openssl"),
-    ]
+        ("musl", "1.1.24-r0", "musl"), ("busybox", "1.30.1-r1", "busybox"),
+        ("libcrypto1.1", "1.1.1d-r0", "openssl"), ("libssl1.1", "1.1.1d-r0", "openssl")]
     assert all(p.architecture == "x86_64" for p in packages)
 
 
@@ -102,36 +87,25 @@ def test_os_release():
     assert alpine is not None and (alpine.id, alpine.version_id) == ("alpine", "3.11.3")
 
 
-@pytest.mark.parametrize(
-    ("path", "wanted"),
-    [
-        ("var/lib/dpkg/status", True),
-        ("var/lib/dpkg/status-old", False),
-        ("var/lib/dpkg/status.d/libc6", True),
-        ("var/lib/dpkg/status.d/libc6.md5sums", True),
-        ("lib/apk/db/installed", True),
-        ("etc/os-release", True),
-        ("usr/lib/os-release", True),
-        ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA", True),
-        ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/RECORD", False),
-        ("usr/lib/python3/dist-packages/six-1.16.0.egg-info/PKG-INFO", True),
-        ("app/node_modules/express/package.json", True),
-        ("app/node_modules/@babel/core/package.json", True),
-        ("app/node_modules/express/lib/package.json", False),
-        ("app/node_modules/a/node_modules/b/package.json", True),
-        ("app/package.json", False),
-    ],
-)
+@pytest.mark.parametrize(("path", "wanted"), [
+    ("var/lib/dpkg/status", True), ("var/lib/dpkg/status-old", False),
+    ("var/lib/dpkg/status.d/libc6", True), ("var/lib/dpkg/status.d/libc6.md5sums", True),
+    ("lib/apk/db/installed", True), ("etc/os-release", True), ("usr/lib/os-release", True),
+    ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA", True),
+    ("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info/RECORD", False),
+    ("usr/lib/python3/dist-packages/six-1.16.0.egg-info/PKG-INFO", True),
+    ("app/node_modules/express/package.json", True),
+    ("app/node_modules/@babel/core/package.json", True),
+    ("app/node_modules/express/lib/package.json", False),
+    ("app/node_modules/a/node_modules/b/package.json", True),
+    ("app/package.json", False),
+])
 def test_wanted_paths(path, wanted):
     assert wants(path) is wanted
 
 
 def test_single_file_egg_info():
-    files = {
-        "usr/lib/python3/dist-packages/six-1.16.0.egg-info": (
-            "sha256:a",
-            b"Metadata-Version: 1.1\nName: six\nVersion: 1.16.0\n",
-        )
-    }
+    files = {"usr/lib/python3/dist-packages/six-1.16.0.egg-info": (
+        "sha256:a", b"Metadata-Version: 1.1\nName: six\nVersion: 1.16.0\n")}
     assert wants("usr/lib/python3/dist-packages/six-1.16.0.egg-info")
     assert [(p.name, p.version) for p in build_inventory(files).packages] == [("six", "1.16.0")]

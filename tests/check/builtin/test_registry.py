@@ -33,19 +33,18 @@ def test_scan_by_tag_and_by_digest(registry, debian_blobs, advisories, tmp_path)
     digest = push(client, "team/app", "1.0", debian_blobs)
     assert digest == debian_blobs.manifest_digest
 
-    result = scan_reference(
-        f"{registry.host}/team/app:1.0", vuln_db=advisories, workdir=tmp_path / "tag"
-    )
+    result = scan_reference(f"{registry.host}/team/app:1.0", vuln_db=advisories,
+                            workdir=tmp_path / "tag")
     vulns = {f.vulnerability_id for f in result.findings if isinstance(f, VulnerabilityFinding)}
     assert vulns == set(samples.JINJA2_EXPECTED) | set(samples.WERKZEUG_EXPECTED)
-    secrets = {(f.rule_id, f.file_path) for f in result.findings if isinstance(f, SecretFinding)}
+    secrets = {(f.rule_id, f.file_path) for f in result.findings
+               if isinstance(f, SecretFinding)}
     assert ("aws-access-key-id", "/app/config/.env") in secrets
     resource = result.findings[0].resource
     assert resource.reference == f"{registry.host}/team/app@{digest}"
 
-    pinned = scan_reference(
-        f"{registry.host}/team/app@{digest}", vuln_db=advisories, workdir=tmp_path / "digest"
-    )
+    pinned = scan_reference(f"{registry.host}/team/app@{digest}", vuln_db=advisories,
+                            workdir=tmp_path / "digest")
     assert {f.identity() for f in pinned.findings} == {f.identity() for f in result.findings}
 
 
@@ -56,24 +55,17 @@ def test_image_index_selects_the_platform(registry):
     entries = []
     for blobs, arch in ((amd, "amd64"), (arm, "arm64")):
         digest = push(client, "multi", f"only-{arch}", blobs)
-        entries.append(
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": digest,
-                "size": len(blobs.manifest),
-                "platform": {"os": "linux", "architecture": arch},
-            }
-        )
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+        entries.append({"mediaType": OCI_MANIFEST, "digest": digest,
+                        "size": len(blobs.manifest),
+                        "platform": {"os": "linux", "architecture": arch}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                        "manifests": entries}).encode()
     client.push_manifest("multi", "latest", index, OCI_INDEX)
 
-    for platform, expected, blobs in (
-        ("linux/amd64", b"ID=debian", amd),
-        ("linux/arm64", b"ID=alpine", arm),
-    ):
-        source = RegistrySource(
-            ImageReference.parse(f"{registry.host}/multi:latest"), platform=platform
-        )
+    for platform, expected, blobs in (("linux/amd64", b"ID=debian", amd),
+                                      ("linux/arm64", b"ID=alpine", arm)):
+        source = RegistrySource(ImageReference.parse(f"{registry.host}/multi:latest"),
+                                platform=platform)
         files = read_image(source, wants)
         assert files.files["etc/os-release"][1].startswith(expected)
         assert files.digest == blobs.manifest_digest
@@ -83,46 +75,34 @@ def test_basic_auth(auth_registry, debian_blobs, advisories, tmp_path):
     auth = RegistryAuth(auth_registry.username or "", auth_registry.password or "")
     push(RegistryClient(auth_registry.host, auth), "private/app", "1", debian_blobs)
 
-    result = scan_reference(
-        f"{auth_registry.host}/private/app:1",
-        vuln_db=advisories,
-        auth=auth,
-        workdir=tmp_path,
-        scan_types=("pkg",),
-    )
+    result = scan_reference(f"{auth_registry.host}/private/app:1", vuln_db=advisories,
+                            auth=auth, workdir=tmp_path, scan_types=("pkg",))
     assert {f.vulnerability_id for f in result.findings} >= set(samples.JINJA2_EXPECTED)
 
     with pytest.raises(ImageError, match="requires credentials"):
-        scan_reference(f"{auth_registry.host}/private/app:1", vuln_db=advisories, workdir=tmp_path)
+        scan_reference(f"{auth_registry.host}/private/app:1", vuln_db=advisories,
+                       workdir=tmp_path)
     with pytest.raises(ImageError, match="refused the credentials") as caught:
-        scan_reference(
-            f"{auth_registry.host}/private/app:1",
-            vuln_db=advisories,
-            auth=RegistryAuth("scanner", "wrong-password"),
-            workdir=tmp_path,
-        )
+        scan_reference(f"{auth_registry.host}/private/app:1", vuln_db=advisories,
+                       auth=RegistryAuth("scanner", "wrong-password"), workdir=tmp_path)
     assert "wrong-password" not in str(caught.value)
 
 
 def test_unknown_image_and_unreachable_registry(registry, tmp_path, advisories):
     with pytest.raises(ImageError, match="HTTP 404"):
-        scan_reference(f"{registry.host}/nothing/here:1", vuln_db=advisories, workdir=tmp_path)
+        scan_reference(f"{registry.host}/nothing/here:1", vuln_db=advisories,
+                       workdir=tmp_path)
     with pytest.raises(ImageError, match="cannot reach registry"):
         scan_reference("127.0.0.1:9/x:1", vuln_db=advisories, workdir=tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("alpine", ("registry-1.docker.io", "library/alpine", None, None)),
-        ("alpine:3.19", ("registry-1.docker.io", "library/alpine", "3.19", None)),
-        ("localhost:5000/a/b:t", ("localhost:5000", "a/b", "t", None)),
-        (
-            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app@sha256:" + "0" * 64,
-            ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "app", None, "sha256:" + "0" * 64),
-        ),
-    ],
-)
+@pytest.mark.parametrize(("text", "expected"), [
+    ("alpine", ("registry-1.docker.io", "library/alpine", None, None)),
+    ("alpine:3.19", ("registry-1.docker.io", "library/alpine", "3.19", None)),
+    ("localhost:5000/a/b:t", ("localhost:5000", "a/b", "t", None)),
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app@sha256:" + "0" * 64,
+     ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "app", None, "sha256:" + "0" * 64)),
+])
 def test_reference_parsing(text, expected):
     ref = ImageReference.parse(text)
     assert (ref.host, ref.repository, ref.tag, ref.digest) == expected
@@ -139,22 +119,13 @@ def test_bearer_token_auth(token_registry, debian_blobs, tmp_path, advisories):
     push(client, "tok/app", "1", debian_blobs)
     assert client._tokens  # the push went through the token service
 
-    result = scan_reference(
-        f"{token_registry.host}/tok/app:1",
-        vuln_db=advisories,
-        auth=auth,
-        workdir=tmp_path,
-        scan_types=("pkg",),
-    )
+    result = scan_reference(f"{token_registry.host}/tok/app:1", vuln_db=advisories, auth=auth,
+                            workdir=tmp_path, scan_types=("pkg",))
     assert {f.vulnerability_id for f in result.findings} >= set(samples.WERKZEUG_EXPECTED)
 
     with pytest.raises(ImageError, match="token service refused the credentials"):
-        scan_reference(
-            f"{token_registry.host}/tok/app:1",
-            vuln_db=advisories,
-            auth=RegistryAuth("robot", "nope"),
-            workdir=tmp_path,
-        )
+        scan_reference(f"{token_registry.host}/tok/app:1", vuln_db=advisories,
+                       auth=RegistryAuth("robot", "nope"), workdir=tmp_path)
 
 
 class _Hostile:
@@ -185,10 +156,8 @@ class _Hostile:
                     return
                 if outer.redirect_blobs_to and "/blobs/" in self.path:
                     self.send_response(307)
-                    self.send_header(
-                        "Location",
-                        outer.redirect_blobs_to + self.path + "?X-Amz-Signature=deadbeef",
-                    )
+                    self.send_header("Location", outer.redirect_blobs_to + self.path +
+                                     "?X-Amz-Signature=deadbeef")
                     self.end_headers()
                     return
                 if self.path.split("?")[0] in routes:
@@ -208,25 +177,18 @@ class _Hostile:
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def serve(
-        self,
-        repo: str,
-        tag: str,
-        blobs: Blobs,
-        layer_override: bytes | None = None,
-        manifest_override: bytes | None = None,
-    ) -> None:
-        self.routes[f"/v2/{repo}/manifests/{tag}"] = (
-            OCI_MANIFEST,
-            manifest_override or blobs.manifest,
-        )
+    def serve(self, repo: str, tag: str, blobs: Blobs, layer_override: bytes | None = None,
+              manifest_override: bytes | None = None) -> None:
+        self.routes[f"/v2/{repo}/manifests/{tag}"] = (OCI_MANIFEST,
+                                                      manifest_override or blobs.manifest)
         for digest, data in blobs.all().items():
             self.routes[f"/v2/{repo}/blobs/{digest}"] = ("application/octet-stream", data)
         if layer_override is not None:
             from tests.check.builtin.images import sha256
 
             digest = sha256(blobs.layers[0])
-            self.routes[f"/v2/{repo}/blobs/{digest}"] = ("application/octet-stream", layer_override)
+            self.routes[f"/v2/{repo}/blobs/{digest}"] = ("application/octet-stream",
+                                                         layer_override)
 
     def close(self):
         self.server.shutdown()
@@ -274,9 +236,8 @@ def test_blob_redirects_to_storage_drop_the_credentials(tmp_path):
         storage.serve("app", "1", blobs)
         registry.basic = "Basic " + base64.b64encode(b"AWS:ecr-password-123").decode()
         registry.redirect_blobs_to = f"http://{storage.host}"
-        source = RegistrySource(
-            ImageReference.parse(f"{registry.host}/app:1"), RegistryAuth("AWS", "ecr-password-123")
-        )
+        source = RegistrySource(ImageReference.parse(f"{registry.host}/app:1"),
+                                RegistryAuth("AWS", "ecr-password-123"))
         files = read_image(source, wants)
         assert files.files["etc/os-release"][1] == b"ID=debian\n"
         assert storage.seen and all(auth is None for _, auth in storage.seen)

@@ -13,19 +13,11 @@ from tests.check.builtin.images import build_blobs, write_docker_archive
 
 
 def _run(ref: str, advisories, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "CONTAINERSCAN_VULN_DB": str(advisories),
-        "CONTAINERSCAN_LOG_LEVEL": "WARNING",
-    }
+    env = {**os.environ, "CONTAINERSCAN_VULN_DB": str(advisories),
+           "CONTAINERSCAN_LOG_LEVEL": "WARNING"}
     return subprocess.run(
         [sys.executable, "-m", "check", "scan-image", ref, "--scanner", "builtin", *extra],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-    )
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
 
 
 def test_docker_archive_json(tmp_path, advisories):

@@ -38,17 +38,12 @@ class TokenServer:
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
         now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(self.key, hashes.SHA256())
-        )
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(minutes=5))
+                     .not_valid_after(now + datetime.timedelta(hours=1))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                     .sign(self.key, hashes.SHA256()))
         self.bundle = directory / "token-root.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.issued = 0
@@ -84,28 +79,17 @@ class TokenServer:
         der = self.cert.public_bytes(serialization.Encoding.DER)
         header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
         now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "sub": self.username,
-            "aud": SERVICE,
-            "exp": now + 300,
-            "nbf": now - 10,
-            "iat": now,
-            "jti": secrets.token_hex(8),
-            "access": access,
-        }
+        claims = {"iss": ISSUER, "sub": self.username, "aud": SERVICE, "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-        r, s = decode_dss_signature(
-            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        )
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(),
+                                                  ec.ECDSA(hashes.SHA256())))
         self.issued += 1
         return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
     def registry_auth_config(self) -> str:
-        return (
-            f"auth:\n  token:\n    realm: {self.realm}\n    service: {SERVICE}\n"
-            f"    issuer: {ISSUER}\n    rootcertbundle: {self.bundle}\n"
-        )
+        return (f"auth:\n  token:\n    realm: {self.realm}\n    service: {SERVICE}\n"
+                f"    issuer: {ISSUER}\n    rootcertbundle: {self.bundle}\n")
 
     def start(self) -> None:
         self.thread.start()
@@ -113,3 +97,4 @@ class TokenServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
