@@ -1,39 +1,61 @@
 # The two quick-start commands are `make demo` (a real sweep against a local AWS emulator)
-# and `make test` (lint, type checks and the whole test suite). Both install what they need.
-PYTHON ?= python3
+# and `make test` (lint, type checks and the whole test suite). Both install what they need
+# into a virtual environment, `.venv`: Debian's own python3 is externally managed (PEP 668),
+# so nothing is installed into the system Python. scripts/venv.sh creates it (and installs
+# Debian's python3-venv when the venv module is missing).
+PYTHON3 ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Commands run by the recipes (and the tests' stand-in scripts, `#!/usr/bin/env python3`)
+# find the environment's python first.
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 # checkov pins boto3/botocore versions that conflict with ours: it gets a virtual environment
 # of its own, and the template tests find it through CHECKOV.
 CHECKOV_VENV := .tools/checkov
 export CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: install install-test test lint typecheck pytest demo bench
+.PHONY: venv install install-test test lint typecheck pytest demo bench
 
-install:
+$(PYTHON):
+	@sh scripts/venv.sh $(PYTHON3) $(VENV)
+
+venv: $(PYTHON)
+
+# Stamps inside the environment: installed again when the metadata changes or the
+# environment is recreated.
+$(VENV)/.installed-local: setup.cfg pyproject.toml | $(PYTHON)
 	$(PIP) install -q -e '.[local]'
+	@touch $@
 
-install-test: $(CHECKOV)
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(PYTHON)
 	$(PIP) install -q -e '.[test,dev,local]'
-	@sh scripts/system-deps.sh
+	@touch $@ $(VENV)/.installed-local
+
+install: $(VENV)/.installed-local
+
+install-test: $(VENV)/.installed-test $(CHECKOV)
+	@sh scripts/system-deps.sh test
 
 $(CHECKOV):
-	$(PYTHON) -m venv $(CHECKOV_VENV)
+	@sh scripts/venv.sh $(PYTHON3) $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q 'checkov==3.3.30'
 
-lint:
+lint: install-test
 	$(PYTHON) -m ruff check .
 
-typecheck:
+typecheck: install-test
 	$(PYTHON) -m mypy
 
-pytest:
+pytest: install-test
 	$(PYTHON) -m pytest -q
 
-test: install-test lint typecheck pytest
+test: lint typecheck pytest
 
 demo: install
-	@sh scripts/system-deps.sh
+	@sh scripts/system-deps.sh demo
 	$(PYTHON) -m check.quickstart.demo
 
 bench: install-test

@@ -149,13 +149,13 @@ def bench_runner() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(RUNS):
             start = time.perf_counter()
-            subprocess.run([str(STANDIN), "version"], env=env, capture_output=True, check=True)
+            subprocess.run([str(STANDIN), "--version"], env=env, capture_output=True, check=True)
             bare.append(time.perf_counter() - start)
             start = time.perf_counter()
             scanner.scan(target, Path(tmp) / str(i), 60)
             runs.append(time.perf_counter() - start)
     b, r = statistics.median(bare), statistics.median(runs)
-    print(f"stand-in start (`qscanner version` via subprocess.run): median {b * 1000:.1f} ms")
+    print(f"stand-in start (`qscanner --version` via subprocess.run): median {b * 1000:.1f} ms")
     print(
         f"QScanner.scan of a clean image with the stand-in: median {r * 1000:.1f} ms "
         f"(p90 {sorted(runs)[int(RUNS * 0.9)] * 1000:.1f} ms)"

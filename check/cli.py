@@ -30,6 +30,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class LazyGroup(click.Group):
+    """Commands imported on first use; containerscan errors become a message and an exit code
+    here, so every way in (the console script, click's test runner) behaves the same."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from securityhub.errors import ContainerscanError
+
+        try:
+            return super().invoke(ctx)
+        except ContainerscanError as exc:
+            from securityhub.logs import redact
+
+            click.echo(f"error: {redact(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
 

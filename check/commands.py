@@ -18,7 +18,20 @@ from typing import Any
 
 import click
 
+from securityhub.terminal import printable
+
 REQUEST_ENV = "CONTAINERSCAN_REQUEST"
+OUTPUTS = ("table", "json")
+CYCLONEDX = "cyclonedx"  # scan-image only: the image's SBOM (check/sbom.py)
+BUILTIN = "builtin"
+# Local references (not ECR): what only the built-in scanner reads.
+OCI_LAYOUT_PREFIX = "oci-layout:"
+DOCKER_ARCHIVE_PREFIX = "docker-archive:"
+# Flags that name ECR accounts and images; a local reference has none of these.
+ECR_ONLY_FLAGS = {
+    "accounts": "--account", "regions": "--region", "role": "--role",
+    "external_id": "--external-id", "tag_scanned": "--tag-scanned",
+}  # fmt: skip
 # <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(@sha256:<hex>|:<tag>)
 ECR_REF_RE = re.compile(
     r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
@@ -48,8 +61,10 @@ def _selection_options(func: Any) -> Any:
                      help="Parallel scans (default from CPUs and memory)."),
         click.option("--timeout", type=click.FloatRange(1), help="Seconds per image."),
         click.option("--tag-scanned", metavar="TAG", help="Add TAG to each scanned image."),
-        click.option("--output", type=click.Choice(["table", "json"]), default="table",
-                     show_default=True),
+        click.option("--vuln-db", type=click.Path(file_okay=False, path_type=Path),
+                     help="The built-in scanner's advisory database (else $CONTAINERSCAN_VULN_DB, "
+                          "else ~/.cache/containerscan/vulndb; `containerscan db update` fills "
+                          "it)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -91,6 +106,7 @@ def _selection_options(func: Any) -> Any:
 @click.option("--shard", metavar="I/N", help="This task's share of the repositories (1/4).")
 @click.option("--dry-run", is_flag=True, default=None, help="List what would be scanned.")
 @_selection_options
+@click.option("--output", type=click.Choice(OUTPUTS), default="table", show_default=True)
 @click.pass_context
 def sweep(
     ctx: click.Context, request_file: str | None, request_uri: str | None, **flags: Any
@@ -132,6 +148,13 @@ def sweep(
     help="An EventBridge 'ECR Image Action' PUSH event (JSON file).",
 )
 @_selection_options
+@click.option(
+    "--output",
+    type=click.Choice((*OUTPUTS, CYCLONEDX)),
+    default="table",
+    show_default=True,
+    help="cyclonedx: the image's package inventory as a CycloneDX 1.5 SBOM (implies --force).",
+)
 @click.pass_context
 def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **flags: Any) -> None:
     """Scan one image: an ECR reference, the image of an ECR push event, or a local image.
@@ -141,6 +164,7 @@ def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **fl
     containerscan scan-image payments/api:1.4 --region us-east-1
     containerscan scan-image --event push-event.json
     containerscan scan-image oci-layout:./image --scanner builtin
+    containerscan scan-image oci-layout:./image --output cyclonedx > sbom.cdx.json
 
     Exit codes as for `sweep`.
     """
@@ -258,7 +282,17 @@ def _run(
     from check.request import merge_documents, parse_request
     from check.scanners import scanner_names
     from check.sweep import build_sweep
+    from securityhub.aws import SessionFactory
+    from securityhub.credentials import require_credentials
 
+    sbom_dir = None
+    if flags.get("output") == CYCLONEDX:
+        import tempfile
+
+        flags = {**flags, "force": True}  # a cached result kept no inventory to describe
+        if flags.get("output_dir") is None:
+            sbom_dir = tempfile.TemporaryDirectory(prefix="containerscan-sbom-")
+            flags["output_dir"] = Path(sbom_dir.name)
     config = RunConfig.from_env().with_overrides(
         output_dir=flags.get("output_dir"),
         concurrency=flags.get("concurrency"),
@@ -274,33 +308,118 @@ def _run(
         default_scan_types=config.scan_types,
         known_scanners=(*scanner_names(), "auto"),
     )
+    sessions = SessionFactory(default_region=request.regions[0] if request.regions else None)
+    require_credentials(sessions)
+    scanner = None
+    if not request.dry_run:
+        scanner = _scanner(request.scanner or config.scanner, flags.get("vuln_db"))
     stream = sys.stderr if flags.get("output") == "table" else None
-    status = build_sweep(request, config, progress_stream=stream).run()
+    status = build_sweep(
+        request, config, sessions=sessions, scanner=scanner, progress_stream=stream
+    ).run()
     report = status.as_dict()
-    if flags.get("output") == "json":
+    if flags.get("output") == CYCLONEDX:
+        try:
+            click.echo(_stored_sbom(Path(flags["output_dir"]), report))
+        finally:
+            if sbom_dir is not None:
+                sbom_dir.cleanup()
+    elif flags.get("output") == "json":
         click.echo(json.dumps(report, indent=2, default=str, ensure_ascii=False))
     else:
         click.echo(render_status(report, findings=single, records=status.records))
     ctx.exit(status.exit_code)
 
 
-def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
-    """A reference outside ECR: the built-in scanner reads it (no Security Hub import)."""
+def _stored_sbom(output_dir: Path, report: dict[str, Any]) -> str:
+    """The SBOM the run wrote for its one image."""
+    from check.outputs import image_dir
+    from check.sbom import SBOM_FILE
+    from securityhub.errors import ScanError
+
+    for image in report["images"]:
+        path = output_dir / image_dir(report["run_id"], image["digest"]) / SBOM_FILE
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    failed = "; ".join(str(i.get("error")) for i in report["images"] if i.get("error"))
+    raise ScanError(f"no SBOM was written for this image{': ' + failed if failed else ''}")
+
+
+def _scanner(name: str | None, vuln_db: Path | None) -> Any:
+    """The run's scanner. `--vuln-db` belongs to the built-in one; its database is opened
+    here, so a missing one stops the run with exit 2 (naming `containerscan db update`)
+    instead of failing every image."""
+    from check.scanners import AUTO, default_scanner_name, make_scanner
     from securityhub.errors import ConfigurationError
 
-    try:
-        from check.builtin.scanner import scan_reference
-    except ImportError as exc:
+    chosen = default_scanner_name() if name in (None, "", AUTO) else str(name)
+    if vuln_db is not None and chosen != BUILTIN:
         raise ConfigurationError(
-            f"{ref} is not an ECR reference and the built-in scanner is not available ({exc})",
-            "give an ECR reference: <account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:...",
-        ) from None
-    scan_types = tuple((flags.get("scan_types") or "pkg,secret").split(","))
-    options: dict[str, Any] = {"scan_types": scan_types}
-    if flags.get("timeout"):
-        options["timeout"] = flags["timeout"]
-    result = scan_reference(ref, **options)
-    if flags.get("output") == "json":
+            f"--vuln-db is the built-in scanner's advisory database; {chosen} keeps its own",
+            "drop --vuln-db, or add --scanner builtin")
+    scanner = make_scanner(chosen, {"vuln_db": vuln_db} if vuln_db is not None else None)
+    if chosen == BUILTIN:
+        _ = scanner.database  # type: ignore[attr-defined]
+    return scanner
+
+
+def _local_reference(ref: str) -> None:
+    """A local reference names something that exists, or a well-formed registry image."""
+    from securityhub.errors import ImageError, ValidationError
+
+    for prefix, is_right, what in (
+        (OCI_LAYOUT_PREFIX, Path.is_dir, "an OCI layout directory"),
+        (DOCKER_ARCHIVE_PREFIX, Path.is_file, "a `docker save` archive"),
+    ):
+        if ref.startswith(prefix):
+            path = Path(ref[len(prefix):]).expanduser()
+            if not is_right(path):
+                raise ValidationError("the image reference names nothing", [
+                    ("REF", f"{printable(str(path))} is not {what}")],
+                    "oci-layout:DIR takes a directory an OCI tool wrote (skopeo copy ... "
+                    "oci:DIR, buildah push ... oci:DIR); docker-archive:FILE a `docker save` tar")
+            return
+    from check.builtin.registry import ImageReference
+
+    try:
+        ImageReference.parse(ref)
+    except ImageError as exc:
+        raise ValidationError(
+            "the image reference is malformed", [("REF", exc.message)],
+            "give <account>.dkr.ecr.<region>.amazonaws.com/<repo>@sha256:..., "
+            "host/repository:tag, oci-layout:DIR or docker-archive:FILE") from None
+
+
+def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
+    """A reference outside ECR: the built-in scanner reads it (no Security Hub import).
+
+    --scan-types, --scanner, --fail-on, --vuln-db, --timeout and --output-dir apply as for
+    ECR images (the same request validation); the flags that name ECR accounts refuse.
+    """
+    from check.config import RunConfig
+    from check.request import parse_request
+    from check.scanners import scanner_names
+    from securityhub.errors import ConfigurationError, ValidationError
+
+    given = [flag for key, flag in ECR_ONLY_FLAGS.items() if flags.get(key)]
+    if given:
+        raise ValidationError(f"{printable(ref)} is not an ECR image", [
+            (flag, "applies to ECR images only") for flag in given])
+    config = RunConfig.from_env().with_overrides(output_dir=flags.get("output_dir"))
+    request = parse_request(
+        _flags_document(flags), source="cli", default_scan_types=config.scan_types,
+        known_scanners=(*scanner_names(), "auto"))
+    if (request.scanner or BUILTIN) not in (BUILTIN, "auto"):
+        raise ConfigurationError(
+            f"the {request.scanner} scanner cannot read {printable(ref)}: local images and "
+            "registries other than ECR are read by the built-in scanner",
+            "use --scanner builtin (or leave --scanner out)")
+    _local_reference(ref)
+    scanner = _scanner(BUILTIN, flags.get("vuln_db"))
+    result, sbom = _scan_and_keep(ref, scanner, request.scan_types, config, flags.get("timeout"))
+    if flags.get("output") == CYCLONEDX:
+        click.echo(sbom)
+    elif flags.get("output") == "json":
         from check.serialize import findings_to_dicts
 
         click.echo(
@@ -313,14 +432,73 @@ def _scan_local(ctx: click.Context, ref: str, flags: dict[str, Any]) -> None:
         )
     else:
         click.echo(render_findings(result.findings))
-    fail_on = flags.get("fail_on")
-    if fail_on:
-        from securityhub.findings import Severity
-
-        threshold = Severity.parse(fail_on)
-        if any(f.severity >= threshold for f in result.findings):
-            ctx.exit(4)
+    threshold = request.fail_on
+    if threshold is not None and any(f.severity >= threshold for f in result.findings):
+        ctx.exit(4)
     ctx.exit(0)
+
+
+def _scan_and_keep(ref: str, scanner: Any, scan_types: tuple[str, ...], config: Any,
+                   timeout: float | None) -> tuple[Any, str]:
+    """Scan; the result and the image's SBOM. With --output-dir keep the run's tree as a
+    sweep does: `runs/<run-id>/images/sha256-<hex>/results.json`, `sbom.cdx.json`, `raw/`."""
+    import tempfile
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    from check.builtin.scanner import DEFAULT_TIMEOUT, scan_reference
+    from check.outputs import RunOutputs, image_dir
+    from check.sbom import MEDIA_TYPE, SBOM_FILE, sbom_from_raw_files
+    from check.serialize import findings_to_dicts
+    from check.sweep import new_run_id
+
+    with tempfile.TemporaryDirectory(prefix="containerscan-scan-") as workdir:
+        result = scan_reference(ref, scan_types=scan_types, workdir=Path(workdir),
+                                timeout=timeout or DEFAULT_TIMEOUT, scanner=scanner)
+        digest = _scanned_digest(result)
+        sbom = sbom_from_raw_files(result.raw_files, image_name=_image_name(ref), digest=digest,
+                                   tool_version=result.scanner.version) or b""
+        if config.output_dir is None:
+            return result, sbom.decode()
+        outputs = RunOutputs(local_dir=config.output_dir)
+        run_id = config.run_id or new_run_id(datetime.now(UTC))
+        base = image_dir(run_id, digest)
+        outputs.write_bytes(f"{base}/{SBOM_FILE}", sbom, MEDIA_TYPE)
+        outputs.write_json(f"{base}/results.json", {
+            "reference": ref, "digest": digest, "scanner": asdict(result.scanner),
+            "scan_types": list(result.scan_types), "notes": list(result.notes),
+            "findings": findings_to_dicts(result.findings)})
+        for path in result.raw_files:
+            outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
+        for location in outputs.locations(run_id):
+            click.echo(f"outputs: {location}", err=True)
+        if outputs.errors:
+            from securityhub.errors import ConfigurationError
+
+            raise ConfigurationError(f"cannot write the outputs: {outputs.errors[0]}",
+                                     "check --output-dir")
+    return result, sbom.decode()
+
+
+def _image_name(ref: str) -> str:
+    """What the SBOM calls a local image: the path of a layout or archive, else the name."""
+    for prefix in (OCI_LAYOUT_PREFIX, DOCKER_ARCHIVE_PREFIX):
+        if ref.startswith(prefix):
+            return str(Path(ref[len(prefix):]).resolve())
+    return ref.split("@", 1)[0]
+
+
+def _scanned_digest(result: Any) -> str:
+    """The digest the built-in scanner read, from its inventory report."""
+    from check.builtin.scanner import INVENTORY_FILE
+    from securityhub.errors import ScanError
+
+    for path in result.raw_files:
+        if Path(path).name == INVENTORY_FILE:
+            digest = json.loads(Path(path).read_text(encoding="utf-8")).get("digest")
+            if isinstance(digest, str) and digest.startswith("sha256:"):
+                return digest
+    raise ScanError(f"the built-in scanner wrote no {INVENTORY_FILE} with the image digest")
 
 
 def _fail(ctx: click.Context, exc: Any) -> None:
@@ -389,20 +567,20 @@ def render_status(report: dict[str, Any], *, findings: bool = False, records: An
                  "error": i.get("error", "")[:100]} for i in failed]  # fmt: skip
         lines += ["", "failed images:", table(rows, ("repository", "digest", "error"))]
     for error in report.get("errors", ()):
-        lines.append(f"error in {error['scope']}: {error['error']}")
+        lines.append(printable(f"error in {error['scope']}: {error['error']}"))
     if report.get("tagging_problems"):
         for t in report["tagging_problems"]:
             where = f"{t['repository']}@{t['digest'][:19]}"
-            lines.append(f"tagging {where}: {t['outcome']} {t.get('error') or ''}")
+            lines.append(printable(f"tagging {where}: {t['outcome']} {t.get('error') or ''}"))
     if report.get("alert"):
         lines.append(
             f"alert: {report['alert']['findings']} new finding(s) >= {report['alert']['threshold']}"
         )
     if report.get("outputs", {}).get("locations"):
-        lines.append("outputs: " + " ".join(report["outputs"]["locations"]))
+        lines.append(printable("outputs: " + " ".join(report["outputs"]["locations"])))
     if findings:
         for record in records:
             if record.outcome in ("scanned", "cached"):
-                lines += ["", f"{record.image.repository}@{record.image.digest}:",
+                lines += ["", printable(f"{record.image.repository}@{record.image.digest}:"),
                           render_findings(record.findings)]  # fmt: skip
     return "\n".join(lines)

@@ -82,6 +82,9 @@ REQUEST_URI_ENV = "CONTAINERSCAN_REQUEST_URI"
 RUN_ID_ENV = "CONTAINERSCAN_RUN_ID"
 # The launcher-only key of a POST /scans body: how many tasks share the sweep.
 SHARDS_KEY = "shards"
+# How long the status page link of GET /scans/{runId} works (a presigned S3 URL; it also ends
+# when the Lambda's role credentials that signed it expire).
+STATUS_PAGE_LINK_SECONDS = 3600
 # status.json "status" values, worst first, to summarize several shards.
 STATUS_ORDER = ("failed_to_start", "failed", "partial", "findings", "unknown", "running",
                 "pending", "done")  # fmt: skip
@@ -479,6 +482,7 @@ class Launcher:
             own = self._get_json(self._key(run_id, "status.json"))
             if own is not None:
                 own.setdefault("tasks", [s["task_arn"] for s in shards if s.get("task_arn")])
+                own["statusPage"] = self._page_url(run_id)
                 return 200, own
         states = self._task_states([s["task_arn"] for s in shards if s.get("task_arn")])
         reports = []
@@ -491,7 +495,8 @@ class Launcher:
                 report.update(status="failed_to_start", error=shard["failure"])
             elif final is not None:
                 report.update(status=final.get("status", "unknown"),
-                              exit_code=final.get("exit_code"), counts=final.get("counts"))
+                              exit_code=final.get("exit_code"), counts=final.get("counts"),
+                              statusPage=self._page_url(shard["run_id"]))
             else:
                 report.update(_from_task(states.get(shard["task_arn"])))
                 report["task_arn"] = shard["task_arn"]
@@ -526,6 +531,15 @@ class Launcher:
         return states
 
     # -------------------------------------------------------------------- S3 helpers
+
+    def _page_url(self, run_id: str) -> str:
+        """A link to the run's status.html (check/statuspage.py), signed for an hour; signing
+        is local, and the reader needs no more than this function's own s3:GetObject."""
+        url: str = self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.config.bucket,
+                                  "Key": self._key(run_id, "status.html")},
+            ExpiresIn=STATUS_PAGE_LINK_SECONDS)
+        return url
 
     def _key(self, run_id: str, name: str) -> str:
         return f"{self.config.prefix}runs/{run_id}/{name}"

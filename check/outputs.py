@@ -2,8 +2,13 @@
 
     runs/<run-id>/status.json                       the request, counts, each image's outcome
                                                     and error, durations, the Security Hub summary
+    runs/<run-id>/status.html                       the same for a person (check/statuspage.py),
+                                                    with what changed since the previous run
+    runs/latest.json (latest-shard-I-of-N.json)     {"run_id": the last run}: the previous run
     runs/<run-id>/images/sha256-<hex>/results.json  normalized findings of that digest and
                                                     the repositories it was found in
+    runs/<run-id>/images/sha256-<hex>/sbom.cdx.json the image's packages, CycloneDX 1.5
+                                                    (check/sbom.py; QScanner's own if written)
     runs/<run-id>/images/sha256-<hex>/raw/<file>    the scanner's own reports, untouched
 
 In S3 the tree sits under `CONTAINERSCAN_PREFIX` in `CONTAINERSCAN_BUCKET`, every object
@@ -30,6 +35,7 @@ log = get_logger("check.outputs")
 # Raw reports larger than this are not copied (a scanner that printed gigabytes); the
 # status says so. S3 itself takes 5 GB in one PUT.
 RAW_FILE_MAX = 256 << 20
+LATEST = "runs/latest.json"
 
 
 def image_dir(run_id: str, digest: str) -> str:
@@ -112,6 +118,60 @@ class RunOutputs:
             return
         content_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
         self.write_bytes(key, data, content_type)
+
+    def read_json(self, key: str) -> Any | None:
+        """A document this tree holds (the local directory first, else S3); None if absent
+        or unreadable (an unreadable one is counted as an output error)."""
+        data: bytes | None = None
+        if self.local_dir is not None and (self.local_dir / key).is_file():
+            try:
+                data = (self.local_dir / key).read_bytes()
+            except OSError as exc:
+                self._error(f"{self.local_dir / key}: {exc}")
+        elif self.s3 is not None:
+            try:
+                data = self.s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+            except (ClientError, BotoCoreError) as exc:
+                if error_code(exc) not in ("NoSuchKey", "404"):
+                    self._error(f"s3://{self.bucket}/{self.prefix}{key}: {error_code(exc)}")
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            self._error(f"{key}: not JSON ({exc})")
+            return None
+
+    def write_status_page(self, status: dict[str, Any]) -> None:
+        """`runs/<id>/status.html`, compared with the previous run of the same shard, and the
+        pointer to this run for the next one."""
+        from check.statuspage import STATUS_PAGE, render
+
+        run_id = str(status["run_id"])
+        shard = str((status.get("request") or {}).get("shard") or "")
+        pointer = f"runs/latest-shard-{shard.replace('/', '-of-')}.json" if shard else LATEST
+        latest = self.read_json(pointer)
+        previous = None
+        if isinstance(latest, dict) and latest.get("run_id") not in (None, run_id):
+            found = self.read_json(f"runs/{latest['run_id']}/status.json")
+            previous = found if isinstance(found, dict) else None
+        page = render(status, previous).encode()
+        self.write_bytes(f"runs/{run_id}/{STATUS_PAGE}", page, "text/html; charset=utf-8")
+        self.write_json(pointer, {"run_id": run_id})
+
+    def write_sbom(self, base: str, raw_files: Any, *, image_name: str, digest: str,
+                   tool_version: str) -> None:
+        """`<base>/sbom.cdx.json` from the scan's raw files, when they describe packages."""
+        from check.sbom import MEDIA_TYPE, SBOM_FILE, SbomError, sbom_from_raw_files
+
+        try:
+            sbom = sbom_from_raw_files(raw_files, image_name=image_name, digest=digest,
+                                       tool_version=tool_version)
+        except (OSError, ValueError, TypeError, SbomError) as exc:
+            self._error(f"{base}/{SBOM_FILE}: {exc}")
+            return
+        if sbom is not None:
+            self.write_bytes(f"{base}/{SBOM_FILE}", sbom, MEDIA_TYPE)
 
     def _count(self) -> None:
         with self._lock:

@@ -1,23 +1,39 @@
 """The Qualys QScanner runner: one image per subprocess, reports parsed into findings.
 
-Contract (shared/reference/qscanner.md, mostly from public wrappers of QScanner 4.x):
+Contract (shared/reference/qscanner.md; its section 8, from Qualys's own QScanner 4.8.0
+README, overrides the wrappers):
 
-    qscanner --pod <POD> --mode get-report --scan-types pkg,secret
+    qscanner --mode get-report (--pod <POD> | --gateway-url <URL>) --scan-types pkg,secret
              --output-dir <workdir>/output --cache-dir <workdir>/cache
              --format json --report-format sarif,json --scan-timeout <N>s
+             --max-network-retries <R> --network-retry-wait-min 5s
+             --network-retry-wait-max 120s
              image <registry>/<repository>@sha256:<digest>
 
-- The token travels in the child's environment (`QUALYS_ACCESS_TOKEN`), never in argv nor
-  in logs; registry credentials likewise (`QSCANNER_REGISTRY_USERNAME`/`_PASSWORD`).
+- Credentials travel in the child's environment only, never in argv nor in logs: the
+  documented, preferred `QUALYS_CLIENT_ID` + `QUALYS_CLIENT_SECRET` (QScanner turns them
+  into a 4-hour JWT), or the token kept "for backwards compatibility",
+  `QUALYS_ACCESS_TOKEN` (also read from `QUALYS_TOKEN`). A run with neither fails before
+  any scan. Registry credentials likewise (`QSCANNER_REGISTRY_USERNAME`/`_PASSWORD`).
+- `QUALYS_GATEWAY_URL` replaces `--pod` for platforms outside the POD list.
 - The environment is minimal: PATH, HOME, TMPDIR, locale, CA files, proxies, the scanner's
-  own `QSCANNER_*` settings, the Qualys token and the registry credentials.
+  own `QSCANNER_*` settings, the Qualys credentials and the registry credentials.
+- `qscanner --version` names the version (part of cache keys). When it fails, the version
+  becomes `unknown-sha256:<the binary's sha256>`: the cache keeps working for that binary,
+  and every image's notes and the run's scanner version say so.
 - Each scan has its own output directory. QScanner's cache (vulnerability DBs, secret
   rules) is not safe to share between concurrent processes, but downloading it again for
   every image is slow: with `CONTAINERSCAN_QSCANNER_CACHE=DIR` each concurrent scan borrows
   one of the slot directories `DIR/slot-<n>` (never two scans at once) and leaves it for the
   next scan; without it each scan gets a fresh cache under its workdir, removed afterwards.
-- `--scan-timeout` is a little below our own deadline, so QScanner normally stops by
-  itself; at the deadline we kill its process group anyway.
+- Deadlines (`deadlines()`): after uploading, QScanner waits 15 s for its report, then
+  retries with back-off (5, 10, 20 ... 120 s, 10 times: ~13 minutes by default). The retry
+  flags and `--scan-timeout` are sized so that scanning plus polling ends before our own
+  kill, whether or not `--scan-timeout` covers the polling (the README does not say). At the
+  deadline we kill its process group anyway, and the error says whether QScanner was still
+  scanning or waiting for the report (its ScanResult.json is written before the upload).
+- Report files are found whatever their prefix: `<64-hex image id>-Report.sarif.json` per
+  the README, `<name>_ScanResult.json` per its FAQ.
 - Exit codes are interpreted by name: 0 success, 42/43 policy DENY/AUDIT (recorded, the
   report is still parsed), 40 FAILED_TO_GET_VULN_REPORT (an error: without a report nothing
   can be proven fixed), anything else an error naming the code.
@@ -25,6 +41,7 @@ Contract (shared/reference/qscanner.md, mostly from public wrappers of QScanner 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -32,7 +49,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -42,6 +59,7 @@ from check.process import (
     DEFAULT_OUTPUT_CAP,
     ProcessOutcome,
     ScannerFailedError,
+    ScannerTimeoutError,
     check_finished,
     failure_detail,
     passthrough_environment,
@@ -61,6 +79,10 @@ log = get_logger("check.qscanner")
 NAME = "qscanner"
 BINARY_ENV = "QSCANNER_PATH"
 TOKEN_ENVS = ("QUALYS_ACCESS_TOKEN", "QUALYS_TOKEN")
+TOKEN_ENV = "QUALYS_ACCESS_TOKEN"  # noqa: S105 - what the child gets (README pages 17, 43, 54)
+CLIENT_ID_ENV = "QUALYS_CLIENT_ID"
+CLIENT_SECRET_ENV = "QUALYS_CLIENT_SECRET"  # noqa: S105 - a variable name
+GATEWAY_ENV = "QUALYS_GATEWAY_URL"
 POD_ENV = "QUALYS_POD"
 MODE_ENV = "CONTAINERSCAN_QSCANNER_MODE"
 SEVERITY_MAP_ENV = "CONTAINERSCAN_QUALYS_SEVERITY_MAP"
@@ -118,12 +140,58 @@ EXIT_REPORT_UNAVAILABLE = 40
 POLICY_RESULTS = MappingProxyType({0: "ALLOW", 42: "DENY", 43: "AUDIT"})
 VERSION_TIMEOUT = 30.0
 _VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?(?:-\d+)?")
-SARIF_SUFFIX = "-Report.sarif.json"
-SCAN_RESULT_SUFFIX = "-ScanResult.json"
+UNKNOWN_VERSION_PREFIX = "unknown-sha256:"
+# Report files: `<image id>-Report.sarif.json` (README pages 7-8, 43), `_` in its FAQ (57).
+SARIF_SUFFIX = "Report.sarif.json"
+SCAN_RESULT_SUFFIX = "ScanResult.json"
+_SEPARATORS = ("-", "_")
+# QScanner's report polling (README pages 43-44): 15 s first, then back-off from
+# --network-retry-wait-min doubling up to --network-retry-wait-max, --max-network-retries
+# times (defaults 5 s, 120 s, 10: about 13 minutes).
+REPORT_FIRST_WAIT = 15
+RETRY_WAIT_MIN = 5
+RETRY_WAIT_MAX = 120
+MAX_NETWORK_RETRIES = 10
+# At most this share of an image's time budget goes to waiting for the report.
+POLL_SHARE = 0.5
 
 
 def exit_code_name(code: int) -> str:
     return EXIT_CODES.get(code, f"UNKNOWN_EXIT_CODE_{code}")
+
+
+def polling_seconds(
+    retries: int, wait_min: int = RETRY_WAIT_MIN, wait_max: int = RETRY_WAIT_MAX
+) -> int:
+    """QScanner's longest wait for a report with `retries` retries (README pages 43-44)."""
+    waits = (min(wait_min * 2**attempt, wait_max) for attempt in range(retries))
+    return REPORT_FIRST_WAIT + sum(waits)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """QScanner's own limits for one image, all inside our deadline minus the kill margin."""
+
+    scan_timeout: int  # --scan-timeout, seconds
+    network_retries: int  # --max-network-retries
+    polling: int  # the longest report polling those retries allow, seconds
+
+
+def deadlines(timeout: float, kill_margin: float, report: bool) -> Deadlines:
+    """Split the image's budget: up to POLL_SHARE for report polling (as many retries as
+    fit, at most QScanner's default 10), the rest for scanning (`--scan-timeout`).
+
+    Either way `--scan-timeout` is read (covering the polling or not), QScanner gives up
+    before `timeout - kill_margin`, so its own error, not our kill, says what happened.
+    """
+    budget = scan_timeout_for(timeout, kill_margin)
+    if not report:
+        return Deadlines(budget, 0, 0)
+    retries = 0
+    while retries < MAX_NETWORK_RETRIES and polling_seconds(retries + 1) <= budget * POLL_SHARE:
+        retries += 1
+    polling = polling_seconds(retries)
+    return Deadlines(max(1, budget - polling), retries, polling)
 
 
 class ReportUnavailableError(ScanError):
@@ -153,22 +221,49 @@ class QScannerConfig:
     base_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Reused QScanner caches, one slot per concurrent scan; None: a fresh cache per scan.
     cache_root: Path | None = None
+    # Client id and secret: the documented, preferred credentials (used over a token).
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    # For platforms outside the POD list: passed as --gateway-url instead of --pod.
+    gateway_url: str | None = None
+
+    @property
+    def credentials(self) -> str | None:
+        """Which credentials the child gets: "client" (id + secret), "token", or None."""
+        if self.client_id and self.client_secret:
+            return "client"
+        return "token" if self.token else None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigurationError(
                 f"unknown QScanner mode {self.mode!r}", f"use one of {', '.join(MODES)}"
             )
+        if bool(self.client_id) != bool(self.client_secret):
+            missing = CLIENT_SECRET_ENV if self.client_id else CLIENT_ID_ENV
+            raise ConfigurationError(
+                f"Qualys client credentials are incomplete: {missing} is not set",
+                f"set both {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV} (e.g. from Secrets Manager)",
+            )
+        if self.gateway_url is not None and not re.fullmatch(
+            r"https://[^\s/]+(/\S*)?", self.gateway_url
+        ):
+            raise ConfigurationError(
+                f"{GATEWAY_ENV}={self.gateway_url!r} is not an https URL",
+                "use the platform's gateway, e.g. https://gateway.qg1.apps.qualys.com",
+            )
         if self.mode != "inventory-only":
-            if not self.token:
+            if self.credentials is None:
                 raise ConfigurationError(
-                    f"QScanner mode {self.mode} needs a Qualys access token",
-                    "set QUALYS_ACCESS_TOKEN (or QUALYS_TOKEN), e.g. from Secrets Manager",
+                    f"QScanner mode {self.mode} needs Qualys credentials and none are set",
+                    f"set {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV} (preferred) or "
+                    f"{TOKEN_ENV} (or QUALYS_TOKEN), e.g. from Secrets Manager",
                 )
-            if not self.pod:
+            if not self.pod and not self.gateway_url:
                 raise ConfigurationError(
                     f"QScanner mode {self.mode} needs the Qualys platform",
-                    f"set QUALYS_POD to one of {', '.join(sorted(PODS))}",
+                    f"set {POD_ENV} to one of {', '.join(sorted(PODS))}, or {GATEWAY_ENV} "
+                    "for a platform not in that list",
                 )
         if "sarif" not in self.report_formats and self.mode in REPORT_MODES:
             raise ConfigurationError(
@@ -186,19 +281,24 @@ class QScannerConfig:
                 "kill margin and grace must be >= 0 seconds and the output cap > 0 bytes"
             )
         register_secret(self.token)
+        register_secret(self.client_secret)
 
     @classmethod
     def from_environment(
         cls, environ: Mapping[str, str] | None = None, **overrides: object
     ) -> QScannerConfig:
-        """Read QSCANNER_PATH (or `qscanner` on PATH), QUALYS_POD, QUALYS_ACCESS_TOKEN /
-        QUALYS_TOKEN, CONTAINERSCAN_QSCANNER_MODE, CONTAINERSCAN_QUALYS_SEVERITY_MAP and
+        """Read QSCANNER_PATH (or `qscanner` on PATH), QUALYS_POD, QUALYS_GATEWAY_URL,
+        QUALYS_CLIENT_ID + QUALYS_CLIENT_SECRET, QUALYS_ACCESS_TOKEN / QUALYS_TOKEN,
+        CONTAINERSCAN_QSCANNER_MODE, CONTAINERSCAN_QUALYS_SEVERITY_MAP and
         CONTAINERSCAN_QSCANNER_CACHE; `overrides` win."""
         env = os.environ if environ is None else environ
         token = next((env[name] for name in TOKEN_ENVS if env.get(name)), None)
         values: dict[str, object] = {
             "pod": env.get(POD_ENV) or None,
             "token": token,
+            "client_id": env.get(CLIENT_ID_ENV) or None,
+            "client_secret": env.get(CLIENT_SECRET_ENV) or None,
+            "gateway_url": env.get(GATEWAY_ENV) or None,
             "mode": env.get(MODE_ENV) or DEFAULT_MODE,
             "base_env": scanner_base_env(env),
             "cache_root": Path(env[CACHE_ENV]) if env.get(CACHE_ENV) else None,
@@ -276,11 +376,13 @@ def build_argv(
     target: ScanTarget,
     output_dir: Path,
     cache_dir: Path,
-    scan_timeout: int,
+    limits: Deadlines,
 ) -> list[str]:
     """The argument list: global flags, then `image <immutable reference>`. No secrets."""
     argv = [str(config.binary), "--mode", config.mode]
-    if config.pod:
+    if config.gateway_url:
+        argv += ["--gateway-url", config.gateway_url]
+    elif config.pod:
         argv += ["--pod", config.pod]
     argv += [
         "--scan-types",
@@ -290,20 +392,35 @@ def build_argv(
         "--cache-dir",
         str(cache_dir),
         "--format",
-        "json",
+        "json,cyclonedx",  # the inventory, and the image's SBOM (kept as sbom.cdx.json)
     ]
     if config.mode in REPORT_MODES:
         argv += ["--report-format", ",".join(config.report_formats)]
-    argv += ["--scan-timeout", f"{scan_timeout}s", "image", target.image.reference]
+    if config.mode != "inventory-only":  # every other mode uploads and may poll
+        argv += [
+            "--max-network-retries",
+            str(limits.network_retries),
+            "--network-retry-wait-min",
+            f"{RETRY_WAIT_MIN}s",
+            "--network-retry-wait-max",
+            f"{RETRY_WAIT_MAX}s",
+        ]
+    argv += ["--scan-timeout", f"{limits.scan_timeout}s", "image", target.image.reference]
     return argv
 
 
 def build_environment(config: QScannerConfig, target: ScanTarget) -> dict[str, str]:
-    """The child's whole environment: base variables, token, registry credentials."""
+    """The child's whole environment: base variables, ONE kind of Qualys credentials (client
+    id + secret when set, else the token), registry credentials."""
     env = dict(config.base_env)
-    if config.token:
-        register_secret(config.token)  # masked in logs and raw outputs, however it came
-        env["QUALYS_ACCESS_TOKEN"] = config.token
+    if config.credentials == "client":
+        assert config.client_id and config.client_secret
+        register_secret(config.client_secret)  # masked in logs and raw outputs
+        env[CLIENT_ID_ENV] = config.client_id
+        env[CLIENT_SECRET_ENV] = config.client_secret
+    elif config.token:
+        register_secret(config.token)
+        env[TOKEN_ENV] = config.token
     if target.auth is not None:
         register_secret(target.auth.password)
         env["QSCANNER_REGISTRY_USERNAME"] = target.auth.username
@@ -319,6 +436,8 @@ class QScanner:
     def __init__(self, config: QScannerConfig) -> None:
         self.config = config
         self._version: str | None = None
+        # Why `qscanner --version` failed, when it did: said in every image's notes.
+        self.version_problem: str | None = None
         self._cache_slots = _CacheSlots(config.cache_root) if config.cache_root else None
 
     @classmethod
@@ -328,28 +447,47 @@ class QScanner:
 
     # ------------------------------------------------------------------- version
     def version(self) -> str:
-        """`qscanner version`, e.g. "4.8.0-2" (run once per instance; part of cache keys)."""
+        """`qscanner --version`, e.g. "4.8.0-2" (run once per instance; part of cache keys).
+
+        When it fails the version is `unknown-sha256:<binary sha256>`, so that the cache
+        still works (keyed on this very binary), and the failure is logged as an error and
+        noted on every image (`version_problem`).
+        """
         if self._version is None:
-            with tempfile.TemporaryDirectory(prefix="qscanner-version-") as tmp:
-                outcome = start_scanner(
-                    NAME,
-                    [str(self.config.binary), "version"],
-                    env=dict(self.config.base_env),
-                    workdir=Path(tmp),
-                    timeout=VERSION_TIMEOUT,
-                    output_cap=64 * 1024,
+            try:
+                self._version = self._probe_version()
+            except ScannerFailedError as exc:
+                self.version_problem = f"`qscanner --version` failed: {exc.message}"
+                self._version = UNKNOWN_VERSION_PREFIX + _sha256_file(self.config.binary)
+                log.error(
+                    "qscanner version unknown; the scan cache is keyed on the binary's sha256",
+                    extra=fields(error=self.version_problem, version=self._version),
                 )
-                check_finished(NAME, outcome, VERSION_TIMEOUT)
-                text = outcome.stdout_path.read_text("utf-8", "replace")
-                text += outcome.stderr_path.read_text("utf-8", "replace")
-            match = _VERSION.search(text)
-            if outcome.returncode != 0 or match is None:
-                raise ScannerFailedError(
-                    f"`qscanner version` failed (exit {outcome.returncode}): {redact(text[:300])}",
-                    code=outcome.returncode,
-                )
-            self._version = match.group(0)
         return self._version
+
+    def _probe_version(self) -> str:
+        with tempfile.TemporaryDirectory(prefix="qscanner-version-") as tmp:
+            outcome = start_scanner(
+                NAME,
+                [str(self.config.binary), "--version"],
+                env=dict(self.config.base_env),
+                workdir=Path(tmp),
+                timeout=VERSION_TIMEOUT,
+                output_cap=64 * 1024,
+            )
+            try:
+                check_finished(NAME, outcome, VERSION_TIMEOUT)
+            except ScanError as exc:  # a timeout or a crash: the version is unknown too
+                raise ScannerFailedError(exc.message) from None
+            text = outcome.stdout_path.read_text("utf-8", "replace")
+            text += outcome.stderr_path.read_text("utf-8", "replace")
+        match = _VERSION.search(text)
+        if outcome.returncode != 0 or match is None:
+            raise ScannerFailedError(
+                f"exit {outcome.returncode}: {redact(text[:300].strip())}",
+                code=outcome.returncode,
+            )
+        return match.group(0)
 
     @contextmanager
     def _cache_dir(self, workdir: Path) -> Iterator[Path]:
@@ -376,14 +514,21 @@ class QScanner:
         if output_dir.exists():
             shutil.rmtree(output_dir)  # a previous attempt's reports must not be parsed
         output_dir.mkdir(parents=True)
-        scan_timeout = scan_timeout_for(timeout, self.config.kill_margin)
+        limits = deadlines(timeout, self.config.kill_margin, self.config.mode in REPORT_MODES)
         reference = target.image.reference
         log.info(
             "qscanner scan started",
-            extra=fields(image=reference, mode=self.config.mode, scan_types=target.scan_types),
+            extra=fields(
+                image=reference,
+                mode=self.config.mode,
+                scan_types=target.scan_types,
+                credentials=self.config.credentials,
+                scan_timeout=limits.scan_timeout,
+                network_retries=limits.network_retries,
+            ),
         )
         with self._cache_dir(workdir) as cache_dir:
-            argv = build_argv(self.config, target, output_dir, cache_dir, scan_timeout)
+            argv = build_argv(self.config, target, output_dir, cache_dir, limits)
             outcome = start_scanner(
                 NAME,
                 argv,
@@ -394,6 +539,11 @@ class QScanner:
                 kill_grace=self.config.kill_grace,
             )
         raw_files = _raw_files(output_dir, outcome)
+        if outcome.timed_out:
+            raise ScannerTimeoutError(
+                f"qscanner on {reference} timed out after {timeout:g}s "
+                f"{_phase(output_dir, self.config.mode)}; killed its process group"
+            )
         check_finished(f"qscanner on {reference}", outcome, timeout)
         code = outcome.returncode
         assert code is not None  # check_finished raised for timeouts and signals
@@ -455,6 +605,12 @@ class QScanner:
                     f"{scan_result_file.name} describes {described}, not {image.reference}",
                     "the scanner resolved another image; the report was not used",
                 )
+            if image.architecture is None and inventory.metadata.architecture:
+                # A single-platform image: ECR names no platform, QScanner does.
+                image = replace(image, architecture=inventory.metadata.architecture)
+                inventory = replace(
+                    inventory, secrets=tuple(replace(f, resource=image) for f in inventory.secrets)
+                )
         elif "secret" in requested:
             raise ScanError(
                 f"qscanner exited {code} on {image.reference} but wrote no *{SCAN_RESULT_SUFFIX}",
@@ -491,6 +647,11 @@ class QScanner:
                     )
                 findings.extend(report.findings)
                 covered.add("pkg")
+                if report.skipped_count:
+                    notes.append(
+                        f"{report.skipped_count} SARIF result(s) skipped (not vulnerabilities "
+                        f"this parser reads): {'; '.join(report.skipped)}"
+                    )
         if "secret" in requested and inventory is not None:
             findings.extend(inventory.secrets)
             covered.add("secret")
@@ -503,6 +664,8 @@ class QScanner:
             notes.append(f"policy evaluation: {policy} (exit {code} {exit_code_name(code)})")
         if outcome.stdout_truncated or outcome.stderr_truncated:
             notes.append(f"scanner output truncated at {self.config.output_cap} bytes")
+        if self.version_problem:
+            notes.append(f"{self.version_problem}; cache keyed on the binary's sha256")
         return ScanResult(
             scanner=scanner,
             findings=tuple(findings),
@@ -515,13 +678,34 @@ class QScanner:
 
 
 def _single(directory: Path, suffix: str) -> Path | None:
-    """The one file ending in `suffix` (QScanner's prefix is not documented)."""
-    matches = sorted(directory.glob(f"*{suffix}"))
+    """The one file named `<prefix>-<suffix>` or `<prefix>_<suffix>`, whatever the prefix
+    (the 64-hex image id per the README)."""
+    matches = sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and p.name.endswith(suffix) and p.name[: -len(suffix)][-1:] in _SEPARATORS
+    )
     if len(matches) > 1:
         raise ScanError(
             f"several *{suffix} files in {directory}: {', '.join(p.name for p in matches)}"
         )
     return matches[0] if matches else None
+
+
+def _phase(output_dir: Path, mode: str) -> str:
+    """What QScanner was doing when killed: its ScanResult.json is written once the image is
+    scanned, before the upload and the report polling."""
+    if mode not in REPORT_MODES or _single(output_dir, SCAN_RESULT_SUFFIX) is None:
+        return "while scanning the image"
+    return "while uploading the inventory or waiting for the vulnerability report"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class _CacheSlots:

@@ -35,7 +35,6 @@ API calls unchanged, because nothing here or downstream ever builds a shell stri
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -507,7 +506,7 @@ def document_from_api(
     if event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(body, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or non-ASCII text to decode
             return None, [("body", "isBase64Encoded is true but the body is not base64 UTF-8")]
     try:
         doc = json.loads(body)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from securityhub.errors import ReportParseError
@@ -24,7 +24,10 @@ from securityhub.findings import (
     VulnerabilityFinding,
 )
 
-FORMAT_VERSION = 1
+# 2: one vulnerability finding per (image, CVE) (issue 10); results stored in format 1 are
+# keyed by QID and are scanned again rather than published under the old Ids.
+FORMAT_VERSION = 2
+_DATETIMES = ("published_at", "vendor_updated_at")
 ImageFinding = VulnerabilityFinding | SecretFinding
 
 
@@ -32,8 +35,16 @@ def _plain(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) is not None}
 
 
+# What the scanner learnt about the image (a single-platform image's architecture, from
+# QScanner's ScanResult.json) travels with its findings, so a cached result and a fresh scan
+# build the same Security Hub content.
+IMAGE_ARCHITECTURE = "image_architecture"
+
+
 def finding_to_dict(finding: ImageFinding) -> dict[str, Any]:
     doc: dict[str, Any] = {"kind": finding.kind}
+    if finding.resource.architecture:
+        doc[IMAGE_ARCHITECTURE] = finding.resource.architecture
     for f in fields(finding):
         value = getattr(finding, f.name)
         if f.name == "resource" or value is None:
@@ -42,7 +53,7 @@ def finding_to_dict(finding: ImageFinding) -> dict[str, Any]:
             value = value.name
         elif isinstance(value, ScannerInfo):
             value = _plain(value)
-        elif isinstance(value, datetime):
+        elif isinstance(value, datetime | date):
             value = value.isoformat()
         elif f.name in ("packages", "cvss"):
             value = [_plain(v) for v in value]
@@ -56,6 +67,7 @@ def finding_from_dict(doc: Mapping[str, Any], resource: EcrImage) -> ImageFindin
     try:
         values = dict(doc)
         kind = values.pop("kind")
+        resource = _with_architecture(resource, values.pop(IMAGE_ARCHITECTURE, None))
         values["severity"] = Severity[values["severity"]]
         values["scanner"] = ScannerInfo(**values["scanner"])
         if kind == "vulnerability":
@@ -63,8 +75,11 @@ def finding_from_dict(doc: Mapping[str, Any], resource: EcrImage) -> ImageFindin
             values["cvss"] = tuple(Cvss(**c) for c in values.get("cvss", ()))
             for name in ("cves", "references"):
                 values[name] = tuple(values.get(name, ()))
-            if values.get("published_at"):
-                values["published_at"] = datetime.fromisoformat(values["published_at"])
+            for name in _DATETIMES:
+                if values.get(name):
+                    values[name] = datetime.fromisoformat(values[name])
+            if values.get("kev_date_added"):
+                values["kev_date_added"] = date.fromisoformat(values["kev_date_added"])
             return VulnerabilityFinding(resource=resource, **values)
         if kind == "secret":
             return SecretFinding(resource=resource, **values)
@@ -86,5 +101,16 @@ def findings_from_dicts(
 
 
 def rebind(findings: Iterable[Any], resource: EcrImage) -> tuple[ImageFinding, ...]:
-    """The same findings, about `resource` (another repository holding the same digest)."""
-    return tuple(replace(f, resource=resource) for f in findings if isinstance(f, ImageFinding))
+    """The same findings, about `resource` (another repository holding the same digest),
+    keeping the architecture the scanner found when `resource` names none."""
+    return tuple(
+        replace(f, resource=_with_architecture(resource, f.resource.architecture))
+        for f in findings
+        if isinstance(f, ImageFinding)
+    )
+
+
+def _with_architecture(resource: EcrImage, architecture: str | None) -> EcrImage:
+    if resource.architecture or not architecture:
+        return resource
+    return replace(resource, architecture=architecture)

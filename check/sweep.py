@@ -29,6 +29,7 @@ Exit codes: 0 done; 3 partial (an image, a repository, a region or an import fai
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -46,6 +47,7 @@ from check.alerts import build_alert, send_alert
 from check.cache import CachedResult, CacheKey, ScanCache
 from check.config import RunConfig
 from check.ecr import EcrRegistry, ImageInfo, expand_indexes, selectable
+from check.exploits import ExploitSignals, annotate_all, for_run
 from check.outputs import RunOutputs, image_dir
 from check.progress import Progress
 from check.request import AccountSpec, ScanRequest
@@ -132,6 +134,7 @@ class ImageRecord:
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
+    notes: tuple[str, ...] = ()  # what the scanner said about this scan (skipped results...)
 
     @property
     def resource(self) -> Any:
@@ -154,6 +157,7 @@ class ImageRecord:
             "new_findings": len(self.new_findings),
             "duration_s": round(self.duration_s, 3),
             "tagging": self.tag.outcome if self.tag else None,
+            "notes": list(self.notes),
         }
         return {k: v for k, v in doc.items() if v not in (None, [], {})}
 
@@ -302,6 +306,7 @@ class Sweep:
         self._enumeration_errors: list[dict[str, str]] = []
         self._pending: list[tuple[CacheKey, ScannerInfo, Sequence[Any], str | None]] = []
         self._pending_lock = threading.Lock()
+        self.exploit_signals: ExploitSignals | None = None
 
     # ---------------------------------------------------------------- enumeration
 
@@ -513,6 +518,8 @@ class Sweep:
             status.finished_at = self.clock()
             return status
         assert self.scanner is not None
+        # Issue 10: KEV / EPSS exploit signals on every vulnerability finding (check.exploits).
+        self.exploit_signals = for_run(os.environ, lambda: self.sessions.client("s3"))
         status.scanner = ScannerInfo(self.scanner.name, self._scanner_version())
         publishing = _Publishing(self, status, plans)
         try:
@@ -600,7 +607,7 @@ class Sweep:
         """A cache hit: the stored findings, re-bound to each image holding the digest."""
         for record in records:
             record.outcome = "cached"
-            record.findings = hit.findings_for(record.resource)
+            record.findings = annotate_all(hit.findings_for(record.resource), self.exploit_signals)
             record.kinds = _kinds(hit.scan_types)
         self._write_results(
             status, records, hit.scanner, hit.scan_types, records[0].findings,
@@ -668,7 +675,10 @@ class Sweep:
             record.outcome = "scanned"
             record.duration_s = duration
             record.kinds = kinds
-            record.findings = rebind(result.findings, record.resource)
+            record.notes = result.notes
+            record.findings = annotate_all(
+                rebind(result.findings, record.resource), self.exploit_signals
+            )
         if self.cache is not None:
             self._to_cache(
                 self._key(digest, status), result.scanner, result.findings, result.policy_result
@@ -730,6 +740,10 @@ class Sweep:
         )
         for path in raw_files:
             self.outputs.write_file(f"{base}/raw/{Path(path).name}", Path(path))
+        plan, image = records[0].plan, records[0].image
+        registry = f"{plan.account_id}.dkr.ecr.{plan.region}.amazonaws.com"
+        self.outputs.write_sbom(base, raw_files, image_name=f"{registry}/{image.repository}",
+                                digest=digest, tool_version=scanner.version)
 
     def _failed(self, records: list[ImageRecord], error: str, started: float, digest: str) -> str:
         duration = time.monotonic() - started
@@ -842,7 +856,9 @@ class Sweep:
         if not self.outputs.enabled:
             return
         status.outputs = {"locations": self.outputs.locations(status.run_id)}
-        self.outputs.write_json(f"runs/{status.run_id}/status.json", status.as_dict())
+        doc = status.as_dict()
+        self.outputs.write_json(f"runs/{status.run_id}/status.json", doc)
+        self.outputs.write_status_page(doc)
         status.outputs["written"] = self.outputs.written
         if self.outputs.errors:
             status.outputs["errors"] = list(self.outputs.errors)

@@ -1,9 +1,18 @@
 #!/bin/sh
-# Debian packages the tests, the benchmarks and the local quick start use. Installed only when
-# missing, and only when we are root on a Debian-like system; otherwise say what is missing.
+# Debian packages the quick start and the tests use: `sh scripts/system-deps.sh demo` (the
+# local quick start: docker-registry) or `sh scripts/system-deps.sh test` (also strace;
+# chromium-headless-shell, which renders the run page status.html in its test; buildah and
+# debootstrap, which build and run the images on a local Debian base in the slow suite). Installed
+# only when missing, and only when we are root on a Debian-like system; otherwise say what is
+# missing. (python3-venv is scripts/venv.sh's business: it is needed before anything else.)
 set -u
+case "${1:-test}" in
+    demo) pairs="docker-registry:docker-registry" ;;
+    test) pairs="strace:strace docker-registry:docker-registry chromium-headless-shell:chromium-headless-shell buildah:buildah debootstrap:debootstrap" ;;
+    *) echo "usage: sh scripts/system-deps.sh demo|test" >&2; exit 2 ;;
+esac
 missing=""
-for pair in strace:strace docker-registry:docker-registry; do
+for pair in $pairs; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
 done

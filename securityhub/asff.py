@@ -18,10 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled ASFF field
+    from mypy_boto3_securityhub.type_defs import (
+        ActionTypeDef,
+        AwsEcrContainerImageDetailsTypeDef,
+        AwsEcsContainerDetailsTypeDef,
+        AwsEcsTaskDetailsTypeDef,
+        CvssTypeDef,
+        NetworkConnectionActionTypeDef,
+        ProcessDetailsTypeDef,
+        ResourceDetailsTypeDef,
+        ResourceTypeDef,
+        SeverityTypeDef,
+        SoftwarePackageTypeDef,
+        VulnerabilityTypeDef,
+        VulnerabilityVendorTypeDef,
+    )
 
 from securityhub import ids
 from securityhub.findings import (
@@ -29,11 +47,14 @@ from securityhub.findings import (
     EcrImage,
     EcsContainer,
     Finding,
+    Package,
     RuntimeFinding,
     SecretFinding,
     Severity,
     VulnerabilityFinding,
+    partition,
 )
+from securityhub.logs import MASK, redact
 
 SCHEMA_VERSION = "2018-10-08"
 # Limits from botocore's securityhub service-2.json and the archived ASFF user guide.
@@ -49,6 +70,9 @@ MAX_PROCESS_PATH = 512
 MAX_PROTOCOL = 64
 MAX_DETAILS_OTHER_VALUE = 1024  # cloud-custodian#3603
 MAX_REFERENCE_URLS = 100  # not a documented limit; keeps findings readable
+# Package names in a vulnerability finding's Title before "and N more" (Inspector's form:
+# "CVE-2022-32149 - golang.org/x/text, golang.org/x/text and 1 more").
+TITLE_PACKAGES = 2
 # BatchImportFindings: "An error is returned for any finding larger than 240 Kb". Trim to a
 # little below it so the JSON encoding on the wire (escapes) cannot push it over.
 MAX_FINDING_BYTES = 240 * 1024
@@ -92,8 +116,9 @@ class BuildContext:
 
 
 def product_arn(region: str, account_id: str) -> str:
-    """The account's default product ARN; exists once Security Hub is enabled."""
-    return f"arn:aws:securityhub:{region}:{account_id}:product/{account_id}/default"
+    """The account's default product ARN in the region's partition (aws, aws-cn,
+    aws-us-gov); it exists once Security Hub is enabled."""
+    return f"arn:{partition(region)}:securityhub:{region}:{account_id}:product/{account_id}/default"
 
 
 def truncate(text: str, limit: int) -> str:
@@ -143,8 +168,8 @@ def _product_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _image_resource(image: EcrImage) -> dict[str, Any]:
-    details: dict[str, Any] = {
+def _image_resource(image: EcrImage) -> ResourceTypeDef:
+    details: AwsEcrContainerImageDetailsTypeDef = {
         "RegistryId": image.account_id,
         "RepositoryName": image.repository,
         "ImageDigest": image.digest,
@@ -152,65 +177,174 @@ def _image_resource(image: EcrImage) -> dict[str, Any]:
     if image.tags:
         details["ImageTags"] = list(image.tags)
     if image.architecture:
-        details["Architecture"] = image.architecture
+        details["Architecture"] = asff_architecture(image.architecture)
     if image.pushed_at:
         details["ImagePublishedAt"] = timestamp(image.pushed_at)
+    resource_details: ResourceDetailsTypeDef = {"AwsEcrContainerImage": details}
     return {
         "Type": "AwsEcrContainerImage",
         "Id": image.resource_id,
-        "Partition": "aws",
+        "Partition": image.partition,
         "Region": image.region,
-        "Details": {"AwsEcrContainerImage": details},
+        "Details": resource_details,
     }
 
 
-def _container_resource(container: EcsContainer) -> dict[str, Any]:
-    other = {
-        "ClusterArn": container.cluster_arn,
-        "TaskArn": container.task_arn,
-        "TaskFamily": container.task_family,
-        "ContainerName": container.container_name,
-    }
-    details: dict[str, Any] = {
-        "Other": {k: truncate(v, MAX_DETAILS_OTHER_VALUE) for k, v in other.items()},
-    }
+# OCI / Go architecture names -> AwsEcrContainerImage.Architecture as the API model spells
+# it ("arm64, i386, or x86_64"); others (arm, ppc64le, s390x) are passed as they are.
+_ARCHITECTURES = {
+    "amd64": "x86_64",
+    "x86_64": "x86_64",
+    "x86-64": "x86_64",
+    "arm64": "arm64",
+    "aarch64": "arm64",
+    "386": "i386",
+    "i386": "i386",
+    "i686": "i386",
+}
+
+
+def asff_architecture(platform: str) -> str:
+    """ "linux/arm64/v8" (an ECR image index's platform), "amd64" (QScanner) -> "arm64",
+    "x86_64"."""
+    parts = platform.lower().split("/")
+    arch = parts[1] if len(parts) > 1 else parts[0]
+    return _ARCHITECTURES.get(arch, arch)
+
+
+# An ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag][@digest]
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.*)?$"
+)
+
+
+def ecr_image_of(container: EcsContainer) -> EcrImage | None:
+    """The ECR image a container runs, when its URI is ECR's and its digest is known: the
+    resource its vulnerability findings are on, so runtime and image findings meet."""
+    if not container.image or not container.image_digest:
+        return None
+    match = _ECR_IMAGE.match(container.image)
+    if match is None or not container.image_digest.startswith("sha256:"):
+        return None
+    return EcrImage(
+        account_id=match["account"],
+        region=match["region"],
+        repository=match["repository"],
+        digest=container.image_digest,
+        tags=(match["tag"],) if match["tag"] else (),
+    )
+
+
+def _container_resources(container: EcsContainer) -> list[ResourceTypeDef]:
+    """AwsEcsContainer (the finding's subject, first), AwsEcsTask, AwsEcsCluster with the
+    task metadata's ARNs, and the container's AwsEcrContainerImage when known."""
+    part = partition(container.region)
+    ecs_container: AwsEcsContainerDetailsTypeDef = {"Name": container.container_name}
     if container.image:
-        details["Container"] = {
-            "Name": container.container_name,
-            "ImageName": container.image,
-            **({"ImageId": container.image_digest} if container.image_digest else {}),
+        ecs_container["Image"] = container.image
+    details: ResourceDetailsTypeDef = {"AwsEcsContainer": ecs_container}
+    resources: list[ResourceTypeDef] = [
+        {
+            "Type": "AwsEcsContainer",
+            "Id": container.resource_id,
+            "Partition": part,
+            "Region": container.region,
+            "Details": details,
         }
-    return {
-        "Type": "Container",
-        "Id": container.resource_id,
-        "Partition": "aws",
-        "Region": container.region,
-        "Details": details,
-    }
+    ]
+    cluster_known = container.cluster_arn.startswith("arn:")
+    if container.task_arn.startswith("arn:"):
+        task: AwsEcsTaskDetailsTypeDef = {}
+        if cluster_known:
+            task["ClusterArn"] = container.cluster_arn
+        task_details: ResourceDetailsTypeDef = {"AwsEcsTask": task}
+        resources.append(
+            {
+                "Type": "AwsEcsTask",
+                "Id": container.task_arn,
+                "Partition": part,
+                "Region": container.region,
+                "Details": task_details,
+            }
+        )
+    if cluster_known:
+        cluster: ResourceDetailsTypeDef = {
+            "AwsEcsCluster": {
+                "ClusterArn": container.cluster_arn,
+                "ClusterName": container.cluster_arn.rsplit("/", 1)[-1],
+            }
+        }
+        resources.append(
+            {
+                "Type": "AwsEcsCluster",
+                "Id": container.cluster_arn,
+                "Partition": part,
+                "Region": container.region,
+                "Details": cluster,
+            }
+        )
+    image = ecr_image_of(container)
+    if image is not None:
+        resources.append(_image_resource(image))
+    return resources
 
 
-def _package(package: Any) -> dict[str, str]:
-    doc = {
-        "Name": package.name,
-        "Version": package.installed_version,
-        "Epoch": package.epoch,
-        "Release": package.release,
-        "Architecture": package.architecture,
-        "PackageManager": package.package_manager,
-        "FilePath": package.file_path,
-        "FixedInVersion": package.fixed_version,
-        "Remediation": package.remediation,
-        "SourceLayerHash": package.layer,
-    }
-    return {k: v for k, v in doc.items() if v}
+# Package managers whose versions are [epoch:]version-release (dpkg's revision, rpm's
+# release, apk's -rN), split as Inspector splits them.
+_SPLIT_VERSIONS = frozenset({"dpkg", "rpm", "apk"})
+
+
+def split_version(version: str, manager: str | None) -> tuple[str | None, str, str | None]:
+    """(epoch, version, release) of an OS package version; others are left whole.
+
+    dpkg `1:1.1.1n-0+deb11u4` -> ("1", "1.1.1n", "0+deb11u4"); rpm `1.1.1k-7.el8` -> ("0",
+    "1.1.1k", "7.el8"); apk `1.1.1c-r0` -> (None, "1.1.1c", "r0"). Epoch "0" when dpkg or
+    rpm name none (that is what no epoch means for them).
+    """
+    if manager not in _SPLIT_VERSIONS:
+        return None, version, None
+    epoch: str | None = None
+    rest = version
+    head, colon, tail = version.partition(":")
+    if colon and head.isdigit() and manager != "apk":
+        epoch, rest = head, tail
+    upstream, dash, release = rest.rpartition("-")
+    if not dash or not upstream:
+        upstream, release = rest, ""
+    if manager != "apk" and epoch is None:
+        epoch = "0"
+    return epoch, upstream, release or None
+
+
+def _package(package: Package) -> SoftwarePackageTypeDef:
+    epoch, version, release = split_version(package.installed_version, package.package_manager)
+    doc: SoftwarePackageTypeDef = {"Name": package.name, "Version": version}
+    if package.epoch or epoch:
+        doc["Epoch"] = package.epoch or epoch or ""
+    if package.release or release:
+        doc["Release"] = package.release or release or ""
+    if package.architecture:
+        doc["Architecture"] = package.architecture
+    if package.package_manager:
+        doc["PackageManager"] = package.package_manager
+    if package.file_path:
+        doc["FilePath"] = package.file_path
+    if package.fixed_version:
+        doc["FixedInVersion"] = package.fixed_version
+    if package.remediation_text:
+        doc["Remediation"] = package.remediation_text
+    if package.layer:
+        doc["SourceLayerHash"] = package.layer
+    return doc
 
 
 def _base(
     finding: Finding, ctx: BuildContext, title: str, description: str, types: tuple[str, ...]
 ) -> dict[str, Any]:
     label, original = _severity(finding, ctx.severity_map)
-    severity = {
-        "Label": label.name,
+    severity: SeverityTypeDef = {
+        "Label": label.name,  # type: ignore[typeddict-item]  # a SeverityLabelType value
         "Normalized": label.normalized,
         "Original": truncate(original, MAX_SEVERITY_ORIGINAL),
     }
@@ -233,14 +367,76 @@ def _base(
     }
 
 
+def vulnerability_title(finding: VulnerabilityFinding) -> str:
+    """Inspector's form: "CVE-2024-0727 - openssl, libssl3", "... - a, b and 3 more"."""
+    names = list(dict.fromkeys(p.name for p in finding.packages))
+    if not names:
+        return (
+            f"{finding.vulnerability_id} - {finding.title}"
+            if finding.title
+            else finding.vulnerability_id
+        )
+    shown = ", ".join(names[:TITLE_PACKAGES])
+    more = len(names) - TITLE_PACKAGES
+    return f"{finding.vulnerability_id} - {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+# Advisory sources, as Inspector names them in Vulnerabilities[].Vendor.Name.
+_VENDORS = {"nvd": "NVD", "debian": "DEBIAN_CVE", "alpine": "ALPINE", "ghsa": "GHSA",
+            "github": "GHSA", "qualys": "QUALYS", "ubuntu": "UBUNTU_CVE", "redhat": "REDHAT_CVE",
+            "amazon": "ALAS", "pypa": "PYPA", "osv": "OSV"}  # fmt: skip
+
+
+def vendor_name(finding: VulnerabilityFinding) -> str:
+    """The advisory source: the scanner's when it says, else what the id's form tells."""
+    if finding.vendor:
+        key = finding.vendor.split(":", 1)[0].lower()
+        return _VENDORS.get(key, finding.vendor.upper())
+    vuln_id = finding.vulnerability_id
+    if vuln_id.isdigit() or finding.qid == vuln_id:
+        return "QUALYS"
+    for prefix, name in (("CVE-", "NVD"), ("GHSA-", "GHSA"), ("PYSEC-", "PYPA"),
+                         ("ALPINE-", "ALPINE"), ("DSA-", "DEBIAN_CVE")):  # fmt: skip
+        if vuln_id.startswith(prefix):
+            return name
+    return finding.scanner.name.upper()
+
+
+def _vendor(finding: VulnerabilityFinding) -> VulnerabilityVendorTypeDef:
+    vendor: VulnerabilityVendorTypeDef = {"Name": vendor_name(finding)}
+    url = finding.vendor_url or (finding.references[0] if finding.references else None)
+    if url:
+        vendor["Url"] = url
+    if finding.vendor_severity:
+        vendor["VendorSeverity"] = finding.vendor_severity
+    if finding.published_at:
+        vendor["VendorCreatedAt"] = timestamp(finding.published_at)
+    if finding.vendor_updated_at:
+        vendor["VendorUpdatedAt"] = timestamp(finding.vendor_updated_at)
+    return vendor
+
+
+def _cvss(finding: VulnerabilityFinding) -> list[CvssTypeDef]:
+    out = []
+    for c in finding.cvss:
+        doc: CvssTypeDef = {"Version": c.version, "BaseScore": c.base_score}
+        if c.vector:
+            doc["BaseVector"] = c.vector
+        if c.source:
+            doc["Source"] = c.source
+        out.append(doc)
+    return out
+
+
 def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str, Any]:
-    names = sorted({p.name for p in finding.packages})
-    title = finding.title or finding.vulnerability_id
-    if names and not title.startswith(finding.vulnerability_id):
-        title = f"{finding.vulnerability_id} - {title}"
-    description = finding.description or title
-    doc = _base(finding, ctx, title, description, (TYPE_CVE,))
-    vulnerability: dict[str, Any] = {
+    names = list(dict.fromkeys(p.name for p in finding.packages))
+    title = vulnerability_title(finding)
+    lead = finding.title if finding.title and finding.title != title else ""
+    description = "\n\n".join(
+        part for part in (lead, finding.description if finding.description != lead else "") if part
+    )
+    doc = _base(finding, ctx, title, description or title, (TYPE_CVE,))
+    vulnerability: VulnerabilityTypeDef = {
         "Id": finding.vulnerability_id,
         "VulnerablePackages": [_package(p) for p in finding.packages],
         "FixAvailable": finding.fix_available,
@@ -249,31 +445,20 @@ def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str
     if related:
         vulnerability["RelatedVulnerabilities"] = related
     if finding.cvss:
-        vulnerability["Cvss"] = [
-            {
-                k: v
-                for k, v in {
-                    "Version": c.version,
-                    "BaseScore": c.base_score,
-                    "BaseVector": c.vector,
-                    "Source": c.source,
-                }.items()
-                if v is not None
-            }
-            for c in finding.cvss
-        ]
+        vulnerability["Cvss"] = _cvss(finding)
     if finding.references:
         vulnerability["ReferenceUrls"] = list(finding.references[:MAX_REFERENCE_URLS])
-    vendor: dict[str, str] = {"Name": finding.scanner.name}
-    if finding.vendor_severity:
-        vendor["VendorSeverity"] = finding.vendor_severity
-    if finding.references:
-        vendor["Url"] = finding.references[0]
-    if finding.published_at:
-        vendor["VendorCreatedAt"] = timestamp(finding.published_at)
-    vulnerability["Vendor"] = vendor
-    if finding.exploit_available is not None:
-        vulnerability["ExploitAvailable"] = "YES" if finding.exploit_available else "NO"
+    vulnerability["Vendor"] = _vendor(finding)
+    # Exploit signals (check.exploits): YES when CISA's KEV lists it (or the scanner says);
+    # absent when nobody knows.
+    if finding.exploited or finding.exploit_available is not None:
+        vulnerability["ExploitAvailable"] = "YES" if finding.exploited else "NO"
+    if finding.kev_date_added:
+        vulnerability["LastKnownExploitAt"] = timestamp(
+            datetime.combine(finding.kev_date_added, datetime.min.time(), UTC)
+        )
+    if finding.epss is not None:
+        vulnerability["EpssScore"] = finding.epss
     doc["Vulnerabilities"] = [vulnerability]
     remediation = finding.remediation or _fixed_versions(finding)
     if remediation:
@@ -283,23 +468,28 @@ def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str
         if finding.references:
             doc["Remediation"]["Recommendation"]["Url"] = finding.references[0]
     doc["Resources"] = [_image_resource(finding.resource)]
+    temporal = next((c.temporal_score for c in finding.cvss if c.temporal_score is not None), None)
     doc["ProductFields"] = _product_fields(
         {
             f"{PRODUCT_KEY}/scanner/name": finding.scanner.name,
             f"{PRODUCT_KEY}/scanner/version": finding.scanner.version,
             f"{PRODUCT_KEY}/qualys/qid": finding.qid,
+            f"{PRODUCT_KEY}/qualys/qds": finding.qds,
+            f"{PRODUCT_KEY}/qualys/type-detected": finding.type_detected,
+            f"{PRODUCT_KEY}/qualys/cvss-temporal": temporal,
             f"{PRODUCT_KEY}/kind": finding.kind,
             f"{PRODUCT_KEY}/scope": ids.image_scope(finding.resource),
             f"{PRODUCT_KEY}/packages": ", ".join(names),
-            f"{PRODUCT_KEY}/cves": ", ".join(finding.cves),
+            f"{PRODUCT_KEY}/kev": "true" if finding.kev else None,
+            f"{PRODUCT_KEY}/epss/percentile": finding.epss_percentile,
         }
     )
     return doc
 
 
 def _fixed_versions(finding: VulnerabilityFinding) -> str:
-    fixes = [f"{p.name} {p.fixed_version}" for p in finding.packages if p.fixed_version]
-    return f"Upgrade to: {', '.join(fixes)}" if fixes else ""
+    fixes = [p.remediation_text for p in finding.packages if p.fixed_version]
+    return "; ".join(f for f in fixes if f)
 
 
 def _secret(finding: SecretFinding, ctx: BuildContext) -> dict[str, Any]:
@@ -336,8 +526,47 @@ def _secret(finding: SecretFinding, ctx: BuildContext) -> dict[str, Any]:
     return doc
 
 
+def runtime_types(finding: RuntimeFinding) -> tuple[str, ...]:
+    """Types naming the detection in three levels, as GuardDuty Runtime Monitoring does
+    (`TTPs/Execution/Execution:Runtime-NewBinaryExecuted`): the rule is the classifier."""
+    classifier = finding.rule.replace("/", "-")
+    return tuple(
+        f"{t}/{classifier}" if t.startswith("TTPs/") else t
+        for t in RUNTIME_TYPES.get(finding.category, ("Unusual Behaviors/Container",))
+    )
+
+
+# `--password=x`, `-p x`, `TOKEN=x`, `Authorization: Bearer x`: masked in command lines.
+_SECRET_ARG = re.compile(
+    r"(?i)^(-{0,2}[\w.-]*(?:pass(?:word|wd)?|secret|token|key|credential|auth)[\w.-]*[=:])(.+)$"
+)
+_SECRET_FLAG = re.compile(
+    r"(?i)^-{1,2}[\w.-]*(?:pass(?:word|wd)?|secret|token|key|credential)[\w.-]*$"
+)
+MAX_COMMAND_LINE = 1024
+
+
+def masked_command_line(args: tuple[str, ...]) -> str:
+    """The command line with secret-looking values masked (flag=value, flag value, and every
+    registered secret), for ProductFields. Only captured when the policy's captureArgs allows."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        match = _SECRET_ARG.match(arg)
+        if match:
+            out.append(match.group(1) + MASK)
+            continue
+        hide_next = bool(_SECRET_FLAG.match(arg))
+        out.append(arg)
+    return truncate(redact(" ".join(out)), MAX_COMMAND_LINE)
+
+
 def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
-    types = RUNTIME_TYPES.get(finding.category, ("Unusual Behaviors/Container",))
+    types = runtime_types(finding)
     title = f"{finding.rule}: {finding.subject}"
     description = finding.description or (
         f"Runtime rule {finding.rule} ({finding.category}) matched {finding.subject} "
@@ -346,7 +575,7 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
     )
     doc = _base(finding, ctx, title, description, types)
     if finding.process is not None:
-        process: dict[str, Any] = {
+        process: ProcessDetailsTypeDef = {
             "Name": truncate(finding.process.name, MAX_PROCESS_NAME),
             "Path": truncate(finding.process.path, MAX_PROCESS_PATH),
             "Pid": finding.process.pid,
@@ -356,18 +585,25 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
             process["LaunchedAt"] = timestamp(finding.process.launched_at)
         doc["Process"] = process
     if finding.category == "network" and finding.ip:
-        connection: dict[str, Any] = {"ConnectionDirection": "OUTBOUND", "Blocked": finding.blocked}
+        # NetworkConnectionAction.ConnectionDirection is "IN" or "OUT" (API model docs);
+        # the sidecar sees the workload's connect() calls: outbound.
+        connection: NetworkConnectionActionTypeDef = {
+            "ConnectionDirection": "OUT",
+            "Blocked": finding.blocked,
+        }
         if ":" not in finding.ip:  # RemoteIpDetails has IpAddressV4 only
             connection["RemoteIpDetails"] = {"IpAddressV4": finding.ip}
         if finding.port is not None:
             connection["RemotePortDetails"] = {"Port": finding.port}
         if finding.protocol:
             connection["Protocol"] = truncate(finding.protocol, MAX_PROTOCOL)
-        doc["Action"] = {
+        action: ActionTypeDef = {
             "ActionType": "NETWORK_CONNECTION",
             "NetworkConnectionAction": connection,
         }
-    doc["Resources"] = [_container_resource(finding.resource)]
+        doc["Action"] = action
+    doc["Resources"] = _container_resources(finding.resource)
+    process_info = finding.process
     doc["ProductFields"] = _product_fields(
         {
             f"{PRODUCT_KEY}/scanner/name": finding.scanner.name,
@@ -386,6 +622,12 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
                 timestamp(finding.last_seen) if finding.last_seen else None
             ),
             f"{PRODUCT_KEY}/runtime/task": finding.resource.task_arn,
+            f"{PRODUCT_KEY}/runtime/process/user": process_info.user if process_info else None,
+            f"{PRODUCT_KEY}/runtime/process/command-line": (
+                masked_command_line(process_info.args)
+                if process_info and process_info.args
+                else None
+            ),
         }
     )
     return doc

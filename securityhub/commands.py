@@ -27,9 +27,13 @@ def _fail(error: Exception) -> None:
 
 
 def _sessions(region: str | None) -> Any:
+    """The session factory, once the standard chain has found credentials."""
     from securityhub.aws import SessionFactory
+    from securityhub.credentials import require_credentials
 
-    return SessionFactory(region)
+    sessions = SessionFactory(region)
+    require_credentials(sessions)
+    return sessions
 
 
 def _require(value: str | None, env: str, what: str) -> str:
@@ -165,23 +169,26 @@ def _resource(finding: dict[str, Any]) -> str:
     return str(resource.get("Id", ""))
 
 
+TABLE_COLUMNS = ("severity", "state", "updated", "resource", "title")
+TITLE_WIDTH = 70
+
+
 def render_table(findings: list[dict[str, Any]]) -> str:
-    rows = [("SEVERITY", "STATE", "UPDATED", "RESOURCE", "TITLE")]
-    for f in findings:
-        severity = (f.get("Severity") or {}).get("Label", "")
-        rows.append(
-            (
-                severity,
-                str(f.get("RecordState", "")),
-                str(f.get("UpdatedAt", ""))[:19],
-                _resource(f),
-                str(f.get("Title", ""))[:70],
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
-    lines.append(f"{len(findings)} finding(s)")
-    return "\n".join(lines)
+    """One line per finding; every cell escaped (`securityhub.terminal`), so a title or a
+    file name from an image can neither break a line nor send escape sequences."""
+    from securityhub.terminal import table
+
+    rows = [
+        {
+            "severity": (f.get("Severity") or {}).get("Label", ""),
+            "state": f.get("RecordState", ""),
+            "updated": str(f.get("UpdatedAt", ""))[:19],
+            "resource": _resource(f),
+            "title": str(f.get("Title", ""))[:TITLE_WIDTH],
+        }
+        for f in findings
+    ]
+    return f"{table(rows, TABLE_COLUMNS)}\n{len(findings)} finding(s)"
 
 
 def _severity_list(values: tuple[str, ...]) -> tuple[str, ...]:

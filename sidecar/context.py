@@ -66,7 +66,8 @@ class TaskContext:
         region, account = (parts[3], parts[4]) if len(parts) > 5 else (None, None)
         cluster = str(task.get("Cluster") or "")
         if cluster and not cluster.startswith("arn:") and region and account:
-            cluster = f"arn:aws:ecs:{region}:{account}:cluster/{cluster}"
+            # The task ARN's partition (aws, aws-cn, aws-us-gov): the cluster is in it too.
+            cluster = f"arn:{parts[1]}:ecs:{region}:{account}:cluster/{cluster}"
         containers: dict[str, str] = {}
         images: dict[str, tuple[str | None, str | None]] = {}
         for item in task.get("Containers") or []:

@@ -317,7 +317,13 @@ class SecurityHubSink:
             subject=key[3],
             scanner=ScannerInfo(SCANNER_NAME, self._version),
             process=ProcessInfo(
-                pid=event.pid, ppid=event.ppid, path=event.process, args=tuple(event.args or ())
+                pid=event.pid,
+                ppid=event.ppid,
+                path=event.process,
+                args=tuple(event.args or ()),  # present only where captureArgs allows
+                # ASFF Process.LaunchedAt and the user, when the tracer recorded them.
+                launched_at=_launched_at(event.extra.get("launched_at")),
+                user=str(event.extra["user"]) if event.extra.get("user") is not None else None,
             ),
             syscall=event.syscall,
             path=event.path,
@@ -331,6 +337,13 @@ class SecurityHubSink:
             last_seen=datetime.fromtimestamp(agg.last_seen, UTC),
             blocked=agg.blocked,
         )
+
+
+def _launched_at(value: Any) -> datetime | None:
+    """A process start time from an event's extra fields (epoch seconds), if any."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 def _attr(context: Any, name: str) -> Any:

@@ -97,14 +97,22 @@ _VULN_DB = click.option(
                    f"[default: {', '.join(DEFAULT_ECOSYSTEMS)}].")
 @click.option("--base-url", default=OSV_BASE_URL, show_default=True,
               help="Where OSV's per-ecosystem all.zip archives are served.")
-def update(vuln_db: str | None, ecosystems: tuple[str, ...], base_url: str) -> None:
-    """Download OSV's advisory archives (needs network access)."""
+@click.option("--kev-url", envvar="CONTAINERSCAN_KEV_URL", default=None,
+              help="CISA's KEV JSON feed [default: cisa.gov].")
+@click.option("--epss-url", envvar="CONTAINERSCAN_EPSS_URL", default=None,
+              help="FIRST's EPSS scores, gzip CSV [default: FIRST's current file].")
+def update(vuln_db: str | None, ecosystems: tuple[str, ...], base_url: str,
+           kev_url: str | None, epss_url: str | None) -> None:
+    """Download OSV's advisory archives, CISA KEV and FIRST EPSS (needs network access)."""
     from check.builtin.advisories import default_location
 
     target = vuln_db or default_location()
     for path, size in download_archives(target, ecosystems or DEFAULT_ECOSYSTEMS, base_url):
         click.echo(f"{path}  {size} bytes")
     _save_index(target)
+    from check.exploits import update_command  # issue 10: exploit signals (KEV, EPSS)
+
+    update_command(target, kev_url, epss_url, click.echo)
 
 
 def _save_index(target: str) -> None:

@@ -56,6 +56,7 @@ from securityhub.findings import (
     SecretFinding,
     Severity,
     VulnerabilityFinding,
+    split_by_cve,
 )
 from securityhub.logs import fields, get_logger
 
@@ -331,7 +332,7 @@ def vulnerability_findings(matches: list[Match], resource: EcrImage, scanner: Sc
             remediation="; ".join(fixes) or None,
             published_at=None,
         ))
-    return findings
+    return list(split_by_cve(findings))  # issue 10: one finding per (image, CVE)
 
 
 def secret_findings(hits: list[tuple[SecretHit, str]], resource: EcrImage,

@@ -14,10 +14,10 @@
    old digest deleted from ECR), sweeps again, and shows the fixed findings archived;
 5. stops everything and removes its temporary directory, also on Ctrl-C or SIGTERM.
 
-The advisory database is CONTAINERSCAN_VULN_DB, else `<repo>/../shared/data/advisories`
-when present; without one the demo runs with an empty database and says so (secrets are
-still found; no vulnerabilities can be). Nothing reaches AWS: the credentials are dummies
-and every client talks to the emulator.
+The advisory database is CONTAINERSCAN_VULN_DB, else the database `containerscan db update`
+wrote in its default location (`~/.cache/containerscan/vulndb`), else the real PyPA OSV and
+Alpine secdb records shipped in `check/quickstart/advisories`: a clone is enough. Nothing
+reaches AWS: the credentials are dummies and every client talks to the emulator.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ import click
 REGION = "us-east-1"
 TABLE = "containerscan-demo"
 BUCKET = "containerscan-demo-outputs"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_ADVISORIES = REPO_ROOT.parent / "shared" / "data" / "advisories"
 VULN_DB_ENV = "CONTAINERSCAN_VULN_DB"
 DEMO_CREDENTIALS = {  # nosec B105 - the emulator's dummy credentials, not a secret
     "AWS_ACCESS_KEY_ID": "demo",
@@ -65,8 +63,12 @@ class AdvisorySource:
     note: str  # how it was chosen, for the output
 
 
-def advisory_source(environ: Mapping[str, str], scratch: Path) -> AdvisorySource:
-    """CONTAINERSCAN_VULN_DB, else the shared data next to the repository, else empty."""
+def advisory_source(environ: Mapping[str, str]) -> AdvisorySource:
+    """CONTAINERSCAN_VULN_DB, else `db update`'s default location when it holds data, else
+    the records shipped with the quick start."""
+    from check.builtin.advisories import default_location
+    from check.quickstart.data import advisories_dir
+
     chosen = environ.get(VULN_DB_ENV, "").strip()
     if chosen:
         path = Path(chosen).expanduser()
@@ -78,12 +80,11 @@ def advisory_source(environ: Mapping[str, str], scratch: Path) -> AdvisorySource
                 "unset it, or point it at OSV records and Alpine secdb files "
                 "(containerscan db update downloads them)")
         return AdvisorySource(path, f"from {VULN_DB_ENV}")
-    if SHARED_ADVISORIES.is_dir():
-        return AdvisorySource(SHARED_ADVISORIES, "the shared advisory data")
-    empty = scratch / "empty-advisories"
-    empty.mkdir(parents=True, exist_ok=True)
-    return AdvisorySource(empty, f"EMPTY: no {VULN_DB_ENV} and no {SHARED_ADVISORIES}; "
-                                 "vulnerabilities cannot be found, secrets still are")
+    downloaded = Path(default_location(dict(environ))).expanduser()
+    if downloaded.is_dir() and any(downloaded.iterdir()):
+        return AdvisorySource(downloaded, "from `containerscan db update`")
+    return AdvisorySource(advisories_dir(), "the PyPA OSV and Alpine secdb records shipped "
+                                            "with the quick start")
 
 
 class Demo:
@@ -105,7 +106,7 @@ class Demo:
             "Account"]
         self.ecr_host = f"{self.account}.dkr.ecr.{REGION}.amazonaws.com"
         self.registry = RegistryClient(local.registry.host)
-        self.advisories = advisory_source(environ, local.workdir)
+        self.advisories = advisory_source(environ)
         self.env = self._child_environment(environ)
 
     def _child_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
@@ -120,8 +121,8 @@ class Demo:
             "CONTAINERSCAN_WORKDIR": str(self.local.workdir / "scans"),
             "CONTAINERSCAN_LOG_LEVEL": environ.get("CONTAINERSCAN_LOG_LEVEL", "WARNING"),
             "CONTAINERSCAN_REGISTRY_MIRRORS": f"{self.ecr_host}={self.local.registry.url}",
-            VULN_DB_ENV: str(self.advisories.path),
         })
+        env.pop(VULN_DB_ENV, None)  # the sweeps name the database with --vuln-db
         return env
 
     # ---------------------------------------------------------------------------- steps
@@ -154,6 +155,10 @@ class Demo:
         name = f"{image.repository}:{image.tag}"
         self.echo(f"  {name:<16} {digest[:19]}  {image.summary}")
 
+    def sweep(self) -> None:
+        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION,
+                           "--vuln-db", str(self.advisories.path))
+
     def findings(self) -> list[dict[str, Any]]:
         out = self.containerscan("findings", "--state", "all", "--output", "json", show=False)
         found: list[dict[str, Any]] = json.loads(out)
@@ -179,7 +184,7 @@ class Demo:
         self.publish(worker)
 
         self.heading("3. sweep with the built-in scanner, then review the findings")
-        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
+        self.sweep()
         self.containerscan("findings")
         first = self.findings()
         before = {f["Id"] for f in first if _repository(f) == worker.repository}
@@ -196,7 +201,7 @@ class Demo:
             pass
         self.echo(f"  deleted {worker.repository}@{worker.digest[:19]} from ECR and the "
                   "registry")
-        self.containerscan("sweep", "--scanner", "builtin", "--region", REGION)
+        self.sweep()
         self.containerscan("findings", "--state", "archived")
 
         second = self.findings()

@@ -125,6 +125,9 @@ def _match(
         scanner=scanner,
         cves=tuple(cves),
         cvss=tuple(cvss),
+        # The advisory namespace ("alpine:distro:alpine:3.10", "github:language:python").
+        vendor=opt_str(vuln, "namespace"),
+        vendor_url=data_source,
         references=tuple(dict.fromkeys(references)),
     )
     return finding, package

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from securityhub.findings import Cvss, Package, VulnerabilityFinding
+from securityhub.findings import Cvss, Package, VulnerabilityFinding, split_by_cve
 
 # Scanner package types / ecosystems -> the package manager names findings carry.
 _MANAGERS = {
@@ -139,7 +139,8 @@ class FindingGroups:
         _extend_unique(entry.references, finding.references)
 
     def findings(self) -> tuple[VulnerabilityFinding, ...]:
-        """The grouped findings, ordered by id; packages ordered by name and version."""
+        """The grouped findings, one per (image, CVE) (`split_by_cve`), ordered by id;
+        packages ordered by name and version."""
         out = []
         for vuln_id in sorted(self._entries):
             entry = self._entries[vuln_id]
@@ -156,7 +157,7 @@ class FindingGroups:
                     references=tuple(entry.references),
                 )
             )
-        return tuple(out)
+        return split_by_cve(out)
 
 
 _T = TypeVar("_T")

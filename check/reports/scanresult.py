@@ -14,6 +14,10 @@ Shape (reference 3.2; QScanner is Trivy-derived, so empty arrays may be omitted)
 
 `Metadata.TargetMetadata.ImageMetadata` is where a real 4.x file keeps the image fields
 (nelssec/qualys-lambda 51fbc57); the older `Metadata.Target` spelling is accepted too.
+SchemaVersion 5 (Qualys's QScanner 4.8.0 README, reference section 8): `ScanDuration` is an
+integer of nanoseconds (older files: a Go duration string such as "0.4s"), `OS` and
+`Architecture` may sit at target level beside the image's ID, RepoTags and RepoDigests, and
+secret `RuleID`s are UUIDs (so the finding's title comes from `Title`/`Category`).
 
 Secrets: `Match` (masked or not) is never read. A SecretFinding carries the rule, the file
 and the line only, so no secret value can reach a finding, a log or Security Hub.
@@ -21,6 +25,7 @@ and the line only, so no secret value can reach a finding, a log or Security Hub
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -77,6 +82,7 @@ class InventoryPackage:
 class ScanStatus:
     scan_type: str  # as QScanner names it
     status: str  # SUCCESS, FAILED, ...
+    duration_s: float | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -164,22 +170,52 @@ def _array(node: Node, key: str) -> list[Node]:
 
 
 def _scan_status(node: Node) -> ScanStatus:
-    return ScanStatus(scan_type=node.get("ScanType").string(), status=node.get("Status").string())
+    duration = node.opt("ScanDuration")
+    return ScanStatus(
+        scan_type=node.get("ScanType").string(),
+        status=node.get("Status").string(),
+        duration_s=_duration(duration) if duration is not None else None,
+    )
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+NANOSECONDS = 1e9
+
+
+def _duration(node: Node) -> float:
+    """Seconds from integer nanoseconds (SchemaVersion 5) or a Go duration ("1m0.4s")."""
+    value = node.value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / NANOSECONDS
+    text = node.string()
+    pos, total = 0, 0.0
+    for match in _GO_DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise node.error(f"expected nanoseconds or a Go duration, got {text!r}")
+    return total
 
 
 def _metadata(node: Node) -> ImageMetadata:
-    target = node.opt("TargetMetadata")
+    target = node.opt("TargetMetadata") or node.opt("Target")
     image = target.opt("ImageMetadata") if target is not None else None
-    if image is None:
-        image = node.opt("Target")
-    if image is None:
+    image = image or target
+    if image is None or target is None:
         return ImageMetadata()
     tags = image.opt("RepoTags")
     digests = image.opt("RepoDigests")
+
+    def either(*keys: str) -> str | None:  # the image's level, else the target's
+        return opt_str(image, *keys) or opt_str(target, *keys)
+
     return ImageMetadata(
-        image_id=opt_str(image, "ImageID", "ImageId"),
-        os=opt_str(image, "OS", "OperatingSystem"),
-        architecture=opt_str(image, "Architecture"),
+        image_id=either("ImageID", "ImageId", "ID"),
+        os=either("OS", "OperatingSystem"),
+        architecture=either("Architecture"),
         repo_tags=tags.strings() if tags else (),
         repo_digests=digests.strings() if digests else (),
     )

@@ -146,6 +146,7 @@ def _vulnerability(
     refs = node.opt("References")
     references += [r for r in (refs.strings() if refs else ()) if r not in references]
     published = node.opt("PublishedDate")
+    modified = node.opt("LastModifiedDate")
     finding = VulnerabilityFinding(
         resource=image,
         vulnerability_id=vuln_id,
@@ -158,6 +159,10 @@ def _vulnerability(
         cvss=_cvss(node.opt("CVSS")),
         references=tuple(references),
         published_at=published.timestamp() if published is not None else None,
+        # The advisory source Trivy rated it from (nvd, alpine, debian, ghsa...).
+        vendor=opt_str(node, "SeveritySource"),
+        vendor_url=primary,
+        vendor_updated_at=modified.timestamp() if modified is not None else None,
     )
     return finding, package
 

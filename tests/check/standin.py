@@ -27,11 +27,14 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 STANDIN = Path(__file__).resolve().parents[1] / "bin" / "qscanner"
+# Report polling: the stand-in's waits multiplied by this in tests (QSCANNER_STANDIN_TIME_SCALE).
+TIME_SCALE = "0.01"
 BEHAVIOURS = ("ok", "crash", "hang", "hang-hard", "garbage", "huge-output", "no-report")
 
 
@@ -70,6 +73,15 @@ def wait_until_gone(pgid: int, seconds: float = 2.0) -> list[int]:
     return members
 
 
+# The stand-in's secret rules are UUIDs, as QScanner 4.8's are: uuid5(RULES, rule name).
+RULES = uuid.UUID("6f1c5a0e-6a54-4f1e-9a53-0b3c2f6c1d7e")
+
+
+def rule_uuid(rule: str) -> str:
+    """The RuleID the stand-in writes for the scenario's secret rule `rule`."""
+    return str(uuid.uuid5(RULES, rule))
+
+
 def digest_of(text: str) -> str:
     """A deterministic `sha256:<hex>` digest for test images."""
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -93,13 +105,16 @@ class StandinFinding:
     cves: tuple[str, ...]
     packages: tuple[StandinPackage, ...]
     cvss3: dict[str, Any] | None = None
+    type_detected: str = "CONFIRMED"
+    published: str | None = None  # SARIF `Published`, as written
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["cves"] = list(self.cves)
         doc["packages"] = [asdict(p) for p in self.packages]
-        if self.cvss3 is None:
-            del doc["cvss3"]
+        for optional in ("cvss3", "published"):
+            if doc[optional] is None:
+                del doc[optional]
         return doc
 
 
@@ -134,6 +149,9 @@ class Scenario:
         failed_scans: tuple[str, ...] = (),
         huge_bytes: int | None = None,
         echo_credentials: bool = False,
+        report_delay: float = 0.0,
+        architecture: str = "amd64",
+        sarif_extra: tuple[dict[str, Any], ...] = (),
     ) -> Scenario:
         if behaviour not in BEHAVIOURS and not behaviour.startswith("exit:"):
             raise ValueError(f"unknown behaviour {behaviour!r}")
@@ -144,6 +162,9 @@ class Scenario:
             "findings": [f.to_json() for f in findings],
             "secrets": [asdict(s) for s in secrets],
             "failed_scans": list(failed_scans),
+            "report_delay": report_delay,
+            "architecture": architecture,
+            "sarif_extra": list(sarif_extra),
         }
         if huge_bytes is not None:
             spec["huge_bytes"] = huge_bytes
@@ -279,3 +300,28 @@ GITHUB_PAT_SECRET = StandinSecret(
     line=12,
     match="ghp_************************************",
 )
+
+
+# A secret result as a non-GA QScanner (5.3.0-cnapp5) writes into the SARIF: no QID, no
+# vulnerableSoftware. The runner skips and counts it (reference section 8, "other results").
+SARIF_SECRET_RESULT = {
+    "rule": {
+        "id": "3f9a2c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
+        "shortDescription": {"text": "AWS Access Key ID"},
+        "properties": {"category": "AWS", "severity": "CRITICAL"},
+    },
+    "result": {
+        "ruleId": "3f9a2c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
+        "level": "error",
+        "message": {"text": "Secret found"},
+        "locations": [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": "/app/config/.env"},
+                    "region": {"startLine": 3},
+                }
+            }
+        ],
+        "properties": {"category": "AWS"},
+    },
+}

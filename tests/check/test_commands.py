@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 from pathlib import Path
 
 import boto3
 import pytest
 from click.testing import CliRunner
-from moto import mock_aws
 
 from check.cli import cli
-from securityhub.ledger import create_table
-from tests.check.ecrfixtures import put_image
-from tests.check.standin import MUSL_CVE_2019_14697, STANDIN, Scenario
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from securityhub import emulator
-
-    monkeypatch.setenv("QSCANNER_PATH", str(STANDIN))
-    monkeypatch.setenv("QUALYS_POD", "US1")
-    monkeypatch.setenv("QUALYS_ACCESS_TOKEN", "standin-token-123456")
-    monkeypatch.setenv("QSCANNER_STANDIN_SCENARIO", str(tmp_path / "scenario.json"))
-    monkeypatch.setenv("CONTAINERSCAN_TABLE", "cs-ledger")
-    for name in ("CONTAINERSCAN_BUCKET", "SNS_TOPIC_ARN", "CONTAINERSCAN_REQUEST",
-                 "CONTAINERSCAN_REQUEST_URI", "CONTAINERSCAN_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    emulator.install()
-    with mock_aws():
-        create_table(boto3.client("dynamodb", region_name=REGION), "cs-ledger")
-        ecr = boto3.client("ecr", region_name=REGION)
-        ecr.create_repository(repositoryName="payments/api")
-        digest = put_image(ecr, "payments/api", "api-1", "1.4")
-        Scenario().image(digest, findings=[MUSL_CVE_2019_14697]).write(tmp_path / "scenario.json")
-        yield digest
-    emulator.uninstall()
 
 
 def invoke(*args: str):
@@ -105,7 +80,7 @@ def test_fail_on_exits_4_and_table_lists_findings(env: str) -> None:
     ref = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/payments/api@{env}"
     result = invoke("scan-image", ref, "--fail-on", "high")
     assert result.exit_code == 4, result.output
-    assert "376802" in result.output and "CRITICAL" in result.output
+    assert "CVE-2019-14697" in result.output and "CRITICAL" in result.output
     result = invoke("scan-image", "payments/api:1.4", "--region", REGION)
     assert result.exit_code == 0, result.output
 
@@ -145,10 +120,9 @@ def test_bad_environment_is_exit_2(env: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_local_references_go_to_the_builtin_scanner(
     env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    advisories = Path(__file__).resolve().parents[3] / "shared" / "data" / "advisories"
-    if not advisories.is_dir():
-        pytest.skip(f"no advisory data at {advisories}")
-    monkeypatch.setenv("CONTAINERSCAN_VULN_DB", str(advisories))
+    from check.quickstart.data import advisories_dir
+
+    monkeypatch.setenv("CONTAINERSCAN_VULN_DB", str(advisories_dir()))
     missing = tmp_path / "no-such-layout"
     result = invoke("scan-image", f"oci-layout:{missing}")
     assert result.exit_code != 0
@@ -168,3 +142,153 @@ def test_command_help_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout
     assert "--fail-on" in out.stdout and "--event" in out.stdout
+
+
+# ------------------------------------------------------------- local images (scan-image)
+
+
+@pytest.fixture(scope="module")
+def worker_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's Alpine worker image as an OCI layout, plus a layer whose file name carries a
+    newline and terminal escape sequences, holding the sample's fake AWS key."""
+    from check.quickstart.sampleimages import (
+        FAKE_AWS_KEY_ID,
+        Layer,
+        build_blobs,
+        worker_image,
+        write_oci_layout,
+    )
+
+    worker = worker_image()
+    tars = [gzip.decompress(layer) for layer in worker.blobs.layers]
+    hostile = Layer().file(f"app/x\n\x1b[2J\x1b]52;c;Zm9v\x07{EVIL_NAME}.env",
+                           f"AWS_ACCESS_KEY_ID={FAKE_AWS_KEY_ID}\n")
+    blobs = build_blobs([*tars, hostile.bytes()])
+    return write_oci_layout(tmp_path_factory.mktemp("images") / "worker", [(blobs, "linux/amd64")])
+
+
+EVIL_NAME = "\u202eevil"  # a right-to-left override in a file name
+
+
+@pytest.fixture
+def shipped_db(monkeypatch: pytest.MonkeyPatch) -> Path:
+    from check.quickstart.data import advisories_dir
+
+    monkeypatch.delenv("CONTAINERSCAN_VULN_DB", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent-cache")  # no `db update` database
+    return advisories_dir()
+
+
+def local(layout: Path, *args: str):
+    return CliRunner().invoke(cli, ["--log-level", "ERROR", "scan-image", f"oci-layout:{layout}",
+                                    *args])
+
+
+def test_local_image_honours_vuln_db_fail_on_and_scan_types(worker_layout, shipped_db,
+                                                           tmp_path) -> None:
+    result = local(worker_layout, "--vuln-db", str(shipped_db), "--fail-on", "medium")
+    assert result.exit_code == 4, result.output
+    assert {"CVE-2019-1547", "CVE-2023-32681"} <= set(re.findall(r"CVE-\d+-\d+", result.output))
+    result = local(worker_layout, "--vuln-db", str(shipped_db), "--fail-on", "CRITICAL",
+                   "--scan-types", "pkg")
+    assert result.exit_code == 0, result.output
+    assert "aws-access-key-id" not in result.output and "CVE-2019-1547" in result.output
+    empty = tmp_path / "empty-db"
+    empty.mkdir()
+    result = local(worker_layout, "--vuln-db", str(empty), "--scan-types", "secret",
+                   "--output", "json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)["findings"]
+    assert found and {f["kind"] for f in found} == {"secret"}
+
+
+def test_local_image_without_a_database_names_db_update(worker_layout, shipped_db) -> None:
+    result = local(worker_layout)
+    assert result.exit_code == 2
+    assert "containerscan db update" in result.output and "Traceback" not in result.output
+
+
+def test_local_image_writes_the_run_tree_to_output_dir(worker_layout, shipped_db,
+                                                       tmp_path) -> None:
+    out = tmp_path / "out"
+    result = local(worker_layout, "--vuln-db", str(shipped_db), "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    [results] = out.glob("runs/*/images/sha256-*/results.json")
+    doc = json.loads(results.read_text())
+    assert results.parent.name == doc["digest"].replace(":", "-")
+    assert doc["reference"] == f"oci-layout:{worker_layout}"
+    assert any(f.get("vulnerability_id") == "CVE-2019-1547" for f in doc["findings"])
+    assert {p.name for p in (results.parent / "raw").iterdir()} == {
+        "builtin-inventory.json", "builtin-findings.json"}
+
+
+def test_local_image_table_escapes_file_names(worker_layout, shipped_db) -> None:
+    """A file name with a newline, ESC sequences and a bidi override prints on one line, as
+    escapes; nothing reaches the terminal raw."""
+    result = local(worker_layout, "--vuln-db", str(shipped_db), "--scan-types", "secret")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert EVIL_NAME not in result.output
+    [row] = [line for line in result.output.splitlines() if "\\u202eevil" in line]
+    assert row.startswith("CRITICAL") and "app/x\\n\\x1b[2J\\x1b]52;c;Zm9v\\x07\\u202eevil" in row
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (("--fail-on", "BOGUS"), "fail_on"),
+    (("--scanner", "nope"), "unknown scanner 'nope'"),
+    (("--scanner", "trivy"), "--scanner builtin"),
+    (("--scanner", "qscanner"), "--scanner builtin"),
+    (("--scan-types", "bogus"), "scan_types[0]"),
+    (("--region", "us-east-1"), "--region: applies to ECR images only"),
+    (("--account", "123456789012"), "--account: applies to ECR images only"),
+    (("--vuln-db", "/nonexistent-db"), "containerscan db update"),
+    (("--timeout", "0"), "--timeout"),
+    (("--output", "yaml"), "--output"),
+])  # fmt: skip
+def test_local_image_refuses_bad_flags_with_exit_2(worker_layout, shipped_db, args, named) -> None:
+    result = local(worker_layout, *args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("ref", "named"), [
+    ("Not^A^Ref", "the image reference is malformed"),
+    ("registry.example.com/UPPER::x", "the image reference is malformed"),
+    ("oci-layout:/nonexistent/layout", "/nonexistent/layout is not an OCI layout directory"),
+    ("docker-archive:/nonexistent.tar", "is not a `docker save` archive"),
+])  # fmt: skip
+def test_bad_references_exit_2(ref: str, named: str) -> None:
+    result = CliRunner().invoke(cli, ["scan-image", ref])
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "hint:" in result.output
+
+
+def test_sweep_vuln_db_belongs_to_the_builtin_scanner(env: str, tmp_path: Path) -> None:
+    result = invoke("sweep", "--scanner", "qscanner", "--vuln-db", str(tmp_path))
+    assert result.exit_code == 2 and "--vuln-db is the built-in scanner's" in result.output
+    # A missing database stops the sweep before any image (not 3, partial, for each image).
+    result = invoke("sweep", "--scanner", "builtin", "--vuln-db", str(tmp_path / "none"))
+    assert result.exit_code == 2, result.output
+    assert "containerscan db update" in result.output and "IMAGES" not in result.output
+
+
+def test_sweep_keeps_qscanners_sbom_and_scan_image_prints_it(env: str, tmp_path: Path) -> None:
+    """QScanner is run with `--format json,cyclonedx`; its SBOM is the image's sbom.cdx.json."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from check.sbom import inventory_from_sbom
+
+    result = invoke("sweep", "--output", "json", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    stored = tmp_path / "out" / "runs" / run_id / "images" / env.replace(":", "-") / "sbom.cdx.json"
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(stored.read_text()) is None
+    assert {p.name for p in inventory_from_sbom(json.loads(stored.read_text())).packages} == {
+        "musl", "musl-utils"}  # the stand-in scenario's affected packages
+    ref = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/payments/api@{env}"
+    result = invoke("scan-image", ref, "--output", "cyclonedx")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["metadata"]["component"]["version"] == env

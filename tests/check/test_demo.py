@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from check.quickstart import demo
+from check.quickstart.data import advisories_dir
 from check.quickstart.local import REGISTRY_BINARY
 from securityhub.errors import ConfigurationError
-from tests.check.builtin.conftest import REPO, advisories_root
+from tests.check.builtin.conftest import REPO
 
 needs_registry = pytest.mark.skipif(
     shutil.which(REGISTRY_BINARY) is None,
@@ -32,14 +33,13 @@ needs_registry = pytest.mark.skipif(
 DEMO_TIMEOUT = 120  # the demo takes ~15 s here; generous for a loaded CI machine
 
 
-def demo_environment() -> tuple[dict[str, str], bool]:
+def demo_environment(cache: Path) -> dict[str, str]:
+    """As from a clone: no CONTAINERSCAN_VULN_DB, nothing in `db update`'s default location
+    (XDG_CACHE_HOME is an empty directory), so the demo falls back to the shipped records."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CONTAINERSCAN_"))}
     env["PYTHONUNBUFFERED"] = "1"
-    root = advisories_root()
-    have_data = (root / "pypa-osv").is_dir() and (root / "alpine-secdb").is_dir()
-    if have_data:
-        env["CONTAINERSCAN_VULN_DB"] = str(root)
-    return env, have_data
+    env["XDG_CACHE_HOME"] = str(cache)
+    return env
 
 
 def port_open(port: int) -> bool:
@@ -86,8 +86,8 @@ def assert_nothing_left(output: str) -> None:
 
 @pytest.mark.slow
 @needs_registry
-def test_demo_sweeps_fixes_and_archives() -> None:
-    env, have_data = demo_environment()
+def test_demo_sweeps_fixes_and_archives(tmp_path) -> None:
+    env = demo_environment(tmp_path)
     result = subprocess.run([sys.executable, "-m", "check.quickstart.demo"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)
     out = result.stdout
@@ -102,19 +102,17 @@ def test_demo_sweeps_fixes_and_archives() -> None:
     assert "AKIAIOSFODNN7EXAMPLE" not in out + result.stderr
     assert "wJalrXUtnFEMI" not in out + result.stderr
     last = out.rstrip().splitlines()[-1]
-    if have_data:
-        assert "5 active, 5 archived" in last, last
-        archived = out.split("$ containerscan findings --state archived", 1)[1]
-        rows = [line for line in archived.splitlines() if "ARCHIVED" in line]
-        assert len(rows) == 5 and all("shop/worker@" in row for row in rows)
-        assert "5 finding(s)" in archived
-        # Before the fix: the ten findings of both images, all active.
-        first = out.split("$ containerscan findings\n", 1)[1].split("== 4.", 1)[0]
-        assert "10 finding(s)" in first
-        assert {"CVE-2019-1547", "CVE-2023-46136", "CVE-2023-32681"} <= set(
-            re.findall(r"CVE-\d+-\d+", first))
-    else:
-        assert "EMPTY" in out and "2 active, 0 archived" in last, out
+    assert f"advisories     {advisories_dir()} (the PyPA OSV" in out
+    assert "5 active, 5 archived" in last, last
+    archived = out.split("$ containerscan findings --state archived", 1)[1]
+    rows = [line for line in archived.splitlines() if "ARCHIVED" in line]
+    assert len(rows) == 5 and all("shop/worker@" in row for row in rows)
+    assert "5 finding(s)" in archived
+    # Before the fix: the ten findings of both images, all active.
+    first = out.split("$ containerscan findings\n", 1)[1].split("== 4.", 1)[0]
+    assert "10 finding(s)" in first
+    assert {"CVE-2019-1547", "CVE-2023-46136", "CVE-2023-32681"} <= set(
+        re.findall(r"CVE-\d+-\d+", first))
     assert "servers stopped, temporary files removed" in last
     assert_nothing_left(out)
 
@@ -122,8 +120,8 @@ def test_demo_sweeps_fixes_and_archives() -> None:
 @pytest.mark.slow
 @needs_registry
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_demo_cleans_up_when_interrupted(signum: int) -> None:
-    env, _ = demo_environment()
+def test_demo_cleans_up_when_interrupted(signum: int, tmp_path) -> None:
+    env = demo_environment(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "check.quickstart.demo"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
@@ -150,34 +148,27 @@ def test_demo_cleans_up_when_interrupted(signum: int) -> None:
     assert_nothing_left(out)
 
 
-@pytest.mark.slow
-@needs_registry
-def test_demo_without_advisories_says_so_and_still_finds_the_key(monkeypatch, tmp_path) -> None:
-    """No CONTAINERSCAN_VULN_DB and no shared data: an empty database, stated, exit 0."""
-    monkeypatch.setattr(demo, "SHARED_ADVISORIES", tmp_path / "absent")
-    env, _ = demo_environment()
-    env.pop("CONTAINERSCAN_VULN_DB", None)
-    lines: list[str] = []
-    assert demo.run(lines.append, env) == 0, "\n".join(lines)
-    out = "\n".join(lines)
-    assert "EMPTY: no CONTAINERSCAN_VULN_DB" in out
-    assert "AWS access key ID in /app/config/.env" in out
-    assert "CVE-" not in out
-    assert "2 active, 0 archived" in lines[-1]
-    assert_nothing_left(out)
-
-
-def test_advisory_source_order(monkeypatch, tmp_path) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    monkeypatch.setattr(demo, "SHARED_ADVISORIES", shared)
+def test_advisory_source_order(tmp_path) -> None:
+    """CONTAINERSCAN_VULN_DB, else a `db update` database in its default location, else the
+    shipped records (never an empty database)."""
+    cache = tmp_path / "cache"
+    assert demo.advisory_source({"XDG_CACHE_HOME": str(cache)}).path == advisories_dir()
+    downloaded = cache / "containerscan" / "vulndb"
+    downloaded.mkdir(parents=True)
+    assert demo.advisory_source({"XDG_CACHE_HOME": str(cache)}).path == advisories_dir()
+    (downloaded / "osv").mkdir()  # what `db update` writes
+    assert demo.advisory_source({"XDG_CACHE_HOME": str(cache)}).path == downloaded
     chosen = tmp_path / "chosen"
     chosen.mkdir()
-    assert demo.advisory_source({"CONTAINERSCAN_VULN_DB": str(chosen)}, tmp_path).path == chosen
-    assert demo.advisory_source({}, tmp_path).path == shared
-    monkeypatch.setattr(demo, "SHARED_ADVISORIES", tmp_path / "absent")
-    empty = demo.advisory_source({}, tmp_path)
-    assert empty.path.is_dir() and not any(empty.path.iterdir())
-    assert empty.note.startswith("EMPTY")
+    environ = {"XDG_CACHE_HOME": str(cache), "CONTAINERSCAN_VULN_DB": str(chosen)}
+    assert demo.advisory_source(environ).path == chosen
     with pytest.raises(ConfigurationError, match="not a directory"):
-        demo.advisory_source({"CONTAINERSCAN_VULN_DB": str(tmp_path / "nope")}, tmp_path)
+        demo.advisory_source({"CONTAINERSCAN_VULN_DB": str(tmp_path / "nope")})
+
+
+def test_shipped_records_are_the_real_ones() -> None:
+    """The fallback is real data: PyPA's records for the demo's Jinja2 and Alpine's secdb."""
+    root = advisories_dir()
+    assert "CC-BY 4.0" in (root / "README.md").read_text(encoding="utf-8")
+    assert list((root / "pypa-osv" / "vulns" / "jinja2").glob("PYSEC-*.yaml"))
+    assert (root / "alpine-secdb" / "v3.10" / "main.yaml").is_file()

@@ -30,3 +30,14 @@ def test_a_missing_bucket_is_counted_not_fatal() -> None:
     outputs.write_json("runs/r1/status.json", {})
     assert outputs.written == 0
     assert outputs.errors and "NoSuchBucket" in outputs.errors[0]
+
+
+def test_an_unreadable_inventory_is_an_output_error_not_a_failed_run(tmp_path) -> None:
+    raw = tmp_path / "builtin-inventory.json"
+    raw.write_text("{not json")
+    outputs = RunOutputs(local_dir=tmp_path / "out")
+    outputs.write_sbom("runs/r/images/sha256-x", [raw], image_name="app", digest="sha256:x",
+                       tool_version="1")
+    assert outputs.written == 0 and len(outputs.errors) == 1
+    assert "runs/r/images/sha256-x/sbom.cdx.json" in outputs.errors[0]
+    assert not (tmp_path / "out").exists()

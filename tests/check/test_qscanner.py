@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -12,11 +14,14 @@ import pytest
 
 from check.process import ScannerFailedError, ScannerTimeoutError
 from check.qscanner import (
+    Deadlines,
     QScanner,
     QScannerConfig,
     ReportUnavailableError,
     build_argv,
+    deadlines,
     exit_code_name,
+    polling_seconds,
     scan_timeout_for,
 )
 from check.scanner import RegistryAuth, ScanTarget
@@ -31,9 +36,11 @@ from tests.check.standin import (
     OPENSSL_CVE_2019_1547,
     PRIVATE_KEY_SECRET,
     REQUESTS_CVE_2023_32681,
+    SARIF_SECRET_RESULT,
     STANDIN,
     Scenario,
     digest_of,
+    rule_uuid,
     wait_until_gone,
 )
 
@@ -93,19 +100,26 @@ def invocation(tmp_path: Path) -> dict:
 # ---------------------------------------------------------------------------- success
 
 
-def test_success_gives_one_finding_per_qid_with_every_package(scenario, tmp_path):
+def test_success_gives_one_finding_per_cve_with_every_package(scenario, tmp_path):
     scenario.image(
         DIGEST,
         findings=[OPENSSL_CVE_2019_1547, MUSL_CVE_2019_14697, REQUESTS_CVE_2023_32681],
         secrets=[AWS_KEY_SECRET, PRIVATE_KEY_SECRET],
+        architecture="arm64",
     )
     result = scan(scenario, tmp_path)
 
     vulns = {f.vulnerability_id: f for f in result.findings if isinstance(f, VulnerabilityFinding)}
-    assert sorted(vulns) == ["376802", "376817", "5000389"]
-    openssl = vulns["376817"]
-    assert openssl.qid == "376817"
-    assert openssl.cves == ("CVE-2019-1547", "CVE-2019-1549", "CVE-2019-1563")
+    assert sorted(vulns) == [
+        "CVE-2019-14697",
+        "CVE-2019-1547",
+        "CVE-2019-1549",
+        "CVE-2019-1563",
+        "CVE-2023-32681",
+    ]
+    openssl = vulns["CVE-2019-1547"]
+    assert openssl.qid == "376817" and vulns["CVE-2019-1563"].qid == "376817"
+    assert openssl.cves == ("CVE-2019-1547",)
     assert [(p.name, p.installed_version, p.fixed_version) for p in openssl.packages] == [
         ("libcrypto1.1", "1.1.1c-r0", "1.1.1d-r0"),
         ("libssl1.1", "1.1.1c-r0", "1.1.1d-r0"),
@@ -114,17 +128,21 @@ def test_success_gives_one_finding_per_qid_with_every_package(scenario, tmp_path
     assert {p.package_manager for p in openssl.packages} == {"apk"}  # from the inventory's OS
     assert openssl.packages[0].layer == OPENSSL_CVE_2019_1547.packages[0].layer
     assert openssl.severity is Severity.MEDIUM and openssl.vendor_severity == "3"
-    assert openssl.cvss[0].base_score == 4.7 and openssl.cvss[0].version == "3.1"
+    # CVSS3Info (the README's name) with its temporal score.
+    assert (openssl.cvss[0].base_score, openssl.cvss[0].temporal_score) == (4.7, 4.7)
+    assert openssl.type_detected == "CONFIRMED" and openssl.qds == "42"
     assert "https://nvd.nist.gov/vuln/detail/CVE-2019-1547" in openssl.references
-    assert vulns["376802"].severity is Severity.CRITICAL
-    requests = vulns["5000389"].packages[0]
+    assert vulns["CVE-2019-14697"].severity is Severity.CRITICAL
+    requests = vulns["CVE-2023-32681"].packages[0]
     assert requests.package_manager == "pip"
     assert requests.file_path.endswith("requests-2.28.1.dist-info/METADATA")
+    # A single-platform image: ECR names no platform, ScanResult.json does.
+    assert {f.resource.architecture for f in result.findings} == {"arm64"}
 
     secrets = [f for f in result.findings if isinstance(f, SecretFinding)]
-    assert {(s.rule_id, s.file_path, s.line) for s in secrets} == {
-        ("aws-access-key-id", "/app/config/.env", 3),
-        ("private-key", "/root/.ssh/id_rsa", 1),
+    assert {(s.rule_id, s.title, s.file_path, s.line) for s in secrets} == {
+        (rule_uuid("aws-access-key-id"), "AWS Access Key ID", "/app/config/.env", 3),
+        (rule_uuid("private-key"), "Asymmetric Private Key", "/root/.ssh/id_rsa", 1),
     }
     assert AWS_KEY_SECRET.match not in repr(result.findings)  # the match never leaks
 
@@ -135,8 +153,9 @@ def test_success_gives_one_finding_per_qid_with_every_package(scenario, tmp_path
     assert dict(result.metadata)["os"] == "alpine 3.10.2"
     names = {p.name for p in result.raw_files}
     assert {"qscanner.stdout.log", "qscanner.stderr.log"} <= names
-    assert any(n.endswith("-Report.sarif.json") for n in names)
-    assert any(n.endswith("-ScanResult.json") for n in names)
+    # Named by the 64-hex image id, as the README says.
+    assert any(re.fullmatch(r"[0-9a-f]{64}-Report\.sarif\.json", n) for n in names)
+    assert any(re.fullmatch(r"[0-9a-f]{64}-ScanResult\.json", n) for n in names)
     assert all(p.is_file() and p.is_relative_to(tmp_path / "work") for p in result.raw_files)
 
 
@@ -162,7 +181,11 @@ def test_argv_and_environment_carry_no_secret_and_nothing_extra(scenario, tmp_pa
     assert flags["--output-dir"] == str(tmp_path / "work" / "output")
     assert flags["--cache-dir"] == str(tmp_path / "work" / "cache")
     assert flags["--report-format"] == "sarif,json"
-    assert flags["--scan-timeout"] == "27s"  # 30 s deadline minus a tenth
+    # 30 s deadline minus a tenth: 27 s, of which QScanner's first 15 s wait for the report
+    # (no retry fits in half of it), so 12 s of scanning.
+    assert flags["--scan-timeout"] == "12s"
+    assert flags["--max-network-retries"] == "0"
+    assert (flags["--network-retry-wait-min"], flags["--network-retry-wait-max"]) == ("5s", "120s")
     env_names = set(record["env_names"])
     assert {
         "QUALYS_ACCESS_TOKEN",
@@ -207,8 +230,10 @@ def test_policy_deny_and_audit_are_recorded_not_failures(scenario, tmp_path, cod
     )
     result = scan(scenario, tmp_path)
     assert result.policy_result == policy
-    assert [f.vulnerability_id for f in result.findings if f.kind == "vulnerability"] == ["376802"]
-    assert [f.rule_id for f in result.findings if isinstance(f, SecretFinding)] == ["github-pat"]
+    vulns = [f.vulnerability_id for f in result.findings if f.kind == "vulnerability"]
+    assert vulns == ["CVE-2019-14697"]
+    secrets = [f.rule_id for f in result.findings if isinstance(f, SecretFinding)]
+    assert secrets == [rule_uuid("github-pat")]
     assert any(policy in note for note in result.notes)
 
 
@@ -295,13 +320,13 @@ def test_huge_output_is_capped_and_the_scan_still_succeeds(scenario, tmp_path):
     result = scan(scenario, tmp_path, output_cap=1024 * 1024)
     stdout_log = tmp_path / "work" / "qscanner.stdout.log"
     assert stdout_log.stat().st_size == 1024 * 1024
-    assert [f.vulnerability_id for f in result.findings] == ["376817"]
+    assert {f.qid for f in result.findings} == {"376817"}
     assert any("truncated" in note for note in result.notes)
 
 
 def test_missing_vulnerability_report_fails_in_get_report_mode(scenario, tmp_path):
     scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547], behaviour="no-report")
-    with pytest.raises(ScanError, match=r"wrote no \*-Report\.sarif\.json"):
+    with pytest.raises(ScanError, match=r"wrote no \*Report\.sarif\.json"):
         scan(scenario, tmp_path)
 
 
@@ -352,14 +377,18 @@ def test_relative_workdir(scenario, tmp_path, monkeypatch):
     scenario.save()
     monkeypatch.chdir(tmp_path)
     result = QScanner.from_config().scan(target(), Path("rel") / "work", 30)
-    assert [f.vulnerability_id for f in result.findings] == ["376817"]
+    assert [f.vulnerability_id for f in result.findings] == [
+        "CVE-2019-1547",
+        "CVE-2019-1549",
+        "CVE-2019-1563",
+    ]
     assert all(p.is_absolute() and p.is_file() for p in result.raw_files)
     assert (tmp_path / "rel" / "work" / "output").is_dir()
 
 
 def test_a_rerun_does_not_parse_the_previous_attempts_reports(scenario, tmp_path):
     scenario.image(DIGEST, findings=[OPENSSL_CVE_2019_1547])
-    assert len(scan(scenario, tmp_path).findings) == 1
+    assert len(scan(scenario, tmp_path).findings) == 3  # one per CVE of the QID
     scenario.image(DIGEST, behaviour="exit:40")
     with pytest.raises(ReportUnavailableError):
         scan(scenario, tmp_path)
@@ -405,7 +434,7 @@ def test_binary_removed_after_configuration_is_a_configuration_error(scenario, t
 
 @pytest.mark.parametrize(
     ("unset", "message"),
-    [("QUALYS_ACCESS_TOKEN", "access token"), ("QUALYS_POD", "Qualys platform")],
+    [("QUALYS_ACCESS_TOKEN", "needs Qualys credentials"), ("QUALYS_POD", "Qualys platform")],
 )
 def test_token_and_pod_are_required_for_uploading_modes(scenario, monkeypatch, unset, message):
     monkeypatch.delenv(unset)
@@ -462,10 +491,12 @@ def test_bad_severity_map_in_the_environment(scenario, monkeypatch, text, proble
 
 def test_build_argv_is_a_pure_argument_list():
     config = QScannerConfig(binary=Path("/opt/qscanner"), pod="EU2", token=TOKEN)
-    argv = build_argv(config, target(), Path("/w/output"), Path("/w/cache"), 120)
+    argv = build_argv(config, target(), Path("/w/output"), Path("/w/cache"), Deadlines(120, 3, 50))
     assert argv[0] == "/opt/qscanner"
     assert TOKEN not in " ".join(argv) and REGISTRY_PASSWORD not in " ".join(argv)
     assert argv[argv.index("--scan-timeout") + 1] == "120s"
+    assert argv[argv.index("--max-network-retries") + 1] == "3"
+    assert argv[argv.index("--pod") + 1] == "EU2" and "--gateway-url" not in argv
 
 
 @pytest.mark.parametrize(("timeout", "expected"), [(300, 285), (30, 27), (5, 4), (0.5, 1)])
@@ -511,3 +542,128 @@ def test_without_a_cache_root_each_scan_cache_is_removed(scenario, tmp_path):
     flags = invocation(tmp_path)["argv"]
     assert flags[flags.index("--cache-dir") + 1] == str((tmp_path / "work" / "cache").resolve())
     assert not (tmp_path / "work" / "cache").exists()
+
+
+# ------------------------------------------------------- credentials, version, deadlines
+
+CLIENT_SECRET = "qualys-client-secret-Zm9vYmFyYmF6cXV4"
+
+
+def test_client_id_and_secret_alone_run_a_scan_through_the_environment_only(
+    scenario, tmp_path, monkeypatch
+):
+    """The documented, preferred credentials (README pages 17, 43, 54): no token at all."""
+    monkeypatch.delenv("QUALYS_ACCESS_TOKEN")
+    monkeypatch.setenv("QUALYS_CLIENT_ID", "containerscan-client")
+    monkeypatch.setenv("QUALYS_CLIENT_SECRET", CLIENT_SECRET)
+    scenario.image(DIGEST, findings=[MUSL_CVE_2019_14697], echo_credentials=True)
+    result = scan(scenario, tmp_path)
+    assert [f.vulnerability_id for f in result.findings if f.kind == "vulnerability"] == [
+        "CVE-2019-14697"
+    ]
+    record = invocation(tmp_path)
+    assert {"QUALYS_CLIENT_ID", "QUALYS_CLIENT_SECRET"} <= set(record["env_names"])
+    assert "QUALYS_ACCESS_TOKEN" not in record["env_names"]
+    assert not any(CLIENT_SECRET in a for a in record["argv"])
+    # The stand-in printed the secret: the kept stderr has it masked.
+    for path in result.raw_files:
+        assert CLIENT_SECRET not in path.read_text(errors="replace")
+    assert "client secret=***" in (tmp_path / "work" / "qscanner.stderr.log").read_text()
+
+
+def test_client_credentials_win_over_a_token_and_half_of_them_is_an_error(
+    scenario, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("QUALYS_CLIENT_ID", "containerscan-client")
+    monkeypatch.setenv("QUALYS_CLIENT_SECRET", CLIENT_SECRET)
+    scan(scenario, tmp_path)
+    names = set(invocation(tmp_path)["env_names"])
+    assert "QUALYS_CLIENT_SECRET" in names and "QUALYS_ACCESS_TOKEN" not in names
+    monkeypatch.delenv("QUALYS_CLIENT_SECRET")
+    with pytest.raises(ConfigurationError, match="QUALYS_CLIENT_SECRET is not set"):
+        QScanner.from_config()
+
+
+def test_no_credentials_fail_before_any_scan(scenario, tmp_path, monkeypatch):
+    monkeypatch.delenv("QUALYS_ACCESS_TOKEN")
+    with pytest.raises(ConfigurationError, match="QUALYS_CLIENT_ID and QUALYS_CLIENT_SECRET"):
+        QScanner.from_config()
+    assert not (tmp_path / "work").exists()
+
+
+def test_gateway_url_replaces_the_pod(scenario, tmp_path, monkeypatch):
+    monkeypatch.delenv("QUALYS_POD")
+    monkeypatch.setenv("QUALYS_GATEWAY_URL", "https://gateway.qg1.apps.qualys.example")
+    scan(scenario, tmp_path)
+    argv = invocation(tmp_path)["argv"]
+    assert argv[argv.index("--gateway-url") + 1] == "https://gateway.qg1.apps.qualys.example"
+    assert "--pod" not in argv
+    monkeypatch.setenv("QUALYS_GATEWAY_URL", "gateway.example")
+    with pytest.raises(ConfigurationError, match="not an https URL"):
+        QScanner.from_config()
+
+
+def test_version_comes_from_the_version_flag(scenario):
+    assert QScanner.from_config().version() == "4.8.0-2"
+
+
+def test_a_failing_version_probe_keys_the_cache_on_the_binary_and_says_so(
+    scenario, tmp_path, monkeypatch
+):
+    """An older stand-in (or a real binary) that rejects --version: the version becomes the
+    binary's sha256, stable from run to run, and every image's notes say why."""
+    broken = tmp_path / "qscanner-no-version"
+    broken.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = --version ] && { echo "unknown flag: --version" >&2; exit 2; }; done\n'
+        f'exec {STANDIN} "$@"\n'
+    )
+    broken.chmod(0o755)
+    monkeypatch.setenv("QSCANNER_PATH", str(broken))
+    first, second = QScanner.from_config(), QScanner.from_config()
+    expected = "unknown-sha256:" + hashlib.sha256(broken.read_bytes()).hexdigest()
+    assert first.version() == second.version() == expected
+    scenario.save()
+    result = first.scan(target(), tmp_path / "work", 30.0)
+    assert any("--version` failed" in n and "sha256" in n for n in result.notes)
+    assert result.scanner.version == expected
+
+
+@pytest.mark.parametrize(
+    ("timeout", "scan_timeout", "retries"),
+    [(900, 475, 7), (3600, 2815, 10), (300, 195, 4), (30, 12, 0)],
+)
+def test_deadlines_let_qscanner_give_up_before_our_kill(timeout, scan_timeout, retries):
+    """15 s + back-off 5, 10, 20 ... 120 s (README pages 43-44): polling gets at most half."""
+    limits = deadlines(timeout, 15.0, report=True)
+    assert (limits.scan_timeout, limits.network_retries) == (scan_timeout, retries)
+    assert limits.polling == polling_seconds(retries)
+    assert limits.scan_timeout + limits.polling <= scan_timeout_for(timeout, 15.0)
+    assert polling_seconds(10) == 15 + 5 + 10 + 20 + 40 + 80 + 120 * 5  # ~13 minutes
+
+
+def test_a_timeout_says_whether_qscanner_was_scanning_or_waiting_for_the_report(
+    scenario, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("QSCANNER_STANDIN_TIME_SCALE", "1")
+    scenario.image(DIGEST, report_delay=600)
+    with pytest.raises(ScannerTimeoutError, match="waiting for the vulnerability report"):
+        scan(scenario, tmp_path, timeout=3.0, kill_grace=0.5)
+    scenario.image(DIGEST, behaviour="hang")
+    with pytest.raises(ScannerTimeoutError, match="while scanning the image"):
+        scan(scenario, tmp_path, timeout=2.0, kill_grace=0.5)
+
+
+def test_a_result_the_parser_cannot_read_is_skipped_and_counted_in_the_notes(scenario, tmp_path):
+    scenario.image(
+        DIGEST,
+        findings=[MUSL_CVE_2019_14697],
+        sarif_extra=(SARIF_SECRET_RESULT, SARIF_SECRET_RESULT),
+    )
+    result = scan(scenario, tmp_path)
+    assert [f.vulnerability_id for f in result.findings if f.kind == "vulnerability"] == [
+        "CVE-2019-14697"
+    ]
+    assert result.scan_types == ("pkg", "secret")  # the report was used, not rejected
+    [note] = [n for n in result.notes if "SARIF" in n]
+    assert note.startswith("2 SARIF result(s) skipped") and "missing 'QID'" in note

@@ -53,7 +53,7 @@ def test_unknown_scanner_lists_the_choices():
 
 
 def test_qscanner_configuration_errors_surface():
-    with pytest.raises(ConfigurationError, match="access token"):
+    with pytest.raises(ConfigurationError, match="needs Qualys credentials"):
         make_scanner(
             "qscanner", environ={"QSCANNER_PATH": str(BIN / "qscanner"), "QUALYS_POD": "US1"}
         )

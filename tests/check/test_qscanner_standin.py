@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.check.standin import OPENSSL_CVE_2019_1547, STANDIN, Scenario, digest_of
+from tests.check.standin import OPENSSL_CVE_2019_1547, STANDIN, TIME_SCALE, Scenario, digest_of
 
 DIGEST = digest_of("standin/contract")
 REF = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app@{DIGEST}"
 
 
-def run(args: list[str], tmp_path: Path, token: bool = True, scenario: Path | None = None):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+def run(
+    args: list[str],
+    tmp_path: Path,
+    *,
+    token: bool = True,
+    scenario: Path | None = None,
+    extra: dict[str, str] | None = None,
+    scale: bool = False,
+):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **(extra or {})}
+    if scale:
+        env["QSCANNER_STANDIN_TIME_SCALE"] = TIME_SCALE
     if token:
         env["QUALYS_ACCESS_TOKEN"] = "standin-token-abcdef"
     if scenario is not None:
@@ -37,7 +48,8 @@ def test_flags_before_and_after_the_subcommand_and_equals_form(tmp_path):
         scenario=scenario,
     )
     assert before.returncode == 0, before.stderr
-    sarif = next((tmp_path / "out").glob("app-sha256_*-Report.sarif.json"))
+    sarif = next((tmp_path / "out").glob("*-Report.sarif.json"))
+    assert re.fullmatch(r"[0-9a-f]{64}-Report\.sarif\.json", sarif.name)  # the image id
     first = json.loads(sarif.read_text())
     sarif.unlink()
     after = run(
@@ -50,8 +62,13 @@ def test_flags_before_and_after_the_subcommand_and_equals_form(tmp_path):
     assert first["runs"][0]["results"] == second["runs"][0]["results"]
     assert first["runs"][0]["results"][0]["properties"]["QID"] == 376817
     scan_result = json.loads(next((tmp_path / "out").glob("*-ScanResult.json")).read_text())
-    image = scan_result["Metadata"]["TargetMetadata"]["ImageMetadata"]
-    assert image["RepoDigests"] == [REF]
+    assert scan_result["SchemaVersion"] == 5
+    target = scan_result["Metadata"]["TargetMetadata"]
+    assert target["ImageMetadata"]["RepoDigests"] == [REF]
+    assert (target["OS"], target["Architecture"]) == ("alpine 3.10.2", "amd64")
+    assert all(isinstance(s["ScanDuration"], int) for s in scan_result["ScansPerformed"])
+    rule = first["runs"][0]["tool"]["driver"]["rules"][0]["properties"]
+    assert rule["CVSS3Info"]["baseScore"] == 4.7 and rule["TypeDetected"] == "CONFIRMED"
 
 
 def test_missing_token_is_an_auth_failure(tmp_path):
@@ -73,7 +90,7 @@ def test_inventory_only_needs_no_token_and_writes_no_report(tmp_path):
         (["--pod", "US1", "--bogus", "image", REF], 2),
         (["--pod", "US1", "--mode", "fast", "image", REF], 2),
         (["--pod", "US1", "--scan-timeout", "soon", "image", REF], 2),
-        (["image", REF], 2),  # no --pod
+        (["image", REF], 2),  # no --pod nor --gateway-url
         (["--pod", "US1", "image", "alpine:latest"], 6),  # not an immutable reference
         (["--pod", "US1", "container", "abc"], 2),
     ],
@@ -83,9 +100,38 @@ def test_invalid_invocations(tmp_path, args, code):
     assert result.returncode == code, result.stderr
 
 
-def test_version(tmp_path):
-    assert run(["version"], tmp_path).stdout.strip() == "QScanner version 4.8.0-2"
-    assert run(["--version"], tmp_path).stdout.strip() == "QScanner version 4.8.0-2"
+def test_version_is_a_flag_not_a_command(tmp_path):
+    """README page 5: `qscanner --version`; the command list has no `version`."""
+    assert run(["--version"], tmp_path).stdout.strip() == "qscanner version 4.8.0-2"
+    assert run(["version"], tmp_path).returncode == 2
+
+
+def test_client_id_and_secret_authenticate_and_a_gateway_url_replaces_the_pod(tmp_path):
+    env_creds = {"QUALYS_CLIENT_ID": "client-1", "QUALYS_CLIENT_SECRET": "client-secret-xyz"}
+    ok = run(
+        ["--gateway-url", "https://gateway.qg1.apps.qualys.example", *dirs(tmp_path), "image", REF],
+        tmp_path,
+        token=False,
+        extra=env_creds,
+    )
+    assert ok.returncode == 0, ok.stderr
+    half = run(
+        ["--pod", "US1", *dirs(tmp_path), "image", REF],
+        tmp_path,
+        token=False,
+        extra={"QUALYS_CLIENT_ID": "client-1"},
+    )
+    assert half.returncode == 2 and "--client-secret" in half.stderr
+
+
+def test_report_polling_gives_up_with_exit_40_after_the_retries(tmp_path):
+    scenario = Scenario().image(DIGEST, report_delay=60).write(tmp_path / "s.json")
+    args = ["--pod", "US1", *dirs(tmp_path), "image", REF]
+    # 15 s + 5 + 10 + 20 = 50 s < 60 s: three retries are not enough; four are (+40 s).
+    short = run(["--max-network-retries", "3", *args], tmp_path, scenario=scenario, scale=True)
+    assert short.returncode == 40 and "retry 3/3" in short.stderr
+    enough = run(["--max-network-retries", "4", *args], tmp_path, scenario=scenario, scale=True)
+    assert enough.returncode == 0, enough.stderr
 
 
 def test_delay_past_scan_timeout_fails_like_a_timeout(tmp_path):

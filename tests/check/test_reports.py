@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from check.reports.packages import FindingGroups, package_manager
 from check.reports.sarif import parse_sarif
 from check.reports.scanresult import parse_scan_result
 from check.reports.trivy import parse_trivy
+from securityhub.asff import vendor_name
 from securityhub.errors import ReportParseError
 from securityhub.findings import EcrImage, Package, ScannerInfo, Severity, VulnerabilityFinding
 
@@ -57,38 +59,76 @@ PARSERS = {SARIF: sarif, SCAN_RESULT: scan_result, TRIVY: trivy, GRYPE: grype}
 # ------------------------------------------------------------------------------ SARIF
 
 
-def test_sarif_one_finding_per_qid_with_every_package():
+def test_sarif_one_finding_per_cve_with_every_package_and_the_qid_kept():
     report = sarif(SARIF.read_bytes())
     by_id = {f.vulnerability_id: f for f in report.findings}
-    assert sorted(by_id) == ["105943", "376354", "376705", "376802", "376817", "5000389"]
-    openssl = by_id["376817"]  # reported in two results: merged
+    # QID 376817 names three CVEs: three findings; QID 105943 (an EOL check) has none and
+    # keeps its own id.
+    assert sorted(by_id) == [
+        "105943",
+        "CVE-2019-14697",
+        "CVE-2019-1547",
+        "CVE-2019-1549",
+        "CVE-2019-1563",
+        "CVE-2019-5481",
+        "CVE-2019-5482",
+        "CVE-2019-5747",
+        "CVE-2023-32681",
+    ]
+    openssl = by_id["CVE-2019-1547"]  # QID 376817, reported in two results: merged
     assert [p.name for p in openssl.packages] == ["libcrypto1.1", "libssl1.1", "openssl"]
     assert {p.layer for p in openssl.packages} == {
         "sha256:e7d92cdc71feacf90708cb59182d0df1b911f8ae022d29e8e95d75ca6a99776a",
         "sha256:9fd2a8c5d4a1e0b5f6e1cf0ab2a5c36b8a8e7e6e36c7a3d1ab0e6a77f1b2c9d4",
     }
     assert openssl.title == "Alpine Linux Security Update for openssl"
-    assert openssl.qid == "376817" and openssl.cves[0] == "CVE-2019-1547"
+    assert openssl.qid == "376817" and openssl.cves == ("CVE-2019-1547",)
+    assert by_id["CVE-2019-1563"].packages == openssl.packages
+    assert by_id["CVE-2019-1563"].qid == "376817"
     assert openssl.fix_available == "YES"
+    assert openssl.vendor == "QUALYS" and openssl.vendor_url.endswith("id=376817")
     assert openssl.scanner == QSCANNER and openssl.resource == IMAGE
-    assert by_id["376802"].severity is Severity.CRITICAL
-    assert by_id["376705"].severity is Severity.HIGH
-    assert by_id["376354"].severity is Severity.LOW
+    assert by_id["CVE-2019-14697"].severity is Severity.CRITICAL
+    assert by_id["CVE-2019-5481"].severity is Severity.HIGH
+    assert by_id["CVE-2019-5747"].severity is Severity.LOW
     eol = by_id["105943"]
-    assert eol.severity is Severity.INFORMATIONAL and eol.cves == ()
+    assert eol.severity is Severity.INFORMATIONAL and eol.cves == () and eol.qid == "105943"
     assert eol.packages[0].fixed_version is None and eol.fix_available == "NO"
-    requests = by_id["5000389"].packages[0]
+    requests = by_id["CVE-2023-32681"].packages[0]
     assert (requests.package_manager, requests.file_path) == (
         "pip",
         "/usr/lib/python3.7/site-packages/requests-2.28.1.dist-info/METADATA",
     )
     assert {p.package_manager for p in openssl.packages} == {"apk"}
     assert report.tool_version == "4.8.0-2" and report.image_digest == DIGEST
+    assert report.skipped_count == 0
+
+
+def test_sarif_readme_spellings_cvss3info_type_detected_published_and_path():
+    """The concepts Qualys's QScanner README names (reference section 8), as JSON keys."""
+    doc = json.loads(SARIF.read_text())
+    rule = doc["runs"][0]["tool"]["driver"]["rules"][0]
+    del rule["properties"]["cvssV3"]
+    rule["properties"]["CVSS3Info"] = {"baseScore": 5.9, "temporalScore": 5.2}
+    rule["properties"]["CVSSInfo"] = {"baseScore": 4.3, "accessVector": "Network"}
+    result = doc["runs"][0]["results"][0]
+    result["properties"]["TypeDetected"] = "potential"
+    result["properties"]["Published"] = "1568135700000"  # epoch ms, as the CS API writes
+    result["properties"]["vulnerableSoftware"][0]["path"] = "/lib/apk/db/installed"
+    found = {f.vulnerability_id: f for f in sarif(json.dumps(doc)).findings}
+    openssl = found["CVE-2019-1547"]
+    assert [(c.version, c.base_score, c.temporal_score, c.access_vector) for c in openssl.cvss] == [
+        ("3.x", 5.9, 5.2, None),
+        ("2.0", 4.3, None, "Network"),
+    ]
+    assert openssl.type_detected == "POTENTIAL"
+    assert openssl.published_at == datetime(2019, 9, 10, 17, 15, tzinfo=UTC)
+    assert "/lib/apk/db/installed" in {p.file_path for p in openssl.packages}
 
 
 def test_sarif_without_inventory_still_parses():
     report = sarif(SARIF.read_bytes(), with_inventory=False)
-    assert len(report.findings) == 6
+    assert len(report.findings) == 9
     assert all(p.package_manager is None for f in report.findings for p in f.packages)
 
 
@@ -104,9 +144,9 @@ def test_sarif_severity_mapping_is_configurable():
         SARIF.read_bytes(), SARIF.name, image=IMAGE, scanner=QSCANNER, severity_map=mapping
     )
     by_id = {f.vulnerability_id: f for f in report.findings}
-    assert by_id["376802"].severity is Severity.HIGH
+    assert by_id["CVE-2019-14697"].severity is Severity.HIGH
     assert by_id["105943"].severity is Severity.LOW
-    assert by_id["376802"].vendor_severity == "5"
+    assert by_id["CVE-2019-14697"].vendor_severity == "5"
 
 
 def test_sarif_empty_results_is_a_clean_image_but_absent_results_is_an_error():
@@ -149,6 +189,28 @@ def test_scan_result_secrets_metadata_inventory():
     assert index["urllib3"][0].package_manager == "pip"
 
 
+def test_scan_result_schema_version_5():
+    """README 4.8.0 (reference section 8): ScanDuration in integer nanoseconds, OS and
+    Architecture at target level beside the image's ID, UUID secret rule ids."""
+    doc = json.loads(SCAN_RESULT.read_text())
+    doc["SchemaVersion"] = 5
+    target = doc["Metadata"]["TargetMetadata"]
+    image = target["ImageMetadata"]
+    target["OS"], target["Architecture"] = image.pop("OS"), image.pop("Architecture")
+    image["ID"] = image.pop("ImageID")
+    for scan in doc["ScansPerformed"]:
+        scan["ScanDuration"] = 412_000_000
+    rule = "0b6e4a1c-7c38-4f8e-9a0e-8d6f3b2a1c55"
+    doc["SecretResults"][0]["Secrets"][0]["RuleID"] = rule
+    parsed = scan_result(json.dumps(doc))
+    assert (parsed.metadata.os, parsed.metadata.architecture) == ("alpine 3.10.2", "amd64")
+    assert parsed.metadata.image_id == image["ID"]
+    assert {s.duration_s for s in parsed.scans} == {0.412}
+    assert rule in {s.rule_id for s in parsed.secrets}
+    doc["ScansPerformed"][0]["ScanDuration"] = "1m0.5s"  # an older Go duration
+    assert scan_result(json.dumps(doc)).scans[0].duration_s == 60.5
+
+
 def test_scan_result_old_metadata_spelling_and_failed_scan():
     doc = json.loads(SCAN_RESULT.read_text())
     doc["Metadata"]["Target"] = doc["Metadata"].pop("TargetMetadata")["ImageMetadata"]
@@ -187,12 +249,13 @@ def test_trivy_grouping_cvss_and_secrets():
     requests = by_id["CVE-2023-32681"].packages[0]
     assert requests.package_manager == "pip"
     assert requests.file_path.endswith("requests-2.28.1.dist-info/METADATA")
-    assert by_id["GHSA-j8r2-6x86-q33q"].cves == ()
+    assert by_id["GHSA-j8r2-6x86-q33q"].cves == ()  # no CVE: keeps its own id
     assert [(s.rule_id, s.file_path, s.line) for s in report.secrets] == [
         ("aws-access-key-id", "/app/config/.env", 3)
     ]
     assert not any(value in repr(report) for value in SECRET_VALUES)
     assert report.image_digests == (DIGEST,)
+    assert (openssl.vendor, vendor_name(openssl)) == ("nvd", "NVD")  # SeveritySource
 
 
 def test_trivy_without_results_is_a_clean_image():
@@ -218,21 +281,22 @@ def test_grype_grouping_related_cves_and_fix_states():
         "CVE-2019-14697",
         "CVE-2019-1547",
         "CVE-2019-5747",
-        "GHSA-j8r2-6x86-q33q",
+        "CVE-2023-32681",
     ]
     openssl = by_id["CVE-2019-1547"]
     assert [p.name for p in openssl.packages] == ["libcrypto1.1", "openssl"]
     assert openssl.packages[0].fixed_version == "1.1.1d-r0"
     assert openssl.packages[0].package_manager == "apk"
     assert openssl.cvss[0].base_score == 4.7  # from the related NVD record
-    ghsa = by_id["GHSA-j8r2-6x86-q33q"]
-    assert ghsa.cves == ("CVE-2023-32681",)
+    ghsa = by_id["CVE-2023-32681"]  # Grype's GHSA match, under the CVE it names
+    assert ghsa.cves == ("CVE-2023-32681", "GHSA-j8r2-6x86-q33q")
     assert ghsa.packages[0].package_manager == "pip"
     assert ghsa.title == "Unintended leak of Proxy-Authorization header in requests"
     busybox = by_id["CVE-2019-5747"]
     assert busybox.severity is Severity.INFORMATIONAL  # Negligible
     assert busybox.packages[0].fixed_version is None  # not-fixed
     assert report.grype_version == "0.74.7" and report.image_digest == DIGEST
+    assert vendor_name(openssl) == "ALPINE"  # namespace alpine:distro:alpine:3.10
 
 
 # -------------------------------------------------------------------- broken reports
@@ -309,6 +373,41 @@ def _mutate(path: Path, where: list[str | int], value: object = None, delete: bo
             True,
             r"vulnerableSoftware\[0\]: missing 'installedVersion'",
         ),
+    ],
+)
+def test_unreadable_sarif_results_are_skipped_and_counted_naming_the_json_path(
+    path, where, value, delete, message
+):
+    """A result the parser cannot read costs that result, counted with its place, never the
+    report (QScanner 5.x also writes secret, compliance and IaC results into the SARIF)."""
+    report = sarif(_mutate(path, where, value, delete))
+    assert report.skipped_count == 1
+    assert re.search(message, report.skipped[0]) and report.skipped[0].startswith(SARIF.name)
+    assert len(report.findings) >= 7  # the other results are all there
+
+
+def test_a_secret_result_in_the_sarif_is_skipped_not_fatal():
+    doc = json.loads(SARIF.read_text())
+    run = doc["runs"][0]
+    run["tool"]["driver"]["rules"].append(
+        {"id": "9f0c1d52-2b7e-4f4e-8d7b-0c1a4c7e2f10", "shortDescription": {"text": "AWS key"}}
+    )
+    run["results"].append(
+        {
+            "ruleId": "9f0c1d52-2b7e-4f4e-8d7b-0c1a4c7e2f10",
+            "level": "error",
+            "message": {"text": "secret found"},
+            "properties": {"category": "AWS", "file": "/app/.env", "line": 3},
+        }
+    )
+    report = sarif(json.dumps(doc))
+    assert report.skipped_count == 1 and "missing 'QID'" in report.skipped[0]
+    assert len(report.findings) == 9
+
+
+@pytest.mark.parametrize(
+    ("path", "where", "value", "delete", "message"),
+    [
         (SARIF, ["runs"], {}, False, r"runs: expected an array, got an object"),
         (
             SCAN_RESULT,

@@ -200,3 +200,11 @@ def test_pushed_since_absolute_and_relative() -> None:
     assert request.selection.pushed_since == datetime(2026, 1, 31, tzinfo=UTC)
     request = parse_request({"pushed_since": "12h"}, now=NOW)
     assert request.selection.pushed_since == NOW - timedelta(hours=12)
+
+
+def test_a_base64_body_with_non_ascii_text_is_a_field_error() -> None:
+    """b64decode raises a plain ValueError for non-ASCII text (found by the hostile-input fuzz)."""
+    from check.request import document_from_api
+
+    doc, problems = document_from_api({"body": "\x80", "isBase64Encoded": True})
+    assert doc is None and problems[0][0] == "body"

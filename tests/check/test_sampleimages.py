@@ -107,7 +107,8 @@ def test_web_image_holds_real_files() -> None:
 def advisories() -> Path:
     root = advisories_root()
     if not (root / "pypa-osv").is_dir() or not (root / "alpine-secdb").is_dir():
-        pytest.skip(f"advisory data not found at {root}")
+        pytest.fail(f"advisory data not found at {root}; the repository ships it in "
+                    "check/quickstart/advisories")
     return root
 
 

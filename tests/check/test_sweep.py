@@ -32,6 +32,7 @@ from tests.check.standin import (
     OPENSSL_CVE_2019_1547,
     STANDIN,
     Scenario,
+    rule_uuid,
 )
 
 REGION = "us-east-1"
@@ -89,12 +90,13 @@ def active_findings(region: str = REGION, client: Any = None) -> dict[str, dict[
 
 
 def truth(findings: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
-    """(resource id, vulnerability QID or secret rule) of each active finding."""
+    """(resource id, vulnerability QID or secret rule) of each active finding (one finding
+    per CVE: the QID naming it is in ProductFields)."""
     out = set()
     for f in findings.values():
         resource = f["Resources"][0]["Id"]
         if f.get("Vulnerabilities"):
-            what = f["Vulnerabilities"][0]["Id"]
+            what = f["ProductFields"].get("containerscan/qualys/qid", f["Vulnerabilities"][0]["Id"])
         else:
             what = f["Id"].rsplit("/", 3)[-3] if "secret" in f["Id"] else f["Id"]
         out.add((resource, str(what)))
@@ -203,16 +205,17 @@ def test_two_runs_leave_the_hub_telling_the_truth(aws: None, tmp_path: Path) -> 
     after = active_findings()
     assert {t for t in truth(after) if t[1].isdigit()} == expected_now
     hub = report["security_hub"][f"{HUB}/{REGION}"]
-    # archived: openssl in api, and web's 2 vulns + 1 secret (image deleted from web).
-    assert hub["archived"] == 4
-    assert hub["created"] == 1
+    # archived: openssl in api (QID 376817: 3 CVEs, one finding each), and web's openssl
+    # and musl (3 + 1) + 1 secret (image deleted from web).
+    assert hub["archived"] == 8
+    assert hub["created"] == 2  # curl in api: QID 376705 names 2 CVEs
     # Nothing else changed, and nothing was due for a refresh: not imported again.
     assert hub["updated"] == hub["refreshed"] == hub["reactivated"] == 0
     for fid, finding in after.items():
         if fid in findings and "payments/worker" in finding["Resources"][0]["Id"]:
             assert finding["UpdatedAt"] == findings[fid]["UpdatedAt"]
     # The alert's notion of "new": curl in api, against api's previous result.
-    assert {f.vulnerability_id for r in second.records for f in r.new_findings} == {"376705"}
+    assert {f.qid for r in second.records for f in r.new_findings} == {"376705"}
 
 
 def test_cache_hits_reuse_results_and_still_feed_correlation(aws: None, tmp_path: Path) -> None:
@@ -228,11 +231,11 @@ def test_cache_hits_reuse_results_and_still_feed_correlation(aws: None, tmp_path
     counts = second.as_dict()["counts"]
     assert (counts["cached"], counts["scanned"], counts["failed"]) == (1, 0, 0)
     assert second.exit_code == EXIT_OK
-    assert second.records[0].findings[0].vulnerability_id == "376802"
+    assert second.records[0].findings[0].qid == "376802"
     assert not second.records[0].new_findings
     results = tmp_path / "out" / "runs" / second.run_id / "images" / digest.replace(":", "-")
     stored = json.loads((results / "results.json").read_text())
-    assert stored["cached_at"] and [f["vulnerability_id"] for f in stored["findings"]] == ["376802"]
+    assert stored["cached_at"] and [f["qid"] for f in stored["findings"]] == ["376802"]
     assert not (results / "raw").exists()  # nothing was scanned in this run
     assert len(active_findings()) == 1
     # --force bypasses the cache: the crash is now visible, the findings untouched.
@@ -276,9 +279,10 @@ def test_fail_on_and_alert(aws: None, tmp_path: Path) -> None:
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 1
     body = messages[0]["Body"]
-    assert "376802" in body  # musl, CRITICAL
-    assert "376354" not in body  # busybox, LOW: below the HIGH threshold
-    assert "aws-access-key-id" in body and "AKIA" not in body
+    assert "CVE-2019-14697" in body  # musl, CRITICAL
+    assert "CVE-2019-5747" not in body  # busybox, LOW: below the HIGH threshold
+    # QScanner 4.8's secret rules are UUIDs; the finding's title names the kind.
+    assert rule_uuid("aws-access-key-id") in body and "AKIA" not in body
     # A rerun finds nothing new: no second message.
     run(tmp_path, {"repositories": ["app"]}, sns_topic_arn=topic)
     assert not sqs.receive_message(QueueUrl=queue).get("Messages")
@@ -307,7 +311,7 @@ def test_cross_account_images_are_published_in_their_owner_account(
     assert status.exit_code == EXIT_OK, status.as_dict()
     assert status.records[0].plan.account_id == spoke
     spoke_findings = active_findings(client=session.client("securityhub"))
-    assert [f["AwsAccountId"] for f in spoke_findings.values()] == [spoke]
+    assert {f["AwsAccountId"] for f in spoke_findings.values()} == {spoke}
     assert not active_findings()  # nothing in the hub account
 
 
@@ -395,7 +399,7 @@ def test_a_repository_that_cannot_be_listed_keeps_its_findings(aws: None, tmp_pa
     ).write(Path(_scenario_path()))
     assert run(tmp_path, {}).exit_code == EXIT_OK
     before = active_findings()
-    assert len(before) == 2
+    assert len(before) == 3  # curl's 2 CVEs, musl's 1
     # web's image is deleted, and then DescribeImages of web fails (an AWS-side fault injected
     # at the HTTP layer): web was not fully observed, so its finding must stay.
     ecr.batch_delete_image(repositoryName="web", imageIds=[{"imageDigest": web}])
@@ -435,7 +439,7 @@ def test_hanging_and_failing_scans_cost_only_their_image(aws: None, tmp_path: Pa
     assert outcomes[hang][0] == "failed" and "timed out" in outcomes[hang][1]
     assert outcomes[unavailable][0] == "failed" and "40" in outcomes[unavailable][1]
     assert outcomes[garbage][0] == "failed"
-    assert [f["Resources"][0]["Id"] for f in active_findings().values()] == [resource_id("app", ok)]
+    assert {f["Resources"][0]["Id"] for f in active_findings().values()} == {resource_id("app", ok)}
 
 
 def test_longest_names_and_odd_tags_flow_through(aws: None, tmp_path: Path) -> None:
@@ -449,7 +453,9 @@ def test_longest_names_and_odd_tags_flow_through(aws: None, tmp_path: Path) -> N
     status = run(tmp_path, {"repositories": [name], "images": [tag]})
     assert status.exit_code == EXIT_OK, status.as_dict()
     assert status.records[0].image.tags == (tag,)
-    [finding] = active_findings().values()
+    found = list(active_findings().values())
+    assert len(found) == 2  # curl: one finding per CVE
+    finding = found[0]
     assert finding["Resources"][0]["Id"] == resource_id(name, digest)
     assert len(finding["Id"]) <= 512
 
@@ -485,8 +491,9 @@ def test_repositories_are_published_in_groups_while_scanning(aws: None, tmp_path
     # Every repository published once, in several calls overlapping the scans.
     assert sum(calls) == count and len(calls) > 1
     assert max(calls) <= PUBLISH_BATCH_REPOSITORIES
-    assert status.security_hub[f"{HUB}/{REGION}"]["created"] == count
-    assert len(active_findings()) == count
+    # curl: QID 376705 names 2 CVEs, one finding each
+    assert status.security_hub[f"{HUB}/{REGION}"]["created"] == 2 * count
+    assert len(active_findings()) == 2 * count
 
 
 def test_a_named_platform_digest_is_scanned_on_its_own(aws: None, tmp_path: Path) -> None:
@@ -540,10 +547,10 @@ def test_a_repository_deleted_entirely_is_archived_on_the_next_sweep(
     assert sorted(ledger.known_repositories(HUB, REGION)) == ["other/svc", "team/app"]
     status = run(tmp_path, {})
     assert status.exit_code == EXIT_OK, status.as_dict()
-    assert [f["Resources"][0]["Id"] for f in active_findings().values()] == [
+    assert {f["Resources"][0]["Id"] for f in active_findings().values()} == {
         resource_id("other/svc", svc)
-    ]
-    assert hub_summary(status)["archived"] == 1
+    }
+    assert hub_summary(status)["archived"] == 2  # team/app's curl: 2 CVEs
     assert [r.image.repository for r in status.records] == ["other/svc"]  # nothing to scan
     # Archived once: the next sweep finds nothing left to archive there.
     again = run(tmp_path, {})
@@ -566,7 +573,7 @@ def test_runs_that_did_not_select_a_deleted_repository_leave_it_alone(
     assert set(active_findings()) == set(before)
     # The run whose selection covers it (a glob; its shard) archives it.
     status = run(tmp_path, {"repositories": ["team/*"], "shard": f"{mine}/4"})
-    assert hub_summary(status)["archived"] == 1
+    assert hub_summary(status)["archived"] == 2  # team/app's curl: 2 CVEs
     assert len(active_findings()) == 1
 
 
@@ -663,7 +670,7 @@ def test_a_reactivated_finding_alerts_and_an_archived_one_does_not(
     Scenario().image(digest, findings=both).write(Path(_scenario_path()))
     back = run(tmp_path, {"repositories": ["app"], "force": True}, sns_topic_arn=topic)
     assert hub_summary(back)["reactivated"] == 1
-    assert [f.vulnerability_id for r in back.records for f in r.new_findings] == ["376802"]
+    assert [f.qid for r in back.records for f in r.new_findings] == ["376802"]
     [body] = alerts_received(sqs, queue)
-    assert "376802" in body and "376705" not in body
+    assert "CVE-2019-14697" in body and "CVE-2019-5481" not in body
     assert back.as_dict()["counts"]["new_findings"] == 1

@@ -175,7 +175,7 @@ def test_dockerignore_is_an_allow_list() -> None:
                 sources = ins.args.split()[:-1]
                 for source in sources:
                     if source.startswith("${"):
-                        continue  # QSCANNER_BINARY: added by check.imagebuild
+                        continue  # QSCANNER_BINARY: added by release.imagebuild
                     assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
@@ -229,3 +229,27 @@ def test_entrypoint_leaves_an_s3_policy_path_alone(fake_containerscan: Path, tmp
     assert out["argv"] == ["sidecar", "attach", "--all"]
     assert out["path"] == "s3://bucket/policy.yaml"
     assert not (tmp_path / "containerscan-policy").exists()
+
+
+def test_every_stage_takes_its_base_from_the_build_argument(
+    dockerfile: tuple[str, list[Instruction]],
+) -> None:
+    """`--build-arg BASE_IMAGE=...` swaps the base of every stage (tests/deploy/
+    test_images_built.py builds on a local Debian); the default stays the pinned image."""
+    _, instructions = dockerfile
+    assert global_args(instructions)["BASE_IMAGE"].startswith("python:3.11")
+    bases = [ins.args.split()[0] for ins in instructions if ins.keyword == "FROM"]
+    assert len(bases) >= 2 and set(bases) == {"${BASE_IMAGE}"}
+
+
+def test_the_build_stage_has_every_file_setup_cfg_installs(
+    dockerfile: tuple[str, list[Instruction]],
+) -> None:
+    """setup.cfg's data_files (the bundled policies) must be in the build stage before pip
+    builds the wheel: without them the build fails (found by building the images)."""
+    _, instructions = dockerfile
+    build = stages(instructions)[0]
+    copied = [ins.args.split()[0] for ins in build if ins.keyword == "COPY"]
+    install = next(i for i, ins in enumerate(build) if "pip install" in ins.args)
+    before = {ins.args.split()[0] for ins in build[:install] if ins.keyword == "COPY"}
+    assert "policies" in before, copied

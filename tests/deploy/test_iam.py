@@ -188,7 +188,6 @@ def test_allow_lists_are_not_stale(case: RoleCase) -> None:
 # Modules that create AWS clients but run under none of the deployed roles: module -> why.
 NOT_DEPLOYED = {
     "check.quickstart.demo": "the local quick start, against moto's server on loopback",
-    "check.imagebuild": "the developer's build/push/promote tool, run with their own credentials",
     "securityhub.commands": "init/findings/reconcile, run by an operator from a shell",
 }
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
-from check import imagebuild
+from release import imagebuild
 from securityhub.errors import ConfigurationError
 from tests.deploy.docker_api import DockerApiServer, FakeDockerEngine
 
@@ -55,13 +55,13 @@ def test_check_context_holds_sources_dockerfile_and_qscanner(qscanner: Path) -> 
     context = imagebuild.build_context(ROOT, imagebuild.IMAGES["check"], qscanner)
     members = _members(context)
     assert "docker/Dockerfile.check" in members
-    assert {"setup.cfg", "pyproject.toml", "README.md", "check/imagebuild.py",
+    assert {"setup.cfg", "pyproject.toml", "README.md", "check/cli.py",
             "securityhub/findings.py", "sidecar/events.py", "docker/constraints.txt"} <= set(members)
     binary = members[imagebuild.QSCANNER_CONTEXT_PATH]
     assert binary.mode == 0o555
     assert _read(context, imagebuild.QSCANNER_CONTEXT_PATH) == qscanner.read_bytes()
     # The allow-list keeps out tests, git metadata, notes and caches.
-    assert not [n for n in members if n.startswith(("tests/", ".git/", "cloudformation/"))]
+    assert not [n for n in members if n.startswith(("tests/", ".git/", "cloudformation/", "release/"))]
     assert not [n for n in members if "__pycache__" in n or n.endswith(".pyc")]
     assert "docker/README.md" not in members
     assert all(m.uid == 0 and m.mtime == 0 for m in members.values())

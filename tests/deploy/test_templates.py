@@ -174,14 +174,36 @@ def test_hub_task_definition(hub: dict[str, Any]) -> None:
         "CONTAINERSCAN_BUCKET", "CONTAINERSCAN_TABLE", "SNS_TOPIC_ARN", "CONTAINERSCAN_PREFIX",
         "QUALYS_POD", "SCAN_TYPES",
     } <= env
-    # The token comes from Secrets Manager, never as a plain environment value.
-    assert cfn.secret_names(check) == {"QUALYS_ACCESS_TOKEN"}
+    # Either kind of Qualys credentials comes from Secrets Manager, never as a plain
+    # environment value: client id + secret (a JSON secret, preferred) or the token.
+    assert cfn.secret_names(check) == {
+        "QUALYS_CLIENT_ID", "QUALYS_CLIENT_SECRET", "QUALYS_ACCESS_TOKEN",
+    }
     assert not any("TOKEN" in n or "PASSWORD" in n or "SECRET" in n for n in env)
-    (secret,) = check["Secrets"]
-    assert secret["ValueFrom"] == {"Ref": "QualysTokenSecretArn"}
+    by_name = {s["Name"]: s for item in check["Secrets"] for s in cfn.unwrap_if(item)}
+    assert by_name["QUALYS_ACCESS_TOKEN"]["ValueFrom"] == {"Ref": "QualysTokenSecretArn"}
+    assert cfn.resolve(by_name["QUALYS_CLIENT_SECRET"]["ValueFrom"], {
+        "QualysClientSecretArn": "arn:aws:secretsmanager:us-east-1:1:secret:q-AbCdEf",
+    }) == "arn:aws:secretsmanager:us-east-1:1:secret:q-AbCdEf:clientSecret::"
+    conditions = {item["Fn::If"][0] for item in check["Secrets"]}
+    assert conditions == {"WithQualysClient", "WithQualysToken"}
     log = check["LogConfiguration"]
     assert log["LogDriver"] == "awslogs"
     assert log["Options"]["awslogs-group"] == {"Ref": "CheckLogGroup"}
+
+
+def test_hub_takes_either_qualys_secret_and_refuses_neither(hub: dict[str, Any]) -> None:
+    params = hub["Parameters"]
+    assert params["QualysClientSecretArn"]["Default"] == params["QualysTokenSecretArn"]["Default"] == ""
+    (assertion,) = hub["Rules"]["QualysCredentials"]["Assertions"]
+    refused = assertion["Assert"]["Fn::Not"][0]["Fn::And"]
+    assert {c["Fn::Equals"][0]["Ref"] for c in refused} == {
+        "QualysClientSecretArn", "QualysTokenSecretArn",
+    }
+    role = hub["Resources"]["ExecutionRole"]
+    (client,) = [s for s in cfn.role_statements(role) if s.get("Sid") == "QualysClient"]
+    assert client["Action"] == "secretsmanager:GetSecretValue"
+    assert client["Resource"] == {"Ref": "QualysClientSecretArn"}
 
 
 @pytest.mark.parametrize("given", [

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.check.ecrfixtures import put_image
-from tests.check.standin import STANDIN, Scenario, StandinFinding, StandinSecret
+from tests.check.standin import STANDIN, Scenario, StandinFinding, StandinSecret, rule_uuid
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -75,15 +75,16 @@ class Estate:
         return scenario
 
     def truth(self, digests: Iterable[str] | None = None) -> set[tuple[str, str]]:
-        """(resource id, QID or secret rule) the hub must hold active for these digests."""
+        """(resource id, CVE or secret rule) the hub must hold active for these digests."""
         chosen = set(self.images.values()) if digests is None else set(digests)
         out = set()
         for (repository, _), digest in self.images.items():
             if digest not in chosen:
                 continue
             resource = resource_id(repository, digest)
-            out |= {(resource, str(f.qid)) for f in self.findings[digest]}
-            out |= {(resource, s.rule) for s in self.secrets[digest]}
+            # One finding per CVE (issue 10); QScanner 4.8's secret rules are UUIDs.
+            out |= {(resource, cve) for f in self.findings[digest] for cve in f.cves}
+            out |= {(resource, rule_uuid(s.rule)) for s in self.secrets[digest]}
         return out
 
 

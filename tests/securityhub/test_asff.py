@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from securityhub import asff
 from securityhub.findings import (
     EcsContainer,
+    Package,
     ProcessInfo,
     RuntimeFinding,
     ScannerInfo,
@@ -48,7 +49,7 @@ def test_vulnerability_has_required_fields_and_details() -> None:
     assert [p["Name"] for p in v["VulnerablePackages"]] == ["openssl", "openssl1"]
     assert v["VulnerablePackages"][0]["FixedInVersion"] == "1.1.1w-1"
     assert v["Cvss"][0]["BaseScore"] == 7.5
-    assert v["ReferenceUrls"] and v["Vendor"]["Name"] == "qscanner"
+    assert v["ReferenceUrls"] and v["Vendor"]["Name"] == "NVD"
     details = doc["Resources"][0]["Details"]["AwsEcrContainerImage"]
     assert details["RepositoryName"] == "team/app" and details["ImageDigest"].startswith("sha256:")
     assert doc["Resources"][0]["Type"] == "AwsEcrContainerImage"
@@ -111,9 +112,71 @@ def test_runtime_finding_has_process_action_and_ttp_types() -> None:
     assert connection["RemoteIpDetails"] == {"IpAddressV4": "203.0.113.9"}
     assert connection["RemotePortDetails"] == {"Port": 4444} and connection["Blocked"] is True
     assert "Unusual Behaviors/Network Flow" in doc["Types"]
-    assert any(t.startswith("TTPs/") for t in doc["Types"])
+    # Three levels naming the detection, as GuardDuty Runtime Monitoring does.
+    assert "TTPs/Command and Control/egress-not-allowed" in doc["Types"]
+    assert connection["ConnectionDirection"] == "OUT"  # the API spells it IN | OUT
     assert doc["ProductFields"]["containerscan/runtime/count"] == "3"
-    assert doc["Resources"][0]["Details"]["Other"]["TaskFamily"] == "web"
+    resources = {r["Type"]: r for r in doc["Resources"]}
+    assert resources["AwsEcsContainer"]["Details"]["AwsEcsContainer"] == {
+        "Name": "app",
+        "Image": "nginx:1.25",
+    }
+    assert resources["AwsEcsTask"]["Id"] == "arn:aws:ecs:us-east-1:1:task/c/abc"
+    assert resources["AwsEcsCluster"]["Details"]["AwsEcsCluster"]["ClusterName"] == "c"
+    assert "AwsEcrContainerImage" not in resources  # nginx from Docker Hub, no digest
+
+
+def test_runtime_finding_meets_the_image_vulnerabilities_on_the_same_resource() -> None:
+    img = image()
+    container = EcsContainer(
+        ACCOUNT,
+        REGION,
+        f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prod",
+        f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/prod/0123456789abcdef",
+        "web",
+        "app",
+        f"{img.registry}/{img.repository}:1.0",
+        img.digest,
+    )
+    finding = RuntimeFinding(
+        container,
+        "Execution:Runtime-NewBinaryExecuted",
+        "process",
+        Severity.HIGH,
+        "alert",
+        "/tmp/x",
+        ScannerInfo("containerscan-sidecar"),
+        process=ProcessInfo(
+            7,
+            1,
+            "/tmp/x",
+            args=("/tmp/x", "--password=hunter2hunter2", "--token", "abcdef123456", "-v"),
+            launched_at=NOW,
+            user="1000",
+        ),
+    )
+    doc = asff.build(finding, CTX)
+    vuln_doc = asff.build(vuln(img), CTX)
+    by_type = {r["Type"]: r for r in doc["Resources"]}
+    assert by_type["AwsEcrContainerImage"]["Id"] == vuln_doc["Resources"][0]["Id"]
+    assert "TTPs/Execution/Execution:Runtime-NewBinaryExecuted" in doc["Types"]
+    assert doc["Process"]["LaunchedAt"] == "2026-11-01T12:00:00.000Z"
+    fields = doc["ProductFields"]
+    assert fields["containerscan/runtime/process/user"] == "1000"
+    assert fields["containerscan/runtime/process/command-line"] == (
+        "/tmp/x --password=*** --token *** -v"
+    )
+    assert "hunter2" not in str(doc) and "abcdef123456" not in str(doc)
+
+
+def test_partitions_in_product_and_resource_arns() -> None:
+    for region, part in (("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"),
+                         ("eu-west-1", "aws")):  # fmt: skip
+        doc = asff.build(vuln(image(region=region)), asff.BuildContext(ACCOUNT, region))
+        assert doc["ProductArn"] == f"arn:{part}:securityhub:{region}:{ACCOUNT}:product/{ACCOUNT}/default"
+        resource = doc["Resources"][0]
+        assert resource["Partition"] == part
+        assert resource["Id"].startswith(f"arn:{part}:ecr:{region}:{ACCOUNT}:repository/team/app/")
 
 
 def test_field_limits_are_enforced_by_truncation() -> None:
@@ -123,6 +186,7 @@ def test_field_limits_are_enforced_by_truncation() -> None:
         description="D" * 5000,
         remediation="R" * 2000,
         qid="Q" * 5000,
+        packages=(Package("p" * 1000, "1.0", "1.1"),),
     )
     doc = asff.build(finding, CTX)
     assert len(doc["Title"]) == asff.MAX_TITLE and doc["Title"].endswith("...")

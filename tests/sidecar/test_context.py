@@ -118,6 +118,16 @@ def test_short_cluster_names_become_arns() -> None:
         TaskContext.from_metadata({"Family": "x"}, None)
 
 
+def test_short_cluster_names_keep_the_task_arns_partition() -> None:
+    doc = {
+        **TASK_DOC,
+        "Cluster": "prod",
+        "TaskARN": "arn:aws-cn:ecs:cn-north-1:111122223333:task/prod/0123456789abcdef",
+    }
+    ctx = TaskContext.from_metadata(doc, None)
+    assert ctx.cluster_arn == "arn:aws-cn:ecs:cn-north-1:111122223333:cluster/prod"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -1,6 +1,6 @@
 """Build, push and promote the containerscan images (the check and the sidecar).
 
-`python -m check.imagebuild build check --qscanner ./qscanner --qscanner-sha256 HEX --push`
+`python -m release.imagebuild build check --qscanner ./qscanner --qscanner-sha256 HEX --push`
 builds `docker/Dockerfile.check` with the Docker SDK (the `docker` extra), logs in to ECR
 with the authorization token from `ecr:GetAuthorizationToken`, pushes, and prints the image
 pinned by digest, the value the CloudFormation parameters want. `promote` gives an
@@ -35,7 +35,7 @@ from securityhub.aws import error_code
 from securityhub.errors import AwsError, ConfigurationError, ContainerscanError
 from securityhub.logs import fields, get_logger, register_secret
 
-log = get_logger("check.imagebuild")
+log = get_logger("release.imagebuild")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where the Dockerfile expects the QScanner binary inside the build context.
