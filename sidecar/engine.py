@@ -391,6 +391,11 @@ class Engine:
             open_needs_read=open_needs_read,
             refused=refused,
             recheck_writes=bool(self._fim_events & {"write", "open"}) or self._drift is not None,
+            protected=frozenset(
+                r.path
+                for r in (policy.fim.paths if policy.fim.enabled else ())
+                if not r.is_glob and r.events & {"write", "open"}
+            ),
             sends_need_udp=sends_need_udp,
         )
 

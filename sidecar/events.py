@@ -90,6 +90,10 @@ class Requirements:
     # Sends (sendto/sendmsg/sendmmsg) stop only with MSG_FASTOPEN (a TCP connect) when no
     # rule watches UDP destinations.
     sends_need_udp: bool = True
+    # Files and directories whose writes are watched: the tracer notes the inodes of the
+    # files in them at start, so a write through a hard link made before it started (a
+    # second, unwatched name) is still judged as a write of the watched file.
+    protected: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

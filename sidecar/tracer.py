@@ -68,6 +68,7 @@ import functools
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -219,6 +220,8 @@ class Tracer:
         self._pending_exec: dict[int, tuple[RuntimeEvent, ...]] = {}  # tid -> events
         # tid -> an open for writing to judge again by its fd at the syscall's exit
         self._exit_checks: dict[int, SyscallEvent] = {}
+        # (dev, inode) -> path of the files under the protected paths, noted at start
+        self._protected_inodes = protected_inodes(requirements.protected)
         self.root_pid: int | None = None
         self.exit_status = 0
         self.mode = ""
@@ -767,13 +770,29 @@ class Tracer:
             self._judge_listening(tgid, event)
             return
         opened = fd_target(tgid, fd)
+        detail = "fd at exit"
+        if self._protected_inodes:
+            # A second name made before the sidecar started: the inode says which file.
+            other = self._watched_inode(tgid, fd)
+            if other is not None and other != opened:
+                opened, detail = other, f"hard link {opened}"
         if opened is None or opened == event.path:
             return
-        verdict = self._report(dataclasses.replace(event, path=opened, detail="fd at exit"))
+        verdict = self._report(dataclasses.replace(event, path=opened, detail=detail))
         if verdict.block:
             self.stats.blocked += 1
             with contextlib.suppress(ProcessLookupError):
                 os.kill(tgid, signal.SIGKILL)
+
+    def _watched_inode(self, tgid: int, fd: int) -> str | None:
+        """The watched file an fd refers to by inode, when it has more than one name."""
+        try:
+            st = os.stat(f"/proc/{tgid}/fd/{fd}")
+        except OSError:
+            return None
+        if st.st_nlink < 2:
+            return None
+        return self._protected_inodes.get((st.st_dev, st.st_ino))
 
     def _judge_listening(self, tgid: int, event: SyscallEvent) -> None:
         """listen(2) returned: the socket is in /proc/PID/net/tcp now, with its port."""
@@ -903,6 +922,32 @@ class Tracer:
         if self._detaching:
             self._procs.clear()
             self._threads.clear()
+
+
+# Entries looked at under the protected paths at start (a larger tree is noted in part).
+MAX_PROTECTED_WALK = 100_000
+
+
+def protected_inodes(roots: Iterable[str]) -> dict[tuple[int, int], str]:
+    """(dev, inode) -> path of every file in the protected paths that has more than one
+    name now (hard links made before the sidecar started), bounded."""
+    found: dict[tuple[int, int], str] = {}
+    seen = 0
+    for root in sorted(roots):
+        walk = [root]
+        while walk and seen < MAX_PROTECTED_WALK:
+            path = walk.pop()
+            seen += 1
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                with contextlib.suppress(OSError):
+                    walk += [os.path.join(path, name) for name in os.listdir(path)]
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                found.setdefault((st.st_dev, st.st_ino), path)
+    return found
 
 
 def _child_exec(argv: list[str], env: dict[str, str] | None, fprog: object, ready: int) -> None:

@@ -109,6 +109,7 @@ def world(tmp_path: Path, listeners: tuple[int, int, list[bytes]]) -> Iterator[W
     (outside / "payload").write_text("* * * * * root /tmp/pwned\n")
     (outside / "innocent-link").symlink_to(protected / "passwd")
     (outside / "dangling-link").symlink_to(protected / "created-by-dangling")
+    os.link(protected / "passwd", outside / "old-hardlink")  # before any sidecar runs
     shutil.copy(shutil.which("touch") or "/usr/bin/touch", outside / "forbidden")
     (outside / "innocent").symlink_to(outside / "forbidden")
     port, _, received = listeners  # a loopback TCP listener recording what reaches it
@@ -157,6 +158,7 @@ FILE_CASES = {
     "symlink-write": "passwd",
     "dangling-symlink-create": "created-by-dangling",
     "hardlink-out": "passwd",
+    "old-hardlink": "passwd",
     "truncate": "passwd",
     "ftruncate": "passwd",
     "symlink-into": "cron-symlink",

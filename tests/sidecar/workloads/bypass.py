@@ -73,6 +73,11 @@ def hardlink_out(protected: str, outside: str) -> None:
     write_fd(os.open(alias, os.O_WRONLY | os.O_APPEND))
 
 
+def old_hardlink(protected: str, outside: str) -> None:
+    """Write through a hard link to a protected file made before the monitor started."""
+    write_fd(os.open(os.path.join(outside, "old-hardlink"), os.O_WRONLY | os.O_APPEND))
+
+
 def truncate(protected: str, outside: str) -> None:
     """truncate(2): a write without any open."""
     os.truncate(os.path.join(protected, "passwd"), 0)
@@ -250,7 +255,7 @@ def padded_dev_tcp(port: int) -> None:
 FILE_CASES = {
     f.__name__.replace("_", "-"): f
     for f in (proc_self_fd, proc_self_fd_dir, symlink_write, dangling_symlink_create,
-              hardlink_out, truncate, ftruncate, symlink_into, hardlink_into, proc_self_root,
+              hardlink_out, old_hardlink, truncate, ftruncate, symlink_into, hardlink_into, proc_self_root,
               thread_cwd, io_uring, path_swap, exec_symlink, exec_fd, exec_memfd)
 }  # fmt: skip
 
