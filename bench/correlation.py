@@ -12,6 +12,11 @@
 3. Throughput under faults: 50,000 findings through the gateway with 30% of calls throttled
    (TooManyRequestsException) at the real client-side rate of 10 imports/s; every finding
    must land.
+4. Retries stacked: HTTP calls per BatchImportFindings batch with 30% of calls throttled,
+   and for a batch throttled on every call, with the clients as configured before issue 11
+   (botocore adaptive mode, 10 attempts, under the gateway's 10) and now (standard mode,
+   `securityhub.aws.SECURITY_HUB_ATTEMPTS`). Every HTTP attempt is counted by a botocore
+   `before-send` hook; the waits (botocore's and the gateway's) are skipped.
 
 Timings are wall-clock on a shared 2-core machine where other work runs at the same time:
 read them as orders of magnitude. Call and finding counts are exact. Part 2's time is mostly
@@ -144,16 +149,10 @@ def _aws_env() -> None:
 
 
 def _sessions() -> Any:
-    from botocore.config import Config
-
     from securityhub.aws import SessionFactory
 
-    sessions = SessionFactory("us-east-1")
     # One botocore attempt: the gateway's retries (and their counts) are what is measured.
-    sessions._config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"}, max_pool_connections=8
-    )
-    return sessions
+    return SessionFactory("us-east-1", max_attempts=1)
 
 
 def bench_end_to_end(images: int, per_image: int, rate: float) -> None:
@@ -232,8 +231,6 @@ def bench_throttled(count: int, throttle: float, rate: float) -> None:
         emulator.set_faults()
         # The check reads back through the API, unthrottled (not part of the measure).
         reader = Gateway(sessions.client("securityhub", "us-east-1"), get_rate=1000.0)
-        # Read back through the API, unthrottled by the client (not part of the measure).
-        reader = Gateway(sessions.client("securityhub", "us-east-1"), get_rate=1000.0)
         landed = sum(
             1
             for _ in reader.get_findings(
@@ -251,6 +248,78 @@ def bench_throttled(count: int, throttle: float, rate: float) -> None:
         )
 
 
+class _NoWait:
+    """botocore.endpoint's `time`, without the retry sleeps (the calls are what is counted)."""
+
+    def sleep(self, _seconds: float) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def _calls_per_batch(config: Any, batches_n: int, throttle: float) -> list[int]:
+    """HTTP attempts of each one-finding batch through a gateway on a client with `config`."""
+    import boto3
+
+    from securityhub import emulator
+    from securityhub.gateway import Gateway
+
+    ctx = asff.BuildContext("123456789012", "us-east-1")
+    stamp = datetime(2026, 11, 23, tzinfo=UTC)
+    docs = [
+        asff.stamp(asff.build(f, ctx), created_at=stamp, first_observed_at=stamp,
+                   updated_at=stamp, last_observed_at=stamp)
+        for o in _findings(batches_n, 1)
+        for f in o.findings
+    ]  # fmt: skip
+    client = boto3.session.Session().client("securityhub", "us-east-1", config=config)
+    attempts = [0]
+
+    def count(**_: Any) -> None:
+        attempts[0] += 1
+
+    client.meta.events.register("before-send.securityhub.BatchImportFindings", count)
+    gateway = Gateway(client, import_rate=1e6, sleep=lambda _s: None)
+    emulator.set_faults(emulator.Faults(throttle=throttle, seed=5,
+                                        operations=frozenset({"BatchImportFindings"})))  # fmt: skip
+    out = []
+    for doc in docs:
+        attempts[0] = 0
+        gateway.import_findings([doc])
+        out.append(attempts[0])
+    emulator.set_faults()
+    return out
+
+
+def bench_retry_stack(batches_n: int, throttle: float) -> None:
+    import botocore.endpoint
+    from botocore.config import Config
+    from moto import mock_aws
+
+    from securityhub import emulator
+    from securityhub.aws import SECURITY_HUB_ATTEMPTS, client_config
+    from securityhub.gateway import MAX_ATTEMPTS
+
+    _aws_env()
+    emulator.install()
+    before = Config(retries={"mode": "adaptive", "max_attempts": 10})
+    saved = botocore.endpoint.time
+    botocore.endpoint.time = _NoWait()  # type: ignore[assignment]
+    try:
+        with mock_aws():
+            print(f"retries stacked: HTTP calls per BatchImportFindings batch "
+                  f"(gateway: {MAX_ATTEMPTS} attempts)")  # fmt: skip
+            for label, config in (("before: adaptive x10", before), ("now: standard", client_config(SECURITY_HUB_ATTEMPTS))):
+                calls = _calls_per_batch(config, batches_n, throttle)
+                worst = _calls_per_batch(config, 2, 1.0)
+                print(f"  {label:22} {throttle:.0%} throttled: mean {sum(calls) / len(calls):.2f}, "
+                      f"max {max(calls)} over {len(calls)} batches; "
+                      f"every call throttled: {max(worst)} calls")  # fmt: skip
+    finally:
+        botocore.endpoint.time = saved  # type: ignore[assignment]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.correlation", description=__doc__.split("\n")[0]
@@ -260,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--e2e-images", type=int, default=50)
     parser.add_argument("--throttled", type=int, default=50_000)
     parser.add_argument("--throttle", type=float, default=0.3)
+    parser.add_argument("--retry-batches", type=int, default=300)
     parser.add_argument(
         "--rate", type=float, default=10.0, help="client-side BatchImportFindings/s"
     )
@@ -268,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     bench_planning(args.images, args.per_image)
     bench_end_to_end(args.e2e_images, args.per_image, args.rate)
     bench_throttled(args.throttled, args.throttle, args.rate)
+    bench_retry_stack(args.retry_batches, args.throttle)
 
 
 if __name__ == "__main__":

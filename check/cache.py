@@ -16,6 +16,11 @@ types gives the same findings, whichever repository or account holds it, so the 
 account or repository. A new scanner version misses the cache (a new advisory feed is the
 point of upgrading). DynamoDB deletes expired items lazily (typically within a few days), so
 `expires_at` is checked on read too.
+
+A cache item that cannot be read (an attribute missing or of the wrong type, a payload that
+does not decompress or has another format) is data, not a crash: it is logged once with its
+pk/sk and what is wrong, listed in `ScanCache.unreadable` for the run's status, and the image
+is scanned again (which overwrites the item).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +42,7 @@ from securityhub.aws import error_code
 from securityhub.errors import AwsError, ReportParseError
 from securityhub.findings import EcrImage, Finding, ScannerInfo
 from securityhub.logs import fields, get_logger
+from securityhub.retry import Retrier, RetryPolicy
 
 log = get_logger("check.cache")
 
@@ -126,6 +133,7 @@ class ScanCache:
         prefix: str = "containerscan/",
         kms_key_id: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.dynamodb = dynamodb
         self.table = table
@@ -135,6 +143,21 @@ class ScanCache:
         self.prefix = prefix
         self.kms_key_id = kms_key_id
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.retrier = Retrier(RetryPolicy(BATCH_GET_RETRIES, base=0.05, cap=2.0), sleep=sleep)
+        # (pk, sk) -> what is wrong, for every unreadable item met (logged once each)
+        self.unreadable: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def unreadable_item(self, key: CacheKey, reason: str) -> None:
+        """Count an unreadable cache item (logged once); the image is scanned again."""
+        with self._lock:
+            if (key.pk, key.sk) in self.unreadable:
+                return
+            self.unreadable[(key.pk, key.sk)] = reason
+        log.warning(
+            "cache item unreadable; the image is scanned again",
+            extra=fields(pk=key.pk, sk=key.sk, problem=reason),
+        )
 
     # ----------------------------------------------------------------------------- read
 
@@ -157,7 +180,7 @@ class ScanCache:
                     ]
                 }
             }
-            for attempt in range(BATCH_GET_RETRIES):
+            for _ in self.retrier.attempts():
                 try:
                     response = self.dynamodb.batch_get_item(RequestItems=request)
                 except (ClientError, BotoCoreError) as exc:
@@ -170,15 +193,13 @@ class ScanCache:
                         continue
                     try:
                         out[key] = self._load(key, item)
-                    except (ReportParseError, AwsError, KeyError, ValueError) as exc:
-                        log.warning(
-                            "cache item unreadable; the image is scanned again",
-                            extra=fields(digest=key.digest, error=str(exc)),
-                        )
+                    except (ReportParseError, AwsError) as exc:
+                        self.unreadable_item(key, exc.message)
+                    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                        self.unreadable_item(key, f"{type(exc).__name__}: {exc}")
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                time.sleep(min(2.0, 0.05 * 2**attempt))
             else:
                 log.warning(
                     "cache reads left unprocessed; those images are scanned again",
@@ -192,11 +213,14 @@ class ScanCache:
         else:
             data = self._get_object(item["s3_key"]["S"])
         doc = decode_payload(data)
+        findings = doc["findings"]
+        if not isinstance(findings, list) or not all(isinstance(f, dict) for f in findings):
+            raise ReportParseError("a cached result's findings are not a list of objects")
         return CachedResult(
             key=key,
             scanner=ScannerInfo(**doc["scanner"]),
             scan_types=tuple(doc["scan_types"]),
-            findings=tuple(doc["findings"]),
+            findings=tuple(findings),
             stored_at=datetime.fromisoformat(item["stored_at"]["S"]),
             expires_at=datetime.fromtimestamp(int(item["expires_at"]["N"]), UTC),
             policy_result=doc.get("policy_result"),
@@ -287,12 +311,11 @@ class ScanCache:
             chunk = items[start : start + BATCH_WRITE_MAX]
             request = {self.table: [{"PutRequest": {"Item": item}} for item in chunk]}
             try:
-                for attempt in range(BATCH_GET_RETRIES):
+                for _ in self.retrier.attempts():
                     response = self.dynamodb.batch_write_item(RequestItems=request)
                     request = response.get("UnprocessedItems") or {}
                     if not request:
                         break
-                    time.sleep(min(2.0, 0.05 * 2**attempt))
             except (ClientError, BotoCoreError) as exc:
                 log.warning(
                     "cannot store results in the scan cache",

@@ -502,8 +502,10 @@ def _scanned_digest(result: Any) -> str:
 
 
 def _fail(ctx: click.Context, exc: Any) -> None:
+    from securityhub.aws import endpoint_problem
     from securityhub.logs import redact
 
+    exc = endpoint_problem(exc) or exc  # an unreachable endpoint is configuration: exit 2
     click.echo(f"error: {redact(str(exc))}", err=True)
     ctx.exit(exc.exit_code)
 

@@ -263,18 +263,22 @@ class EcrRegistry:
         except (ClientError, BotoCoreError) as exc:
             raise _aws_error(f"cannot list the images of {repository}", exc) from exc
 
+    def _batch_get_image(self, repository: str, digests: Sequence[str]) -> dict[str, Any]:
+        """One BatchGetImage call (at most 100 digests); ClientError/BotoCoreError pass."""
+        response: dict[str, Any] = self.client.batch_get_image(
+            registryId=self.account_id,
+            repositoryName=repository,
+            imageIds=[{"imageDigest": d} for d in digests],
+            acceptedMediaTypes=sorted(INDEX_MEDIA_TYPES | IMAGE_MEDIA_TYPES),
+        )
+        return response
+
     def manifests(self, repository: str, digests: Sequence[str]) -> dict[str, tuple[str, str]]:
         """BatchGetImage in chunks of 100: digest -> (manifest, media type)."""
         out: dict[str, tuple[str, str]] = {}
-        accepted = sorted(INDEX_MEDIA_TYPES | IMAGE_MEDIA_TYPES)
         for chunk in _chunks(list(digests), BATCH_GET_IMAGE_MAX):
             try:
-                response = self.client.batch_get_image(
-                    registryId=self.account_id,
-                    repositoryName=repository,
-                    imageIds=[{"imageDigest": d} for d in chunk],
-                    acceptedMediaTypes=accepted,
-                )
+                response = self._batch_get_image(repository, chunk)
             except (ClientError, BotoCoreError) as exc:
                 raise _aws_error(f"cannot read manifests of {repository}", exc) from exc
             for image in response.get("images", ()):
@@ -284,6 +288,32 @@ class EcrRegistry:
                 if digest:
                     out[digest] = (manifest, media_type)
         return out
+
+    def existing(self, repository: str, digests: Sequence[str]) -> set[str]:
+        """Which of `digests` still exist in `repository` (BatchGetImage, 100 per call).
+
+        Only ECR's own `ImageNotFound` (or the repository being gone) counts as absence; any
+        other failure keeps the digests it may concern: an image is archived only when
+        proven gone.
+        """
+        present: set[str] = set()
+        for chunk in _chunks(list(digests), BATCH_GET_IMAGE_MAX):
+            try:
+                response = self._batch_get_image(repository, chunk)
+            except ClientError as exc:
+                if error_code(exc) == "RepositoryNotFoundException":
+                    return set()
+                raise _aws_error(f"cannot check images of {repository}", exc) from exc
+            except BotoCoreError as exc:
+                raise _aws_error(f"cannot check images of {repository}", exc) from exc
+            for image in response.get("images", ()):
+                present.add(str(image.get("imageId", {}).get("imageDigest", "")))
+            for failure in response.get("failures", ()):
+                if failure.get("failureCode") == "ImageNotFound":
+                    continue
+                named = failure.get("imageId", {}).get("imageDigest")
+                present |= {named} if named else set(chunk)
+        return present & set(digests)
 
     def platforms(
         self, repository: str, images: Sequence[ImageInfo]

@@ -10,8 +10,11 @@ event sources, each a plain function testable without Lambda:
   N tasks (`--shard i/N` each: ECS is the distributed engine). `GET /scans/{runId}` answers
   with the run's `status.json` once the check wrote it, the tasks' ECS state meanwhile, and
   404 for a run it never started.
-- EventBridge "ECR Image Action" PUSH events: a single-image scan, skipped when the digest
-  is already in the scan cache (`check.cache`) for the deployed scanner version.
+- EventBridge "ECR Image Action" PUSH events: a single-image run. A digest already in the
+  scan cache (`check.cache`) for the deployed scanner version still gets its task: a push of
+  a scanned digest to another repository (dev/app -> prod/app, a promotion) must publish
+  that repository's findings, and the task does so from the cache without invoking the
+  scanner (the sweep's cache lookup); the answer says `cached`.
 - The EventBridge schedule: the nightly sweep (`CONTAINERSCAN_SWEEP_REQUEST`, split into
   `CONTAINERSCAN_SWEEP_SHARDS` tasks).
 
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import time
 import uuid
@@ -403,8 +405,21 @@ class Launcher:
         """(task ARN, None) or (None, why it failed after the retries)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from securityhub.retry import Retrier, RetryPolicy
+
         reason = "not attempted"
-        for attempt in range(1, RUN_TASK_ATTEMPTS + 1):
+        # Full jitter up to 1, 2, 4 s (capped at 8), never a wait that could eat the time kept
+        # to record the launch (the deadline).
+        retrier = Retrier(
+            RetryPolicy(RUN_TASK_ATTEMPTS, RETRY_BASE_SECONDS / 2, RETRY_MAX_SECONDS,
+                        deadline=self.time_left() - RECORD_RESERVE_SECONDS),
+            sleep=self.sleep,
+        )  # fmt: skip
+        attempts = retrier.attempts()
+        for attempt in attempts:
+            if attempt:
+                log.warning("RunTask failed; retrying",
+                            extra=fields(attempt=attempt + 1, reason=reason))
             try:
                 response = self.ecs.run_task(
                     cluster=self.config.cluster,
@@ -440,13 +455,8 @@ class Launcher:
                 reasons = [str(f.get("reason", "")) for f in failures]
                 if not any(r.startswith(RETRYABLE_REASONS) for r in reasons):
                     return None, reason
-            if attempt < RUN_TASK_ATTEMPTS:
-                delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
-                if self.time_left() < delay + RECORD_RESERVE_SECONDS:
-                    return None, f"after {attempt} attempts (out of time): {reason}"
-                log.warning("RunTask failed; retrying", extra=fields(
-                    attempt=attempt, reason=reason, delay=delay))
-                self.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
+        if attempts.out_of_time:
+            return None, f"after {attempts.made} attempts (out of time): {reason}"
         return None, f"after {RUN_TASK_ATTEMPTS} attempts: {reason}"
 
     def _record(self, result: LaunchResult) -> None:
@@ -614,7 +624,7 @@ class Launcher:
         return Response(code, body)
 
     def on_ecr_push(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """A single-image scan for a pushed image, unless its digest is already cached."""
+        """A single-image run for a pushed image (from the cache when the digest is in it)."""
         from check.request import document_from_event
 
         doc, problems = document_from_event(event)
@@ -624,12 +634,14 @@ class Launcher:
         valid, _, problems = self.validate(doc, "event")
         if valid is None:
             raise ValidationError("the ECR push cannot be scanned", problems)
-        if self._cached(digest):
-            log.info("pushed image already scanned; no task started",
+        cached = self._cached(digest)
+        if cached:
+            # Skipping would leave this repository's image without findings until the next
+            # sweep (a promotion); the task publishes them from the cache, with no scan.
+            log.info("pushed image already scanned; its task publishes from the cache",
                      extra=fields(digest=digest, repository=doc["repositories"][0]))
-            return {"skipped": True, "reason": "cached", "digest": digest}
         result = self.start(valid, "event")
-        return {"skipped": False, **result.as_dict()}
+        return {"skipped": False, "cached": cached, **result.as_dict()}
 
     def _cached(self, digest: str) -> bool:
         """Whether the deployed scanner already has a fresh result for `digest`."""

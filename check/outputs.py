@@ -6,7 +6,8 @@
                                                     with what changed since the previous run
     runs/latest.json (latest-shard-I-of-N.json)     {"run_id": the last run}: the previous run
     runs/<run-id>/images/sha256-<hex>/results.json  normalized findings of that digest and
-                                                    the repositories it was found in
+                                                    the repositories it was found in (scanned
+                                                    digests; a cache hit writes none)
     runs/<run-id>/images/sha256-<hex>/sbom.cdx.json the image's packages, CycloneDX 1.5
                                                     (check/sbom.py; QScanner's own if written)
     runs/<run-id>/images/sha256-<hex>/raw/<file>    the scanner's own reports, untouched

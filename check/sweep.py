@@ -55,7 +55,7 @@ from check.scanner import KINDS_BY_SCAN_TYPE, RegistryAuth, Scanner, ScanTarget
 from check.selection import select_images, select_repositories
 from check.serialize import findings_to_dicts, rebind
 from check.tagging import TagOutcome, tag_image
-from securityhub.aws import AccountTarget, SessionFactory
+from securityhub.aws import AccountTarget, SessionFactory, endpoint_problem
 from securityhub.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -92,6 +92,7 @@ class Publisher(Protocol):
         *,
         repositories: Sequence[Any] = (),
         target: AccountTarget | None = None,
+        exists: Callable[[Any, Sequence[str]], Any] | None = None,
     ) -> Any: ...
 
     def known_repositories(self, account_id: str, region: str) -> frozenset[str]: ...
@@ -108,6 +109,7 @@ class RepositoryPlan:
     images: list[ImageInfo]  # selected, indexes expanded
     complete: bool = True
     vanished: bool = False  # known to the ledger, absent from a complete listing
+    listed_at: datetime | None = None  # when its listing began: what absence can prove
 
 
 @dataclass
@@ -134,6 +136,7 @@ class ImageRecord:
     kinds: frozenset[str] = frozenset()
     duration_s: float = 0.0
     tag: TagOutcome | None = None
+    cached_at: datetime | None = None  # a cache hit: when the reused result was stored
     notes: tuple[str, ...] = ()  # what the scanner said about this scan (skipped results...)
 
     @property
@@ -156,6 +159,7 @@ class ImageRecord:
             "severities": dict(severities),
             "new_findings": len(self.new_findings),
             "duration_s": round(self.duration_s, 3),
+            "cached_at": self.cached_at.isoformat() if self.cached_at else None,
             "tagging": self.tag.outcome if self.tag else None,
             "notes": list(self.notes),
         }
@@ -177,6 +181,7 @@ class RunStatus:
     outputs: dict[str, Any] = field(default_factory=dict)
     unique_digests: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    corrupt_cache: int = 0  # unreadable scan cache items (their images scanned again)
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _by_repository: dict[int, list[ImageRecord]] = field(default_factory=dict, repr=False)
@@ -234,6 +239,12 @@ class RunStatus:
             **{k: outcomes.get(k, 0) for k in ("scanned", "cached", "failed")},
             "findings": sum(len(r.findings) for r in self.records),
             "new_findings": sum(len(r.new_findings) for r in self.records),
+            # unreadable state met and worked around: cache items (rescanned), ledger items
+            # (their findings re-imported as unknown)
+            "corrupt_state": {
+                "cache": self.corrupt_cache,
+                "ledger": sum(int(s.get("corrupt", 0)) for s in self.security_hub.values()),
+            },
             "severities": {
                 s.name: severities[s.name] for s in reversed(Severity) if severities[s.name]
             },
@@ -366,8 +377,12 @@ class Sweep:
             plan.registry = registry = EcrRegistry(client, account_id, region)
             exact = [g for g in self.request.repositories if not any(c in g for c in "*?[")]
             names = exact if len(exact) == len(self.request.repositories) else None
+            listed_at = self.clock()
             repositories = registry.repositories(names)
         except ContainerscanError as exc:
+            unreachable = endpoint_problem(exc)
+            if unreachable is not None:  # every region would fail alike: a configuration error
+                raise unreachable from exc
             plan.error = exc.message
             log.error(
                 "cannot enumerate",
@@ -387,7 +402,9 @@ class Sweep:
         chosen = [r for r in repositories if r.name in wanted]
         for name in self._vanished(account_id, region, {r.name for r in repositories}):
             plan.repositories.append(
-                RepositoryPlan(name, False, frozenset(), [], complete=True, vanished=True)
+                RepositoryPlan(
+                    name, False, frozenset(), [], complete=True, vanished=True, listed_at=listed_at
+                )
             )
         # DescribeImages is latency-bound (one call per repository and 1,000 images); a few
         # threads hide the round trips. botocore's adaptive retry absorbs throttling.
@@ -443,6 +460,7 @@ class Sweep:
     def _enumerate_repository(
         self, registry: EcrRegistry, repository: Any
     ) -> tuple[RepositoryPlan, str | None]:
+        listed_at = self.clock()
         try:
             images = registry.images(repository.name)
             platforms = registry.platforms(repository.name, images)
@@ -466,6 +484,7 @@ class Sweep:
                 repository.immutable,
                 frozenset(i.digest for i in images),
                 expand_indexes(images, chosen, platforms),
+                listed_at=listed_at,
             ),
             None,
         )
@@ -589,7 +608,7 @@ class Sweep:
                     hit = cached.get(self._key(digest, status))
                     if hit is not None and hit.fresh(now) and not self.request.force:
                         # In the pool too: writing its results is an S3 round trip.
-                        future = pool.submit(self._use_cached, records, hit, status)
+                        future = pool.submit(self._use_cached, records, hit, status, workroot)
                     else:
                         future = pool.submit(self._scan_one, records, workroot, status)
                     futures[future] = records
@@ -600,19 +619,33 @@ class Sweep:
         finally:
             self._flush_cache(1)
             progress.finish()
+            if self.cache is not None:
+                status.corrupt_cache = len(self.cache.unreadable)
             if self.config.workdir is None:
                 shutil.rmtree(workroot, ignore_errors=True)
 
-    def _use_cached(self, records: list[ImageRecord], hit: CachedResult, status: RunStatus) -> str:
-        """A cache hit: the stored findings, re-bound to each image holding the digest."""
-        for record in records:
+    def _use_cached(
+        self, records: list[ImageRecord], hit: CachedResult, status: RunStatus, workroot: Path
+    ) -> str:
+        """A cache hit: the stored findings, re-bound to each image holding the digest.
+
+        Stored findings that do not bind (a corrupt item) make it a miss: the digest is
+        scanned, which overwrites the item.
+        """
+        try:
+            bound = [hit.findings_for(record.resource) for record in records]
+        except (ContainerscanError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            assert self.cache is not None
+            self.cache.unreadable_item(hit.key, f"findings unreadable: {type(exc).__name__}")
+            return self._scan_one(records, workroot, status)
+        for record, findings in zip(records, bound, strict=True):
             record.outcome = "cached"
-            record.findings = annotate_all(hit.findings_for(record.resource), self.exploit_signals)
+            record.findings = annotate_all(findings, self.exploit_signals)
             record.kinds = _kinds(hit.scan_types)
-        self._write_results(
-            status, records, hit.scanner, hit.scan_types, records[0].findings,
-            policy_result=hit.policy_result, cached_at=hit.stored_at,
-        )  # fmt: skip
+            record.cached_at = hit.stored_at
+        # No results.json: the findings are the cached result's, written by the run that
+        # scanned the digest; an unchanged night writes no object per image (status.json
+        # says which images were cached, and when).
         return "cached"
 
     def _to_cache(
@@ -773,7 +806,7 @@ class Sweep:
             if r.outcome in ("scanned", "cached")
         ]
         scopes = [
-            RepositoryScope(plan.account_id, plan.region, r.name, r.present)
+            RepositoryScope(plan.account_id, plan.region, r.name, r.present, r.listed_at)
             for r in repositories
             if r.complete
         ]
@@ -782,7 +815,11 @@ class Sweep:
         scope = f"{plan.account_id}/{plan.region}"
         try:
             summary = self.publisher.publish(
-                plan.region, observations, repositories=scopes, target=plan.target
+                plan.region,
+                observations,
+                repositories=scopes,
+                target=plan.target,
+                exists=self._exists_check(plan),
             )
         except ContainerscanError as exc:
             status.add_error(scope, f"Security Hub: {exc.message}")
@@ -801,6 +838,17 @@ class Sweep:
                 **{k: v for k, v in doc.items() if k != "errors"},
             ),
         )
+
+    def _exists_check(self, plan: RegionPlan) -> Callable[[Any, Sequence[str]], set[str]] | None:
+        """ECR by digest (BatchGetImage): which of the digests absent from a listing exist."""
+        registry = plan.registry
+        if registry is None:
+            return None
+
+        def exists(scope: Any, digests: Sequence[str]) -> set[str]:
+            return registry.existing(scope.repository, digests)
+
+        return exists
 
     def _mark_new(
         self, status: RunStatus, repositories: Sequence[RepositoryPlan], summary: Any

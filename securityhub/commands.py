@@ -20,7 +20,10 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 
 def _fail(error: Exception) -> None:
     """Show a containerscan error with its hint and exit with its code."""
+    from securityhub.aws import endpoint_problem
     from securityhub.logs import redact
+
+    error = endpoint_problem(error) or error  # an unreachable endpoint: exit 2
 
     click.echo(f"error: {redact(str(error))}", err=True)
     sys.exit(getattr(error, "exit_code", 1))
@@ -314,7 +317,8 @@ def reconcile(
     verb = "would repair" if dry_run else "repaired"
     click.echo(
         f"ledger vs Security Hub ({prefix}, {chosen}): {report['matching']} matching, "
-        f"{report['missing']} missing, {report['drifted']} drifted, {report['stale']} stale "
+        f"{report['missing']} missing, {report['drifted']} drifted, {report['stale']} stale, "
+        f"{report['corrupt']} corrupt "
         f"({verb} {report['missing'] + report['drifted'] + report['stale']})"
     )
     for label in ("missing", "drifted", "stale"):

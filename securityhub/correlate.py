@@ -21,14 +21,21 @@ and returns one change per finding that needs an import:
 Ledger entries outside the observed scopes are never touched, whatever the caller passes:
 an image whose scan failed, timed out or was not selected keeps its findings as they were.
 A scan that covered only `vulnerability` never archives the image's `secret` findings.
+
+An image absent from a repository listing is archived only when its absence is *proven*
+(`proven_gone`): the listing was taken after its findings were last published (by more than
+`CLOCK_SKEW`), so an image another run published after this run listed the repository (a
+push during a wide sweep) is not taken for deleted. The others are asked about directly
+(ECR by digest) by the caller, and kept unless ECR says they do not exist.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import unquote
 
 from securityhub import ids
 
@@ -37,6 +44,10 @@ from securityhub import ids
 DEFAULT_REFRESH_INTERVAL = timedelta(days=7)
 ACTIVE = "ACTIVE"
 ARCHIVED = "ARCHIVED"
+# A listing proves an image gone only when taken this long after the image's last publish:
+# more than the clock skew between two tasks (ECS tasks keep NTP time to milliseconds) and
+# ECR's propagation of a push to DescribeImages. Closer calls are asked of ECR directly.
+CLOCK_SKEW = timedelta(seconds=60)
 
 
 class Action(enum.Enum):
@@ -59,6 +70,14 @@ class LedgerEntry:
     first_observed_at: datetime
     updated_at: datetime
     record_state: str = ACTIVE
+    # When a run last wrote this entry (its publish clock); None for entries written before
+    # it was kept, whose updated_at stands in. Not part of equality: Security Hub has no such
+    # field, and reconcile compares entries with the hub's.
+    published_at: datetime | None = field(default=None, compare=False)
+
+    @property
+    def last_published(self) -> datetime:
+        return max(self.published_at or self.updated_at, self.updated_at)
 
 
 @dataclass(frozen=True)
@@ -163,18 +182,48 @@ def plan(
     return Plan(tuple(changes), unchanged, untouched)
 
 
-def vanished_scopes(
-    entries: Iterable[LedgerEntry],
-    repository_prefix: str,
-    present_digests: Iterable[str],
-    all_kinds: frozenset[str],
-) -> list[ObservedScope]:
-    """Image scopes of a fully enumerated repository whose digest is no longer present.
+@dataclass(frozen=True)
+class Absent:
+    """An image scope with ledger entries that a repository listing did not show."""
 
-    Their findings are archived: every kind, because the image itself is gone.
-    `repository_prefix` is `ids.repository_scope(account, region, repository)`.
+    scope: str
+    digest: str
+    last_published: datetime  # the latest publish of any of its findings
+
+
+def absent_images(
+    entries: Iterable[LedgerEntry], repository_prefix: str, present_digests: Iterable[str]
+) -> list[Absent]:
+    """The image scopes with ACTIVE ledger entries whose digest the listing lacks."""
+    present = {repository_prefix + ids.component(d) for d in present_digests}
+    latest: dict[str, datetime] = {}
+    for entry in entries:
+        if (
+            entry.record_state == ACTIVE
+            and entry.scope.startswith(repository_prefix)
+            and entry.scope not in present
+        ):
+            when = entry.last_published
+            if entry.scope not in latest or when > latest[entry.scope]:
+                latest[entry.scope] = when
+    return [
+        Absent(scope, unquote(scope[len(repository_prefix) :]), when)
+        for scope, when in sorted(latest.items())
+    ]
+
+
+def proven_gone(
+    absent: Iterable[Absent], listed_at: datetime | None, skew: timedelta = CLOCK_SKEW
+) -> tuple[list[Absent], list[Absent]]:
+    """(proven gone by the listing, to be checked directly): see the module doc.
+
+    `listed_at` None (when the listing was taken is unknown) proves nothing.
     """
-    prefix = repository_prefix
-    present = {prefix + ids.component(d) for d in present_digests}
-    gone = {e.scope for e in entries if e.scope.startswith(prefix) and e.scope not in present}
-    return [ObservedScope(scope, all_kinds) for scope in sorted(gone)]
+    proven: list[Absent] = []
+    unsure: list[Absent] = []
+    for item in absent:
+        if listed_at is not None and item.last_published + skew < listed_at:
+            proven.append(item)
+        else:
+            unsure.append(item)
+    return proven, unsure

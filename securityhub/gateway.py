@@ -4,9 +4,11 @@
   max 100; partner guide: 6 MB per request).
 - Client-side token buckets under the published rates (service-2.json throttling section):
   BatchImportFindings 10 requests/s, GetFindings 3 requests/s, per account and region.
-- Retries with exponential backoff and full jitter for throttling and internal errors, both
-  for whole calls (TooManyRequestsException, LimitExceededException, InternalException...)
-  and for single `FailedFindings` entries with a transient ErrorCode.
+- botocore (standard mode, a few attempts) retries each HTTP call; on top of it the gateway
+  retries, through the one retry helper (`securityhub.retry`), single `FailedFindings` entries
+  with a transient ErrorCode and whole calls botocore gave up on with a transient code
+  (TooManyRequestsException, LimitExceededException, InternalException...), honouring
+  Retry-After. A throttled batch so costs at most `max_attempts` x botocore's attempts calls.
 - `InvalidInput` entries are permanent: reported with the field named in the message and
   counted as failed, never retried and never dropped silently.
 - Whole-call AccessDenied / InvalidAccess fail every finding of the call (the usual cause:
@@ -29,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from securityhub.aws import error_code
 from securityhub.errors import SecurityHubError
 from securityhub.logs import fields, get_logger
+from securityhub.retry import Retrier, RetryPolicy
 
 log = get_logger("securityhub.gateway")
 
@@ -163,18 +166,11 @@ class Gateway:
     ) -> None:
         self.client = client
         self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self._sleep = sleep
-        self._random = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.retrier = Retrier(
+            RetryPolicy(max_attempts, backoff_base, backoff_cap), sleep=sleep, rng=rng
+        )
         self.import_limiter = RateLimiter(import_rate, sleep=sleep)
         self.get_limiter = RateLimiter(get_rate, sleep=sleep)
-
-    def backoff(self, attempt: int) -> float:
-        """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
-        delay = self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
-        self._sleep(delay)
-        return delay
 
     # ---------------------------------------------------------------------- imports
     def import_findings(self, findings: Sequence[Mapping[str, Any]]) -> ImportOutcome:
@@ -186,9 +182,8 @@ class Gateway:
 
     def _import_batch(self, batch: list[Mapping[str, Any]], outcome: ImportOutcome) -> None:
         pending = batch
-        for attempt in range(self.max_attempts):
-            if attempt:
-                self.backoff(attempt)
+        attempts = self.retrier.attempts()
+        for attempt in attempts:
             self.import_limiter.acquire()
             outcome.calls += 1
             try:
@@ -197,6 +192,7 @@ class Gateway:
                 code = error_code(exc)
                 if code in TRANSIENT_CALL_ERRORS:
                     outcome.retried_calls += 1
+                    attempts.after(exc)
                     log.debug(
                         "BatchImportFindings throttled or failed; retrying",
                         extra=fields(code=code, attempt=attempt + 1, findings=len(pending)),
@@ -262,9 +258,8 @@ class Gateway:
             params["NextToken"] = token
 
     def _get_page(self, params: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.max_attempts):
-            if attempt:
-                self.backoff(attempt)
+        attempts = self.retrier.attempts()
+        for _ in attempts:
             self.get_limiter.acquire()
             try:
                 response: dict[str, Any] = self.client.get_findings(**params)
@@ -272,6 +267,7 @@ class Gateway:
             except (ClientError, BotoCoreError) as exc:
                 if error_code(exc) not in TRANSIENT_CALL_ERRORS:
                     raise SecurityHubError(f"GetFindings failed: {exc}") from exc
+                attempts.after(exc)
         raise SecurityHubError(
             f"GetFindings still throttled after {self.max_attempts} attempts",
             "Security Hub allows 3 GetFindings requests per second per account and region; "

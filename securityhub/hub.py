@@ -13,13 +13,19 @@ default product ARN. What is touched:
   that were not observed are archived. Images whose scan failed are simply not passed, and
   keep their findings untouched.
 - every `RepositoryScope` (a repository whose image list was fully enumerated) archives the
-  findings of digests no longer present in it.
+  findings of digests no longer present in it, when their absence is proven: the listing
+  (`listed_at`) was taken after the image's findings were last published, or `exists` (a
+  direct check, ECR by digest) says the image is gone. An image another run published after
+  this run's listing (a push during a wide sweep) is never archived by it.
 - runtime findings (`EcsContainer` resources) are created and updated (count, last seen),
   and never archived by absence: a quiet period is not evidence that the behaviour stopped.
   Their count is imported as the caller reports it (the sidecar sends cumulative counts);
   the publisher does not add counts up.
 
-The ledger is written only for findings Security Hub accepted, after the import.
+The ledger is written only for findings Security Hub accepted, after the import, each entry
+only if no other run recorded a later observation meanwhile (`stale` counts those: Security
+Hub ignored that import too, its UpdatedAt being older). Corrupt ledger items are counted in
+`corrupt` and their findings re-imported as unknown, which repairs them.
 `PublishSummary.new_ids` names the findings this call created or reactivated in Security Hub
 (accepted imports only): what a run reports as new, e.g. in its alert. A repository deleted
 entirely is archived by passing it as a `RepositoryScope` with no digests; the repositories
@@ -29,7 +35,7 @@ the ledger holds findings for are `known_repositories(account, region)`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,9 +50,11 @@ from securityhub.correlate import (
     LedgerEntry,
     Observed,
     ObservedScope,
+    absent_images,
     plan,
-    vanished_scopes,
+    proven_gone,
 )
+from securityhub.errors import ContainerscanError
 from securityhub.findings import EcrImage, Finding, Observation, RuntimeFinding, Severity
 from securityhub.gateway import Gateway
 from securityhub.ledger import Ledger, LedgerRecord, partition_of
@@ -56,6 +64,8 @@ log = get_logger("securityhub.hub")
 
 IMAGE_KINDS = frozenset({"vulnerability", "secret"})
 MAX_REPORTED_ERRORS = 50  # PublishSummary.errors keeps the first ones; `failed` counts all
+# GetFindings: at most 20 values per filter attribute (Security Hub API, StringFilter lists).
+GET_FINDINGS_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,13 @@ class RepositoryScope:
     region: str
     repository: str
     present_digests: frozenset[str]
+    # When the listing began (the lister's clock); None: unknown, so absence proves nothing
+    # without a direct check.
+    listed_at: datetime | None = None
+
+
+# A direct check of digests absent from a listing: the ones that still exist.
+ExistsCheck = Callable[[RepositoryScope, Sequence[str]], Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,9 @@ class PublishSummary:
     reactivated: int = 0
     unchanged: int = 0
     failed: int = 0
+    stale: int = 0  # ledger writes dropped: another run recorded a later observation
+    corrupt: int = 0  # ledger items that could not be read (logged, treated as unknown)
+    kept_absent: int = 0  # images absent from a listing, not proven gone: findings kept
     errors: tuple[str, ...] = ()
     # Ids created or reactivated by this publish (accepted by Security Hub), sorted. Not in
     # `as_dict()`: status.json keeps counts (`created`, `reactivated`), not every Id.
@@ -103,6 +123,9 @@ class PublishSummary:
             reactivated=self.reactivated + other.reactivated,
             unchanged=self.unchanged + other.unchanged,
             failed=self.failed + other.failed,
+            stale=self.stale + other.stale,
+            corrupt=self.corrupt + other.corrupt,
+            kept_absent=self.kept_absent + other.kept_absent,
             errors=(self.errors + other.errors)[:MAX_REPORTED_ERRORS],
             new_ids=self.new_ids + other.new_ids,
         )
@@ -170,6 +193,7 @@ class SecurityHubPublisher:
         *,
         repositories: Sequence[RepositoryScope] = (),
         target: AccountTarget | None = None,
+        exists: ExistsCheck | None = None,
     ) -> PublishSummary:
         """Import what changed in `region` for the observed scopes; see the module doc."""
         now = self.clock()
@@ -194,23 +218,26 @@ class SecurityHubPublisher:
                 built[fid] = _Built(finding, scope, content, asff.fingerprint(content))
 
         entries = self._ledger_entries(ledger, scopes, repositories)
+        kept_absent = 0
         for repo in repositories:
-            scopes += vanished_scopes(
-                entries.values(),
-                ids.repository_scope(repo.account_id, repo.region, repo.repository),
-                repo.present_digests,
-                IMAGE_KINDS,
-            )
+            gone, kept = self._gone(repo, entries.values(), exists)
+            scopes += [ObservedScope(scope, IMAGE_KINDS) for scope in gone]
+            kept_absent += kept
         observed = [
             Observed(fid, b.scope, b.finding.kind, b.fingerprint) for fid, b in built.items()
         ]
         the_plan = plan(scopes, observed, entries.values(), now, self.refresh_interval)
 
-        documents, records, errors = self._documents(the_plan.changes, built, ledger, ctx, now)
+        gateway = self.gateway(region, target)
+        documents, records, errors = self._documents(
+            the_plan.changes, built, ledger, ctx, now, gateway=gateway
+        )
         actions = {c.finding_id: c.action for c in the_plan.changes}
-        outcome = self.gateway(region, target).import_findings([d for d, _ in documents])
+        outcome = gateway.import_findings([d for d, _ in documents])
         accepted = set(outcome.accepted)
-        ledger.record(records[fid] for fid in outcome.accepted if fid in records)
+        recorded = ledger.record(
+            (records[fid] for fid in outcome.accepted if fid in records), published_at=now
+        )
 
         counts: dict[Action, int] = defaultdict(int)
         for fid in accepted:
@@ -227,6 +254,9 @@ class SecurityHubPublisher:
             reactivated=counts[Action.REACTIVATE],
             unchanged=the_plan.unchanged,
             failed=len(errors),
+            stale=recorded.stale,
+            corrupt=len(ledger.corrupt),
+            kept_absent=kept_absent,
             errors=tuple(errors[:MAX_REPORTED_ERRORS]),
             new_ids=new_ids,
         )
@@ -235,6 +265,32 @@ class SecurityHubPublisher:
             extra=fields(account=account, region=region, calls=outcome.calls, **summary.as_dict()),
         )
         return summary
+
+    def _gone(
+        self,
+        repo: RepositoryScope,
+        entries: Collection[LedgerEntry],
+        exists: ExistsCheck | None,
+    ) -> tuple[list[str], int]:
+        """(image scopes of `repo` proven gone, how many absent ones are kept)."""
+        prefix = ids.repository_scope(repo.account_id, repo.region, repo.repository)
+        absent = absent_images(entries, prefix, repo.present_digests)
+        proven, unsure = proven_gone(absent, repo.listed_at)
+        kept = unsure
+        if unsure and exists is not None:
+            try:
+                still = set(exists(repo, [a.digest for a in unsure]))
+            except ContainerscanError as exc:  # cannot tell: nothing is archived
+                log.warning("cannot check absent images", extra=fields(error=exc.message))
+                still = {a.digest for a in unsure}
+            proven += [a for a in unsure if a.digest not in still]
+            kept = [a for a in unsure if a.digest in still]
+        for item in kept:
+            log.info(
+                "image absent from the listing but not proven gone; its findings stay",
+                extra=fields(scope=item.scope, last_published=asff.timestamp(item.last_published)),
+            )
+        return [a.scope for a in proven], len(kept)
 
     def _ledger_entries(
         self,
@@ -261,6 +317,22 @@ class SecurityHubPublisher:
                 entries[entry.finding_id] = entry
         return entries
 
+    @staticmethod
+    def _hub_copies(finding_ids: Sequence[str], gateway: Gateway) -> dict[str, Any]:
+        """The findings as Security Hub holds them (GetFindings by Id, 20 per call): the rare
+        archive whose ledger copy is missing. The import that follows repairs the copy."""
+        out: dict[str, Any] = {}
+        for start in range(0, len(finding_ids), GET_FINDINGS_IDS):
+            chunk = finding_ids[start : start + GET_FINDINGS_IDS]
+            filters = {"Id": [{"Value": fid, "Comparison": "EQUALS"} for fid in chunk]}
+            try:
+                for finding in gateway.get_findings(filters):
+                    out[str(finding["Id"])] = asff.provider_content(finding)
+            except ContainerscanError as exc:
+                log.warning("cannot read findings to archive", extra=fields(error=exc.message))
+                break
+        return out
+
     def _documents(
         self,
         changes: Sequence[Change],
@@ -268,12 +340,17 @@ class SecurityHubPublisher:
         ledger: Ledger,
         ctx: asff.BuildContext,
         now: datetime,
+        *,
+        gateway: Gateway,
     ) -> tuple[list[tuple[dict[str, Any], str]], dict[str, LedgerRecord], list[str]]:
         documents: list[tuple[dict[str, Any], str]] = []
         records: dict[str, LedgerRecord] = {}
         errors: list[str] = []
         archived = [c.entry for c in changes if c.action is Action.ARCHIVE and c.entry]
         stored = ledger.stored_findings(archived) if archived else {}
+        lost = [e.finding_id for e in archived if e.finding_id not in stored]
+        if lost:  # too large to keep, or an unreadable copy: Security Hub has the finding
+            stored |= self._hub_copies(lost, gateway)
         for change in changes:
             entry = change.entry
             previous = entry.updated_at if entry else None

@@ -43,29 +43,44 @@ write time + the ACTIVE retention) beyond every entry of the repository: once th
 expired, the directory item follows. `containerscan reconcile` rewrites it from Security Hub.
 `expires_at` follows Security Hub's retention: ACTIVE findings are deleted 90 days after the
 last UpdatedAt, ARCHIVED ones after 30 days (Security Hub user guide, "securityhub-findings").
+
+Concurrent runs (a nightly sweep, push runs, API runs: ECS starts them in parallel) write
+entries with a conditional PutItem on `version` (the entry's UpdatedAt in epoch
+milliseconds): a write lands only when the item is new or holds an older version, so the
+later observation wins, as it does in Security Hub (an import with an older UpdatedAt is
+ignored), and a stale one is dropped and counted. No lock: nothing is left behind by a task
+that crashed. `published_at` is the writing run's clock at publish: a listing taken after it
+proves an image gone (correlate.proven_gone).
+
+Corrupt items (an attribute missing, of the wrong type, unparsable, or keys that do not match
+the attributes) are data, not a crash: each is logged once with its pk/sk and what is wrong,
+left out of what the reads return (the finding counts as unknown, so it is re-imported and the
+item rewritten unconditionally), and listed in `Ledger.corrupt` for the run's status.
 """
 
 from __future__ import annotations
 
 import json
-import random
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from securityhub.asff import parse_timestamp, timestamp
 from securityhub.aws import error_code
-from securityhub.correlate import ACTIVE, LedgerEntry
+from securityhub.correlate import ACTIVE, ARCHIVED, LedgerEntry
 from securityhub.errors import AwsError
 from securityhub.ids import component
 from securityhub.logs import fields, get_logger
+from securityhub.retry import Retrier, RetryPolicy
 
 log = get_logger("securityhub.ledger")
 
@@ -81,6 +96,10 @@ MAX_ITEM_BYTES = 400 * 1024  # an item, attribute names and values included
 # re-building from the last observation (see hub.py) or to reconcile.
 MAX_STORED_ASFF_BYTES = 300 * 1024
 UNPROCESSED_RETRIES = 8
+# Conditional writes are single-item PutItem calls; a few in flight hide the round trips.
+WRITE_THREADS = 8
+VERSION_ATTRIBUTE = "version"
+RECORD_STATES = frozenset({ACTIVE, ARCHIVED})
 # Security Hub retention (user guide, "securityhub-findings"): 90 days without an update for
 # ACTIVE findings, 30 days for ARCHIVED ones.
 ACTIVE_RETENTION = timedelta(days=90)
@@ -95,6 +114,9 @@ _PROJECTED = (
     "first_observed_at",
     "updated_at",
     "record_state",
+    "published_at",
+    "pk",
+    "sk",
 )
 
 
@@ -148,17 +170,76 @@ def decompress(blob: bytes) -> dict[str, Any]:
     return value
 
 
-def _entry(item: dict[str, Any]) -> LedgerEntry:
-    return LedgerEntry(
-        finding_id=item["finding_id"]["S"],
-        scope=item["scope"]["S"],
-        kind=item["kind"]["S"],
-        fingerprint=item["fingerprint"]["S"],
-        created_at=parse_timestamp(item["created_at"]["S"]),
-        first_observed_at=parse_timestamp(item["first_observed_at"]["S"]),
-        updated_at=parse_timestamp(item["updated_at"]["S"]),
-        record_state=item["record_state"]["S"],
+class CorruptItem(ValueError):
+    """A ledger item that cannot be read as an entry; `reason` says what is wrong."""
+
+
+class Recorded(NamedTuple):
+    written: int  # entries written
+    stale: int  # entries not written: the item holds a later observation (another run's)
+
+
+def _text(item: dict[str, Any], name: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, dict) or not isinstance(value.get("S"), str):
+        raise CorruptItem(f"{name} is missing or not a string")
+    if not value["S"]:
+        raise CorruptItem(f"{name} is empty")
+    text: str = value["S"]
+    return text
+
+
+def _time(item: dict[str, Any], name: str) -> datetime:
+    text = _text(item, name)
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise CorruptItem(f"{name} is not a timestamp: {text[:40]!r}") from None
+
+
+def parse_entry(item: dict[str, Any]) -> LedgerEntry:
+    """The entry of a ledger item; CorruptItem names the first problem found."""
+    state = _text(item, "record_state")
+    if state not in RECORD_STATES:
+        raise CorruptItem(f"record_state is {state[:20]!r}, not ACTIVE or ARCHIVED")
+    published = _time(item, "published_at") if "published_at" in item else None
+    entry = LedgerEntry(
+        finding_id=_text(item, "finding_id"),
+        scope=_text(item, "scope"),
+        kind=_text(item, "kind"),
+        fingerprint=_text(item, "fingerprint"),
+        created_at=_time(item, "created_at"),
+        first_observed_at=_time(item, "first_observed_at"),
+        updated_at=_time(item, "updated_at"),
+        record_state=state,
+        published_at=published,
     )
+    if "pk" in item and item["pk"].get("S") != partition_of(entry.scope):
+        raise CorruptItem("scope does not match the item's pk")
+    if "sk" in item and item["sk"].get("S") != sort_key(entry.scope, entry.finding_id):
+        raise CorruptItem("scope and finding_id do not match the item's sk")
+    return entry
+
+
+def _key_text(item: dict[str, Any]) -> tuple[str, str]:
+    pk, sk = item.get("pk", {}), item.get("sk", {})
+    return (
+        str(pk.get("S", "?")) if isinstance(pk, dict) else "?",
+        str(sk.get("S", "?")) if isinstance(sk, dict) else "?",
+    )
+
+
+def version_of(entry: LedgerEntry) -> int:
+    """The item version: UpdatedAt in epoch milliseconds (later observation, higher version)."""
+    return round(entry.updated_at.timestamp() * 1000)
+
+
+def account_region_of(pk: str) -> tuple[str, str] | None:
+    """(account, region) a ledger pk names (`ledger#ecr/<account>/<region>/...`), or None."""
+    parts = pk.removeprefix(LEDGER_PREFIX).split("/")
+    if not pk.startswith(LEDGER_PREFIX) or len(parts) < 3:
+        return None
+    return unquote(parts[1]), unquote(parts[2])
 
 
 def _expiry(entry: LedgerEntry) -> int:
@@ -213,8 +294,32 @@ class Ledger:
     ) -> None:
         self.client = client
         self.table = table
-        self._sleep = sleep
         self._clock = clock
+        self.retrier = Retrier(
+            RetryPolicy(UNPROCESSED_RETRIES + 1, base=0.05, cap=5.0), sleep=sleep
+        )
+        # (pk, sk) -> what is wrong, for every corrupt item this ledger read
+        self.corrupt: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def _parse(self, item: dict[str, Any]) -> LedgerEntry | None:
+        """The entry, or None for a corrupt item (logged once, remembered in `corrupt`)."""
+        try:
+            return parse_entry(item)
+        except CorruptItem as exc:
+            self._remember_corrupt(item, str(exc))
+            return None
+
+    def _remember_corrupt(self, item: dict[str, Any], reason: str) -> None:
+        key = _key_text(item)
+        with self._lock:
+            if key in self.corrupt:
+                return
+            self.corrupt[key] = reason
+        log.warning(
+            "corrupt ledger item; its finding is treated as unknown and re-imported",
+            extra=fields(pk=key[0], sk=key[1], problem=reason),
+        )
 
     # ------------------------------------------------------------------------ reads
     def _query(self, pk: str, sk_prefix: str | None = None) -> Iterator[LedgerEntry]:
@@ -237,7 +342,9 @@ class Ledger:
         try:
             for page in paginator.paginate(**params):
                 for item in page.get("Items", []):
-                    yield _entry(item)
+                    entry = self._parse(item)
+                    if entry is not None:
+                        yield entry
         except self.client.exceptions.ResourceNotFoundException as exc:
             raise AwsError(
                 f"the ledger table {self.table!r} does not exist",
@@ -291,22 +398,38 @@ class Ledger:
                     "ConsistentRead": True,
                 }
             }
-            for attempt in range(UNPROCESSED_RETRIES + 1):
+            for _ in self.retrier.attempts():
                 with self._calling("BatchGetItem"):
                     response = self.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table, []):
-                    if "asff" in item:
-                        out[item["finding_id"]["S"]] = decompress(item["asff"]["B"])
+                    self._stored(item, out)
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                self._backoff(attempt)
             else:
                 raise AwsError(f"DynamoDB kept {len(request)} ledger reads unprocessed")
         return out
 
+    def _stored(self, item: dict[str, Any], out: dict[str, dict[str, Any]]) -> None:
+        """One BatchGetItem answer into `out`; an unreadable stored copy is a corrupt item."""
+        if "asff" not in item:
+            return
+        try:
+            finding_id = _text(item, "finding_id")
+            blob = item["asff"].get("B")
+            if not isinstance(blob, bytes):
+                raise CorruptItem("asff is not binary")
+            doc = decompress(blob)
+            if not isinstance(doc, dict) or doc.get("Id") != finding_id:
+                raise CorruptItem("asff is not the finding of this item")
+        except (CorruptItem, zlib.error, ValueError, AttributeError) as exc:
+            self._remember_corrupt(item, f"asff unreadable: {exc}")
+            return
+        out[finding_id] = doc
+
     def scan_partitions(self) -> Iterator[tuple[str, LedgerEntry, str, str]]:
-        """Every ledger entry with (pk, entry, account, region): reconcile only (a Scan)."""
+        """Every readable ledger entry with (pk, entry, account, region): reconcile only (a
+        Scan). Corrupt items are left out and remembered in `corrupt`."""
         paginator = self.client.get_paginator("scan")
         params: dict[str, Any] = {
             "TableName": self.table,
@@ -314,32 +437,76 @@ class Ledger:
             "ExpressionAttributeNames": {"#pk": "pk", "#a": "account_id", "#r": "region"}
             | {f"#{i}": n for i, n in enumerate(_PROJECTED)},
             "ExpressionAttributeValues": {":p": {"S": LEDGER_PREFIX}},
-            "ProjectionExpression": "#pk, #a, #r, "
-            + ", ".join(f"#{i}" for i in range(len(_PROJECTED))),
+            "ProjectionExpression": "#a, #r, " + ", ".join(f"#{i}" for i in range(len(_PROJECTED))),
         }
         with self._calling("Scan"):
             for page in paginator.paginate(**params):
                 for item in page.get("Items", []):
-                    yield (
-                        item["pk"]["S"],
-                        _entry(item),
-                        item.get("account_id", {}).get("S", ""),
-                        item.get("region", {}).get("S", ""),
-                    )
+                    entry = self._parse(item)
+                    if entry is None:
+                        continue
+                    account = item.get("account_id", {}).get("S", "")
+                    region = item.get("region", {}).get("S", "")
+                    yield item["pk"]["S"], entry, str(account), str(region)
 
     # ----------------------------------------------------------------------- writes
-    def record(self, records: Iterable[LedgerRecord]) -> int:
-        """Write entries (BatchWriteItem, 25 per call, unprocessed items retried).
+    def record(
+        self,
+        records: Iterable[LedgerRecord],
+        *,
+        published_at: datetime | None = None,
+        force: bool = False,
+    ) -> Recorded:
+        """Write entries, each only if the item holds no later observation (see the module doc).
 
-        The directory item of each repository among them goes into the same calls (one per
-        repository). Returns the number of entries written.
+        A conditional PutItem per entry (BatchWriteItem takes no conditions), a few in
+        flight; items this ledger found corrupt, and every item when `force` (reconcile:
+        Security Hub is the truth), are written unconditionally. The directory item of each
+        repository among them goes into BatchWriteItem calls (one per repository).
         """
         records = list(records)
-        requests = [{"PutRequest": {"Item": self._item(r)}} for r in records]
+        when = published_at or datetime.fromtimestamp(self._clock(), UTC)
+        items = [self._item(r, when) for r in records]
+        stale = 0
+        if items:
+            with ThreadPoolExecutor(
+                max_workers=min(WRITE_THREADS, len(items)), thread_name_prefix="ledger"
+            ) as pool:
+                landed = list(pool.map(lambda item: self._put(item, force), items))
+            stale = landed.count(False)
         horizon = max((_expiry(r.entry) for r in records), default=0)
-        requests += self._directory_requests((r.entry.scope for r in records), horizon)
-        self._write(requests)
-        return len(records)
+        self._write(self._directory_requests((r.entry.scope for r in records), horizon))
+        if stale:
+            log.info(
+                "ledger entries not written: another run recorded a later observation",
+                extra=fields(stale=stale),
+            )
+        return Recorded(len(records) - stale, stale)
+
+    def _put(self, item: dict[str, Any], force: bool) -> bool:
+        """One conditional PutItem; False when a later observation is already stored."""
+        params: dict[str, Any] = {"TableName": self.table, "Item": item}
+        key = (item["pk"]["S"], item["sk"]["S"])
+        if not force and key not in self.corrupt:
+            # A version of another type (a corrupt item) never blocks the write.
+            params["ConditionExpression"] = (
+                "attribute_not_exists(#v) OR NOT attribute_type(#v, :n) OR #v < :v"
+            )
+            params["ExpressionAttributeNames"] = {"#v": VERSION_ATTRIBUTE}
+            params["ExpressionAttributeValues"] = {
+                ":v": item[VERSION_ATTRIBUTE],
+                ":n": {"S": "N"},
+            }
+        # botocore retries throttling and 5xx (aws.py): no loop of ours on top of it.
+        try:
+            self.client.put_item(**params)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise self._failed("PutItem", exc) from exc
+        except BotoCoreError as exc:
+            raise self._failed("PutItem", exc) from exc
+        return True
 
     def remember_repositories(self, scopes: Iterable[str]) -> int:
         """Write the directory items of the repositories of `scopes` (reconcile's rebuild)."""
@@ -367,6 +534,14 @@ class Ledger:
             for account, region, repository in sorted(repositories)
         ]
 
+    def forget_keys(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Delete items by (pk, sk): reconcile's removal of corrupt items the hub lacks."""
+        requests = [
+            {"DeleteRequest": {"Key": {"pk": {"S": pk}, "sk": {"S": sk}}}} for pk, sk in keys
+        ]
+        self._write(requests)
+        return len(requests)
+
     def forget(self, entries: Iterable[LedgerEntry]) -> int:
         """Delete entries (reconcile: the finding no longer exists in Security Hub)."""
         requests = [
@@ -383,7 +558,7 @@ class Ledger:
         self._write(requests)
         return len(requests)
 
-    def _item(self, record: LedgerRecord) -> dict[str, Any]:
+    def _item(self, record: LedgerRecord, published_at: datetime) -> dict[str, Any]:
         entry = record.entry
         item: dict[str, Any] = {
             "pk": {"S": partition_of(entry.scope)},
@@ -398,6 +573,8 @@ class Ledger:
             "record_state": {"S": entry.record_state},
             "account_id": {"S": record.account_id},
             "region": {"S": record.region},
+            "published_at": {"S": timestamp(published_at)},
+            VERSION_ATTRIBUTE: {"N": str(version_of(entry))},
             TTL_ATTRIBUTE: {"N": str(_expiry(entry))},
         }
         blob = compress(record.asff)
@@ -413,13 +590,12 @@ class Ledger:
     def _write(self, requests: list[dict[str, Any]]) -> None:
         for start in range(0, len(requests), BATCH_WRITE_ITEMS):
             pending: dict[str, Any] = {self.table: requests[start : start + BATCH_WRITE_ITEMS]}
-            for attempt in range(UNPROCESSED_RETRIES + 1):
+            for _ in self.retrier.attempts():
                 with self._calling("BatchWriteItem"):
                     response = self.client.batch_write_item(RequestItems=pending)
                 pending = response.get("UnprocessedItems") or {}
                 if not pending:
                     break
-                self._backoff(attempt)
             else:
                 raise AwsError(
                     f"DynamoDB kept {len(pending.get(self.table, []))} ledger writes "
@@ -439,7 +615,3 @@ class Ledger:
             yield
         except (ClientError, BotoCoreError) as exc:
             raise self._failed(operation, exc) from exc
-
-    def _backoff(self, attempt: int) -> None:
-        # Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
-        self._sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))  # noqa: S311

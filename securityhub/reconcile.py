@@ -10,8 +10,12 @@ ledger entries of that account and region, and `Reconciler.run()` applies the re
 - drifted: both, but state, timestamps or content differ -> entry overwritten
 - stale: in the ledger, not in Security Hub -> entry deleted (the next run re-creates the
   finding if it is still observed)
+- corrupt: a ledger item of this account and region that cannot be read -> rewritten from
+  its finding when Security Hub has it (it is then also counted as missing), else deleted
 - the ledger's repository directory is rewritten for every repository with a finding in
   Security Hub (a ledger older than the directory, or a lost table, gets it back)
+
+Repairs write unconditionally: Security Hub is the truth, whatever version the item held.
 
 GetFindings is read with PREFIX/EQUALS filters on Id, AwsAccountId and Region, paginated and
 rate-limited by the gateway. Listing the ledger's entries of an account and region is the one
@@ -27,7 +31,7 @@ from typing import Any
 from securityhub import asff
 from securityhub.correlate import LedgerEntry
 from securityhub.gateway import Gateway
-from securityhub.ledger import Ledger, LedgerRecord
+from securityhub.ledger import Ledger, LedgerRecord, account_region_of, partition_of, sort_key
 
 PRODUCT_SCOPE = f"{asff.PRODUCT_KEY}/scope"
 PRODUCT_KIND = f"{asff.PRODUCT_KEY}/kind"
@@ -48,6 +52,7 @@ class Difference:
     stale: list[LedgerEntry] = field(default_factory=list)
     matching: int = 0
     foreign: list[str] = field(default_factory=list)  # Ids without a containerscan scope
+    corrupt: list[tuple[str, str]] = field(default_factory=list)  # (pk, sk) unreadable items
 
     def as_dict(self, limit: int = 50) -> dict[str, Any]:
         return {
@@ -56,9 +61,11 @@ class Difference:
             "stale": len(self.stale),
             "matching": self.matching,
             "foreign": len(self.foreign),
+            "corrupt": len(self.corrupt),
             "missing_ids": [h.entry.finding_id for h in self.missing[:limit]],
             "drifted_ids": [e.finding_id for e, _ in self.drifted[:limit]],
             "stale_ids": [e.finding_id for e in self.stale[:limit]],
+            "corrupt_keys": [f"{pk} {sk}" for pk, sk in self.corrupt[:limit]],
         }
 
 
@@ -133,17 +140,31 @@ class Reconciler:
             if account == self.account_id and region == self.region
         ]
 
+    def corrupt_items(self) -> list[tuple[str, str]]:
+        """(pk, sk) of the unreadable items of this account and region the last Scan met."""
+        return sorted(
+            key
+            for key in self.ledger.corrupt
+            if account_region_of(key[0]) == (self.account_id, self.region)
+        )
+
     def run(self, prefix: str, *, dry_run: bool = False) -> Difference:
         hub = self.hub_findings(prefix)
         difference = diff(hub, self.ledger_entries(), prefix)
+        difference.corrupt = self.corrupt_items()
         if dry_run:
             return difference
         records = [
             LedgerRecord(item.entry, self.account_id, self.region, item.content)
             for item in [*difference.missing, *(h for _e, h in difference.drifted)]
         ]
-        self.ledger.record(records)
+        self.ledger.record(records, force=True)
         self.ledger.forget(difference.stale)
+        rewritten = {
+            (partition_of(r.entry.scope), sort_key(r.entry.scope, r.entry.finding_id))
+            for r in records
+        }
+        self.ledger.forget_keys(key for key in difference.corrupt if key not in rewritten)
         found = (hub_finding(f) for f in hub)
         self.ledger.remember_repositories(item.entry.scope for item in found if item is not None)
         return difference

@@ -15,6 +15,7 @@ import sys
 
 import click
 
+SECCOMP_ENV = "CONTAINERSCAN_ATTACH_SECCOMP"
 POLICY_HELP = (
     "TracingPolicy file or directory (repeatable; merged). Default: TRACING_POLICY_PATH, "
     "else the bundled policies of MONITORING_MODE (minimal|balanced|aggressive)."
@@ -28,7 +29,8 @@ def sidecar() -> None:
     `run` wraps the container's entrypoint: only the policy's syscalls stop (seccomp-bpf),
     the cheapest mode and the one that can block before a syscall runs. `attach` traces
     processes already running in the task (`pidMode: task`): nearly free for process-only
-    policies, a stop per syscall otherwise. Both need the SYS_PTRACE capability.
+    policies, a stop per syscall otherwise, or with `--seccomp` the same filter as `run`,
+    injected into each process (which then dies with the sidecar). Both need SYS_PTRACE.
     """
 
 
@@ -76,6 +78,18 @@ def run(policies: tuple[str, ...], events_file: str | None, command: tuple[str, 
     show_default=True,
     help="Seconds between scans of /proc for new matching processes.",
 )
+@click.option(
+    "--seccomp",
+    "seccomp_filter",
+    is_flag=True,
+    envvar=SECCOMP_ENV,
+    help=(
+        "Inject the policy's seccomp-bpf filter into each traced process, so only watched "
+        f"syscalls stop (as `run`). Also set by {SECCOMP_ENV}=1. The processes then die "
+        "with the sidecar and are never detached; they run with no_new_privs (setuid "
+        "programs gain no privileges). A process that refuses is traced without it, logged."
+    ),
+)
 def attach(  # noqa: PLR0917 - click passes the options positionally by name
     pids: tuple[int, ...],
     match: str | None,
@@ -83,11 +97,19 @@ def attach(  # noqa: PLR0917 - click passes the options positionally by name
     policies: tuple[str, ...],
     events_file: str | None,
     poll_interval: float,
+    seccomp_filter: bool,
 ) -> None:
     """Trace running processes (attach mode) until SIGTERM, then detach.
 
     The sidecar itself and its ancestors are never traced. New processes matching --match
     (or any with --all) are picked up as they appear; children of traced processes always.
+
+    With --seccomp, each process gets the filter `run` installs (prctl(PR_SET_NO_NEW_PRIVS)
+    and seccomp(SECCOMP_SET_MODE_FILTER, TSYNC) run inside it through ptrace): unwatched
+    syscalls cost nothing, but a filter cannot be removed and a watched syscall without a
+    tracer fails with ENOSYS, so the processes are bound to the sidecar (PTRACE_O_EXITKILL:
+    killing the sidecar kills them; SIGTERM detaches only the others), exactly as in `run`.
+    Make the sidecar container essential. x86_64 only.
     """
     import re
 
@@ -103,4 +125,6 @@ def attach(  # noqa: PLR0917 - click passes the options positionally by name
                 f"not a regular expression: {exc}", param_hint="--match"
             ) from None
     monitor = Monitor(os.environ, policies, events_file)
-    sys.exit(monitor.attach(list(pids), match, everything, poll_interval))
+    sys.exit(
+        monitor.attach(list(pids), match, everything, poll_interval, seccomp_filter=seccomp_filter)
+    )

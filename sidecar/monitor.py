@@ -34,6 +34,16 @@ HEARTBEAT_ENV = "CONTAINERSCAN_HEARTBEAT_SECONDS"
 FLUSH_TIMEOUT = 5.0
 
 
+# The sidecar's own secrets: in wrap mode they are set on the application's container, for the
+# sidecar; the workload it launches never gets them.
+SIDECAR_ONLY_ENV = frozenset({"QUALYS_ACCESS_TOKEN", "QUALYS_TOKEN", "TRACING_POLICY_DOCUMENT"})
+
+
+def workload_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The launched workload's environment: the sidecar's, less its secrets."""
+    return {key: value for key, value in environ.items() if key not in SIDECAR_ONLY_ENV}
+
+
 def heartbeat_seconds(environ: Mapping[str, str]) -> float:
     """CONTAINERSCAN_HEARTBEAT_SECONDS: seconds between heartbeat lines (0: only at exit)."""
     raw = environ.get(HEARTBEAT_ENV)
@@ -170,7 +180,8 @@ class Monitor:
 
     def launch(self, argv: list[str]) -> int:
         """Run `argv` under the tracer; the workload's exit status."""
-        self.tracer.launch(argv)  # fork now, while no thread exists; it waits stopped
+        # Fork now, while no thread exists; it waits stopped.
+        self.tracer.launch(argv, workload_environment(self.environ))
         handled = (*FORWARDED_SIGNALS, signal.SIGALRM)
         return self._loop(handled, self.tracer.start, self.tracer.run)
 
@@ -180,9 +191,12 @@ class Monitor:
         match: str | None,
         everything: bool,
         poll_interval: float,
+        *,
+        seccomp_filter: bool = False,
     ) -> int:
-        """Trace running processes until SIGTERM (or, with only --pid, until they exit)."""
-        self.tracer.configure_attach(match, everything, poll_interval)
+        """Trace running processes until SIGTERM (or, with only --pid, until they exit);
+        `seccomp_filter`: inject the filter (Tracer.configure_attach)."""
+        self.tracer.configure_attach(match, everything, poll_interval, seccomp_filter)
         handled = (*DETACH_SIGNALS, signal.SIGALRM)
         forever = match is not None or everything
         return self._loop(

@@ -22,13 +22,21 @@ main process exits, remaining descendants are killed, as a container runtime wou
 Attach mode (`containerscan sidecar attach`): PTRACE_SEIZE of every thread of running
 processes in the shared PID namespace (ECS `pidMode: task`), excluding the sidecar and its
 ancestors; new matching processes are picked up by a /proc scan every `poll_interval`
-seconds, children of traced processes through fork events. No seccomp filter can be added to
-a running process, so: when the policy needs only process events (exec), the tracees run
-with PTRACE_CONT and stop only at fork/exec/exit (near zero cost); otherwise every syscall
-stops (PTRACE_SYSCALL) and the number is filtered before decoding: 1.6-2x on syscall-heavy
-workloads. SIGTERM or SIGINT detaches everything (PTRACE_INTERRUPT, then PTRACE_DETACH per
-thread) and the application runs on. EXITKILL is never set in attach mode: if the sidecar is
-killed, the kernel detaches and the application runs on.
+seconds, children of traced processes through fork events. When the policy needs only
+process events (exec), the tracees run with PTRACE_CONT and stop only at fork/exec/exit (near
+zero cost); otherwise every syscall stops (PTRACE_SYSCALL) and the number is filtered before
+decoding: 1.6-2x on syscall-heavy workloads. SIGTERM or SIGINT detaches everything
+(PTRACE_INTERRUPT, then PTRACE_DETACH per thread) and the application runs on. EXITKILL is
+not set: if the sidecar is killed, the kernel detaches and the application runs on.
+
+Attach mode with the filter (`configure_attach(seccomp_filter=True)`, `attach --seccomp`):
+each process is seized with TRACESECCOMP and EXITKILL, and launch mode's filter is installed
+from inside it through ptrace (sidecar.inject: prctl(PR_SET_NO_NEW_PRIVS), then
+seccomp(SECCOMP_SET_MODE_FILTER, TSYNC) for all its threads), so it costs what launch mode
+costs. Its children inherit the filter. Such a process is never detached (the filter stays:
+without a tracer its watched syscalls would fail with ENOSYS): SIGTERM detaches the others
+and keeps tracing it until it exits; if the sidecar dies, EXITKILL kills it. A process that
+refuses the filter is traced with a stop per syscall, its EXITKILL dropped, and logged.
 
 Measured here (bench/sidecar.py; 2 vCPU VM shared with other jobs, pinned to one CPU, so
 wall-clock ratios swing 0.5-2x run to run; CPU-time ratios are steadier): one watched stop
@@ -43,12 +51,13 @@ attach with process events only 1.03x. File-heavy `tar -x` of ~1,400 files: bala
 2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode with syscall stops costs every
 syscall a stop: 1.6-2x on Python start-up, 7-12x on tar (shared/reference/runtime.md B4).
 
-When to use which: wrap the entrypoint (launch mode; the sidecar image shares its binary
-through a volume, `entryPoint: [containerscan, sidecar, run, --, app...]`) whenever the task
-definition can be changed: it is the only mode with seccomp filtering and the only one that
-can block before a syscall runs at low cost. Use attach mode for tasks whose entrypoint cannot
-change, with a process-only policy (exec and software-installation rules), which costs about
-nothing; syscall-level rules in attach mode cost every syscall a stop.
+When to use which: wrap the entrypoint (launch mode; the sidecar image's self-contained
+launcher is copied into a task volume, `entryPoint: [/containerscan/bin/containerscan-run,
+--, app...]`, docker/README.md) whenever the task definition can be changed: it filters from
+the first instruction and can block before a syscall runs at low cost. Use attach mode for
+tasks whose entrypoint cannot change: with a process-only policy it costs about nothing;
+syscall-level rules cost every syscall a stop, unless the filter is injected (--seccomp),
+which binds the application's lifetime to the sidecar's as launch mode does.
 
 Blocking: at the stop the syscall is skipped (x86_64 orig_rax = -1; aarch64 NT_ARM_SYSTEM_CALL
 = -1) with an -EPERM result, and the offending process (its thread group, nothing else) is
@@ -76,8 +85,8 @@ from typing import Any
 
 from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
+from sidecar import inject, seccomp
 from sidecar import ptrace as pt
-from sidecar import seccomp
 from sidecar.decode import Decoder, Process, can_write, listening, signed32
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
 from sidecar.resolve import fd_target
@@ -234,6 +243,12 @@ class Tracer:
         self._matcher: Callable[[int], bool] | None = None
         self._excluded: set[int] = set()
         self._refused: set[int] = set()
+        # Attach mode with --seccomp: the filter injected into each process (sidecar.inject).
+        self._inject_program: list[seccomp.Insn] | None = None
+        self._filtered: set[int] = set()  # tgids running under the filter (never detached)
+        self._stepped_procs: set[int] = set()  # tgids that refused it: a stop per syscall
+        self._stepped: set[int] = set()  # their tids, resumed with PTRACE_SYSCALL
+        self._drop_exitkill: set[int] = set()  # their tids still seized with EXITKILL
         if self.arch.name == "x86_64":
             self._regs: pt.X86_64Regs | pt.Aarch64Regs = pt.X86_64Regs()
             self._read_call = self._read_call_x86_64
@@ -259,13 +274,7 @@ class Tracer:
         # Even a process-only policy gets the filter in launch mode: one stop per execve
         # (nothing else stops) lets a block rule deny the exec before it happens.
         if self.req.syscalls or self.req.refused:
-            conditions = seccomp.open_conditions(
-                self.req.syscalls, self.req.open_needs_read
-            ) + seccomp.send_conditions(self.req.syscalls, self.req.sends_need_udp)
-            program = seccomp.build_program(
-                self.arch, self.req.syscalls, conditions, self.req.refused
-            )
-            fprog, keep = seccomp.pack_program(program)
+            fprog, keep = seccomp.pack_program(self._filter_program())
         _libc()[1](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         ready, go = os.pipe()
         pid = os.fork()
@@ -305,6 +314,15 @@ class Tracer:
         )
         return pid
 
+    def _filter_program(self) -> list[seccomp.Insn]:
+        """The policy's filter: watched syscalls stop (opens only when they can write, if no
+        rule needs reads; sends only as TCP Fast Open, if no rule needs UDP), refused ones
+        (io_uring_setup under a blocking policy) fail with EPERM."""
+        conditions = seccomp.open_conditions(
+            self.req.syscalls, self.req.open_needs_read
+        ) + seccomp.send_conditions(self.req.syscalls, self.req.sends_need_udp)
+        return seccomp.build_program(self.arch, self.req.syscalls, conditions, self.req.refused)
+
     def start(self) -> None:
         """Let the launched workload run (it waits in its initial stop until then, so the
         sidecar can finish starting its own threads without competing with it)."""
@@ -342,6 +360,8 @@ class Tracer:
                 pids=attached[:50],
                 count=len(attached),
                 syscall_stops=self._stop_every_syscall,
+                seccomp=self._inject_program is not None,
+                filtered=len(self._filtered),
                 watched=sorted(self.req.syscalls),
             ),
         )
@@ -352,11 +372,30 @@ class Tracer:
         match: str | None = None,
         everything: bool = False,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        seccomp_filter: bool = False,
     ) -> None:
-        """Attach mode's settings, before signal handlers are installed and `attach()`."""
+        """Attach mode's settings, before signal handlers are installed and `attach()`.
+
+        With `seccomp_filter`, the launch-mode filter is injected into every attached process
+        (sidecar.inject) so only watched syscalls stop; such a process then dies with the
+        sidecar (EXITKILL) and is never detached. A process that refuses it is traced with a
+        stop per syscall, as without the option, and stays detachable.
+        """
         self.mode = "attach"
         self._stop_every_syscall = not self.req.process_only
-        self._exec_at_stop = self._exec_watched and self._stop_every_syscall
+        if seccomp_filter and self._stop_every_syscall and self.arch.name == "x86_64":
+            self._inject_program = self._filter_program()
+            self._stop_every_syscall = False
+        elif seccomp_filter:
+            log.info(
+                "no seccomp filter injected: a process-only policy stops only at fork and exec"
+                if self.arch.name == "x86_64"
+                else "no seccomp filter injected: injection is implemented for x86_64 only",
+                extra=fields(arch=self.arch.name),
+            )
+        self._exec_at_stop = self._exec_watched and (
+            self._stop_every_syscall or self._inject_program is not None
+        )
         self._exec_at_event = not self._exec_at_stop and (
             self.req.process_only or self._exec_watched
         )
@@ -375,6 +414,10 @@ class Tracer:
 
     def _attach_process(self, pid: int, explicit: bool) -> bool:
         options = pt.PROCESS_FOLLOW_OPTIONS
+        if self._inject_program is not None:
+            # Before the filter exists: without TRACESECCOMP a watched syscall fails with
+            # ENOSYS, and without EXITKILL it would after the sidecar's death.
+            options |= pt.PTRACE_O_TRACESECCOMP | pt.PTRACE_O_EXITKILL
         seized: set[int] = set()
         ppid = _ppid(pid)
         for _ in range(ATTACH_RETRIES):
@@ -392,6 +435,8 @@ class Tracer:
                 except pt.PtraceError as exc:
                     if exc.errno == errno.ESRCH:
                         continue  # the thread ended meanwhile
+                    if exc.errno == errno.EPERM and _tracer_pid(tid) == os.getpid():
+                        continue  # cloned by a seized thread: traced already, event queued
                     if exc.errno == errno.EPERM and not explicit:
                         self._refused.add(pid)
                         log.warning("cannot trace a process", extra=fields(pid=pid, error=str(exc)))
@@ -406,7 +451,47 @@ class Tracer:
                     # A seized thread runs on; interrupt it to switch it to PTRACE_SYSCALL.
                     with contextlib.suppress(pt.PtraceError):
                         pt.interrupt(tid)
+        if seized and self._inject_program is not None:
+            self._filter_process(pid, seized)
         return bool(seized)
+
+    def _filter_process(self, pid: int, tids: set[int]) -> None:
+        """Inject the filter into a seized process; on refusal trace it the old way."""
+        assert self._inject_program is not None
+        target = inject.live_thread(pid, tids)
+        reason = inject.refusal(pid)
+        stopped = False
+        if reason is None:
+            try:
+                inject.install_filter(target, self._inject_program)
+            except inject.ThreadGone as exc:
+                self._on_exit(target, exc.status)
+                tids = tids - {target}
+                reason = str(exc)
+            except inject.InjectionRefused as exc:
+                reason = exc.message
+                stopped = exc.stopped
+            else:
+                self._filtered.add(pid)
+                self._resume(target, 0)
+                log.info("seccomp filter installed", extra=fields(pid=pid, threads=len(tids)))
+                return
+        log.warning(
+            "seccomp filter refused; traced with a stop per syscall",
+            extra=fields(pid=pid, reason=reason),
+        )
+        self._stepped_procs.add(pid)
+        for tid in tids:
+            self._stepped.add(tid)
+            if tid == target and stopped:
+                with contextlib.suppress(pt.PtraceError):
+                    pt.setoptions(tid, pt.PROCESS_FOLLOW_OPTIONS)  # detachable again
+                self._resume(tid, 0)
+            else:
+                # Its PTRACE_EVENT_STOP drops EXITKILL and switches it to PTRACE_SYSCALL.
+                self._drop_exitkill.add(tid)
+                with contextlib.suppress(pt.PtraceError):
+                    pt.interrupt(tid)
 
     def _scan_proc(self) -> list[int]:
         """Attach to matching processes not traced yet."""
@@ -475,7 +560,8 @@ class Tracer:
         while self._threads:
             if self._detach_requested and not self._detaching:
                 self._start_detach()
-                deadline = time.monotonic() + DETACH_TIMEOUT
+                if not self._filtered:
+                    deadline = time.monotonic() + DETACH_TIMEOUT
             if deadline is not None and time.monotonic() > deadline:
                 log.warning("detach timed out", extra=fields(left=sorted(self._threads)[:20]))
                 break
@@ -533,17 +619,23 @@ class Tracer:
             return
         sig = os.WSTOPSIG(status)
         event = status >> 16
-        if tid not in self._threads:
+        unknown = tid not in self._threads
+        if unknown:
             self._adopt(tid)
-            if (event == 0 and sig == signal.SIGSTOP) or event == pt.PTRACE_EVENT_STOP:
-                # A new child's initial stop, before its parent's fork event.
-                self._started_early.add(tid)
-                if self._detaching:
-                    self._detach_stopped(tid, 0)
-                else:
-                    self._resume(tid, 0)
-                return
-        if self._detaching:
+        if tid in self._drop_exitkill:
+            self._drop_exitkill.discard(tid)  # a process that refused the injected filter
+            with contextlib.suppress(pt.PtraceError):
+                pt.setoptions(tid, pt.PROCESS_FOLLOW_OPTIONS)
+        detach = self._detaching and self._threads.get(tid) not in self._filtered
+        if unknown and ((event == 0 and sig == signal.SIGSTOP) or event == pt.PTRACE_EVENT_STOP):
+            # A new child's initial stop, before its parent's fork event.
+            self._started_early.add(tid)
+            if detach:
+                self._detach_stopped(tid, 0)
+            else:
+                self._resume(tid, 0)
+            return
+        if detach:
             self._detach_stopped(tid, sig if event == 0 and sig != pt.SYSCALL_TRAP else 0)
             return
         if sig == pt.SYSCALL_TRAP:
@@ -848,7 +940,11 @@ class Tracer:
         return r[8], (r[0], r[1], r[2], r[3], r[4], r[5])
 
     def _resume(self, tid: int, sig: int) -> None:
-        every = self._stop_every_syscall or (bool(self._exit_checks) and tid in self._exit_checks)
+        every = (
+            self._stop_every_syscall
+            or tid in self._stepped
+            or (bool(self._exit_checks) and tid in self._exit_checks)
+        )
         try:
             self._resume_request(tid, pt.PTRACE_SYSCALL if every else pt.PTRACE_CONT, sig)
         except pt.PtraceError as exc:
@@ -861,6 +957,14 @@ class Tracer:
 
     def _add_thread(self, tid: int, tgid: int, ppid: int) -> None:
         self._threads[tid] = tgid
+        if tgid not in self._procs:  # a new process inherits its parent's seccomp state
+            if ppid in self._filtered:
+                self._filtered.add(tgid)
+            elif ppid in self._stepped_procs:
+                self._stepped_procs.add(tgid)
+        if tgid in self._stepped_procs:
+            self._stepped.add(tid)
+            self._drop_exitkill.add(tid)
         self.stats.threads = len(self._threads)
         if tgid not in self._procs:
             proc = Process(tgid, ppid or _ppid(tgid))
@@ -883,12 +987,16 @@ class Tracer:
         self._in_syscall.discard(tid)
         self._pending_exec.pop(tid, None)
         self._exit_checks.pop(tid, None)
+        self._stepped.discard(tid)
+        self._drop_exitkill.discard(tid)
         if tid in self._started_early:  # gone before its parent's fork event was handled
             self._started_early.discard(tid)
             self._exited_early.add(tid)
         if tgid is None:
             return  # an untraced child of ours (an orphan reparented to the subreaper)
         if tid == tgid:
+            self._filtered.discard(tgid)
+            self._stepped_procs.discard(tgid)
             proc = self._procs.pop(tgid, None)
             if proc is not None:
                 proc.close()
@@ -903,8 +1011,19 @@ class Tracer:
 
     def _start_detach(self) -> None:
         self._detaching = True
-        log.info("detaching", extra=fields(threads=len(self._threads)))
-        for tid in list(self._threads):
+        log.info(
+            "detaching",
+            extra=fields(threads=len(self._threads), filtered_processes=len(self._filtered)),
+        )
+        if self._filtered:
+            log.warning(
+                "processes under the injected seccomp filter cannot be detached: traced "
+                "until they exit (they die with the sidecar)",
+                extra=fields(pids=sorted(self._filtered)[:20]),
+            )
+        for tid, tgid in list(self._threads.items()):
+            if tgid in self._filtered:
+                continue
             try:
                 pt.interrupt(tid)
             except pt.PtraceError:

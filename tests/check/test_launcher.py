@@ -487,16 +487,21 @@ def test_push_starts_a_single_image_scan(stack: Stack) -> None:
                    "repositories": ["payments/api"], "images": [DIGEST]}
 
 
-def test_push_of_a_cached_digest_is_skipped(stack: Stack) -> None:
+def test_push_of_a_cached_digest_still_publishes_through_its_task(stack: Stack) -> None:
+    """A promotion (a scanned digest pushed to another repository) must get its findings:
+    the task publishes them from the cache (tests/reliability/test_live_estate.py shows the
+    task does so with zero scanner invocations)."""
     cache = ScanCache(stack.dynamodb, stack.table)
     key = CacheKey(DIGEST, "qscanner", "4.8.0-2", ("pkg", "secret"))
     assert cache.put(key, ScannerInfo("qscanner", "4.8.0-2"), [])
-    result = dispatch(stack.launcher(), push_event())
-    assert result == {"skipped": True, "reason": "cached", "digest": DIGEST}
-    assert stack.run_task_params == []
-    # Another scanner version has no result for it: scanned.
+    result = dispatch(stack.launcher(), push_event(repository="prod/api"))
+    assert result["skipped"] is False and result["cached"] is True
+    assert result["status"] == "started"
+    doc = json.loads(env_of(stack.run_task_params[0])["CONTAINERSCAN_REQUEST"])
+    assert doc["repositories"] == ["prod/api"] and doc["images"] == [DIGEST]
+    # Another scanner version has no result for it: a task that scans.
     result = dispatch(stack.launcher(CONTAINERSCAN_SCANNER_VERSION="4.9.0-1"), push_event())
-    assert result["skipped"] is False
+    assert result["skipped"] is False and result["cached"] is False
 
 
 def test_push_with_an_expired_cache_entry_is_scanned(stack: Stack) -> None:

@@ -233,10 +233,11 @@ def test_cache_hits_reuse_results_and_still_feed_correlation(aws: None, tmp_path
     assert second.exit_code == EXIT_OK
     assert second.records[0].findings[0].qid == "376802"
     assert not second.records[0].new_findings
+    # An unchanged image writes nothing of its own: status.json says it was cached, and when.
     results = tmp_path / "out" / "runs" / second.run_id / "images" / digest.replace(":", "-")
-    stored = json.loads((results / "results.json").read_text())
-    assert stored["cached_at"] and [f["qid"] for f in stored["findings"]] == ["376802"]
-    assert not (results / "raw").exists()  # nothing was scanned in this run
+    assert not results.exists()
+    (image,) = second.as_dict()["images"]
+    assert image["outcome"] == "cached" and image["cached_at"]
     assert len(active_findings()) == 1
     # --force bypasses the cache: the crash is now visible, the findings untouched.
     third = run(tmp_path, {"repositories": ["app"], "force": True})

@@ -364,6 +364,11 @@ def wrap_task(sidecar: dict[str, Any]) -> dict[str, Any]:
     return sidecar["Resources"]["WrapTaskDefinition"]
 
 
+@pytest.fixture(scope="module")
+def rebuilt_wrap_task(sidecar: dict[str, Any]) -> dict[str, Any]:
+    return sidecar["Resources"]["RebuiltWrapTaskDefinition"]
+
+
 def test_sidecar_attach_has_ptrace_and_task_pid_mode(attach_task: dict[str, Any]) -> None:
     assert attach_task["Properties"]["PidMode"] == "task"
     monitor = cfn.containers(attach_task)["containerscan-sidecar"]
@@ -378,8 +383,8 @@ def test_sidecar_attach_has_ptrace_and_task_pid_mode(attach_task: dict[str, Any]
     assert "SYS_PTRACE" not in json.dumps(app)
 
 
-def test_sidecar_wrap_runs_the_app_under_the_tracer(wrap_task: dict[str, Any]) -> None:
-    (app,) = cfn.containers(wrap_task).values()
+def test_sidecar_wrap_runs_the_app_under_the_tracer(rebuilt_wrap_task: dict[str, Any]) -> None:
+    (app,) = cfn.containers(rebuilt_wrap_task).values()
     assert app["EntryPoint"][1:] == ["sidecar", "run", "--"]
     assert app["Command"] == {"Ref": "AppCommand"}
     assert "SYS_PTRACE" in app["LinuxParameters"]["Capabilities"]["Add"]
@@ -388,11 +393,14 @@ def test_sidecar_wrap_runs_the_app_under_the_tracer(wrap_task: dict[str, Any]) -
 
 def test_sidecar_policy_comes_from_ssm_or_s3(sidecar: dict[str, Any],
                                              attach_task: dict[str, Any],
-                                             wrap_task: dict[str, Any]) -> None:
+                                             wrap_task: dict[str, Any],
+                                             rebuilt_wrap_task: dict[str, Any]) -> None:
     assert {"PolicyS3Bucket", "PolicyS3Key", "PolicySsmParameterName"} <= set(sidecar["Parameters"])
     assert "OnePolicySource" in sidecar["Rules"]
-    for task in (attach_task, wrap_task):
-        monitor = [c for c in cfn.containers(task).values() if c["Image"] != {"Ref": "AppImage"}]
+    for task in (attach_task, wrap_task, rebuilt_wrap_task):
+        # The container the tracer runs in: the one with SYS_PTRACE.
+        monitor = [c for c in cfn.containers(task).values()
+                   if "SYS_PTRACE" in json.dumps(c.get("LinuxParameters", {}))]
         (container,) = monitor
         assert "TRACING_POLICY_PATH" in cfn.env_names(container)
         assert cfn.secret_names(container) == {"TRACING_POLICY_DOCUMENT", "QUALYS_ACCESS_TOKEN"}

@@ -63,14 +63,10 @@ def aws() -> Iterator[None]:
 def single_attempt_sessions(region: str = REGION) -> SessionFactory:
     """A SessionFactory whose clients make one attempt, in standard mode.
 
-    The gateway's own retries are what the tests exercise; botocore's adaptive mode would
-    also slow the client down on every injected throttle.
+    The gateway's own retries are what the tests exercise; botocore's retries would absorb
+    the injected throttles first.
     """
-    from botocore.config import Config
-
-    sessions = SessionFactory(region)
-    sessions._config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
-    return sessions
+    return SessionFactory(region, max_attempts=1)
 
 
 @pytest.fixture

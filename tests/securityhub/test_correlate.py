@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from securityhub import ids
@@ -12,8 +13,9 @@ from securityhub.correlate import (
     LedgerEntry,
     Observed,
     ObservedScope,
+    absent_images,
     plan,
-    vanished_scopes,
+    proven_gone,
 )
 from tests.securityhub.conftest import ACCOUNT, DIGEST_A, DIGEST_B, REGION, image
 
@@ -128,12 +130,25 @@ def test_duplicate_scopes_merge_kinds() -> None:
     assert set(actions(result)) == {"v", "s"}
 
 
-def test_vanished_scopes_of_a_repository() -> None:
+def test_absent_images_of_a_repository_and_what_proves_them_gone() -> None:
     prefix = ids.repository_scope(ACCOUNT, REGION, "team/app")
     other = ids.image_scope(image(DIGEST_B, "team/app2"))
-    scopes = vanished_scopes(
-        [entry("a"), entry("b", SCOPE_B), entry("o", other)], prefix, [DIGEST_A], BOTH
+    old = entry("b", SCOPE_B, age=timedelta(hours=2))
+    recent = dataclasses.replace(
+        entry("b2", SCOPE_B, age=timedelta(hours=2)), published_at=NOW - timedelta(seconds=10)
     )
-    assert scopes == [ObservedScope(SCOPE_B, BOTH)]
-    result = plan(scopes, [], [entry("a"), entry("b", SCOPE_B), entry("o", other)], NOW)
+    absent = absent_images([entry("a"), old, entry("o", other)], prefix, [DIGEST_A])
+    assert [(a.scope, a.digest) for a in absent] == [(SCOPE_B, DIGEST_B)]
+    # the listing came an hour after the last publish: proven
+    proven, unsure = proven_gone(absent, NOW - timedelta(hours=1))
+    assert [a.scope for a in proven] == [SCOPE_B] and unsure == []
+    # one of the image's findings was published (by another run) 10 s before now: the
+    # listing of a minute ago proves nothing, nor does a listing of unknown time
+    absent = absent_images([old, recent], prefix, [DIGEST_A])
+    assert absent[0].last_published == NOW - timedelta(seconds=10)
+    assert proven_gone(absent, NOW - timedelta(minutes=1)) == ([], absent)
+    assert proven_gone(absent, NOW + timedelta(seconds=30)) == ([], absent)  # within the skew
+    assert proven_gone(absent, NOW + timedelta(minutes=2)) == (absent, [])
+    assert proven_gone(absent, None) == ([], absent)
+    result = plan([ObservedScope(SCOPE_B, BOTH)], [], [entry("a"), old, entry("o", other)], NOW)
     assert actions(result) == {"b": Action.ARCHIVE}

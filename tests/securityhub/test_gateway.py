@@ -118,3 +118,45 @@ def test_get_findings_retries_throttling(gateway: Gateway) -> None:
     found: list[Any] = list(gateway.get_findings({}, page_size=5))
     assert len({f["Id"] for f in found}) == 30
     assert state.throttled > 0
+
+
+class _NoWait:
+    """botocore.endpoint's `time` without the retry sleeps: the calls are what is counted."""
+
+    def sleep(self, _seconds: float) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        import time
+
+        return getattr(time, name)
+
+
+def test_a_batch_throttled_on_every_call_costs_gateway_times_botocore_attempts(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries do not stack into a storm: with the project's client configuration (botocore
+    standard mode, a few attempts) under the gateway's attempts, a batch that is throttled on
+    every HTTP call costs exactly their product, each attempt counted by botocore's own
+    `before-send` event (the adaptive mode used before cost 110 such calls)."""
+    import botocore.endpoint
+
+    from securityhub.aws import SECURITY_HUB_ATTEMPTS
+    from securityhub.retry import Retrier
+
+    monkeypatch.setattr(botocore.endpoint, "time", _NoWait())
+    client = SessionFactory(REGION).client("securityhub", REGION)  # as the publisher builds it
+    sent: list[str] = []
+    client.meta.events.register(
+        "before-send.securityhub.BatchImportFindings", lambda **_: sent.append("call")
+    )
+    emulator.set_faults(
+        emulator.Faults(throttle=1.0, operations=frozenset({"BatchImportFindings"}))
+    )
+    slept: list[float] = []
+    gateway = Gateway(client, max_attempts=4, sleep=slept.append, import_rate=1e6)
+    assert isinstance(gateway.retrier, Retrier)
+    outcome = gateway.import_findings([finding("cs/1")])
+    assert "after 4 attempts" in outcome.failed["cs/1"]
+    assert len(sent) == 4 * SECURITY_HUB_ATTEMPTS == 12
+    assert len(slept) == 3  # the gateway waited between its own attempts, through the helper

@@ -104,13 +104,49 @@ def test_repository_scope_archives_vanished_digests(
         REGION, [observe(a, vuln(a)), observe(b, vuln(b), secret(b)), observe(other, vuln(other))]
     )
     clock.advance(hours=1)
-    scope = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset({DIGEST_A}))
+    scope = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset({DIGEST_A}), clock.now)
     summary = publisher.publish(REGION, [], repositories=[scope])
     assert counts(summary) == {"archived": 2}
     state = {k: f["RecordState"] for k, f in hub_state(sessions).items()}
     assert state[ids.finding_id(vuln(a))] == "ACTIVE"  # present, not rescanned: untouched
     assert state[ids.finding_id(vuln(b))] == state[ids.finding_id(secret(b))] == "ARCHIVED"
     assert state[ids.finding_id(vuln(other))] == "ACTIVE"  # another repository
+
+
+def test_absence_from_a_listing_older_than_the_publish_archives_nothing(
+    publisher: SecurityHubPublisher, sessions: SessionFactory, clock: Clock
+) -> None:
+    """A wide sweep lists {a}; a push run publishes b; the sweep's publish keeps b."""
+    a, b = image(DIGEST_A), image(DIGEST_B)
+    publisher.publish(REGION, [observe(a, vuln(a))])
+    clock.advance(hours=1)
+    listed_at = clock.now  # the wide sweep's listing: b not pushed yet
+    clock.advance(minutes=5)
+    publisher.publish(REGION, [observe(b, vuln(b), secret(b))])  # the push run
+    clock.advance(minutes=5)
+    listing = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset({DIGEST_A}), listed_at)
+    asked: list[list[str]] = []
+
+    def exists(repo: RepositoryScope, digests: list[str]) -> set[str]:
+        asked.append(list(digests))
+        return set(digests)  # ECR: b is there
+
+    summary = publisher.publish(REGION, [], repositories=[listing], exists=exists)
+    assert counts(summary) == {"kept_absent": 1}
+    assert asked == [[DIGEST_B]]  # one batched direct check, only for the unproven image
+    # without a direct check the unproven image is kept too
+    assert counts(publisher.publish(REGION, [], repositories=[listing])) == {"kept_absent": 1}
+    state = {k: f["RecordState"] for k, f in hub_state(sessions).items()}
+    assert set(state.values()) == {"ACTIVE"} and len(state) == 3
+    # ECR says b is gone (deleted after the push): now it is archived
+    summary = publisher.publish(REGION, [], repositories=[listing], exists=lambda r, d: set())
+    assert counts(summary) == {"archived": 2}
+    # and a listing taken well after a publish proves absence without asking
+    clock.advance(hours=1)
+    later = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset(), clock.now)
+    assert counts(publisher.publish(REGION, [], repositories=[later], exists=None)) == {
+        "archived": 1
+    }
 
 
 def test_same_millisecond_rerun_still_increases_updated_at(
@@ -222,8 +258,8 @@ def test_oversized_finding_is_trimmed_and_accepted(
 
 
 def test_summary_as_dict_and_addition() -> None:
-    one = PublishSummary(created=1, failed=1, errors=("x: y",))
-    total = one + PublishSummary(archived=2)
+    one = PublishSummary(created=1, failed=1, stale=1, errors=("x: y",))
+    total = one + PublishSummary(archived=2, corrupt=1, stale=2, kept_absent=1)
     assert total.as_dict() == {
         "created": 1,
         "updated": 0,
@@ -232,6 +268,9 @@ def test_summary_as_dict_and_addition() -> None:
         "reactivated": 0,
         "unchanged": 0,
         "failed": 1,
+        "stale": 3,
+        "corrupt": 1,
+        "kept_absent": 1,
         "errors": ["x: y"],
     }
     assert total.imported == 3
@@ -282,7 +321,7 @@ def test_known_repositories_and_a_repository_deleted_entirely(
     assert publisher.known_repositories(ACCOUNT, "eu-west-1") == {"team/app"}
     assert publisher.known_repositories("210987654321", REGION) == frozenset()
     clock.advance(hours=1)
-    gone = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset())
+    gone = RepositoryScope(ACCOUNT, REGION, "team/app", frozenset(), clock.now)
     summary = publisher.publish(REGION, [], repositories=[gone])
     assert counts(summary) == {"archived": 2}
     state = {k: f["RecordState"] for k, f in hub_state(sessions).items()}

@@ -120,7 +120,11 @@ def test_hub_equals_the_truth(
                 summary = publisher.publish(
                     REGION,
                     observations,
-                    repositories=[RepositoryScope(ACCOUNT, REGION, REPO, frozenset(present))],
+                    repositories=[
+                        RepositoryScope(ACCOUNT, REGION, REPO, frozenset(present), clock.now)
+                    ],
+                    # ECR by digest: what the listing shows (nothing is pushed meanwhile)
+                    exists=lambda _repo, digests, present=present: set(digests) & present,
                 )
                 assert summary.failed == 0, summary.errors
                 after = hub_findings(sessions)

@@ -48,6 +48,7 @@ def main() -> int:
     parser.add_argument("--open-read", action="store_true")
     parser.add_argument("--block", action="append", default=[])
     parser.add_argument("--report-exec", action="store_true", help="an event for every exec")
+    parser.add_argument("--seccomp", action="store_true", help="attach: inject the filter")
     parser.add_argument("mode", choices=["run", "attach"])
     parser.add_argument("--pid", type=int, action="append", default=[])
     parser.add_argument("--match")
@@ -103,7 +104,8 @@ def main() -> int:
         tracer.start()
         status = tracer.run()
     else:
-        tracer.attach(opts.pid, match=opts.match, poll_interval=0.2)
+        tracer.configure_attach(opts.match, poll_interval=0.2, seccomp_filter=opts.seccomp)
+        tracer.attach(opts.pid)
         tracer.install_signal_handlers()
         if opts.ready:
             with open(opts.ready, "w") as fh:
