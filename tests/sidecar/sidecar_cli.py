@@ -55,7 +55,7 @@ def launch(  # noqa: PLR0917 - the policy, the output, the workload and how it r
     return read_events(events), proc.stdout + proc.stderr
 
 
-def attach(  # noqa: PLR0917 - as launch, plus the go file
+def attach(  # noqa: PLR0917 - as launch, plus the go file and attach's options
     policy: Path,
     events: Path,
     argv: list[str],
@@ -63,6 +63,7 @@ def attach(  # noqa: PLR0917 - as launch, plus the go file
     go: Path,
     pass_fds: tuple[int, ...] = (),
     timeout: float = 300,
+    options: tuple[str, ...] = (),
 ) -> tuple[list[dict], str]:
     """Start `argv --wait GO`, `sidecar attach --pid` it, let it go, SIGTERM the sidecar
     once the workload has exited."""
@@ -71,7 +72,7 @@ def attach(  # noqa: PLR0917 - as launch, plus the go file
         stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds,
     )  # fmt: skip
     sidecar = subprocess.Popen(
-        [*CLI, "sidecar", "attach", "--pid", str(app.pid), "--policy", str(policy),
+        [*CLI, "sidecar", "attach", *options, "--pid", str(app.pid), "--policy", str(policy),
          "--events-file", str(events)],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

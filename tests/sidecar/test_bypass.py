@@ -141,7 +141,16 @@ def _attach(world: World, case: str, fd: int | None) -> tuple[list[dict], str]:
     return attach(world.policy(), events, _workload(world, case), env, go, fds)
 
 
-RUNNERS = {"launch": _launch, "attach": _attach}
+def _attach_seccomp(world: World, case: str, fd: int | None) -> tuple[list[dict], str]:
+    """Attach mode with the policy's filter injected (issue 15's `--seccomp`)."""
+    env = cli_env(**({"PROTECTED_FD": str(fd)} if fd is not None else {}))
+    fds = () if fd is None else (fd,)
+    events, go = world.tmp / f"events-{case}.jsonl", world.tmp / f"go-{case}"
+    argv = _workload(world, case)
+    return attach(world.policy(), events, argv, env, go, fds, options=("--seccomp",))
+
+
+RUNNERS = {"launch": _launch, "attach": _attach, "attach-seccomp": _attach_seccomp}
 
 
 def _blocked(events: list[dict], **match: object) -> list[dict]:
