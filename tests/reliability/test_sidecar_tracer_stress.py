@@ -173,19 +173,21 @@ def _traced_storm_of(holder: int, exclude: tuple[int, ...]) -> int | None:
 
 
 @pytest.mark.ptrace
-@pytest.mark.slow  # apps already under another sidecar, then three attaches (~8 s)
+@pytest.mark.slow  # apps already under another sidecar, then three attaches (~20 s)
 def test_attach_to_pids_it_may_not_trace_fails_clearly_and_harms_no_app(
     tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
 ) -> None:
     watched, events_file, report = storm_dirs
     policy = storm_policy(tmp_path, watched)
     # One app traced by a first sidecar (launch mode: attach gets EPERM), one free app, and
-    # one pid whose process exited just before the attach.
+    # one pid whose process exited just before the attach. The apps storm long enough for
+    # four sidecar start-ups on a loaded machine (each ~1-2 s where jsonschema's format
+    # extras are installed): a shorter storm ended before the --match sidecar started.
     holder = subprocess.Popen(
         [*CLI, "sidecar", "run", "--policy", str(policy), "--", *STORM, "forever",
-         str(watched)], cwd=ROOT, env=cli_env(STORM_SECONDS="9", STORM_REPORT=str(report)),
+         str(watched)], cwd=ROOT, env=cli_env(STORM_SECONDS="24", STORM_REPORT=str(report)),
         stderr=subprocess.DEVNULL)  # fmt: skip
-    free = _spawn_app("forever", str(watched), STORM_SECONDS="6", STORM_REPORT=str(report))
+    free = _spawn_app("forever", str(watched), STORM_SECONDS="20", STORM_REPORT=str(report))
     gone = subprocess.Popen(["true"])
     gone.wait()
     matcher: subprocess.Popen[str] | None = None
@@ -231,12 +233,12 @@ def test_attach_to_pids_it_may_not_trace_fails_clearly_and_harms_no_app(
 
 
 @pytest.mark.ptrace
-@pytest.mark.slow  # the app storms for 4 s
+@pytest.mark.slow  # the app storms for 10 s (it must outlive the sidecar's start-up)
 def test_sigkill_of_the_attached_sidecar_mid_storm_leaves_the_app_running(
     tmp_path: Path, storm_dirs: tuple[Path, Path, Path]
 ) -> None:
     watched, events_file, report = storm_dirs
-    app = _spawn_app("forever", str(watched), STORM_SECONDS="4", STORM_REPORT=str(report))
+    app = _spawn_app("forever", str(watched), STORM_SECONDS="10", STORM_REPORT=str(report))
     sidecar = subprocess.Popen(
         [*CLI, "sidecar", "attach", "--pid", str(app.pid), "--policy",
          str(storm_policy(tmp_path, watched)), "--events-file", str(events_file)],
