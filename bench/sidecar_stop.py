@@ -9,6 +9,11 @@ the tracee's, and the wall time of the whole loop. Cases:
 
 - quiet open: FIM on every open (the bench's policy), the tracee opens /dev/null read-only:
   a stop the engine rejects without an event (the commonest stop of that policy);
+- via symlink, relative: the same with a path the kernel resolves through a symlink
+  (`/lib/os-release` on merged-/usr) or from a dirfd: the cost of resolving it as the kernel will
+  (sidecar/resolve.py: an O_PATH open and a readlink of it);
+- write open: an open for writing outside the watched paths: quiet at entry, stopped again
+  at its exit and judged by its fd (two stops per call);
 - event: a syscallFiltering rule on getppid: every stop builds a SyscallEvent and a
   RuntimeEvent (submitted to a list here, not to the pipeline).
 
@@ -33,6 +38,13 @@ from bench.sidecar import FIM_EVERY_OPEN, STOPS
 PIN_CPU = 0
 CASES = {
     "quiet open": (FIM_EVERY_OPEN, "os.close(os.open('/dev/null', os.O_RDONLY))"),
+    # Path resolution (issue 12): an absolute path through a symlink (/lib on merged-/usr:
+    # the full O_PATH open + readlink), and a relative one (resolved from the thread's cwd).
+    "via symlink": (FIM_EVERY_OPEN, "os.close(os.open('/lib/os-release', os.O_RDONLY))"),
+    "relative": (FIM_EVERY_OPEN, "os.close(os.open('null', os.O_RDONLY, dir_fd=DEV))"),
+    # An open for writing outside the watched paths: quiet at entry, then stopped again at
+    # its exit and judged by the fd it returns (two stops).
+    "write open": (FIM_EVERY_OPEN, "os.close(os.open('/dev/null', os.O_WRONLY))"),
     "event": (STOPS, "os.getppid()"),
 }
 
@@ -71,7 +83,7 @@ def _traced_run(policy: Path, call: str, stops: int) -> tuple[float, ...]:
     engine = Engine(load_policies([policy]))
     events: list[RuntimeEvent] = []
     tracer = Tracer(engine.requirements(), engine.evaluate, events.append)
-    code = f"import os\nfor _ in range({stops}): {call}\n"
+    code = f"import os\nDEV = os.open('/dev', os.O_RDONLY)\nfor _ in range({stops}): {call}\n"
     before = resource.getrusage(resource.RUSAGE_SELF)
     tracer.launch([sys.executable, "-c", code])
     tracer.start()

@@ -30,7 +30,7 @@ from sidecar.events import (
     RuntimeEvent,
     SyscallEvent,
 )
-from sidecar.policy import AnomalyDetection
+from sidecar.policy_model import AnomalyDetection
 
 # How much each kind of novelty counts towards ALERT_THRESHOLD (default 0.7).
 WEIGHTS = {"executable": 0.5, "destination": 0.4, "written_dir": 0.3}

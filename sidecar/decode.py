@@ -33,6 +33,10 @@ from sidecar.events import (
     KIND_CHOWN,
     KIND_CONNECT,
     KIND_EXEC,
+    KIND_IO_URING,
+    KIND_LINK,
+    KIND_LISTEN,
+    KIND_MEMFD,
     KIND_OPEN,
     KIND_OTHER,
     KIND_RENAME,
@@ -40,6 +44,7 @@ from sidecar.events import (
     KIND_UNLINK,
     SyscallEvent,
 )
+from sidecar.resolve import display, fd_target, link_names, resolve
 from sidecar.syscalls import Arch
 
 AT_FDCWD = -100
@@ -49,11 +54,25 @@ O_WRONLY = 0o1
 O_RDWR = 0o2
 O_CREAT = 0o100
 O_TRUNC = 0o1000
+O_EXCL = 0o200
+O_NOFOLLOW = 0o400000
+# <linux/fcntl.h> AT_* flags
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_SYMLINK_FOLLOW = 0x400
+AT_EMPTY_PATH = 0x1000
+# <linux/fs.h> renameat2 flags
+RENAME_EXCHANGE = 0x2
 # Bounds on what one stop reads from the tracee.
 PATH_MAX = 4096  # <linux/limits.h>
-ARG_MAX_COUNT = 256  # argv entries kept
-ARG_MAX_LEN = 4096  # bytes per argv entry
-ARGV_MAX_TOTAL = 64 * 1024  # bytes of argv in total
+ARG_MAX_COUNT = 1024  # argv entries matched; more are flagged as truncated
+# One argv entry may be MAX_ARG_STRLEN = 32 pages (131,072 bytes, <linux/binfmts.h>): no
+# entry is cut on its own. The whole argv is read up to ARGV_MAX_TOTAL and flagged beyond.
+ARG_MAX_LEN = 32 * 4096
+ARGV_MAX_TOTAL = 256 * 1024
+ENV_NAME_MAX = 128  # bytes of an envp entry read: enough for the name and its "="
+MEMFD_NAME_MAX = 249  # <linux/memfd.h>: 249 bytes of name after the "memfd:" prefix
+UIO_MAXIOV = 1024  # <linux/uio.h>: sendmmsg's vlen is capped to this by the kernel
+MMSGHDR_SIZE = 64  # struct mmsghdr { struct msghdr (56); unsigned msg_len; } padded, LP64
 SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
 READ_CHUNK = 256
 # Address families (<linux/socket.h>).
@@ -62,6 +81,24 @@ AF_INET = 2
 AF_INET6 = 10
 # <linux/socket.h>: sendto() with this flag opens a TCP connection (TCP Fast Open).
 MSG_FASTOPEN = 0x20000000
+
+# <linux/sched.h> namespace flags (unshare, setns)
+CLONE_NEW = {
+    0x00020000: "CLONE_NEWNS",
+    0x02000000: "CLONE_NEWCGROUP",
+    0x04000000: "CLONE_NEWUTS",
+    0x08000000: "CLONE_NEWIPC",
+    0x10000000: "CLONE_NEWUSER",
+    0x20000000: "CLONE_NEWPID",
+    0x40000000: "CLONE_NEWNET",
+    0x00000080: "CLONE_NEWTIME",
+    0x00000200: "CLONE_FS",
+    0x00000400: "CLONE_FILES",
+}
+# <linux/ptrace.h> requests worth naming
+PTRACE_REQUESTS = {0: "TRACEME", 4: "POKETEXT", 5: "POKEDATA", 16: "ATTACH", 0x4206: "SEIZE"}
+# <linux/bpf.h> enum bpf_cmd, the first ones
+BPF_COMMANDS = {0: "MAP_CREATE", 5: "PROG_LOAD", 6: "OBJ_PIN", 8: "PROG_ATTACH", 28: "LINK_CREATE"}
 
 _U64 = struct.Struct("<Q")
 _MASK64 = (1 << 64) - 1
@@ -197,7 +234,7 @@ class ProcessMemory:
 class Process:
     """What the tracer knows about one traced process (thread group)."""
 
-    __slots__ = ("container", "exe", "mem", "pid", "ppid")
+    __slots__ = ("container", "exe", "mem", "pid", "ppid", "same_root")
 
     def __init__(self, pid: int, ppid: int, exe: str = "", container: str | None = None):
         self.pid = pid
@@ -205,6 +242,16 @@ class Process:
         self.exe = exe
         self.container = container
         self.mem: ProcessMemory | None = None
+        self.same_root = True  # its root is the sidecar's (see refresh_root)
+
+    def refresh_root(self) -> None:
+        """Whether the process sees the sidecar's root: true in launch mode; in attach mode
+        another container's processes have their own (paths then resolve under it)."""
+        try:
+            theirs, ours = os.stat(f"/proc/{self.pid}/root"), os.stat("/")
+        except OSError:
+            return
+        self.same_root = (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
     def memory(self) -> ProcessMemory:
         if self.mem is None:
@@ -242,24 +289,14 @@ def _readlink(path: str) -> str | None:
         return None
 
 
-def resolve_path(pid: int, dirfd: int, raw: str | None) -> str | None:
-    """An absolute, normalized path: `raw` resolved against the cwd or the directory fd."""
-    if raw is None:
-        return None
-    if raw.startswith("/"):
-        return os.path.normpath(raw) if "/." in raw or "//" in raw else raw
-    if dirfd == AT_FDCWD:
-        base = _readlink(f"/proc/{pid}/cwd")
-    else:
-        base = _readlink(f"/proc/{pid}/fd/{dirfd}")
-    if base is None or not base.startswith("/"):
-        return raw  # unknown base (gone, or an anonymous fd): keep the relative path
-    return os.path.normpath(os.path.join(base, raw)) if raw else base
+def resolve_path(pid: int, dirfd: int, raw: str | None, tid: int | None = None) -> str | None:
+    """`raw` as the kernel resolves it for thread `tid` of `pid` (see sidecar.resolve)."""
+    return resolve(pid, tid or pid, None if dirfd == AT_FDCWD else dirfd, raw)
 
 
 def fd_path(pid: int, fd: int) -> str | None:
-    """What the fd refers to (a path, or `socket:[N]`, `pipe:[N]`, ...)."""
-    return _readlink(f"/proc/{pid}/fd/{fd}")
+    """What the fd refers to (a path, `memfd:name`, `socket:[N]`, `pipe:[N]`, ...)."""
+    return fd_target(pid, fd)
 
 
 def decode_sockaddr(data: bytes) -> tuple[str | None, str | None, int | None]:
@@ -281,28 +318,99 @@ def decode_sockaddr(data: bytes) -> tuple[str | None, str | None, int | None]:
     return None, None, None
 
 
-Handler = Callable[[ProcessMemory, int, tuple[int, ...]], dict[str, Any]]
+class View:
+    """One stop's access to the tracee: its memory, and paths resolved as its thread sees
+    them (cwd per thread, dirfd, root, symlinks: sidecar.resolve)."""
+
+    __slots__ = ("mem", "pid", "ppid", "same_root", "tid")
+
+    def __init__(
+        self, mem: ProcessMemory, pid: int, tid: int, same_root: bool = True, ppid: int = 0
+    ) -> None:
+        self.mem = mem
+        self.pid = pid
+        self.tid = tid
+        self.same_root = same_root
+        self.ppid = ppid
+
+    def string(self, addr: int, limit: int = PATH_MAX) -> str | None:
+        return _text(self.mem.cstring(addr, limit))
+
+    def path(self, dirfd: int, addr: int, follow: bool = True) -> str | None:
+        """The path argument at `addr`, relative to `dirfd` (AT_FDCWD: the thread's cwd)."""
+        return self.resolve(dirfd, self.string(addr), follow)
+
+    def resolve(self, dirfd: int, raw: str | None, follow: bool = True) -> str | None:
+        fd = None if dirfd == AT_FDCWD else dirfd
+        return resolve(self.pid, self.tid, fd, raw, follow, self.same_root)
+
+    def fd(self, fd: int) -> str | None:
+        return fd_target(self.pid, fd)
 
 
-def _exec(mem: ProcessMemory, pid: int, a: tuple[int, ...], at: bool) -> dict[str, Any]:
-    path_arg, argv_arg = (a[1], a[2]) if at else (a[0], a[1])
-    raw = _text(mem.cstring(path_arg))
-    path = resolve_path(pid, signed32(a[0]) if at else AT_FDCWD, raw) if raw else raw
+Handler = Callable[[View, tuple[int, ...]], dict[str, Any]]
+
+
+def _argv(mem: ProcessMemory, addr: int) -> tuple[tuple[str, ...], bool]:
+    """argv in full up to ARGV_MAX_TOTAL bytes, ARG_MAX_COUNT entries; True when cut there.
+
+    No entry is cut on its own: one may be as long as the kernel allows (MAX_ARG_STRLEN),
+    so padding an argument cannot push what follows out of sight of the rules."""
     argv: list[str] = []
     total = 0
-    for ptr in mem.pointers(argv_arg, ARG_MAX_COUNT):
-        arg = mem.cstring(ptr, ARG_MAX_LEN) or b""
-        total += len(arg)
-        if total > ARGV_MAX_TOTAL:
+    truncated = False
+    pointers = mem.pointers(addr, ARG_MAX_COUNT + 1)
+    if len(pointers) > ARG_MAX_COUNT:
+        pointers, truncated = pointers[:ARG_MAX_COUNT], True
+    for ptr in pointers:
+        room = ARGV_MAX_TOTAL - total
+        arg = mem.cstring(ptr, min(ARG_MAX_LEN, room) + 1) or b""
+        if len(arg) > room:
+            argv.append(arg[:room].decode("utf-8", "surrogateescape"))
+            truncated = True
             break
+        total += len(arg)
         argv.append(arg.decode("utf-8", "surrogateescape"))
-    return {"kind": KIND_EXEC, "path": path, "argv": tuple(argv)}
+    return tuple(argv), truncated
 
 
-def _open(  # noqa: PLR0917 - the open family's arguments, in order
-    mem: ProcessMemory, pid: int, dirfd: int, path_addr: int, flags: int, mode: int
-) -> dict[str, Any]:
-    return _open_fields(resolve_path(pid, dirfd, _text(mem.cstring(path_addr))), flags, mode)
+def _env_names(mem: ProcessMemory, addr: int) -> tuple[str, ...]:
+    """The names of the variables in envp (never their values: they hold credentials)."""
+    names = []
+    for ptr in mem.pointers(addr, ARG_MAX_COUNT):
+        entry = mem.cstring(ptr, ENV_NAME_MAX) or b""
+        name, sep, _ = entry.partition(b"=")
+        if sep and name:
+            names.append(name.decode("utf-8", "replace"))
+    return tuple(names)
+
+
+def _exec(v: View, a: tuple[int, ...], at: bool) -> dict[str, Any]:
+    """The file that runs: the resolved path (symlinks followed: `innocent -> nc` is nc),
+    the fd of execveat(fd, "", AT_EMPTY_PATH) / fexecve (memfds as `memfd:name`), plus the
+    names of the symlinks on the way (what a rule on the invoked name matches)."""
+    dirfd, path_arg, argv_arg = (signed32(a[0]), a[1], a[2]) if at else (AT_FDCWD, a[0], a[1])
+    envp = a[3] if at else a[2]
+    raw = v.string(path_arg)
+    if at and raw == "" and a[4] & AT_EMPTY_PATH:
+        path = v.fd(dirfd)
+        aliases: tuple[str, ...] = ()
+    else:
+        path = v.resolve(dirfd, raw) if raw else raw
+        aliases = link_names(v.pid, v.tid, None if dirfd == AT_FDCWD else dirfd, raw or "")
+    argv, truncated = _argv(v.mem, argv_arg)
+    fields: dict[str, Any] = {"kind": KIND_EXEC, "path": path, "argv": argv}
+    env = _env_names(v.mem, envp)
+    if env:
+        fields["env"] = env
+    parent = _readlink(f"/proc/{v.ppid}/exe") if v.ppid else None  # the parent process
+    if parent:
+        fields["parent"] = parent
+    if aliases:
+        fields["aliases"] = aliases
+    if truncated:
+        fields["truncated"] = True
+    return fields
 
 
 def _open_fields(path: str | None, flags: int, mode: int) -> dict[str, Any]:
@@ -316,6 +424,11 @@ def _open_how(mem: ProcessMemory, addr: int) -> tuple[int, int]:
     return struct.unpack("<QQ", how) if len(how) == 16 else (0, 0)
 
 
+def open_follows(flags: int) -> bool:
+    """Whether an open follows a final symlink: not with O_NOFOLLOW, nor O_CREAT|O_EXCL."""
+    return not (flags & O_NOFOLLOW or (flags & O_CREAT and flags & O_EXCL))
+
+
 # The open family's argument layout: name -> (dirfd, path, flags, mode) from the registers.
 OpenArgs = Callable[[ProcessMemory, tuple[int, ...]], tuple[int, int, int, int]]
 _OPEN_ARGS: dict[str, OpenArgs] = {
@@ -326,8 +439,12 @@ _OPEN_ARGS: dict[str, OpenArgs] = {
 }
 
 
-def _path_at(mem: ProcessMemory, pid: int, dirfd: int, addr: int) -> str | None:
-    return resolve_path(pid, dirfd, _text(mem.cstring(addr)))
+def _open_handler(layout: OpenArgs) -> Handler:
+    def handler(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        dirfd, addr, flags, mode = layout(v.mem, a)
+        return _open_fields(v.path(dirfd, addr, open_follows(flags)), flags, mode)
+
+    return handler
 
 
 def _sockaddr(mem: ProcessMemory, addr: int, length: int) -> dict[str, Any]:
@@ -341,97 +458,214 @@ def _sockaddr(mem: ProcessMemory, addr: int, length: int) -> dict[str, Any]:
     return {"family": family, "ip": where, "port": port}
 
 
-def _sendmsg(mem: ProcessMemory, a: tuple[int, ...]) -> dict[str, Any]:
+def _msghdr_name(mem: ProcessMemory, addr: int) -> dict[str, Any]:
     # struct msghdr { void *msg_name; socklen_t msg_namelen; ... }
-    head = mem.read(a[1], 12)
+    head = mem.read(addr, 12)
     if len(head) < 12:
         return {}
     name, namelen = struct.unpack("<QI", head)
     return _sockaddr(mem, name, namelen)
 
 
-def _open_handler(layout: OpenArgs) -> Handler:
-    def handler(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
-        return _open(m, p, *layout(m, a))
+def _send(dest: dict[str, Any], flags: int, more: tuple[Any, ...] = ()) -> dict[str, Any]:
+    if not dest and not more:
+        return {}
+    if flags & MSG_FASTOPEN:  # TCP Fast Open: the send is the connect
+        return {"kind": KIND_CONNECT, "protocol": "tcp", **dest, "destinations": more}
+    return {"kind": KIND_SENDTO, "protocol": "udp", **dest, "destinations": more}
 
-    return handler
+
+def _sendmmsg(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+    """Every destination of the vector (the kernel takes at most UIO_MAXIOV of them)."""
+    count = min(a[2], UIO_MAXIOV)
+    seen: dict[tuple[str, str, int], None] = {}
+    first: dict[str, Any] = {}
+    for i in range(count):
+        dest = _msghdr_name(v.mem, a[1] + MMSGHDR_SIZE * i)
+        if dest.get("ip") is not None:
+            seen[(dest["family"], dest["ip"], dest["port"])] = None
+            first = first or dest
+    return _send(first, a[3], tuple(seen) if len(seen) > 1 else ())
+
+
+def listening(pid: int, fd: int) -> dict[str, Any]:
+    """The local address of a socket about to listen: its inode (the fd's link is
+    `socket:[N]`) looked up in the process's /proc/PID/net/tcp and tcp6 (listen(2) is rare:
+    one read of each). {} for other sockets (unix, gone)."""
+    link = _readlink(f"/proc/{pid}/fd/{fd}") or ""
+    if not link.startswith("socket:["):
+        return {}
+    inode = link[len("socket:[") : -1]
+    for table, family in (("tcp", "inet"), ("tcp6", "inet6")):
+        try:
+            with open(f"/proc/{pid}/net/{table}", encoding="ascii") as fh:
+                next(fh, None)
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[9] == inode:
+                        address, _, port = cols[1].partition(":")
+                        return {
+                            "family": family,
+                            "ip": _proc_net_ip(address),
+                            "port": int(port, 16),
+                        }
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _proc_net_ip(hexaddr: str) -> str:
+    """/proc/net/tcp{,6} addresses: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hexaddr)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def _flag_names(value: int, names: dict[int, str]) -> str:
+    return ",".join(n for bit, n in names.items() if value & bit) or hex(value)
 
 
 def _handlers() -> dict[str, Handler]:
     cwd = AT_FDCWD
     s32 = signed32
 
-    def unlink(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
-        return {"kind": KIND_UNLINK, "path": _path_at(m, p, cwd, a[0])}
+    def unlink(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        return {"kind": KIND_UNLINK, "path": v.path(cwd, a[0], follow=False)}
 
-    def chmod(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
-        return {"kind": KIND_CHMOD, "path": _path_at(m, p, cwd, a[0]), "mode": a[1] & 0o7777}
+    def chmod(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        return {"kind": KIND_CHMOD, "path": v.path(cwd, a[0]), "mode": a[1] & 0o7777}
 
-    def chown(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
-        path = _path_at(m, p, cwd, a[0])
-        return {"kind": KIND_CHOWN, "path": path, "uid": s32(a[1]), "gid": s32(a[2])}
+    def fchmodat(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        # fchmodat has no flags argument (a[3] is garbage); fchmodat2 shares the layout and
+        # is decoded as the same call: it may not follow, with AT_SYMLINK_NOFOLLOW.
+        return {"kind": KIND_CHMOD, "path": v.path(s32(a[0]), a[1]), "mode": a[2] & 0o7777}
 
-    def udp(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
-        dest = _sockaddr(m, a[4], a[5])
-        if not dest:
-            return {}
-        if a[3] & MSG_FASTOPEN:  # TCP Fast Open: sendto is the connect
-            return {"kind": KIND_CONNECT, "protocol": "tcp", **dest}
-        return {"kind": KIND_SENDTO, "protocol": "udp", **dest}
+    def chown(follow: bool) -> Handler:
+        def handler(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+            path = v.path(cwd, a[0], follow)
+            return {"kind": KIND_CHOWN, "path": path, "uid": s32(a[1]), "gid": s32(a[2])}
 
-    def sendmsg(m: ProcessMemory, p: int, a: tuple[int, ...]) -> dict[str, Any]:
-        dest = _sendmsg(m, a)
-        return {"kind": KIND_SENDTO, "protocol": "udp", **dest} if dest else {}
+        return handler
+
+    def fchownat(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        flags = a[4]
+        if flags & AT_EMPTY_PATH and v.string(a[1]) == "":
+            path = v.fd(s32(a[0]))
+        else:
+            path = v.path(s32(a[0]), a[1], not flags & AT_SYMLINK_NOFOLLOW)
+        return {"kind": KIND_CHOWN, "path": path, "uid": s32(a[2]), "gid": s32(a[3])}
+
+    def truncate(path: str | None) -> dict[str, Any]:
+        return _open_fields(path, O_WRONLY | O_TRUNC, 0)
+
+    def link(v: View, old: str | None, new: str | None) -> dict[str, Any]:
+        return {"kind": KIND_LINK, "path": new, "path2": old, "detail": "hard"}
+
+    def linkat(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        flags = a[4]
+        if flags & AT_EMPTY_PATH and v.string(a[1]) == "":
+            old = v.fd(s32(a[0]))
+        else:
+            old = v.path(s32(a[0]), a[1], bool(flags & AT_SYMLINK_FOLLOW))
+        return link(v, old, v.path(s32(a[2]), a[3], follow=False))
+
+    def symlink(v: View, target_addr: int, dirfd: int, link_addr: int) -> dict[str, Any]:
+        new = v.path(dirfd, link_addr, follow=False)
+        target = v.string(target_addr)
+        if target and not target.startswith("/") and new:
+            target = os.path.normpath(os.path.join(os.path.dirname(new), target))
+        return {"kind": KIND_LINK, "path": new, "path2": target, "detail": "symbolic"}
+
+    def rename(v: View, old: tuple[int, int], new: tuple[int, int], flags: int) -> dict[str, Any]:
+        fields = {
+            "kind": KIND_RENAME,
+            "path": v.path(*old, follow=False),
+            "path2": v.path(*new, follow=False),
+        }
+        if flags & RENAME_EXCHANGE:
+            fields["detail"] = "exchange"  # both names are written
+        return fields
+
+    def mount(v: View, a: tuple[int, ...]) -> dict[str, Any]:
+        source, fstype = v.string(a[0]), v.string(a[2], 256)
+        return {"kind": KIND_OTHER, "path": v.path(cwd, a[1]), "detail": f"{fstype} {source}"}
 
     return {
-        "execve": lambda m, p, a: _exec(m, p, a, at=False),
-        "execveat": lambda m, p, a: _exec(m, p, a, at=True),
+        "execve": lambda v, a: _exec(v, a, at=False),
+        "execveat": lambda v, a: _exec(v, a, at=True),
         **{name: _open_handler(layout) for name, layout in _OPEN_ARGS.items()},
+        "truncate": lambda v, a: truncate(v.path(cwd, a[0])),
+        "ftruncate": lambda v, a: truncate(v.fd(s32(a[0]))),
+        "link": lambda v, a: link(v, v.path(cwd, a[0], False), v.path(cwd, a[1], False)),
+        "linkat": linkat,
+        "symlink": lambda v, a: symlink(v, a[0], cwd, a[1]),
+        "symlinkat": lambda v, a: symlink(v, a[0], s32(a[1]), a[2]),
         "unlink": unlink,
         "rmdir": unlink,
-        "unlinkat": lambda m, p, a: {"kind": KIND_UNLINK, "path": _path_at(m, p, s32(a[0]), a[1])},
-        "rename": lambda m, p, a: {
-            "kind": KIND_RENAME,
-            "path": _path_at(m, p, cwd, a[0]),
-            "path2": _path_at(m, p, cwd, a[1]),
-        },
-        "renameat": lambda m, p, a: {
-            "kind": KIND_RENAME,
-            "path": _path_at(m, p, s32(a[0]), a[1]),
-            "path2": _path_at(m, p, s32(a[2]), a[3]),
-        },
+        "unlinkat": lambda v, a: {"kind": KIND_UNLINK, "path": v.path(s32(a[0]), a[1], False)},
+        "rename": lambda v, a: rename(v, (cwd, a[0]), (cwd, a[1]), 0),
+        "renameat": lambda v, a: rename(v, (s32(a[0]), a[1]), (s32(a[2]), a[3]), 0),
+        "renameat2": lambda v, a: rename(v, (s32(a[0]), a[1]), (s32(a[2]), a[3]), a[4]),
         "chmod": chmod,
-        "fchmod": lambda m, p, a: {
+        "fchmod": lambda v, a: {"kind": KIND_CHMOD, "path": v.fd(s32(a[0])), "mode": a[1] & 0o7777},
+        "fchmodat": fchmodat,
+        "fchmodat2": lambda v, a: {
             "kind": KIND_CHMOD,
-            "path": fd_path(p, s32(a[0])),
-            "mode": a[1] & 0o7777,
-        },
-        "fchmodat": lambda m, p, a: {
-            "kind": KIND_CHMOD,
-            "path": _path_at(m, p, s32(a[0]), a[1]),
+            "path": v.path(s32(a[0]), a[1], not a[3] & AT_SYMLINK_NOFOLLOW),
             "mode": a[2] & 0o7777,
         },
-        "chown": chown,
-        "lchown": chown,
-        "fchown": lambda m, p, a: {
+        "chown": chown(follow=True),
+        "lchown": chown(follow=False),
+        "fchown": lambda v, a: {
             "kind": KIND_CHOWN,
-            "path": fd_path(p, s32(a[0])),
+            "path": v.fd(s32(a[0])),
             "uid": s32(a[1]),
             "gid": s32(a[2]),
         },
-        "fchownat": lambda m, p, a: {
-            "kind": KIND_CHOWN,
-            "path": _path_at(m, p, s32(a[0]), a[1]),
-            "uid": s32(a[2]),
-            "gid": s32(a[3]),
+        "fchownat": fchownat,
+        "connect": lambda v, a: {"kind": KIND_CONNECT, **_sockaddr(v.mem, a[1], a[2])},
+        "sendto": lambda v, a: _send(_sockaddr(v.mem, a[4], a[5]), a[3]),
+        "sendmsg": lambda v, a: _send(_msghdr_name(v.mem, a[1]), a[2]),
+        "sendmmsg": _sendmmsg,
+        "listen": lambda v, a: {
+            "kind": KIND_LISTEN,
+            "protocol": "tcp",
+            **listening(v.pid, s32(a[0])),
         },
-        "connect": lambda m, p, a: {"kind": KIND_CONNECT, **_sockaddr(m, a[1], a[2])},
-        "sendto": udp,
-        "sendmsg": sendmsg,
+        "memfd_create": lambda v, a: {
+            "kind": KIND_MEMFD,
+            "path": f"memfd:{v.string(a[0], MEMFD_NAME_MAX) or ''}",
+        },
+        "io_uring_setup": lambda v, a: {"kind": KIND_IO_URING, "detail": f"entries={a[0]}"},
+        "ptrace": lambda v, a: {
+            "kind": KIND_OTHER,
+            "detail": f"request={PTRACE_REQUESTS.get(a[0], a[0])} pid={s32(a[1])}",
+            "target": s32(a[1]),
+        },
+        "mount": mount,
+        "umount2": lambda v, a: {"kind": KIND_OTHER, "path": v.path(cwd, a[0], False)},
+        "pivot_root": lambda v, a: {
+            "kind": KIND_OTHER,
+            "path": v.path(cwd, a[0]),
+            "path2": v.path(cwd, a[1]),
+        },
+        "unshare": lambda v, a: {"kind": KIND_OTHER, "detail": _flag_names(a[0], CLONE_NEW)},
+        "setns": lambda v, a: {
+            "kind": KIND_OTHER,
+            "path": v.fd(s32(a[0])),
+            "detail": _flag_names(a[1], CLONE_NEW) if a[1] else "any",
+        },
+        "bpf": lambda v, a: {"kind": KIND_OTHER, "detail": BPF_COMMANDS.get(a[0], str(a[0]))},
+        "init_module": lambda v, a: {
+            "kind": KIND_OTHER,
+            "detail": f"image of {a[1]} bytes, params {v.string(a[2], 256)!r}",
+        },
+        "finit_module": lambda v, a: {
+            "kind": KIND_OTHER,
+            "path": v.fd(s32(a[0])),
+            "detail": f"params {v.string(a[1], 256)!r}",
+        },
     }
-
-
-_ALIASES = {"renameat2": "renameat", "fchmodat2": "fchmodat"}
 
 
 class Decoder:
@@ -441,16 +675,15 @@ class Decoder:
         self.arch = arch
         self.clock = clock
         handlers = _handlers()
-        self._by_nr: dict[int, tuple[str, Handler | None]] = {}
-        for name, nr in arch.numbers.items():
-            handler = handlers.get(_ALIASES.get(name, name))
-            self._by_nr[nr] = (name, handler)
+        self._by_nr: dict[int, tuple[str, Handler | None]] = {
+            nr: (name, handlers.get(name)) for name, nr in arch.numbers.items()
+        }
         self._open_by_nr: dict[int, tuple[str, OpenArgs]] = {
             nr: (name, _OPEN_ARGS[name]) for name, nr in arch.numbers.items() if name in _OPEN_ARGS
         }
 
     def open_call(
-        self, proc: Process, nr: int, args: tuple[int, ...]
+        self, proc: Process, tid: int, nr: int, args: tuple[int, ...]
     ) -> tuple[str, str | None, int, int] | None:
         """An open-family stop's (syscall name, resolved path, flags, mode) without building
         the event (None for other syscalls): enough for the engine to reject it cheaply.
@@ -461,7 +694,10 @@ class Decoder:
         name, layout = known
         mem = proc.memory()
         dirfd, path_addr, flags, mode = layout(mem, args)
-        return name, resolve_path(proc.pid, dirfd, _text(mem.cstring(path_addr))), flags, mode
+        raw = _text(mem.cstring(path_addr))
+        fd = None if dirfd == AT_FDCWD else dirfd
+        path = resolve(proc.pid, tid, fd, raw, open_follows(flags), proc.same_root)
+        return name, path, flags, mode
 
     def open_event(  # noqa: PLR0917 - open_call's answer, in order
         self,
@@ -485,7 +721,8 @@ class Decoder:
         if handler is None:
             fields = {"kind": KIND_OTHER}
         else:
-            fields = handler(proc.memory(), proc.pid, raw_args)
+            view = View(proc.memory(), proc.pid, tid, proc.same_root, proc.ppid)
+            fields = handler(view, raw_args)
             if not fields:
                 return None
         return self._event(proc, tid, name, raw_args, fields)
@@ -509,12 +746,24 @@ class Decoder:
         """A completed exec (PTRACE_EVENT_EXEC): path and argv from /proc, no registers."""
         try:
             with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
-                raw = fh.read(ARGV_MAX_TOTAL)
+                raw = fh.read(ARGV_MAX_TOTAL + 1)
         except OSError:
             raw = b""
-        argv = tuple(
-            a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1][:ARG_MAX_COUNT]
-        )
+        parts = raw[:ARGV_MAX_TOTAL].split(b"\0")
+        if parts and parts[-1] == b"":
+            parts.pop()
+        truncated = len(raw) > ARGV_MAX_TOTAL or len(parts) > ARG_MAX_COUNT
+        argv = tuple(a.decode("utf-8", "surrogateescape") for a in parts[:ARG_MAX_COUNT])
+        env: tuple[str, ...] = ()
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+                env = tuple(
+                    e.partition(b"=")[0].decode("utf-8", "replace")
+                    for e in fh.read(ARGV_MAX_TOTAL).split(b"\0")
+                    if b"=" in e
+                )
+        except OSError:
+            env = ()
         return SyscallEvent(
             timestamp=self.clock(),
             pid=proc.pid,
@@ -523,7 +772,10 @@ class Decoder:
             exe=proc.exe,
             syscall="execve",
             kind=KIND_EXEC,
-            path=proc.exe,
+            path=display(proc.exe) if proc.exe else proc.exe,
             argv=argv,
             container=proc.container,
+            truncated=truncated,
+            env=env,
+            parent=_readlink(f"/proc/{proc.ppid}/exe"),
         )

@@ -13,13 +13,14 @@ Actions: `log` and `alert` only report (the sinks decide where alerts go); `bloc
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 import ipaddress
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sidecar.anomaly import AnomalyDetector
@@ -31,6 +32,9 @@ from sidecar.events import (
     KIND_CHOWN,
     KIND_CONNECT,
     KIND_EXEC,
+    KIND_IO_URING,
+    KIND_LINK,
+    KIND_LISTEN,
     KIND_OPEN,
     KIND_OTHER,
     KIND_RENAME,
@@ -41,39 +45,59 @@ from sidecar.events import (
     SyscallEvent,
     Verdict,
 )
-from sidecar.policy import (
+from sidecar.packages import install_command, python_module, tool_name
+from sidecar.patterns import compile_glob, compile_pattern
+from sidecar.policy_model import (
     ACTIONS,
     DOWNLOAD_TOOLS,
     SEVERITIES,
     FimPath,
     PackageManagerRule,
     Policy,
+    ProcessNetworkRule,
     TrackedExecutable,
 )
+from sidecar.redact import mask_argv
 
 EXEC_SYSCALLS = frozenset({"execve", "execveat"})
 OPEN_SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
 RENAME_SYSCALLS = frozenset({"rename", "renameat", "renameat2"})
-# FIM event -> the syscalls that can cause it. A rename onto a watched file is a write
-# (`sed -i`, editors and package managers replace files that way) and an unlink of the source.
+TRUNCATE_SYSCALLS = frozenset({"truncate", "ftruncate"})
+LINK_SYSCALLS = frozenset({"link", "linkat", "symlink", "symlinkat"})
+# FIM event -> every syscall that can cause it. A rename onto a watched file is a write
+# (`sed -i`, editors and package managers replace files that way) and an unlink of the
+# source; truncate(2) writes without an open; a link or symlink appearing in a watched
+# directory writes it (a cron job can be `ln -s`'d into /etc/cron.d), and a hard link to a
+# watched file gives it a second, unwatched name to write through.
 FIM_SYSCALLS: dict[str, frozenset[str]] = {
     "open": OPEN_SYSCALLS,
-    "write": OPEN_SYSCALLS | RENAME_SYSCALLS,
+    "write": OPEN_SYSCALLS | RENAME_SYSCALLS | TRUNCATE_SYSCALLS | LINK_SYSCALLS,
     "unlink": frozenset({"unlink", "unlinkat", "rmdir"}) | RENAME_SYSCALLS,
     "chmod": frozenset({"chmod", "fchmod", "fchmodat", "fchmodat2"}),
     "chown": frozenset({"chown", "fchown", "lchown", "fchownat"}),
+    "link": LINK_SYSCALLS,
 }
+# Drift detection: every way a file can appear or become executable, and exec.
+DRIFT_SYSCALLS = (
+    OPEN_SYSCALLS | RENAME_SYSCALLS | LINK_SYSCALLS | FIM_SYSCALLS["chmod"] | EXEC_SYSCALLS
+)
+# Paths remembered as written since start (oldest forgotten first beyond this).
+MAX_DRIFT_PATHS = 65_536
 CONNECT_SYSCALLS = frozenset({"connect"})
-UDP_SYSCALLS = frozenset({"sendto", "sendmsg"})
+# Every way to name a destination while sending: UDP datagrams, and TCP Fast Open
+# (sendto/sendmsg with MSG_FASTOPEN connects). Without a UDP rule only the latter stop.
+SEND_SYSCALLS = frozenset({"sendto", "sendmsg", "sendmmsg"})
+IO_URING_SETUP = "io_uring_setup"
+# argv[0] is the caller's choice: shown in events up to this many characters.
+MAX_ARGV0_SHOWN = 256
 # Cap of the address -> decision cache (a workload talking to many peers must not grow it).
 MAX_ADDRESS_CACHE = 4_096
 _ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_URL = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-# pip3.11 -> pip3, python3.12 -> python3
-_VERSION_SUFFIX = re.compile(r"^(pip3?|python3?)(\.\d+)+$")
 
+
+# (rule, severity, action, message, ip, port) of one network destination
+_Judged = tuple[str, str, str, str, str, "int | None"]
 
 # ----------------------------------------------------------------------- compiled rules
 
@@ -84,9 +108,11 @@ class _Process:
     rule_id: str
     by_path: bool
     exact: str | None
-    glob: re.Pattern[str] | None
+    glob: Any  # an RE2 pattern (sidecar.patterns)
     args: frozenset[str]
-    pattern: re.Pattern[str] | None
+    pattern: Any
+    parents: tuple[Any, ...]  # RE2 globs of the parent program names; () = any parent
+    env: frozenset[str]
 
 
 def _canonical(path: str) -> str:
@@ -107,7 +133,10 @@ def _split_flags(args: Sequence[str]) -> set[str]:
 
 
 def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
-    """(paths, basenames) the executed program goes by: the exec path and argv[0].
+    """(paths, basenames) the executed program goes by: the file the kernel runs (symlinks
+    followed, `memfd:name` for a memfd), the symlinks the invoked path went through
+    (`innocent -> nc` matches a rule on `nc` and one on `innocent`), and argv[0] (a
+    multi-call binary such as busybox acts on it).
 
     Not `exe`: at an execve syscall stop it is still the caller's image (the shell that
     runs the program); only when the tracer knows no path (an exec reported without one)
@@ -117,13 +146,80 @@ def _program_names(event: SyscallEvent) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     argv0 = event.argv[0] if event.argv else None
     fallback = event.exe if not (event.path or argv0) else None
-    for candidate in (event.path, argv0, fallback):
+    for candidate in (event.path, *event.aliases, argv0, fallback):
         if not candidate:
             continue
         if candidate.startswith("/"):
             paths.add(_canonical(os.path.normpath(candidate)))
         names.add(candidate.rsplit("/", 1)[-1])
     return paths, names
+
+
+# FIM event -> the event a rule that does not watch it reports it as.
+_ALSO_REPORTED_AS = {"write": "open", "link": "write"}
+# openFlags / chmodBits words -> bits (<asm-generic/fcntl.h>, <sys/stat.h>)
+OPEN_FLAG_BITS = {"truncate": 0o1000, "append": 0o2000, "create": 0o100, "exclusive": 0o200}
+CHMOD_BIT_MASKS = {"setuid": 0o4000, "setgid": 0o2000, "sticky": 0o1000,
+                   "executable": 0o111, "world-writable": 0o002}  # fmt: skip
+
+
+def _narrowed_in(rule: FimPath, label: str, event: SyscallEvent) -> bool:
+    """Whether the event has the open flags / mode bits the rule narrows itself to."""
+    if rule.open_flags and label in ("open", "write") and event.kind == KIND_OPEN:
+        flags = event.flags or 0
+        return any(flags & OPEN_FLAG_BITS[f] for f in rule.open_flags)
+    if rule.chmod_bits and label == "chmod":
+        mode = event.mode or 0
+        return any(mode & CHMOD_BIT_MASKS[b] for b in rule.chmod_bits)
+    return True
+
+
+def _in_networks(ip: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _other_name(event: SyscallEvent, path: str) -> dict[str, str]:
+    """The other name of a link or rename event about `path`: a link's target or the link
+    itself (when the watched file is the target), a rename's other side."""
+    if event.kind == KIND_LINK:
+        if path == event.path:
+            return {"target": event.path2 or ""}
+        return {"link": event.path or ""}
+    return {"other_path": (event.path2 if path == event.path else event.path) or ""}
+
+
+def _parent_matches(parents: tuple[Any, ...], event: SyscallEvent) -> bool:
+    """The program that calls exec (at the stop, `exe` is still its image: the forking
+    parent's for fork+exec) or the parent process's, by basename (Falco's proc.pname)."""
+    names = {p.rsplit("/", 1)[-1] for p in (event.exe, event.parent) if p}
+    return any(g.match(n) for g in parents for n in names)
+
+
+def _exec_details(event: SyscallEvent, program: str) -> dict[str, Any]:
+    """What an exec event says beside the program: the caller, argv[0] when it is not the
+    program's name, the symlinks it was invoked through, and a cut command line."""
+    details: dict[str, Any] = dict(_parent(event, program))
+    argv0 = event.argv[0] if event.argv else None
+    if argv0 and argv0.rsplit("/", 1)[-1] != program.rsplit("/", 1)[-1]:
+        details["argv0"] = argv0[:MAX_ARGV0_SHOWN]
+    if event.aliases:
+        details["invoked_as"] = event.aliases[0]
+    if event.truncated:
+        details["args_truncated"] = True
+    return details
+
+
+def _fingerprint(argv: Sequence[str]) -> str:
+    """A digest of the whole command line (never the line itself: it may hold secrets)."""
+    return hashlib.blake2b(
+        "\0".join(argv).encode("utf-8", "surrogateescape"), digest_size=8
+    ).hexdigest()
 
 
 def report(
@@ -148,6 +244,7 @@ def report(
         process=process or event.exe,
         syscall=event.syscall,
         container=event.container,
+        fingerprint=_fingerprint(event.argv) if event.argv else None,
         **details,
     )
 
@@ -170,11 +267,6 @@ def _parent(event: SyscallEvent, program: str) -> dict[str, str]:
     return {"caller": event.exe} if event.exe and event.exe != program else {}
 
 
-def _redact_args(argv: Sequence[str]) -> tuple[str, ...]:
-    """Command lines can carry credentials in URLs (https://user:token@host): mask them."""
-    return tuple(_USERINFO.sub("***@", arg) if "://" in arg else arg for arg in argv)
-
-
 class Engine:
     def __init__(self, policy: Policy, *, clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
@@ -183,11 +275,11 @@ class Engine:
         self._fim_exact: dict[str, list[FimPath]] = {}
         self._fim_children: dict[str, list[FimPath]] = {}
         self._fim_recursive: dict[str, list[FimPath]] = {}
-        self._fim_globs: list[tuple[re.Pattern[str], FimPath]] = []
+        self._fim_globs: list[tuple[Any, FimPath]] = []
         if policy.fim.enabled:
             for rule in policy.fim.paths:
                 if rule.is_glob:
-                    self._fim_globs.append((re.compile(fnmatch.translate(rule.path)), rule))
+                    self._fim_globs.append((compile_glob(rule.path), rule))
                 elif rule.recursive:
                     self._fim_recursive.setdefault(rule.path, []).append(rule)
                 else:
@@ -204,7 +296,16 @@ class Engine:
         # process execution
         self._processes: tuple[_Process, ...] = ()
         if policy.process.enabled:
-            self._processes = tuple(self._compile_process(r) for r in policy.process.tracked)
+            tracked = policy.process.tracked
+            seen: dict[str, int] = {}
+            compiled = []
+            for exe in tracked:
+                # Two rules on one name (`*sh` by argsPattern, `*sh` by parent) keep apart:
+                # the second is `process:*sh#2`.
+                seen[exe.name] = seen.get(exe.name, 0) + 1
+                suffix = f"#{seen[exe.name]}" if seen[exe.name] > 1 else ""
+                compiled.append(self._compile_process(exe, suffix))
+            self._processes = tuple(compiled)
         # software installation: name -> rules
         self._managers: dict[str, list[PackageManagerRule]] = {}
         if policy.software.enabled:
@@ -216,25 +317,38 @@ class Engine:
         self._allow = tuple(ipaddress.ip_network(c, strict=False) for c in net.allowlist)
         self._blocked_ports = net.blocked_ports
         self._address_cache: dict[str, bool] = {}
+        self._process_net = tuple(
+            (
+                compile_glob(r.name),
+                r,
+                tuple(ipaddress.ip_network(c, strict=False) for c in r.allowlist),
+            )
+            for r in net.processes
+        )
         # syscall filtering
         sf = policy.syscalls
         self._traced = sf.traced if sf.enabled else frozenset()
         self._whitelist = sf.whitelist
         self._anomaly = AnomalyDetector(policy.anomaly, clock) if policy.anomaly.enabled else None
+        self._has_block = "block" in _actions(policy)
+        self._drift = policy.drift if policy.drift.enabled else None
+        self._written: OrderedDict[str, None] = OrderedDict()  # drift: files made at runtime
 
     @staticmethod
-    def _compile_process(rule: TrackedExecutable) -> _Process:
+    def _compile_process(rule: TrackedExecutable, suffix: str = "") -> _Process:
         by_path = "/" in rule.name
         is_glob = bool(re.search(r"[*?\[]", rule.name))
         name = _canonical(rule.name) if by_path else rule.name
         return _Process(
             rule=rule,
-            rule_id=f"process:{rule.name}",
+            rule_id=f"process:{rule.name}{suffix}",
             by_path=by_path,
             exact=None if is_glob else name,
-            glob=re.compile(fnmatch.translate(name)) if is_glob else None,
+            glob=compile_glob(name) if is_glob else None,
             args=frozenset(rule.args),
-            pattern=re.compile(rule.args_pattern) if rule.args_pattern else None,
+            pattern=compile_pattern(rule.args_pattern) if rule.args_pattern else None,
+            parents=tuple(compile_glob(p) for p in rule.parent),
+            env=frozenset(rule.env),
         )
 
     # ----------------------------------------------------------------- requirements
@@ -248,21 +362,41 @@ class Engine:
         for event in self._fim_events:
             syscalls |= FIM_SYSCALLS[event]
         if self._net_enabled:
-            syscalls |= CONNECT_SYSCALLS
-            if policy.network.udp:
-                syscalls |= UDP_SYSCALLS
+            syscalls |= CONNECT_SYSCALLS | SEND_SYSCALLS
+            if policy.network.inbound:
+                syscalls.add("listen")
         if self._anomaly is not None:
             syscalls |= EXEC_SYSCALLS | CONNECT_SYSCALLS
+        if self._drift is not None:
+            syscalls |= DRIFT_SYSCALLS
         syscalls |= self._traced
         if syscalls & EXEC_SYSCALLS:
             syscalls |= EXEC_SYSCALLS  # execveat is an exec too
         open_needs_read = "open" in self._fim_events or bool(
             self._whitelist and (self._traced & OPEN_SYSCALLS) - self._whitelist
         )
+        refused: frozenset[str] = frozenset()
+        if self._fim_events or self._net_enabled:
+            # io_uring opens, writes and connects with no syscall a tracer can stop.
+            if self._has_block:
+                refused = frozenset({IO_URING_SETUP})
+            else:
+                syscalls.add(IO_URING_SETUP)
+        sends_need_udp = (self._net_enabled and policy.network.udp) or bool(
+            self._traced & SEND_SYSCALLS
+        )
         return Requirements(
             syscalls=frozenset(syscalls),
-            process_only=syscalls <= EXEC_SYSCALLS,
+            process_only=syscalls <= EXEC_SYSCALLS and not refused,
             open_needs_read=open_needs_read,
+            refused=refused,
+            recheck_writes=bool(self._fim_events & {"write", "open"}) or self._drift is not None,
+            protected=frozenset(
+                r.path
+                for r in (policy.fim.paths if policy.fim.enabled else ())
+                if not r.is_glob and r.events & {"write", "open"}
+            ),
+            sends_need_udp=sends_need_udp,
         )
 
     # ------------------------------------------------------------------- evaluation
@@ -270,6 +404,8 @@ class Engine:
     def evaluate(self, event: SyscallEvent) -> Verdict:
         kind = event.kind
         found: list[RuntimeEvent] = []
+        if self._drift is not None:
+            self._track_drift(event, found)
         if kind == KIND_EXEC:
             if self._processes:
                 self._exec_rules(event, found)
@@ -285,12 +421,20 @@ class Engine:
         elif kind == KIND_UNLINK:
             self._fim(event, event.path, "unlink", found)
         elif kind == KIND_RENAME:
-            self._fim(event, event.path, "unlink", found)
+            self._fim(event, event.path, "write" if event.detail else "unlink", found)
             self._fim(event, event.path2, "write", found)
         elif kind == KIND_CHMOD:
             self._fim(event, event.path, "chmod", found)
         elif kind == KIND_CHOWN:
             self._fim(event, event.path, "chown", found)
+        elif kind == KIND_LINK:
+            self._fim(event, event.path, "link", found)  # a name appears in a directory
+            if not found:  # a second name for (or a symlink to) a watched file
+                self._fim(event, event.path2, "link", found)
+        elif kind == KIND_IO_URING:
+            self._io_uring(event, found)
+        elif kind == KIND_LISTEN:
+            self._listen(event, found)
         if self._traced and event.syscall in self._traced:
             self._syscall(event, found)
         if self._anomaly is not None:
@@ -299,7 +443,8 @@ class Engine:
                 found.append(anomaly)
         if not found:
             return ALLOW
-        return Verdict(tuple(found), block=any(e.action == "block" for e in found))
+        refuse = kind == KIND_IO_URING and self._has_block
+        return Verdict(tuple(found), block=any(e.action == "block" for e in found), refuse=refuse)
 
     def open_is_quiet(self, syscall: str, path: str | None, write: bool) -> bool:
         """True when `evaluate` of this open (`write`: the flags can write or create) would
@@ -307,8 +452,8 @@ class Engine:
         A fast path for the commonest stop under FIM on every open; False when unsure."""
         if self._traced and syscall in self._traced:
             return False
-        if self._anomaly is not None and write:
-            return False  # a written directory is an anomaly feature (anomaly.features)
+        if (self._anomaly is not None or self._drift is not None) and write:
+            return False  # a written file is state: an anomaly feature, a drift candidate
         if not self._fim_events:
             return True
         return self._fim_match(path, "write" if write else "open") is None
@@ -340,38 +485,58 @@ class Engine:
         return rules
 
     def _fim(
-        self, event: SyscallEvent, path: str | None, what: str, found: list[RuntimeEvent]
+        self,
+        event: SyscallEvent,
+        path: str | None,
+        what: str,
+        found: list[RuntimeEvent],
+        label: str | None = None,
     ) -> None:
-        match = self._fim_match(path, what)
+        match = self._fim_match(path, what, event)
         if match is not None:
-            rule, label, path = match
+            rule, matched, path = match
+            label = label or matched
+            details = {"event": label}
+            if event.path2 and event.kind in (KIND_LINK, KIND_RENAME):
+                details.update(_other_name(event, path))
+            if event.detail:
+                details["detail"] = event.detail  # "fd at exit", "hard", "symbolic", ...
             found.append(
-                report(
-                    event,
-                    category="file",
-                    rule=f"fim:{rule.path}",
-                    severity=rule.severity,
-                    action=rule.action,
-                    path=path,
-                    message=f"{label} of {path} (watched: {rule.path})",
-                    extra={"event": label},
+                replace(
+                    report(
+                        event,
+                        category="file",
+                        rule=f"fim:{rule.path}",
+                        severity=rule.severity,
+                        action=rule.action,
+                        path=path,
+                        message=f"{label} of {path} (watched: {rule.path})",
+                        extra=details,
+                    ),
+                    # an open, a link and a chmod of one file are three events, not one
+                    fingerprint=label,
                 )
             )
 
-    def _fim_match(self, path: str | None, what: str) -> tuple[FimPath, str, str] | None:
-        """The FIM rule that reports `what` on `path` (rule, label, normalized path)."""
-        if not path or (
-            what not in self._fim_events and not (what == "write" and "open" in self._fim_events)
-        ):
+    def _fim_match(
+        self, path: str | None, what: str, event: SyscallEvent | None = None
+    ) -> tuple[FimPath, str, str] | None:
+        """The FIM rule that reports `what` on `path` (rule, label, normalized path).
+        `event` gives the flags and mode that `openFlags`/`chmodBits` narrow rules by;
+        without it such rules match (the answer errs towards evaluating in full)."""
+        also = _ALSO_REPORTED_AS.get(what)
+        if not path or (what not in self._fim_events and also not in self._fim_events):
             return None  # no rule watches this kind of event: skip the path lookups
         path = _normalize(path)
         best: tuple[tuple[int, int, int], FimPath, str] | None = None
         for rule in self._fim_rules(path):
             if what in rule.events:
                 label = what
-            elif what == "write" and "open" in rule.events:
-                label = "open"  # an open for writing is an open too
+            elif also is not None and also in rule.events:
+                label = also  # an open for writing is an open too; a link writes its dir
             else:
+                continue
+            if event is not None and not _narrowed_in(rule, label, event):
                 continue
             # One event per syscall: the strongest action, then the highest severity, then
             # the most specific path among the rules that match.
@@ -402,6 +567,10 @@ class Engine:
                     continue
             if proc.pattern is not None and not proc.pattern.search(" ".join(argv)):
                 continue
+            if proc.env and not proc.env.intersection(event.env):
+                continue
+            if proc.parents and not _parent_matches(proc.parents, event):
+                continue
             rule = proc.rule
             program = event.path or event.exe
             found.append(
@@ -413,9 +582,9 @@ class Engine:
                     action=rule.action,
                     process=program,
                     path=program,
-                    args=_redact_args(argv) if rule.capture_args else None,
+                    args=mask_argv(argv) if rule.capture_args else None,
                     message=f"execution of {program}",
-                    extra=_parent(event, program),
+                    extra=_exec_details(event, program),
                 )
             )
 
@@ -424,16 +593,16 @@ class Engine:
     def _software(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
         argv = list(event.argv)
         _, names = _program_names(event)
-        names = {_VERSION_SUFFIX.sub(r"\1", n) for n in names}
+        names = {tool_name(n) for n in names}
         # python -m pip install ...: the module is the package manager
-        if names & {"python", "python3"} and "-m" in argv[:-1]:
-            module = argv[argv.index("-m") + 1]
-            if module in ("pip", "pip3"):
-                names = {module}
-                argv = [module, *argv[argv.index("-m") + 2 :]]
+        if names & {"python", "python3"}:
+            module = python_module(argv)
+            if module is not None and tool_name(module[0]) in ("pip", "pip3"):
+                names = {tool_name(module[0])}
+                argv = module[1]
         for name in names & self._managers.keys():
             for manager in self._managers[name]:
-                detail = _install_command(manager, argv[1:])
+                detail = install_command(name, manager.commands, argv[1:])
                 if detail is None:
                     continue
                 download = name in DOWNLOAD_TOOLS
@@ -445,7 +614,7 @@ class Engine:
                         severity=manager.severity,
                         action=manager.action,
                         process=event.path or event.exe,
-                        args=_redact_args(event.argv),
+                        args=mask_argv(event.argv) if manager.capture_args else None,
                         package_manager=name,
                         message=(
                             f"download by {name}"
@@ -454,7 +623,7 @@ class Engine:
                         ),
                         extra={
                             "command": "download" if download else detail,
-                            **_parent(event, event.path or event.exe),
+                            **_exec_details(event, event.path or event.exe),
                         },
                     )
                 )
@@ -463,23 +632,26 @@ class Engine:
     # network -----------------------------------------------------------------------------
 
     def _network(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
-        if event.ip is None or event.family not in ("inet", "inet6"):
+        if event.family not in ("inet", "inet6"):
             return
         if event.kind == KIND_SENDTO and not self.policy.network.udp:
             return
-        net = self.policy.network
-        if event.port in self._blocked_ports:
-            rule, severity, action = (
-                "network:blocked-port",
-                net.blocked_ports_severity,
-                (net.blocked_ports_action),
-            )
-            message = f"connection to blocked port {event.port} at {event.ip}"
-        elif not self._allowed(event.ip):
-            rule, severity, action = "network:outside-allowlist", net.severity, net.action
-            message = f"connection to {event.ip}:{event.port}, outside the allowlist"
-        else:
+        # sendmmsg: every destination of the vector, one event for the worst of them
+        destinations = event.destinations or ((event.family, event.ip, event.port),)
+        own = self._process_rule(event.exe)
+        verdicts = [
+            v
+            for _, ip, port in destinations
+            if ip is not None and (v := self._judge(ip, port, own))
+        ]
+        if not verdicts:
             return
+        rule, severity, action, message, ip, port = max(
+            verdicts, key=lambda v: (_ACTION_RANK[v[2]], _SEVERITY_RANK[v[1]])
+        )
+        extra: dict[str, Any] = {"protocol": event.protocol} if event.protocol else {}
+        if len(destinations) > 1:
+            extra["destinations"] = len(destinations)
         found.append(
             report(
                 event,
@@ -487,28 +659,146 @@ class Engine:
                 rule=rule,
                 severity=severity,
                 action=action,
-                ip=event.ip,
-                port=event.port,
+                ip=ip,
+                port=port,
                 message=message,
-                extra={"protocol": event.protocol} if event.protocol else {},
+                extra=extra,
             )
         )
+
+    def _process_rule(self, exe: str) -> tuple[Any, ProcessNetworkRule, tuple[Any, ...]] | None:
+        """The first per-process network rule for the program making the connection."""
+        name = exe.rsplit("/", 1)[-1]
+        return next((r for r in self._process_net if r[0].match(name)), None)
+
+    def _judge(
+        self,
+        ip: str,
+        port: int | None,
+        own: tuple[Any, ProcessNetworkRule, tuple[Any, ...]] | None = None,
+    ) -> _Judged | None:
+        """(rule, severity, action, message, ip, port) for one destination, or None."""
+        net = self.policy.network
+        if port in self._blocked_ports:
+            message = f"connection to blocked port {port} at {ip}"
+            return ("network:blocked-port", net.blocked_ports_severity,
+                    net.blocked_ports_action, message, ip, port)  # fmt: skip
+        if own is not None:
+            _, rule, networks = own
+            inside = _in_networks(ip, networks)
+            if inside and (not rule.allowed_ports or port in rule.allowed_ports):
+                return None
+            message = f"{rule.name} connected to {ip}:{port}, outside its own network rule"
+            return f"network:process:{rule.name}", rule.severity, rule.action, message, ip, port
+        if not self._allowed(ip):
+            message = f"connection to {ip}:{port}, outside the allowlist"
+            return "network:outside-allowlist", net.severity, net.action, message, ip, port
+        if net.allowed_ports and port not in net.allowed_ports:
+            message = f"connection to {ip}:{port}: port {port} is not an allowed port"
+            return "network:port-not-allowed", net.severity, net.action, message, ip, port
+        return None
 
     def _allowed(self, ip: str) -> bool:
         cached = self._address_cache.get(ip)
         if cached is not None:
             return cached
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        allowed = any(address in network for network in self._allow)
+        allowed = _in_networks(ip, self._allow)
         if len(self._address_cache) >= MAX_ADDRESS_CACHE:
             self._address_cache.clear()
         self._address_cache[ip] = allowed
         return allowed
+
+    def _listen(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        """A socket starts listening: outside inboundConnections.allowedPorts it is an event
+        (a bind shell, an unexpected server)."""
+        net = self.policy.network
+        if not (self._net_enabled and net.inbound) or event.port is None:
+            return
+        if event.port in net.listen_ports:
+            return
+        found.append(
+            report(
+                event,
+                category="network",
+                rule="network:listen-not-allowed",
+                severity=net.inbound_severity,
+                action=net.inbound_action,
+                ip=event.ip,
+                port=event.port,
+                message=f"listening on {event.ip}:{event.port}, not an allowed port",
+                extra={"direction": "inbound"},
+            )
+        )
+
+    def _track_drift(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        """Remember files that appear or become executable at runtime; report an exec of
+        one (or of a memfd): a program that was not in the image (Falco's "Drop and execute
+        new binary in container", GuardDuty's NewBinaryExecuted)."""
+        kind, path = event.kind, event.path
+        made: str | None = None
+        if kind == KIND_OPEN and event.access & {ACCESS_WRITE, ACCESS_CREATE}:
+            made = path
+        elif kind == KIND_RENAME:
+            made = event.path2
+        elif kind == KIND_LINK:
+            made = path
+        elif kind == KIND_CHMOD and (event.mode or 0) & 0o111:
+            made = path
+        if made:
+            self._written[_normalize(made)] = None
+            self._written.move_to_end(_normalize(made))
+            if len(self._written) > MAX_DRIFT_PATHS:
+                self._written.popitem(last=False)
+            return
+        if kind != KIND_EXEC or not path:
+            return
+        memfd = path.startswith("memfd:")
+        if not memfd and _normalize(path) not in self._written:
+            return
+        drift = self._drift
+        assert drift is not None
+        found.append(
+            report(
+                event,
+                category="process",
+                rule="drift:new-executable",
+                severity=drift.severity,
+                action=drift.action,
+                process=path,
+                path=path,
+                message=(
+                    f"execution of {path}, "
+                    + ("a memfd: never in the image" if memfd else "written after start")
+                ),
+                extra=_exec_details(event, path),
+            )
+        )
+
+    def _io_uring(self, event: SyscallEvent, found: list[RuntimeEvent]) -> None:
+        """io_uring runs opens, writes and connects inside the kernel, with no syscall a
+        tracer can stop: under a policy that blocks it is refused (EPERM, Docker's default
+        seccomp profile does the same; launch mode's filter refuses it without a stop),
+        otherwise reported."""
+        if not (self._fim_events or self._net_enabled):
+            return
+        refused = self._has_block
+        found.append(
+            report(
+                event,
+                category="syscall",
+                rule="io_uring:setup",
+                severity="high",
+                action="alert",
+                message=(
+                    "io_uring_setup refused (EPERM): io_uring would bypass the policy's "
+                    "file and network rules"
+                    if refused
+                    else "io_uring_setup: later io_uring file and network operations are "
+                    "not seen by the tracer"
+                ),
+                extra={"refused": refused},
+            )
+        )
 
     # syscall filtering --------------------------------------------------------------------
 
@@ -533,27 +823,19 @@ class Engine:
         )
 
 
-def _install_command(manager: PackageManagerRule, args: Sequence[str]) -> str | None:
-    """The install subcommand `args` run for this manager, or None (not an install)."""
-    if manager.name in DOWNLOAD_TOOLS:
-        return next((a for a in args if _URL.match(a)), None)
-    positional = [a for a in args if not a.startswith("-")]
-    first = positional[0] if positional else None
-    if manager.name == "yarn" and first == "global" and len(positional) > 1:
-        first = positional[1]
-    for command in manager.commands:
-        if command.startswith("-"):
-            for arg in args:
-                if arg == command:
-                    return command
-                # rpm -ivh / -Uvh: the mode letter comes first in a short-flag cluster
-                if (
-                    len(command) == 2
-                    and arg.startswith(command)
-                    and not arg.startswith("--")
-                    and arg[2:].isalpha()
-                ):
-                    return command
-        elif first == command:
-            return command
-    return None
+def _actions(policy: Policy) -> set[str]:
+    """Every action some rule of the policy can take."""
+    actions = {r.action for r in policy.fim.paths} if policy.fim.enabled else set()
+    if policy.process.enabled:
+        actions |= {r.action for r in policy.process.tracked}
+    if policy.software.enabled:
+        actions |= {r.action for r in policy.software.package_managers}
+    if policy.network.enabled:
+        actions |= {policy.network.action, policy.network.blocked_ports_action}
+    if policy.syscalls.enabled and policy.syscalls.traced:
+        actions.add(policy.syscalls.action)
+    if policy.anomaly.enabled:
+        actions.add(policy.anomaly.action)
+    if policy.drift.enabled:
+        actions.add(policy.drift.action)
+    return actions

@@ -19,7 +19,11 @@ KIND_RENAME = "rename"  # rename, renameat, renameat2
 KIND_CHMOD = "chmod"  # chmod, fchmod, fchmodat, fchmodat2
 KIND_CHOWN = "chown"  # chown, fchown, lchown, fchownat
 KIND_CONNECT = "connect"  # connect
-KIND_SENDTO = "sendto"  # sendto / sendmsg with a destination (UDP)
+KIND_SENDTO = "sendto"  # sendto / sendmsg / sendmmsg with a destination (UDP)
+KIND_LINK = "link"  # link, linkat (detail "hard"), symlink, symlinkat ("symbolic")
+KIND_MEMFD = "memfd"  # memfd_create: path "memfd:NAME"
+KIND_LISTEN = "listen"  # listen: the local address and port of the socket
+KIND_IO_URING = "io_uring"  # io_uring_setup: its operations are out of ptrace's sight
 KIND_OTHER = "other"  # any other traced syscall (syscall filtering rules)
 
 # Access bits of an open, derived from its flags.
@@ -39,8 +43,8 @@ class SyscallEvent:
     exe: str  # executable path of the process (argv[0] resolved, or /proc/PID/exe)
     syscall: str  # the syscall's name on this architecture: "openat", "connect", ...
     kind: str  # one of the KIND_* values
-    path: str | None = None  # absolute, resolved against cwd / dirfd
-    path2: str | None = None  # rename's destination
+    path: str | None = None  # absolute, as the kernel resolves it (sidecar.resolve)
+    path2: str | None = None  # rename's destination, link's existing file, symlink's target
     access: frozenset[str] = frozenset()  # ACCESS_* bits for opens
     flags: int | None = None  # raw open flags
     mode: int | None = None  # chmod mode, open mode
@@ -53,6 +57,15 @@ class SyscallEvent:
     protocol: str | None = None  # "tcp", "udp" when known
     container: str | None = None  # the container name, from the process's cgroup
     args: tuple[int, ...] = ()  # the raw integer arguments, for syscall filtering rules
+    # exec: names of the symlinks the invoked path went through (`innocent` -> `nc`)
+    aliases: tuple[str, ...] = ()
+    truncated: bool = False  # exec: argv was longer than the decoder reads (flagged)
+    env: tuple[str, ...] = ()  # exec: names of the environment variables set (no values)
+    parent: str | None = None  # exec: the parent process's executable
+    # sendmmsg: every distinct (family, ip, port) of the vector when there are several
+    destinations: tuple[tuple[str, str, int], ...] = ()
+    detail: str | None = None  # what else the syscall says: link kind, flags, namespaces
+    target: int | None = None  # ptrace: the pid it acts on
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,19 @@ class Requirements:
     syscalls: frozenset[str]
     process_only: bool = False
     open_needs_read: bool = True
+    # Syscalls the seccomp filter refuses with EPERM without a stop (io_uring_setup when a
+    # rule blocks: its operations would bypass every syscall stop); attach mode, which has
+    # no filter, stops on them and the engine refuses them (Verdict.refuse).
+    refused: frozenset[str] = frozenset()
+    # Opens that can write are stopped again at their exit and judged by the returned fd.
+    recheck_writes: bool = False
+    # Sends (sendto/sendmsg/sendmmsg) stop only with MSG_FASTOPEN (a TCP connect) when no
+    # rule watches UDP destinations.
+    sends_need_udp: bool = True
+    # Files and directories whose writes are watched: the tracer notes the inodes of the
+    # files in them at start, so a write through a hard link made before it started (a
+    # second, unwatched name) is still judged as a write of the watched file.
+    protected: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,10 @@ class RuntimeEvent:
     score: float | None = None  # anomaly score
     count: int = 1  # set by aggregation
     extra: dict[str, Any] = field(default_factory=dict)
+    # What else tells two events of one rule, process and subject apart when aggregating:
+    # a digest of the whole command line for exec events (two different command lines are
+    # two events, whether or not the args are captured). Not reported itself.
+    fingerprint: str | None = None
 
     def subject(self) -> str:
         """What the event is about: the aggregation key beside rule and process."""
@@ -137,6 +167,7 @@ class Verdict:
 
     events: tuple[RuntimeEvent, ...] = ()
     block: bool = False  # deny the syscall (-EPERM) and kill the offending process
+    refuse: bool = False  # deny the syscall (-EPERM) and let the process go on
 
 
 ALLOW = Verdict()

@@ -177,7 +177,8 @@ class Monitor:
             begin()
             return int(body())
         finally:
-            self.tracer.restore_signal_handlers()
+            # Before anything else: a SIGTERM from here on must not kill the flush.
+            self.tracer.hold_signals()
             if heartbeat is not None:
                 heartbeat.stop()
             if self.loaded is not None:

@@ -5,12 +5,12 @@
 
 `submit` is called on the tracer's stop path, so it is O(1) and never blocks: a sampling
 decision and a `put_nowait`; when the queue is full the event is dropped and counted. The
-pipeline thread aggregates repeats (same rule, process, subject, action and container) into
-one event with a `count`, and cuts a batch when it holds `batchSize` distinct events or when
-the oldest one has waited `batchTimeout` seconds. Each sink has its own thread and bounded
-queue of batches, so a slow or failing sink (Qualys retrying with backoff) never delays the
-others, nor the tracer: its batches are dropped and counted instead. Memory is bounded by
-`queue_size` events plus `sink_queue_size` batches per sink.
+pipeline thread aggregates repeats (same rule, process, subject, action, container and
+command line) into one event with a `count`, and cuts a batch when it holds `batchSize`
+distinct events or when the oldest one has waited `batchTimeout` seconds. Each sink has its
+own thread and bounded queue of batches, so a slow or failing sink (Qualys retrying with
+backoff) never delays the others, nor the tracer: its batches are dropped and counted
+instead. Memory is bounded by `queue_size` events plus `sink_queue_size` batches per sink.
 
 Sampling follows `performance.samplingRate`, but never for `block` actions or `critical`
 events: those always reach the sinks (unless the queue itself is full, which is counted).
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from securityhub.logs import fields, get_logger
 from sidecar.events import RuntimeEvent
-from sidecar.policy import Policy
+from sidecar.policy_model import Policy
 
 if TYPE_CHECKING:
     from sidecar.sinks import Sink
@@ -45,8 +45,21 @@ POLL_INTERVAL = 0.02
 _STOP = object()
 
 
-def aggregation_key(event: RuntimeEvent) -> tuple[str, str, str, str, str | None]:
-    return (event.rule, event.process, event.subject(), event.action, event.container)
+AggregationKey = tuple[str, str, str, str, "str | None", "str | None"]
+
+
+def aggregation_key(event: RuntimeEvent) -> AggregationKey:
+    """Repeats of one event: same rule, process, subject, action, container, and command
+    line (the fingerprint): two command lines are never merged into one that keeps only
+    the first. The batch bounds how many distinct keys are held at once."""
+    return (
+        event.rule,
+        event.process,
+        event.subject(),
+        event.action,
+        event.container,
+        event.fingerprint,
+    )
 
 
 @dataclass
@@ -210,7 +223,7 @@ class Pipeline:
     # ------------------------------------------------------------------ the worker side
 
     def _run(self) -> None:
-        pending: dict[tuple[str, str, str, str, str | None], _Pending] = {}
+        pending: dict[AggregationKey, _Pending] = {}
         deadline = 0.0
         take = self._queue.popleft
         while True:

@@ -14,51 +14,36 @@ Every problem names the file, the line and the fix; all problems of all files ar
 once in one `PolicyError`. Several files merge into one `Policy` (the seed's "balanced" mode is
 `fim-policy.yaml` + `software-detection-policy.yaml`): rule lists concatenate, sets unite,
 `enabled` is true when any file enables a section, scalar settings of later files win.
+
+Each `spec` section is a class in `sidecar.policy_sections` that owns its schema fragment,
+its semantic checks and its merge; the model is `sidecar.policy_model`. This module reads
+YAML, runs the phases and finds the policy (files, S3, the environment).
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
-import ipaddress
-import json
 import os
-import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from securityhub.errors import ConfigurationError, PolicyError
 
-API_VERSION = "security.qualys.com/v1"
-KIND = "TracingPolicy"
-SEVERITIES = ("low", "medium", "high", "critical")
-ACTIONS = ("log", "alert", "block")
-FIM_EVENTS = ("open", "write", "unlink", "chmod", "chown")
-DEFAULT_SEVERITY = "medium"
-DEFAULT_ACTION = "alert"
-SPEC_SECTIONS = (
-    "fileIntegrityMonitoring",
-    "processExecution",
-    "networkMonitoring",
-    "softwareInstallation",
-    "syscallFiltering",
-    "anomalyDetection",
-    "actions",
-    "performance",
+# Policy and Performance are read from here by bench/ and the reliability tests.
+from sidecar.policy_model import Performance, Policy  # noqa: F401
+from sidecar.policy_sections import (  # noqa: F401 - checks other modules use
+    SECTIONS,
+    build_schema,
+    cidr_problem,
+    known_syscalls,
+    syscall_problem,
 )
-# Defaults of the seed's `performance` block: every event, batches of 10, 5 seconds.
-DEFAULT_SAMPLING_RATE = 1.0
-DEFAULT_BATCH_SIZE = 10
-DEFAULT_BATCH_TIMEOUT = 5.0
-# Anomaly detection: learn for 5 minutes or 10,000 events, whichever ends first.
-DEFAULT_LEARNING_WINDOW = 300.0
-DEFAULT_LEARNING_EVENTS = 10_000
-DEFAULT_ALERT_THRESHOLD = 0.7
-MAX_PORT = 65535
+
+SPEC_SECTIONS = tuple(SECTIONS)
 
 MODES = ("minimal", "balanced", "aggressive")
 DEFAULT_MODE = "balanced"
@@ -70,176 +55,10 @@ MODE_FILES: dict[str, tuple[str, ...]] = {
 }
 POLICY_SUFFIXES = (".yaml", ".yml")
 SCHEMA_FILE = "tracing-policy.schema.json"
-
-# Install subcommands per package manager (the seed's list, plus curl/wget downloads, whose
-# "command" is any URL argument). Option-style commands (rpm -i, dpkg -i) start with "-".
-PACKAGE_MANAGERS: dict[str, tuple[str, ...]] = {
-    "apt": ("install", "upgrade", "dist-upgrade", "full-upgrade", "reinstall"),
-    "apt-get": ("install", "upgrade", "dist-upgrade", "reinstall"),
-    "aptitude": ("install", "upgrade", "safe-upgrade", "full-upgrade", "reinstall"),
-    "dpkg": ("-i", "--install", "--unpack"),
-    "yum": ("install", "update", "upgrade", "reinstall", "localinstall", "groupinstall"),
-    "dnf": ("install", "update", "upgrade", "reinstall", "localinstall", "groupinstall"),
-    "microdnf": ("install", "update", "upgrade", "reinstall"),
-    "rpm": ("-i", "-U", "-F", "--install", "--upgrade", "--freshen"),
-    "apk": ("add", "upgrade"),
-    "pip": ("install", "download"),
-    "pip3": ("install", "download"),
-    "npm": ("install", "i", "add", "ci", "update"),
-    "yarn": ("add", "install"),
-    "pnpm": ("add", "install", "i"),
-    "gem": ("install", "update"),
-    "go": ("install", "get"),
-    "cargo": ("install",),
-    "curl": (),
-    "wget": (),
-}
-DOWNLOAD_TOOLS = frozenset({"curl", "wget"})
-
-# Policy paths that read like globs are compiled as globs.
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _POLICIES_DIR_ENV = "CONTAINERSCAN_POLICY_DIR"
 _LEARNING_WINDOW_ENV = "CONTAINERSCAN_LEARNING_WINDOW"
 _LEARNING_EVENTS_ENV = "CONTAINERSCAN_LEARNING_EVENTS"
 _DOCUMENT_ENV = "TRACING_POLICY_DOCUMENT"
-
-
-# ---------------------------------------------------------------------------- dataclasses
-
-
-@dataclass(frozen=True)
-class FimPath:
-    path: str  # absolute, no trailing slash (except "/")
-    recursive: bool = False
-    events: frozenset[str] = frozenset({"write"})
-    severity: str = DEFAULT_SEVERITY
-    action: str = DEFAULT_ACTION
-
-    @property
-    def is_glob(self) -> bool:
-        return bool(_GLOB_CHARS.search(self.path))
-
-
-@dataclass(frozen=True)
-class FileIntegrityMonitoring:
-    enabled: bool = False
-    paths: tuple[FimPath, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrackedExecutable:
-    name: str  # a basename ("bash"), a path ("/bin/bash") or a glob of either
-    args: tuple[str, ...] = ()  # any of these in argv[1:] matches; empty: any invocation
-    args_pattern: str | None = None  # a regular expression searched in the command line
-    severity: str = DEFAULT_SEVERITY
-    action: str = DEFAULT_ACTION
-    capture_args: bool = False
-
-
-@dataclass(frozen=True)
-class ProcessExecution:
-    enabled: bool = False
-    tracked: tuple[TrackedExecutable, ...] = ()
-
-
-@dataclass(frozen=True)
-class NetworkMonitoring:
-    enabled: bool = False
-    allowlist: tuple[str, ...] = ()  # CIDRs; connections elsewhere are events
-    blocked_ports: frozenset[int] = frozenset()
-    severity: str = DEFAULT_SEVERITY
-    action: str = DEFAULT_ACTION
-    blocked_ports_severity: str = "high"
-    blocked_ports_action: str = DEFAULT_ACTION
-    udp: bool = False  # also watch UDP sendto/sendmsg destinations
-
-
-@dataclass(frozen=True)
-class PackageManagerRule:
-    name: str
-    commands: tuple[str, ...]
-    severity: str = DEFAULT_SEVERITY
-    action: str = DEFAULT_ACTION
-
-
-@dataclass(frozen=True)
-class SoftwareInstallation:
-    enabled: bool = False
-    package_managers: tuple[PackageManagerRule, ...] = ()
-
-
-@dataclass(frozen=True)
-class SyscallFiltering:
-    enabled: bool = True
-    traced: frozenset[str] = frozenset()
-    whitelist: frozenset[str] = frozenset()
-    severity: str = "low"
-    action: str = "log"
-
-
-@dataclass(frozen=True)
-class AnomalyDetection:
-    enabled: bool = False
-    learning_window: float = DEFAULT_LEARNING_WINDOW  # seconds
-    learning_events: int = DEFAULT_LEARNING_EVENTS
-    alert_threshold: float = DEFAULT_ALERT_THRESHOLD
-    severity: str = "high"
-    action: str = DEFAULT_ACTION
-
-
-@dataclass(frozen=True)
-class AlertDestination:
-    type: str  # qualys-crs, sns, security-hub, stdout, file
-    enabled: bool = True
-    event_types: frozenset[str] = frozenset()  # empty: every event type
-    topic_arn: str | None = None
-
-
-@dataclass(frozen=True)
-class QualysIntegration:
-    enabled: bool = False
-    endpoint: str | None = None
-    send_events: bool = True
-
-
-@dataclass(frozen=True)
-class Actions:
-    alert_enabled: bool = True
-    destinations: tuple[AlertDestination, ...] = ()
-    qualys: QualysIntegration = field(default_factory=QualysIntegration)
-
-    def destination(self, kind: str) -> AlertDestination | None:
-        """The first enabled destination of that type, if alerts are on."""
-        if not self.alert_enabled:
-            return None
-        return next((d for d in self.destinations if d.type == kind and d.enabled), None)
-
-
-@dataclass(frozen=True)
-class Performance:
-    sampling_rate: float = DEFAULT_SAMPLING_RATE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    batch_timeout: float = DEFAULT_BATCH_TIMEOUT
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One or more TracingPolicies, validated and merged."""
-
-    names: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    fim: FileIntegrityMonitoring = field(default_factory=FileIntegrityMonitoring)
-    process: ProcessExecution = field(default_factory=ProcessExecution)
-    network: NetworkMonitoring = field(default_factory=NetworkMonitoring)
-    software: SoftwareInstallation = field(default_factory=SoftwareInstallation)
-    syscalls: SyscallFiltering = field(default_factory=SyscallFiltering)
-    anomaly: AnomalyDetection = field(default_factory=AnomalyDetection)
-    actions: Actions = field(default_factory=Actions)
-    performance: Performance = field(default_factory=Performance)
-
-    @property
-    def name(self) -> str:
-        return "+".join(self.names)
 
 
 # --------------------------------------------------------------------------- YAML, marks
@@ -376,10 +195,9 @@ def policies_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 @cache
 def schema() -> dict[str, Any]:
-    """The TracingPolicy JSON Schema (`policies/tracing-policy.schema.json`)."""
-    with (policies_dir() / SCHEMA_FILE).open(encoding="utf-8") as handle:
-        loaded: dict[str, Any] = json.load(handle)
-    return loaded
+    """The TracingPolicy JSON Schema, assembled from the sections (`build_schema`); the
+    same document is published as `policies/tracing-policy.schema.json`."""
+    return build_schema()
 
 
 def _resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -487,124 +305,19 @@ def _schema_message(error: Any) -> str:
 # --------------------------------------------------------------------------- semantic checks
 
 
-@cache
-def known_syscalls() -> frozenset[str]:
-    """Syscall names that exist on x86_64 or aarch64 (the architectures Fargate runs on).
-
-    From the sidecar's own tables (`sidecar.syscalls`). A name that exists on one
-    architecture only (`open` has no aarch64 number) is accepted: the tracer watches it
-    where it exists.
-    """
-    from sidecar.syscalls import ARCHES
-
-    return frozenset(name for arch in ARCHES.values() for name in arch.numbers)
-
-
 def _semantic(doc: Document) -> list[tuple[str, str]]:
+    """Each section's own checks (sidecar.policy_sections), located in the document."""
     problems: list[tuple[str, str]] = []
     spec = doc.data.get("spec") or {}
 
     def add(path: tuple[str | int, ...], message: str) -> None:
         problems.append((f"{doc.source}:{doc.line(path)}: {_dotted(path)}", message))
 
-    fim = spec.get("fileIntegrityMonitoring") or {}
-    for i, entry in enumerate(fim.get("paths") or []):
-        path = entry.get("path")
-        if isinstance(path, str):
-            where: tuple[str | int, ...] = ("spec", "fileIntegrityMonitoring", "paths", i, "path")
-            if not path.startswith("/"):
-                add(where, f"path {path!r} is relative; write an absolute path such as /{path}")
-            elif _GLOB_CHARS.search(path):
-                _check_regex(fnmatch.translate(path), where, add, what="glob")
-
-    proc = spec.get("processExecution") or {}
-    for i, entry in enumerate(proc.get("trackedExecutables") or []):
-        where = ("spec", "processExecution", "trackedExecutables", i)
-        pattern = entry.get("argsPattern")
-        if isinstance(pattern, str):
-            _check_regex(pattern, (*where, "argsPattern"), add, what="regular expression")
-        name = entry.get("name")
-        if isinstance(name, str) and _GLOB_CHARS.search(name):
-            _check_regex(fnmatch.translate(name), (*where, "name"), add, what="glob")
-
-    out = (spec.get("networkMonitoring") or {}).get("outboundConnections") or {}
-    base = ("spec", "networkMonitoring", "outboundConnections")
-    for i, cidr in enumerate(out.get("allowlist") or []):
-        if isinstance(cidr, str):
-            message = cidr_problem(cidr)
-            if message:
-                add((*base, "allowlist", i), message)
-    for i, port in enumerate(out.get("blockedPorts") or []):
-        if isinstance(port, int) and not isinstance(port, bool) and not 1 <= port <= MAX_PORT:
-            add(
-                (*base, "blockedPorts", i),
-                f"port {port} is out of range; use a TCP/UDP port between 1 and {MAX_PORT}",
-            )
-
-    soft = spec.get("softwareInstallation") or {}
-    for i, entry in enumerate(soft.get("packageManagers") or []):
-        name = entry.get("name")
-        if isinstance(name, str) and name not in PACKAGE_MANAGERS:
-            guess = difflib.get_close_matches(name, list(PACKAGE_MANAGERS), n=1)
-            hint = (
-                f"did you mean {guess[0]!r}?"
-                if guess
-                else (f"use one of: {', '.join(PACKAGE_MANAGERS)}")
-            )
-            add(
-                ("spec", "softwareInstallation", "packageManagers", i, "name"),
-                f"unknown package manager {name!r}; {hint}",
-            )
-
-    filtering = spec.get("syscallFiltering") or {}
-    for key in ("tracedSyscalls", "whitelist"):
-        for i, name in enumerate(filtering.get(key) or []):
-            if isinstance(name, str):
-                message = syscall_problem(name)
-                if message:
-                    add(("spec", "syscallFiltering", key, i), message)
+    for key, cls in SECTIONS.items():
+        data = spec.get(key)
+        if isinstance(data, dict):
+            cls.check(data, ("spec", key), add)
     return problems
-
-
-def _check_regex(
-    pattern: str,
-    where: tuple[str | int, ...],
-    add: Callable[[tuple[str | int, ...], str], None],
-    what: str,
-) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        add(
-            where,
-            f"the {what} {pattern!r} does not compile ({exc}); "
-            "escape special characters with a backslash",
-        )
-
-
-def cidr_problem(cidr: str) -> str | None:
-    """Why `cidr` is not a usable network, with the fix; None when it is fine."""
-    try:
-        ipaddress.ip_network(cidr, strict=True)
-    except ValueError as exc:
-        try:
-            fixed = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            return (
-                f"{cidr!r} is not a CIDR ({exc}); write an address or a network "
-                "such as 10.0.0.0/8 or 2001:db8::/32"
-            )
-        return f"{cidr!r} has host bits set; did you mean {fixed}?"
-    return None
-
-
-def syscall_problem(name: str) -> str | None:
-    known = known_syscalls()
-    if name in known:
-        return None
-    guess = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    hint = f"did you mean {guess[0]!r}?" if guess else "check the name in syscalls(2)"
-    return f"unknown syscall {name!r} on x86_64 and aarch64; {hint}"
 
 
 # ------------------------------------------------------------------------------- loading
@@ -698,139 +411,16 @@ def load_policies(paths: Sequence[str | Path]) -> Policy:
 
 
 def merge(docs: Sequence[Document]) -> Policy:
-    """Build one Policy from validated documents (later files win on scalar settings)."""
-    fim_enabled = proc_enabled = net_enabled = soft_enabled = anomaly_enabled = False
-    fim_paths: list[FimPath] = []
-    tracked: list[TrackedExecutable] = []
-    managers: list[PackageManagerRule] = []
-    allowlist: list[str] = []
-    ports: set[int] = set()
-    net: dict[str, Any] = {}
-    traced: set[str] = set()
-    whitelist: set[str] = set()
-    filtering: dict[str, Any] = {}
-    anomaly: dict[str, Any] = {}
-    alert_enabled = True
-    destinations: list[AlertDestination] = []
-    qualys = QualysIntegration()
-    perf: dict[str, Any] = {}
-    names: list[str] = []
-    for doc in docs:
-        names.append(doc.data["metadata"]["name"])
-        spec = doc.data.get("spec") or {}
-        section = spec.get("fileIntegrityMonitoring") or {}
-        fim_enabled |= bool(section.get("enabled", bool(section)))
-        for entry in section.get("paths") or []:
-            fim_paths.append(
-                FimPath(
-                    path=_normpath(entry["path"]),
-                    recursive=entry.get("recursive", False),
-                    events=frozenset(entry.get("events", ["write"])),
-                    severity=entry.get("severity", DEFAULT_SEVERITY),
-                    action=entry.get("action", DEFAULT_ACTION),
-                )
-            )
-        section = spec.get("processExecution") or {}
-        proc_enabled |= bool(section.get("enabled", bool(section)))
-        for entry in section.get("trackedExecutables") or []:
-            tracked.append(
-                TrackedExecutable(
-                    name=entry["name"],
-                    args=tuple(entry.get("args", ())),
-                    args_pattern=entry.get("argsPattern"),
-                    severity=entry.get("severity", DEFAULT_SEVERITY),
-                    action=entry.get("action", DEFAULT_ACTION),
-                    capture_args=entry.get("captureArgs", False),
-                )
-            )
-        section = spec.get("networkMonitoring") or {}
-        net_enabled |= bool(section.get("enabled", bool(section)))
-        out = dict(section.get("outboundConnections") or {})
-        allowlist += [c for c in out.pop("allowlist", []) if c not in allowlist]
-        ports.update(out.pop("blockedPorts", []))
-        net.update(out)
-        section = spec.get("softwareInstallation") or {}
-        soft_enabled |= bool(section.get("enabled", bool(section)))
-        for entry in section.get("packageManagers") or []:
-            managers.append(
-                PackageManagerRule(
-                    name=entry["name"],
-                    commands=tuple(entry.get("commands", PACKAGE_MANAGERS[entry["name"]])),
-                    severity=entry.get("severity", DEFAULT_SEVERITY),
-                    action=entry.get("action", DEFAULT_ACTION),
-                )
-            )
-        section = dict(spec.get("syscallFiltering") or {})
-        traced.update(section.pop("tracedSyscalls", []))
-        whitelist.update(section.pop("whitelist", []))
-        filtering.update(section)
-        section = spec.get("anomalyDetection") or {}
-        anomaly_enabled |= bool(section.get("enabled", bool(section)))
-        anomaly.update({k: v for k, v in section.items() if k != "enabled"})
-        actions = spec.get("actions") or {}
-        alert = actions.get("alert") or {}
-        if "enabled" in alert:
-            alert_enabled = alert["enabled"]
-        for entry in alert.get("destinations") or []:
-            kinds = entry.get("eventType", [])
-            destinations.append(
-                AlertDestination(
-                    type=entry["type"],
-                    enabled=entry.get("enabled", True),
-                    event_types=frozenset([kinds] if isinstance(kinds, str) else kinds),
-                    topic_arn=entry.get("topicArn"),
-                )
-            )
-        q = actions.get("qualysIntegration")
-        if q is not None:
-            qualys = QualysIntegration(
-                enabled=q.get("enabled", True),
-                endpoint=q.get("endpoint", qualys.endpoint),
-                send_events=q.get("sendEvents", True),
-            )
-        perf.update(spec.get("performance") or {})
+    """Build one Policy from validated documents: each section merges its own data from
+    every document, in order (see sidecar.policy_sections)."""
+    specs = [doc.data.get("spec") or {} for doc in docs]
+    built = {cls.attr: cls.merge([spec.get(key) or {} for spec in specs])
+             for key, cls in SECTIONS.items()}  # fmt: skip
     return Policy(
-        names=tuple(names),
+        names=tuple(doc.data["metadata"]["name"] for doc in docs),
         sources=tuple(dict.fromkeys(d.source for d in docs)),
-        fim=FileIntegrityMonitoring(fim_enabled, tuple(dict.fromkeys(fim_paths))),
-        process=ProcessExecution(proc_enabled, tuple(dict.fromkeys(tracked))),
-        network=NetworkMonitoring(
-            enabled=net_enabled,
-            allowlist=tuple(allowlist),
-            blocked_ports=frozenset(ports),
-            severity=net.get("severity", DEFAULT_SEVERITY),
-            action=net.get("action", DEFAULT_ACTION),
-            blocked_ports_severity=net.get("blockedPortsSeverity", "high"),
-            blocked_ports_action=net.get("blockedPortsAction", DEFAULT_ACTION),
-            udp=net.get("udp", False),
-        ),
-        software=SoftwareInstallation(soft_enabled, tuple(dict.fromkeys(managers))),
-        syscalls=SyscallFiltering(
-            enabled=filtering.get("enabled", True),
-            traced=frozenset(traced),
-            whitelist=frozenset(whitelist),
-            severity=filtering.get("severity", "low"),
-            action=filtering.get("action", "log"),
-        ),
-        anomaly=AnomalyDetection(
-            enabled=anomaly_enabled,
-            learning_window=float(anomaly.get("learningWindow", DEFAULT_LEARNING_WINDOW)),
-            learning_events=int(anomaly.get("learningEvents", DEFAULT_LEARNING_EVENTS)),
-            alert_threshold=float(anomaly.get("alertThreshold", DEFAULT_ALERT_THRESHOLD)),
-            severity=anomaly.get("severity", "high"),
-            action=anomaly.get("action", DEFAULT_ACTION),
-        ),
-        actions=Actions(alert_enabled, tuple(destinations), qualys),
-        performance=Performance(
-            sampling_rate=float(perf.get("samplingRate", DEFAULT_SAMPLING_RATE)),
-            batch_size=int(perf.get("batchSize", DEFAULT_BATCH_SIZE)),
-            batch_timeout=float(perf.get("batchTimeout", DEFAULT_BATCH_TIMEOUT)),
-        ),
+        **built,
     )
-
-
-def _normpath(path: str) -> str:
-    return path.rstrip("/") or "/"
 
 
 # ------------------------------------------------------------------ environment, S3, CLI

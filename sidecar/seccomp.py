@@ -10,12 +10,16 @@ Layout of the generated program:
    another call on another ABI (i386 via int 0x80, x32), and allowing it would let a process
    step around the monitor. pdig does the same.
 2. On x86_64, numbers with the x32 bit set also get ENOSYS.
-3. Conditional syscalls (open/openat when no rule needs read-only opens): load the low 32
-   bits of the flags argument (little-endian, both architectures) and RET_TRACE only when
-   it has O_WRONLY|O_RDWR|O_CREAT|O_TRUNC; otherwise RET_ALLOW without a stop.
-4. Unconditional syscalls: chunks of JEQ comparisons jumping to RET_TRACE (jump offsets are
+3. Refused syscalls (io_uring_setup under a policy that blocks: io_uring's operations run
+   in the kernel without syscalls a tracer could stop) get ERRNO(EPERM), as Docker's
+   default seccomp profile answers.
+4. Conditional syscalls (open/openat when no rule needs read-only opens; sendto, sendmsg,
+   sendmmsg when no rule needs UDP): load the low 32 bits of the flags argument
+   (little-endian, both architectures) and RET_TRACE only when it has
+   O_WRONLY|O_RDWR|O_CREAT|O_TRUNC (MSG_FASTOPEN for sends); otherwise RET_ALLOW.
+5. Unconditional syscalls: chunks of JEQ comparisons jumping to RET_TRACE (jump offsets are
    8 bits, so each chunk ends with its own RET_TRACE, as pdig does).
-5. Default RET_ALLOW.
+6. Default RET_ALLOW.
 
 `SECCOMP_RET_TRACE` with no tracer attached fails the syscall with ENOSYS; the tracer must set
 PTRACE_O_TRACESECCOMP before the filter is installed, and PTRACE_O_EXITKILL so that no
@@ -75,6 +79,10 @@ O_TRUNC = 0o1000
 OPEN_WRITE_MASK = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 # Which argument holds the open flags.
 OPEN_FLAGS_ARG = {"open": 1, "openat": 2}
+# <linux/socket.h>: a send with this flag is a TCP connect (Fast Open).
+MSG_FASTOPEN = 0x20000000
+# Which argument holds the send flags.
+SEND_FLAGS_ARG = {"sendto": 3, "sendmsg": 2, "sendmmsg": 3}
 
 
 @dataclass(frozen=True)
@@ -110,23 +118,39 @@ def _jump(code: int, k: int, jt: int, jf: int) -> Insn:
     return (code, jt, jf, k)
 
 
-def open_conditions(syscalls: Iterable[str], open_needs_read: bool) -> list[ArgCondition]:
-    """The write-flag conditions for open/openat, when read-only opens need no stop."""
-    if open_needs_read:
-        return []
+def _flag_conditions(
+    syscalls: Iterable[str], flags_arg: dict[str, int], mask: int
+) -> list[ArgCondition]:
     return [
-        ArgCondition(name, OPEN_FLAGS_ARG[name], OPEN_WRITE_MASK)
+        ArgCondition(name, flags_arg[name], mask)
         for name in sorted(set(syscalls))
-        if name in OPEN_FLAGS_ARG
+        if name in flags_arg
     ]
 
 
+def open_conditions(syscalls: Iterable[str], open_needs_read: bool) -> list[ArgCondition]:
+    """The write-flag conditions for open/openat, when read-only opens need no stop."""
+    return [] if open_needs_read else _flag_conditions(syscalls, OPEN_FLAGS_ARG, OPEN_WRITE_MASK)
+
+
+def send_conditions(syscalls: Iterable[str], sends_need_udp: bool) -> list[ArgCondition]:
+    """With no UDP rule, a send stops only when it is a TCP Fast Open connect."""
+    return [] if sends_need_udp else _flag_conditions(syscalls, SEND_FLAGS_ARG, MSG_FASTOPEN)
+
+
 def build_program(
-    arch: Arch, syscalls: Iterable[str], conditions: Iterable[ArgCondition] = ()
+    arch: Arch,
+    syscalls: Iterable[str],
+    conditions: Iterable[ArgCondition] = (),
+    refused: Iterable[str] = (),
 ) -> list[Insn]:
-    """The BPF instructions; names unknown on `arch` are skipped (the policy checked them)."""
+    """The BPF instructions; names unknown on `arch` are skipped (the policy checked them).
+    `refused` syscalls fail with EPERM at once, without a stop."""
     conds = {c.name: c for c in conditions if arch.has(c.name)}
-    plain = sorted({arch.number(n) for n in syscalls if arch.has(n) and n not in conds})
+    denied = sorted({arch.number(n) for n in refused if arch.has(n)})
+    plain = sorted(
+        {arch.number(n) for n in syscalls if arch.has(n) and n not in conds} - set(denied)
+    )
     deny_foreign = SECCOMP_RET_ERRNO | errno.ENOSYS
     prog: list[Insn] = [
         _stmt(BPF_LD | BPF_W | BPF_ABS, OFFSET_ARCH),
@@ -138,6 +162,11 @@ def build_program(
         prog += [
             _jump(BPF_JMP | BPF_JGE | BPF_K, arch.foreign_bit, 0, 1),
             _stmt(BPF_RET | BPF_K, deny_foreign),
+        ]
+    for nr in denied:
+        prog += [
+            _jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
+            _stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | errno.EPERM),
         ]
     for cond in sorted(conds.values(), key=lambda c: c.name):
         # A == nr here; the block is skipped entirely (A intact) when nr differs.

@@ -15,8 +15,10 @@ thread, so a sink may block (retries, backoff) without stalling anything else. A
     count grows, not thousands of findings.
   - `QualysSink`: batched JSON POSTed to `qualysIntegration.endpoint` (or the gateway of
     QUALYS_POD) with the QUALYS_ACCESS_TOKEN bearer token, retried with exponential backoff
-    and jitter on 429/5xx/connection errors. Qualys documents no public CRS ingestion API,
-    so the path is an assumption (`QUALYS_EVENTS_PATH`, used when the endpoint has none).
+    and jitter on 429/5xx/connection errors (Retry-After honoured). A redirect is never
+    followed (the token would go with it) and any non-2xx answer means not delivered.
+    Qualys documents no public CRS ingestion API, so the path is an assumption
+    (`QUALYS_EVENTS_PATH`, used when the endpoint has none).
 """
 
 from __future__ import annotations
@@ -27,19 +29,20 @@ import os
 import random
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import urllib3
+from urllib3.util.retry import Retry
+
 from securityhub.errors import ConfigurationError, ContainerscanError
 from securityhub.logs import fields, get_logger, register_secret
 from sidecar.events import RuntimeEvent
-from sidecar.policy import Policy
+from sidecar.policy_model import Policy
 
 log = get_logger("sidecar.sinks")
 
@@ -82,6 +85,9 @@ QUALYS_TIMEOUT = 10.0  # seconds per HTTP request
 QUALYS_ATTEMPTS = 5
 QUALYS_BACKOFF = 0.5  # seconds, doubled per attempt, with full jitter
 QUALYS_MAX_BACKOFF = 20.0
+# The longest Retry-After honoured: the sink has its own thread, so waiting costs only that
+# sink's queue; past this a gateway's answer is taken as "much later" and capped.
+QUALYS_MAX_RETRY_AFTER = 300.0
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # Security Hub sink: at most this many (container, rule, subject) aggregates are remembered.
@@ -405,6 +411,8 @@ class QualysSink:
         self._timeout = timeout
         self._sleep = sleep
         self.retries = 0
+        # One pool per sink; TLS verification on (urllib3 2 verifies by default).
+        self._http = urllib3.PoolManager(retries=False)
 
     def send(self, batch: Sequence[RuntimeEvent]) -> None:
         alerts = _alerts(batch, self._event_types)
@@ -421,54 +429,73 @@ class QualysSink:
             },
             default=str,
         ).encode("utf-8")
-        request = urllib.request.Request(  # noqa: S310 (scheme checked in qualys_url)
-            self.url,
-            data=body,
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/json",
-                "User-Agent": SCANNER_NAME,
-            },
-        )
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Content-Type": "application/json",
+            "User-Agent": SCANNER_NAME,
+        }
         last = ""
         for attempt in range(self._attempts):
             retry_after: float | None = None
             try:
-                with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                    response.read()
+                # redirect=False: a 3xx is an answer, never followed, so the bearer token
+                # goes to the configured gateway and nowhere else; retries=False: the loop
+                # below retries (with Retry-After) and counts what it does.
+                response = self._http.request(
+                    "POST",
+                    self.url,
+                    body=body,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    timeout=urllib3.Timeout(total=self._timeout),
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                status = response.status
+                if 200 <= status < 300:
                     return
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code} {exc.reason}"
-                if exc.code not in _RETRY_STATUSES:
-                    hint = (
-                        "check QUALYS_ACCESS_TOKEN"
-                        if exc.code in (401, 403)
-                        else "check qualysIntegration.endpoint"
-                    )
+                last = f"HTTP {status} {response.reason or ''}".strip()
+                if status not in _RETRY_STATUSES:
                     raise SinkError(
-                        f"Qualys rejected {len(alerts)} event(s): {last}", hint
-                    ) from None
-                retry_after = _retry_after(exc.headers.get("Retry-After"))
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last = str(getattr(exc, "reason", exc))
+                        f"Qualys did not accept {len(alerts)} event(s): {last}",
+                        _qualys_hint(status, response.headers.get("Location")),
+                    )
+                retry_after = _retry_after(response.headers.get("Retry-After"))
             if attempt + 1 < self._attempts:
                 self.retries += 1
                 cap = min(QUALYS_MAX_BACKOFF, self._backoff * (2**attempt))
-                delay = retry_after if retry_after is not None else random.uniform(0, cap)  # noqa: S311
-                self._sleep(min(delay, QUALYS_MAX_BACKOFF))
+                if retry_after is not None:
+                    self._sleep(min(retry_after, QUALYS_MAX_RETRY_AFTER))
+                else:
+                    self._sleep(random.uniform(0, cap))  # noqa: S311 - jitter, not crypto
         raise SinkError(
             f"Qualys did not accept {len(alerts)} event(s) after {self._attempts} attempts: {last}",
             "check the network path to the Qualys gateway",
         )
 
 
+def _qualys_hint(status: int, location: str | None) -> str:
+    if status in (401, 403):
+        return "check QUALYS_ACCESS_TOKEN"
+    if 300 <= status < 400:
+        # The Location is not logged in full: it may carry a query string.
+        where = urllib.parse.urlsplit(location or "").netloc or "elsewhere"
+        return (
+            f"the gateway redirects to {where}; the token is never sent there: set "
+            "qualysIntegration.endpoint to the final URL"
+        )
+    return "check qualysIntegration.endpoint"
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds or as an HTTP date (RFC 9110 10.2.3); None when absent/bad."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
+        return max(0.0, Retry(0).parse_retry_after(value))
+    except urllib3.exceptions.InvalidHeader:
         return None
 
 

@@ -71,11 +71,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import functools
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,8 +87,9 @@ from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
 from sidecar import inject, seccomp
 from sidecar import ptrace as pt
-from sidecar.decode import Decoder, Process, can_write
+from sidecar.decode import Decoder, Process, can_write, listening, signed32
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
+from sidecar.resolve import fd_target
 from sidecar.syscalls import Arch, native_arch
 
 log = get_logger("sidecar.tracer")
@@ -166,6 +169,7 @@ class TracerStats:
     decoded: int = 0  # events decoded and evaluated
     events: int = 0  # runtime events submitted
     blocked: int = 0
+    refused: int = 0  # syscalls denied with EPERM without killing (io_uring_setup)
     processes: int = 0  # processes seen in total
     threads: int = 0  # threads traced now
     engine_errors: int = 0
@@ -203,7 +207,9 @@ class Tracer:
         self._container_of = container_of
         self.decoder = Decoder(self.arch, clock)
         self.stats = TracerStats()
-        names = set(requirements.syscalls)
+        # Refused syscalls stop too where no filter refuses them (attach mode): the engine
+        # refuses them at the stop.
+        names = set(requirements.syscalls) | set(requirements.refused)
         self.watched: frozenset[int] = frozenset(
             self.arch.number(n) for n in names if self.arch.has(n)
         )
@@ -221,6 +227,10 @@ class Tracer:
         self._exited_early: set[int] = set()
         self._in_syscall: set[int] = set()  # aarch64 entry/exit toggle (attach mode)
         self._pending_exec: dict[int, tuple[RuntimeEvent, ...]] = {}  # tid -> events
+        # tid -> an open for writing to judge again by its fd at the syscall's exit
+        self._exit_checks: dict[int, SyscallEvent] = {}
+        # (dev, inode) -> path of the files under the protected paths, noted at start
+        self._protected_inodes = protected_inodes(requirements.protected)
         self.root_pid: int | None = None
         self.exit_status = 0
         self.mode = ""
@@ -267,7 +277,7 @@ class Tracer:
         fprog = None
         # Even a process-only policy gets the filter in launch mode: one stop per execve
         # (nothing else stops) lets a block rule deny the exec before it happens.
-        if self.req.syscalls:
+        if self.req.syscalls or self.req.refused:
             fprog, keep = seccomp.pack_program(self._filter_program())
         _libc()[1](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         ready, go = os.pipe()
@@ -309,8 +319,13 @@ class Tracer:
         return pid
 
     def _filter_program(self) -> list[seccomp.Insn]:
-        conditions = seccomp.open_conditions(self.req.syscalls, self.req.open_needs_read)
-        return seccomp.build_program(self.arch, self.req.syscalls, conditions)
+        """The policy's filter: watched syscalls stop (opens only when they can write, if no
+        rule needs reads; sends only as TCP Fast Open, if no rule needs UDP), refused ones
+        (io_uring_setup under a blocking policy) fail with EPERM."""
+        conditions = seccomp.open_conditions(
+            self.req.syscalls, self.req.open_needs_read
+        ) + seccomp.send_conditions(self.req.syscalls, self.req.sends_need_udp)
+        return seccomp.build_program(self.arch, self.req.syscalls, conditions, self.req.refused)
 
     def start(self) -> None:
         """Let the launched workload run (it waits in its initial stop until then, so the
@@ -512,10 +527,14 @@ class Tracer:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.setitimer(signal.ITIMER_REAL, self._poll_interval, self._poll_interval)
 
-    def restore_signal_handlers(self) -> None:
+    def hold_signals(self) -> None:
+        """The loop is over: from now on the signals it handled are ignored, so that a
+        SIGTERM arriving while the sidecar flushes and exits (ECS stops the task as the
+        workload ends) neither cuts the flush short nor replaces the workload's exit status.
+        They are never restored: the process is on its way out."""
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         for sig in (*FORWARDED_SIGNALS, signal.SIGALRM):
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self.mode == "launch":
@@ -717,6 +736,16 @@ class Tracer:
         self._resume(tid, 0)
 
     def _on_syscall_stop(self, tid: int) -> None:
+        if self._exit_checks:
+            pending = self._exit_checks.pop(tid, None)
+            if pending is not None:
+                # The exit stop of an open we asked to see again (the next syscall stop of
+                # a thread resumed with PTRACE_SYSCALL after an entry or seccomp stop).
+                self._read_call(tid)
+                self._in_syscall.discard(tid)
+                self._on_exit_check(tid, pending)
+                self._resume(tid, 0)
+                return
         nr, args = self._read_call(tid)
         if isinstance(self._regs, pt.X86_64Regs):
             # The kernel sets rax to -ENOSYS before the syscall-entry stop.
@@ -751,11 +780,13 @@ class Tracer:
         decoder = self.decoder
         event: SyscallEvent | None
         try:
-            call = decoder.open_call(proc, nr, args) if self._quiet_open is not None else None
+            call = decoder.open_call(proc, tid, nr, args) if self._quiet_open is not None else None
             if call is None:
                 event = decoder.decode(proc, tid, nr, args)
             elif self._open_is_quiet(*call):
                 self.stats.decoded += 1  # decoded and evaluated, by the engine's fast path
+                if self.req.recheck_writes and can_write(call[2]):
+                    self._recheck_at_exit(tid, decoder.open_event(proc, tid, args, *call))
                 return False
             else:
                 event = decoder.open_event(proc, tid, args, *call)
@@ -768,11 +799,18 @@ class Tracer:
             return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
         is_exec = event.kind == "exec"
         verdict = self._report(event, defer=is_exec)
-        if verdict.block:
+        if verdict.block or verdict.refuse:
             if is_exec:
                 self._submit_all(verdict.events)  # deferred above; report the block now
-            self._deny(tid, tgid)
+            self._deny(tid, tgid, kill=verdict.block)
             return True
+        if event.kind == "listen" and event.port is None:
+            # A socket shows its port in /proc/PID/net/tcp only once it listens: look again
+            # when listen(2) returns.
+            self._recheck_at_exit(tid, event)
+        elif self.req.recheck_writes and event.kind == "open" and event.flags is not None:
+            if can_write(event.flags):
+                self._recheck_at_exit(tid, event)
         if is_exec and verdict.events:
             # Reported when PTRACE_EVENT_EXEC confirms the exec succeeded (a failed exec,
             # ENOEXEC or EACCES, ran nothing); dropped at the thread's next stop otherwise.
@@ -808,9 +846,67 @@ class Tracer:
             self._submit_all(verdict.events)
         return verdict
 
-    def _deny(self, tid: int, tgid: int) -> None:
-        """Skip the syscall with -EPERM, resume, and kill the offending process."""
-        self.stats.blocked += 1
+    def _recheck_at_exit(self, tid: int, event: SyscallEvent) -> None:
+        """Stop this open again at its exit: the fd it returns says what the kernel opened,
+        whatever the path string said (another thread may swap it after we read it)."""
+        self._exit_checks[tid] = event
+
+    def _on_exit_check(self, tid: int, event: SyscallEvent) -> None:
+        """At the exit of an open for writing: resolve the returned fd; when it is not the
+        file judged at entry, judge it now. A block kills the process here, before the
+        syscall returns to it: it never writes a byte through that fd. At the exit of a
+        listen: judge the port it listens on."""
+        regs = self._regs
+        result = regs.rax if isinstance(regs, pt.X86_64Regs) else regs.regs[0]
+        fd = result - _WRAP if result >= _SIGN_BIT else result
+        if fd < 0:
+            return  # the call failed: nothing was opened, nothing listens
+        tgid = self._threads.get(tid, tid)
+        if event.kind == "listen":
+            self._judge_listening(tgid, event)
+            return
+        opened = fd_target(tgid, fd)
+        detail = "fd at exit"
+        if self._protected_inodes:
+            # A second name made before the sidecar started: the inode says which file.
+            other = self._watched_inode(tgid, fd)
+            if other is not None and other != opened:
+                opened, detail = other, f"hard link {opened}"
+        if opened is None or opened == event.path:
+            return
+        verdict = self._report(dataclasses.replace(event, path=opened, detail=detail))
+        if verdict.block:
+            self.stats.blocked += 1
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)
+
+    def _watched_inode(self, tgid: int, fd: int) -> str | None:
+        """The watched file an fd refers to by inode, when it has more than one name."""
+        try:
+            st = os.stat(f"/proc/{tgid}/fd/{fd}")
+        except OSError:
+            return None
+        if st.st_nlink < 2:
+            return None
+        return self._protected_inodes.get((st.st_dev, st.st_ino))
+
+    def _judge_listening(self, tgid: int, event: SyscallEvent) -> None:
+        """listen(2) returned: the socket is in /proc/PID/net/tcp now, with its port."""
+        where = listening(tgid, signed32(event.args[0]) if event.args else -1)
+        if not where:
+            return
+        verdict = self._report(dataclasses.replace(event, **where))
+        if verdict.block:
+            self.stats.blocked += 1
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)
+
+    def _deny(self, tid: int, tgid: int, kill: bool = True) -> None:
+        """Skip the syscall with -EPERM, resume, and (`kill`) kill the offending process."""
+        if kill:
+            self.stats.blocked += 1
+        else:
+            self.stats.refused += 1
         try:
             if isinstance(self._regs, pt.X86_64Regs):
                 self._regs.orig_rax = SKIP_SYSCALL
@@ -822,8 +918,9 @@ class Tracer:
                 pt.setregs_aarch64(tid, self._regs, self._iov)
         except pt.PtraceError as exc:
             log.warning("cannot deny a syscall", extra=fields(tid=tid, error=str(exc)))
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(tgid, signal.SIGKILL)  # the whole thread group, nothing else
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tgid, signal.SIGKILL)  # the whole thread group, nothing else
         self._resume(tid, 0)
         self._in_syscall.discard(tid)
 
@@ -847,14 +944,13 @@ class Tracer:
         return r[8], (r[0], r[1], r[2], r[3], r[4], r[5])
 
     def _resume(self, tid: int, sig: int) -> None:
+        every = (
+            self._stop_every_syscall
+            or tid in self._stepped
+            or (bool(self._exit_checks) and tid in self._exit_checks)
+        )
         try:
-            self._resume_request(
-                tid,
-                pt.PTRACE_SYSCALL
-                if self._stop_every_syscall or tid in self._stepped
-                else pt.PTRACE_CONT,
-                sig,
-            )
+            self._resume_request(tid, pt.PTRACE_SYSCALL if every else pt.PTRACE_CONT, sig)
         except pt.PtraceError as exc:
             if exc.errno != errno.ESRCH:
                 raise
@@ -877,6 +973,7 @@ class Tracer:
         if tgid not in self._procs:
             proc = Process(tgid, ppid or _ppid(tgid))
             proc.refresh_exe()
+            proc.refresh_root()
             if self._container_of is not None:
                 proc.container = self._container_of(tgid)
             self._procs[tgid] = proc
@@ -893,6 +990,7 @@ class Tracer:
         self._awaiting_first_stop.discard(tid)
         self._in_syscall.discard(tid)
         self._pending_exec.pop(tid, None)
+        self._exit_checks.pop(tid, None)
         self._stepped.discard(tid)
         self._drop_exitkill.discard(tid)
         if tid in self._started_early:  # gone before its parent's fork event was handled
@@ -949,6 +1047,32 @@ class Tracer:
             self._threads.clear()
 
 
+# Entries looked at under the protected paths at start (a larger tree is noted in part).
+MAX_PROTECTED_WALK = 100_000
+
+
+def protected_inodes(roots: Iterable[str]) -> dict[tuple[int, int], str]:
+    """(dev, inode) -> path of every file in the protected paths that has more than one
+    name now (hard links made before the sidecar started), bounded."""
+    found: dict[tuple[int, int], str] = {}
+    seen = 0
+    for root in sorted(roots):
+        walk = [root]
+        while walk and seen < MAX_PROTECTED_WALK:
+            path = walk.pop()
+            seen += 1
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                with contextlib.suppress(OSError):
+                    walk += [os.path.join(path, name) for name in os.listdir(path)]
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                found.setdefault((st.st_dev, st.st_ino), path)
+    return found
+
+
 def _child_exec(argv: list[str], env: dict[str, str] | None, fprog: object, ready: int) -> None:
     """In the forked child: wait until traced, filter, exec. Never returns."""
     code = EXIT_CANNOT_EXEC
@@ -989,6 +1113,8 @@ def _exit_code(status: int) -> int:
 
 
 def _exists(pid: int, path: str) -> bool:
+    if not path.startswith("/"):
+        return True  # memfd:name, or a path we could not resolve: judge it
     try:
         os.stat(f"/proc/{pid}/root{path}" if path.startswith("/") else path)
     except FileNotFoundError:

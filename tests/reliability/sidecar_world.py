@@ -234,3 +234,11 @@ def run_sidecar(args: list[str], env: dict[str, str], timeout: float = 120,
             proc.kill()
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), memory.stop()
+
+
+def reap(*procs: subprocess.Popen[str]) -> None:
+    """Kill and wait for whichever of the processes a test started is still running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -132,7 +132,7 @@ def test_exec_loop_one_event_per_exec(tmp_path: Path, storm_dirs: tuple[Path, Pa
     assert done.returncode == 5, done.stderr[-3000:]
     [truth] = read_jsonl(report)
     events = read_jsonl(events_file)
-    python = Path(sys.executable).name
+    python = Path(sys.executable).resolve().name  # events name the file that runs
     # The first exec (the sidecar starting the workload) and the EXECS re-execs.
     execs = counted(events, rule=_exec_rule(events, python))
     assert execs == EXECS + 1, execs

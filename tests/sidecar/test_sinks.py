@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,13 +22,13 @@ from securityhub.errors import ConfigurationError
 from securityhub.logs import configure
 from sidecar.events import RuntimeEvent
 from sidecar.pipeline import Pipeline
-from sidecar.policy import (
+from sidecar.policy import resolve_policy
+from sidecar.policy_model import (
     Actions,
     AlertDestination,
     Performance,
     Policy,
     QualysIntegration,
-    resolve_policy,
 )
 from sidecar.sinks import (
     JsonLinesSink,
@@ -247,6 +248,8 @@ def test_security_hub_sink_aggregates_a_loop_into_one_finding(aws: None) -> None
 class Recorder(BaseHTTPRequestHandler):
     statuses: ClassVar[list[int]] = []
     requests: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
+    location: ClassVar[str] = ""
+    retry_after: ClassVar[str] = "0"
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -254,7 +257,9 @@ class Recorder(BaseHTTPRequestHandler):
         status = type(self).statuses.pop(0) if type(self).statuses else 200
         self.send_response(status)
         if status == 429:
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", type(self).retry_after)
+        if 300 <= status < 400:
+            self.send_header("Location", type(self).location)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"{}")
@@ -263,8 +268,7 @@ class Recorder(BaseHTTPRequestHandler):
         return
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, type[Recorder]]]:
+def _serve() -> Iterator[tuple[str, type[Recorder]]]:
     handler = type("Handler", (Recorder,), {"statuses": [], "requests": []})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
@@ -272,6 +276,62 @@ def server() -> Iterator[tuple[str, type[Recorder]]]:
     yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, type[Recorder]]]:
+    yield from _serve()
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[tuple[str, type[Recorder]]]:
+    """A second server on another port: where a redirect would take the token."""
+    yield from _serve()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_qualys_sink_never_follows_a_redirect_with_its_token(
+    server: tuple[str, type[Recorder]], elsewhere: tuple[str, type[Recorder]], status: int
+) -> None:
+    url, handler = server
+    other_url, other = elsewhere
+    handler.statuses = [status]
+    handler.location = other_url + "/steal?x=1"
+    sink = QualysSink(url, TOKEN, attempts=3, sleep=lambda _s: None)
+    pipe = Pipeline(Policy(), [sink])
+    pipe.submit(event())
+    pipe.close()
+    assert len(handler.requests) == 1  # not retried either: a redirect is an answer
+    assert other.requests == []  # the token never reached the other host:port
+    sinks = pipe.stats()["sinks"]["qualys-crs"]
+    assert sinks["sent_events"] == 0 and sinks["failed_batches"] == 1  # not delivered
+    handler.statuses = [status]
+    with pytest.raises(SinkError) as caught:
+        sink.send([event()])
+    assert "redirect" in caught.value.remediation and "steal" not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [201, 202, 204])
+def test_qualys_sink_counts_any_2xx_as_delivered(
+    server: tuple[str, type[Recorder]], status: int
+) -> None:
+    url, handler = server
+    handler.statuses = [status]
+    QualysSink(url, TOKEN, sleep=lambda _s: None).send([event()])
+    assert len(handler.requests) == 1
+
+
+def test_qualys_sink_honours_retry_after_as_an_http_date(
+    server: tuple[str, type[Recorder]],
+) -> None:
+    from email.utils import formatdate
+
+    url, handler = server
+    handler.statuses = [429, 200]
+    handler.retry_after = formatdate(time.time() + 30, usegmt=True)
+    sleeps: list[float] = []
+    QualysSink(url, TOKEN, sleep=sleeps.append).send([event()])
+    assert len(sleeps) == 1 and 25 < sleeps[0] <= 30
 
 
 def test_qualys_sink_posts_with_bearer_token_and_retries(

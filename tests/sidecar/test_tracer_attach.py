@@ -82,7 +82,8 @@ def test_attach_syscall_events_then_sigterm_detaches(tmp_path: Path, app) -> Non
         _wait_for(lambda: any(ev["path"] == str(target) for ev in events(tmp_path)))
         _wait_for(
             lambda: any(
-                ev["kind"] == "exec" and ev["path"] == "/bin/true" for ev in events(tmp_path)
+                ev["kind"] == "exec" and ev["path"] == os.path.realpath("/bin/true")
+                for ev in events(tmp_path)
             )
         )
         tracer.send_signal(signal.SIGTERM)
