@@ -26,12 +26,38 @@ from pathlib import Path
 from typing import Any
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+# debootstrap fetches from the mirror this machine's apt already uses (deb822 `.sources`
+# files, else `sources.list`): the test names no mirror of its own.
+APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 BASE_IMAGE = "localhost/containerscan-test-base:bookworm"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE_CA = "/etc/ssl/certs/host-ca-bundle.crt"
 TOOLS = ("buildah", "debootstrap", "unshare", "chroot")
+
+
+def debian_mirror(sources: Sequence[Path] = APT_SOURCES, suite: str = SUITE) -> str:
+    """The URI apt is configured to fetch `suite` from on this machine."""
+    for source in sources:
+        files = sorted(source.glob("*.sources")) if source.is_dir() else [source]
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if path.suffix == ".sources":  # deb822: stanzas of `Key: value` lines
+                for stanza in text.split("\n\n"):
+                    keys = dict(line.split(":", 1) for line in stanza.splitlines()
+                                if ":" in line and not line.lstrip().startswith("#"))
+                    if suite in keys.get("Suites", "").split() and keys.get("URIs"):
+                        return keys["URIs"].split()[0]
+            else:  # one-line style: deb [options] URI suite components...
+                for line in text.splitlines():
+                    words = [w for w in line.split() if not w.startswith("[")]
+                    if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
+                        return words[1]
+    raise AssertionError(f"no Debian mirror for {suite} in {', '.join(map(str, sources))}: "
+                         "debootstrap needs one (configure apt first)")
 
 
 def missing_tools() -> list[str]:
@@ -69,7 +95,7 @@ class Buildah:
         if not (rootfs / "usr" / "bin" / "python3").exists():
             shutil.rmtree(rootfs, ignore_errors=True)
             subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                            SUITE, str(rootfs), MIRROR],
+                            SUITE, str(rootfs), debian_mirror()],
                            capture_output=True, text=True, timeout=1800, check=True)
         shutil.copyfile(HOST_CA, rootfs / IMAGE_CA.lstrip("/"))
         container = self("from", "scratch")
