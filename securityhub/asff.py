@@ -258,6 +258,8 @@ def _container_resources(container: EcsContainer) -> list[ResourceTypeDef]:
         task: AwsEcsTaskDetailsTypeDef = {}
         if cluster_known:
             task["ClusterArn"] = container.cluster_arn
+        if container.task_definition_arn:
+            task["TaskDefinitionArn"] = container.task_definition_arn
         task_details: ResourceDetailsTypeDef = {"AwsEcsTask": task}
         resources.append(
             {

@@ -132,6 +132,7 @@ class EcsContainer:
     container_name: str
     image: str | None = None
     image_digest: str | None = None
+    task_definition_arn: str | None = None
 
     @property
     def resource_id(self) -> str:

@@ -52,6 +52,20 @@ class TaskContext:
     launch_type: str | None = None
     containers: Mapping[str, str] = field(default_factory=dict)  # DockerId -> Name
     images: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    partition: str = "aws"  # the task ARN's: aws, aws-cn, aws-us-gov
+
+    @property
+    def task_definition_arn(self) -> str | None:
+        """`arn:<partition>:ecs:<region>:<account>:task-definition/<family>:<revision>`, the
+        ARN ECS gives the task definition (the metadata names its family and revision)."""
+        if not (self.region and self.account_id and self.revision.isdigit()):
+            return None
+        if not self.task_family or self.task_family == "unknown":
+            return None
+        return (
+            f"arn:{self.partition}:ecs:{self.region}:{self.account_id}:"
+            f"task-definition/{self.task_family}:{self.revision}"
+        )
 
     @classmethod
     def from_metadata(cls, task: Mapping[str, Any], me: Mapping[str, Any] | None) -> TaskContext:
@@ -89,6 +103,7 @@ class TaskContext:
             launch_type=task.get("LaunchType"),
             containers=containers,
             images=images,
+            partition=parts[1] or "aws",
         )
 
     @property

@@ -358,9 +358,9 @@ def container_resource(context: Any, container: str, region: str) -> Any:
     """The EcsContainer of `container` in the task `context` describes.
 
     `context` is the sidecar's ECS context: an object or mapping with `account_id`,
-    `region`, `cluster_arn`, `task_arn`, `task_family`, and optionally `container_name`
-    and `images` (container name -> (image, digest)). A `container(name)` method returning
-    an `EcsContainer` takes precedence.
+    `region`, `cluster_arn`, `task_arn`, `task_family`, and optionally `container_name`,
+    `task_definition_arn` and `images` (container name -> (image, digest)). A
+    `container(name)` method returning an `EcsContainer` takes precedence.
     """
     from securityhub.findings import EcsContainer
 
@@ -380,6 +380,7 @@ def container_resource(context: Any, container: str, region: str) -> Any:
         container_name=container,
         image=image,
         image_digest=digest,
+        task_definition_arn=_attr(context, "task_definition_arn"),
     )
 
 
