@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled A
     )
 
 from securityhub import exposure, ids
+from securityhub.ecrref import parse_ecr_reference
 from securityhub.findings import (
     QUALYS_SEVERITY,
     EcrImage,
@@ -214,27 +215,20 @@ def asff_architecture(platform: str) -> str:
     return _ARCHITECTURES.get(arch, arch)
 
 
-# An ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag][@digest]
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.*)?$"
-)
-
-
 def ecr_image_of(container: EcsContainer) -> EcrImage | None:
     """The ECR image a container runs, when its URI is ECR's and its digest is known: the
     resource its vulnerability findings are on, so runtime and image findings meet."""
     if not container.image or not container.image_digest:
         return None
-    match = _ECR_IMAGE.match(container.image)
-    if match is None or not container.image_digest.startswith("sha256:"):
+    ecr = parse_ecr_reference(container.image)
+    if ecr is None or not container.image_digest.startswith("sha256:"):
         return None
     return EcrImage(
-        account_id=match["account"],
-        region=match["region"],
-        repository=match["repository"],
+        account_id=ecr.account_id,
+        region=ecr.region,
+        repository=ecr.repository,
         digest=container.image_digest,
-        tags=(match["tag"],) if match["tag"] else (),
+        tags=(ecr.tag,) if ecr.tag else (),
     )
 
 
