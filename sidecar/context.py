@@ -16,6 +16,7 @@ the container's id (`/ecs/<task id>/<task id>-<n>` on Fargate, `/docker/<64 hex>
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -116,6 +117,26 @@ class TaskContext:
         if cid is None:
             return None
         return self.containers.get(cid) or _short(cid)
+
+
+def seconds_from(
+    environ: Mapping[str, str], name: str, default: float, *, zero: str | None = None
+) -> float:
+    """A number of seconds from the environment variable `name` (`default` when unset or
+    empty). It must be positive; 0 too when `zero` says what 0 means. Anything else is a
+    ConfigurationError naming the variable, its value and an example."""
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if math.isfinite(value) and (value > 0 or (zero is not None and value == 0)):
+        return value
+    example = f"use e.g. {default:g}" + (f", or 0 for {zero}" if zero is not None else "")
+    kind = "a number of seconds" if zero is not None else "a positive number of seconds"
+    raise ConfigurationError(f"{name}={raw!r} is not {kind}", example)
 
 
 def _get_json(url: str) -> Any:

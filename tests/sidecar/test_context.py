@@ -164,6 +164,29 @@ def test_runtime_findings_name_the_task_definition(endpoint) -> None:
     }
 
 
+def test_seconds_from_the_environment() -> None:
+    """One reader for the sidecar's seconds settings (heartbeat, loaded-files sampling)."""
+    from sidecar.context import seconds_from
+    from sidecar.loaded import INTERVAL_ENV, interval_from
+    from sidecar.monitor import HEARTBEAT_ENV, heartbeat_seconds
+
+    assert seconds_from({}, "X_SECONDS", 10.0) == 10.0
+    assert seconds_from({"X_SECONDS": ""}, "X_SECONDS", 10.0) == 10.0
+    assert seconds_from({"X_SECONDS": "2.5"}, "X_SECONDS", 10.0) == 2.5
+    assert seconds_from({"X_SECONDS": "0"}, "X_SECONDS", 10.0, zero="none") == 0
+    for bad in ("0", "-1", "soon", "inf", "nan", "1e999"):
+        with pytest.raises(ConfigurationError, match=r"X_SECONDS=.* is not a positive") as err:
+            seconds_from({"X_SECONDS": bad}, "X_SECONDS", 10.0)
+        assert err.value.remediation == "use e.g. 10"
+    with pytest.raises(ConfigurationError, match="is not a number of seconds") as err:
+        seconds_from({"X_SECONDS": "-1"}, "X_SECONDS", 60.0, zero="none")
+    assert err.value.remediation == "use e.g. 60, or 0 for none"
+    # both settings read through it: 0 is "only at exit" for one, an error for the other
+    assert heartbeat_seconds({HEARTBEAT_ENV: "0"}) == 0
+    with pytest.raises(ConfigurationError, match=INTERVAL_ENV):
+        interval_from({INTERVAL_ENV: "0"})
+
+
 def test_no_endpoint_means_no_context() -> None:
     assert discover({}) is None
 
