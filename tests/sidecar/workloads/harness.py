@@ -131,6 +131,8 @@ def main() -> int:
                 fh,
             )
     out.close()
+    if sub_out is not None:
+        sub_out.close()
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
     return status
 
