@@ -635,6 +635,9 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> AwsSecurityFindingTy
             ),
             f"{PRODUCT_KEY}/runtime/task": finding.resource.task_arn,
             f"{PRODUCT_KEY}/runtime/process/user": process_info.user if process_info else None,
+            f"{PRODUCT_KEY}/runtime/process/uid": (
+                process_info.uid if process_info and process_info.uid is not None else None
+            ),
             f"{PRODUCT_KEY}/runtime/process/command-line": (
                 masked_command_line(process_info.args)
                 if process_info and process_info.args

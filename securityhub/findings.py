@@ -350,6 +350,7 @@ class ProcessInfo:
     args: tuple[str, ...] = ()  # captured only where the policy's captureArgs allows
     launched_at: datetime | None = None
     user: str | None = None  # the user name or uid the process runs as
+    uid: int | None = None  # its effective uid (the name is the container's for it)
 
     @property
     def name(self) -> str:

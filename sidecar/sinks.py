@@ -324,6 +324,7 @@ class SecurityHubSink:
                 # ASFF Process.LaunchedAt and the user, when the tracer recorded them.
                 launched_at=_launched_at(event.extra.get("launched_at")),
                 user=str(event.extra["user"]) if event.extra.get("user") is not None else None,
+                uid=_uid(event.extra.get("uid")),
             ),
             syscall=event.syscall,
             path=event.path,
@@ -344,6 +345,11 @@ def _launched_at(value: Any) -> datetime | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return datetime.fromtimestamp(value, UTC)
     return None
+
+
+def _uid(value: Any) -> int | None:
+    """A uid from an event's extra fields, if any."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _attr(context: Any, name: str) -> Any:

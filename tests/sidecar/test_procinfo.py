@@ -296,6 +296,7 @@ def test_launch_time_and_container_user_reach_the_asff_finding(
     # ASFF's Process has no user member (botocore's ProcessDetails: Name, Path, Pid,
     # ParentPid, LaunchedAt, TerminatedAt): GuardDuty puts the user in ProductFields too.
     assert finding["ProductFields"]["containerscan/runtime/process/user"] == "sandman"
+    assert finding["ProductFields"]["containerscan/runtime/process/uid"] == str(UID)
     assert problems_of(asff.provider_content(finding)) == []
 
 
