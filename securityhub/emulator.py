@@ -24,6 +24,13 @@ shared/reference/securityhub.md:
   this process) or with `CONTAINERSCAN_EMULATOR_FAULTS="throttle=0.3,failed=0.05,seed=7"`,
   read once by `install()`.
 
+DynamoDB: moto 5.2.1's TransactWriteItems deep-copies the table (for its rollback) while
+other request threads may be writing to it ("dictionary changed size during iteration"), and
+its writes are not atomic with respect to each other. `install()` makes moto's DynamoDB
+writes (PutItem, UpdateItem, DeleteItem, TransactWriteItems and the BatchWriteItem built on
+them) take one lock, so a transaction is all or nothing against concurrent writers, as in
+DynamoDB.
+
 moto is imported lazily: it is only in the `local` and `test` extras.
 """
 
@@ -392,6 +399,7 @@ def install() -> None:
     )
     with _lock:
         if not _originals:
+            _serialize_dynamodb_writes()
             _originals["get_findings"] = SecurityHubBackend.__dict__["get_findings"]
             _originals["batch_import_findings"] = SecurityHubBackend.__dict__[
                 "batch_import_findings"
@@ -403,14 +411,38 @@ def install() -> None:
             set_faults(Faults.parse(spec))
 
 
+# moto's DynamoDBBackend methods that write; TransactWriteItems calls the others (re-entrant).
+DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+_dynamodb_lock = threading.RLock()
+_dynamodb_originals: dict[str, Any] = {}
+
+
+def _serialize_dynamodb_writes() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in DYNAMODB_WRITES:
+        original = DynamoDBBackend.__dict__[name]
+        _dynamodb_originals[name] = original
+
+        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _dynamodb_lock:
+                return _original(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, locked)
+
+
 def uninstall() -> None:
     """Restore moto's own methods."""
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.securityhub.models import SecurityHubBackend
 
     with _lock:
         for name, original in _originals.items():
             setattr(SecurityHubBackend, name, original)
         _originals.clear()
+        for name, original in _dynamodb_originals.items():
+            setattr(DynamoDBBackend, name, original)
+        _dynamodb_originals.clear()
 
 
 def installed() -> bool:
