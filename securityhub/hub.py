@@ -216,7 +216,7 @@ class SecurityHubPublisher:
         instead of one per publish. A summary read earlier is as safe as one read at publish
         time (it may only make a publish read entries it could have skipped)."""
         partitions = [_partition_of_repository(r) for r in repositories]
-        self._prefetched.update(self.ledger().summaries(partitions))
+        self._prefetched.update(self.ledger().summaries(partitions, remember=False))
 
     def _summaries(self, ledger: Ledger, partitions: Collection[str]) -> dict[str, SummaryRead]:
         """The summaries of `partitions`: prefetched ones (used once), the rest read now."""

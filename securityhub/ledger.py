@@ -548,9 +548,12 @@ class Ledger:
             self._stored(item, out)
         return out
 
-    def summaries(self, partitions: Iterable[str]) -> dict[str, SummaryRead]:
+    def summaries(
+        self, partitions: Iterable[str], *, remember: bool = True
+    ) -> dict[str, SummaryRead]:
         """The summary of each repository partition (pk "ledger#ecr/...@"): BatchGetItem,
-        100 per call. A corrupt one is logged, remembered in `corrupt` and read as missing."""
+        100 per call. A corrupt one reads as missing with its `problem`, and is logged and
+        remembered in `corrupt` when `remember` (a read ahead leaves that to its user)."""
         wanted = sorted({p for p in partitions if summarized(p)})
         by_pk = {summary_key(p)["pk"]["S"]: p for p in wanted}
         out = {p: SummaryRead() for p in wanted}
@@ -561,7 +564,7 @@ class Ledger:
             if partition is None:
                 continue
             read = parse_summary(item)
-            if read.problem:
+            if read.problem and remember:
                 self.remember_corrupt(item, f"summary: {read.problem}")
             out[partition] = read
         return out
