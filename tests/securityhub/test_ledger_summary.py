@@ -300,3 +300,51 @@ def test_a_failed_scan_falls_back_and_keeps_the_image_untouched(
     both = [observe(a, vuln(a)), observe(b, vuln(b))]
     assert publisher.publish(REGION, both, repositories=[repo]).unchanged == 2
     assert counted["Query"] == 0
+
+
+def test_concurrent_writers_never_leave_a_summary_that_contradicts_the_entries(
+    sessions: SessionFactory, table: str
+) -> None:
+    """Runs that each read the summary, read the entries, change a few and write them with
+    their summary, in threads released together, many rounds: after each round the summary
+    is a tombstone or exactly the summary of the entries (what a reader may trust)."""
+    import random
+    import threading
+
+    def run(seed: int, round_no: int, barrier: threading.Barrier) -> None:
+        rng = random.Random(seed)
+        ledger = _ledger(sessions, table)
+        barrier.wait()
+        read = ledger.summaries([PARTITION])[PARTITION]
+        state = {e.finding_id: e for e in ledger.partition_entries(SCOPE_A)}
+        when = WHEN + timedelta(seconds=round_no, milliseconds=seed)
+        changed = {
+            e.finding_id: e
+            for e in (
+                # an Id names its image (as real finding Ids do): f0, f2, f4 in A, the rest in B
+                entry(f"f{n}", [SCOPE_A, SCOPE_B][n % 2], fp=f"r{round_no}", updated_at=when,
+                      record_state=rng.choice(["ACTIVE", "ACTIVE", ARCHIVED]))
+                for n in (rng.randrange(6) for _ in range(rng.randrange(0, 3)))
+            )
+        }  # fmt: skip
+        state |= changed
+        write = SummaryWrite(summarize(state.values()), read)
+        ledger.record(map(record, changed.values()), summaries={PARTITION: write})
+
+    trusted = 0
+    for round_no in range(12):
+        barrier = threading.Barrier(3)
+        threads = [
+            threading.Thread(target=run, args=(round_no * 3 + i, round_no, barrier))
+            for i in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        reader = _ledger(sessions, table)
+        summary = reader.summaries([PARTITION])[PARTITION].summary
+        if summary is not None:
+            trusted += 1
+            assert summary == summarize(reader.partition_entries(SCOPE_A)), round_no
+    assert trusted  # some rounds end with a summary to trust (else this proves nothing)
