@@ -396,3 +396,34 @@ def test_a_transaction_conflict_is_retried_and_a_stale_entry_is_not(
     assert calls["n"] == 5 and len(slept) == 2  # backed off before each retry
     stored = {e.finding_id: e.updated_at for e in ledger.partition_entries(SCOPE_A)}
     assert stored == {"f1": WHEN + timedelta(seconds=9), "f2": WHEN}
+
+
+def test_unprocessed_summary_reads_are_asked_again(sessions: SessionFactory, table: str) -> None:
+    """BatchGetItem may answer only part of its keys (UnprocessedKeys, e.g. under throttling):
+    the rest is asked again through the retry helper, after a pause."""
+    slept: list[float] = []
+    ledger = Ledger(sessions.client("dynamodb"), table, sleep=slept.append)
+    partitions = [
+        partition_of(ids.image_scope(image(DIGEST_A, f"team/app{i}"))) for i in range(130)
+    ]
+    for partition in partitions:
+        ledger.record([], summaries={partition: SummaryWrite(summarize([]), SummaryRead())})
+    calls = {"n": 0}
+
+    def answer_part(parsed: dict[str, Any], **_: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first call of the first 100 keys: 60 of them unprocessed
+            answered = parsed["Responses"][table]
+            parsed["Responses"][table] = answered[:40]
+            keys = [{"pk": item["pk"], "sk": item["sk"]} for item in answered[40:]]
+            parsed["UnprocessedKeys"] = {table: {"Keys": keys, "ConsistentRead": True}}
+
+    ledger.client.meta.events.register(
+        "after-call.dynamodb.BatchGetItem", answer_part, unique_id="part"
+    )
+    try:
+        reads = ledger.summaries(partitions)
+    finally:
+        ledger.client.meta.events.unregister("after-call.dynamodb.BatchGetItem", unique_id="part")
+    assert calls["n"] == 3 and len(slept) == 1  # 100 keys, the 60 again, then the last 30
+    assert all(read.summary == summarize([]) for read in reads.values()) and len(reads) == 130
