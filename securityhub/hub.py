@@ -268,20 +268,11 @@ class SecurityHubPublisher:
         ]
         whole = {_partition_of_repository(r) for r in repositories}
         reads = self._summaries(ledger, whole)
-        by_partition: dict[str, list[Observed]] = defaultdict(list)
-        for o in observed:
-            by_partition[partition_of(o.scope)].append(o)
-        quiet = {
-            partition
-            for partition, read in reads.items()
-            if read.summary is not None
-            and summary_holds(read.summary, by_partition[partition], now, self.refresh_interval)
-        }
+        quiet, quiet_unchanged = self._unchanged(reads, observed, now)
         if quiet:  # unchanged repositories: nothing to read, plan or write
             scopes = [s for s in scopes if partition_of(s.scope) not in quiet]
             repositories = [r for r in repositories if _partition_of_repository(r) not in quiet]
-        quiet_unchanged = sum(len(by_partition[p]) for p in quiet)
-        observed = [o for o in observed if partition_of(o.scope) not in quiet]
+            observed = [o for o in observed if partition_of(o.scope) not in quiet]
 
         entries = self._ledger_entries(ledger, scopes, repositories)
         kept_absent = 0
@@ -329,6 +320,21 @@ class SecurityHubPublisher:
             extra=fields(account=account, region=region, calls=outcome.calls, **summary.as_dict()),
         )
         return summary
+
+    def _unchanged(
+        self, reads: Mapping[str, SummaryRead], observed: Sequence[Observed], now: datetime
+    ) -> tuple[set[str], int]:
+        """(the partitions whose summary says the plan is empty, how many findings they hold)."""
+        by_partition: dict[str, list[Observed]] = defaultdict(list)
+        for o in observed:
+            by_partition[partition_of(o.scope)].append(o)
+        quiet = {
+            partition
+            for partition, read in reads.items()
+            if read.summary is not None
+            and summary_holds(read.summary, by_partition[partition], now, self.refresh_interval)
+        }
+        return quiet, sum(len(by_partition[p]) for p in quiet)
 
     @staticmethod
     def _rebuilt(

@@ -445,7 +445,8 @@ class Ledger:
                 return
             self.corrupt[key] = reason
         log.warning(
-            "corrupt ledger item; its finding is treated as unknown and re-imported",
+            "corrupt ledger item; treated as unknown (a finding is re-imported, a repository "
+            "with a corrupt summary has its entries read)",
             extra=fields(pk=key[0], sk=key[1], problem=reason),
         )
 
