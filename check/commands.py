@@ -32,11 +32,6 @@ ECR_ONLY_FLAGS = {
     "accounts": "--account", "regions": "--region", "role": "--role",
     "external_id": "--external-id", "tag_scanned": "--tag-scanned",
 }  # fmt: skip
-# <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(@sha256:<hex>|:<tag>)
-ECR_REF_RE = re.compile(
-    r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[^@:]+)(?:@(?P<digest>sha256:[0-9a-f]{64})|:(?P<tag>[^@]+))?"
-)
 # A bare `<repository>@sha256:...` or `<repository>:<tag>` in the default account and region.
 BARE_REF_RE = re.compile(
     r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(?:@(?P<digest>sha256:[0-9a-f]{64})|:(?P<tag>[^@/:]+))"
@@ -206,13 +201,14 @@ def scan_image(ctx: click.Context, ref: str | None, event_file: str | None, **fl
 
 def _reference_document(ref: str) -> dict[str, Any] | None:
     """The request for an ECR reference; None for anything else (local and other registries)."""
-    if match := ECR_REF_RE.fullmatch(ref):
-        image = match.group("digest") or match.group("tag") or "latest"
+    from securityhub.ecrref import parse_ecr_reference
+
+    if ecr := parse_ecr_reference(ref):
         return {
-            "accounts": [match.group("account")],
-            "regions": [match.group("region")],
-            "repositories": [match.group("repository")],
-            "images": [image],
+            "accounts": [ecr.account_id],
+            "regions": [ecr.region],
+            "repositories": [ecr.repository],
+            "images": [ecr.digest or ecr.tag or "latest"],  # the digest pins it when both
         }
     if ":" in ref.split("/", 1)[0] or "." in ref.split("/", 1)[0]:
         return None  # oci-layout:DIR, docker-archive:FILE, registry.example.com/...

@@ -32,6 +32,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from securityhub.aws import error_code
+from securityhub.ecrref import parse_ecr_reference
 from securityhub.logs import fields, get_logger
 
 log = get_logger("check.inuse")
@@ -40,11 +41,6 @@ log = get_logger("check.inuse")
 DESCRIBE_TASKS_MAX = 100
 # ListTasks and ListClusters return at most 100 items per page (ECS API reference).
 LIST_PAGE_SIZE = 100
-# `<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag][@sha256:...]`
-ECR_IMAGE_RE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -98,12 +94,12 @@ class ImageRef:
 
 def parse_image(image: str, account_id: str, region: str) -> ImageRef:
     """`acct.dkr.ecr.region.amazonaws.com/repo:tag@sha256:...` -> its parts."""
-    match = ECR_IMAGE_RE.match(image or "")
-    if match is None:
+    ecr = parse_ecr_reference(image or "")
+    if ecr is None:
         digest = image.rsplit("@", 1)[1] if "@" in (image or "") else None
         return ImageRef(None, None, digest if digest and DIGEST_RE.fullmatch(digest) else None)
-    ours = match["account"] == account_id and match["region"] == region
-    return ImageRef(match["repository"] if ours else None, match["tag"], match["digest"])
+    ours = ecr.account_id == account_id and ecr.region == region
+    return ImageRef(ecr.repository if ours else None, ecr.tag, ecr.digest)
 
 
 def _user(cluster_arn: str, group: str | None, task_definition_arn: str | None) -> str:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled ASFF field
     from mypy_boto3_securityhub.type_defs import (
@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled A
         AwsEcrContainerImageDetailsTypeDef,
         AwsEcsContainerDetailsTypeDef,
         AwsEcsTaskDetailsTypeDef,
+        AwsSecurityFindingTypeDef,
         CvssTypeDef,
         NetworkConnectionActionTypeDef,
         ProcessDetailsTypeDef,
+        RecommendationTypeDef,
         ResourceDetailsTypeDef,
         ResourceTypeDef,
         SeverityTypeDef,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # the BatchImportFindings shapes: mypy catches a misspelled A
     )
 
 from securityhub import exposure, ids
+from securityhub.ecrref import parse_ecr_reference
 from securityhub.findings import (
     QUALYS_SEVERITY,
     EcrImage,
@@ -212,27 +215,20 @@ def asff_architecture(platform: str) -> str:
     return _ARCHITECTURES.get(arch, arch)
 
 
-# An ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag][@digest]
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.*)?$"
-)
-
-
 def ecr_image_of(container: EcsContainer) -> EcrImage | None:
     """The ECR image a container runs, when its URI is ECR's and its digest is known: the
     resource its vulnerability findings are on, so runtime and image findings meet."""
     if not container.image or not container.image_digest:
         return None
-    match = _ECR_IMAGE.match(container.image)
-    if match is None or not container.image_digest.startswith("sha256:"):
+    ecr = parse_ecr_reference(container.image)
+    if ecr is None or not container.image_digest.startswith("sha256:"):
         return None
     return EcrImage(
-        account_id=match["account"],
-        region=match["region"],
-        repository=match["repository"],
+        account_id=ecr.account_id,
+        region=ecr.region,
+        repository=ecr.repository,
         digest=container.image_digest,
-        tags=(match["tag"],) if match["tag"] else (),
+        tags=(ecr.tag,) if ecr.tag else (),
     )
 
 
@@ -258,6 +254,8 @@ def _container_resources(container: EcsContainer) -> list[ResourceTypeDef]:
         task: AwsEcsTaskDetailsTypeDef = {}
         if cluster_known:
             task["ClusterArn"] = container.cluster_arn
+        if container.task_definition_arn:
+            task["TaskDefinitionArn"] = container.task_definition_arn
         task_details: ResourceDetailsTypeDef = {"AwsEcsTask": task}
         resources.append(
             {
@@ -339,32 +337,43 @@ def _package(package: Package) -> SoftwarePackageTypeDef:
     return doc
 
 
+def _content() -> AwsSecurityFindingTypeDef:
+    """An empty finding for a builder to fill, typed as BatchImportFindings takes it (so
+    mypy checks every key and value put in). The one cast: content has no CreatedAt and
+    UpdatedAt, which the type requires; `stamp()` adds them at import time."""
+    return cast("AwsSecurityFindingTypeDef", {})
+
+
 def _base(
     finding: Finding, ctx: BuildContext, title: str, description: str, types: tuple[str, ...]
-) -> dict[str, Any]:
+) -> AwsSecurityFindingTypeDef:
     label, original = _severity(finding, ctx.severity_map)
     severity: SeverityTypeDef = {
         "Label": label.name,  # type: ignore[typeddict-item]  # a SeverityLabelType value
         "Normalized": label.normalized,
         "Original": truncate(original, MAX_SEVERITY_ORIGINAL),
     }
-    return {
-        "SchemaVersion": SCHEMA_VERSION,
-        "Id": ids.finding_id(finding, ctx.prefix),
-        "ProductArn": ctx.product_arn,
-        "GeneratorId": ids.generator_id(finding.kind, ctx.prefix),
-        "AwsAccountId": ctx.account_id,
-        "Region": ctx.region,
-        "Types": list(types),
-        "Severity": severity,
-        "FindingProviderFields": {
-            # FindingProviderFields.Severity has Label and Original only (API model).
-            "Severity": {"Label": severity["Label"], "Original": severity["Original"]},
+    doc = _content()
+    doc.update(
+        {
+            "SchemaVersion": SCHEMA_VERSION,
+            "Id": ids.finding_id(finding, ctx.prefix),
+            "ProductArn": ctx.product_arn,
+            "GeneratorId": ids.generator_id(finding.kind, ctx.prefix),
+            "AwsAccountId": ctx.account_id,
+            "Region": ctx.region,
             "Types": list(types),
-        },
-        "Title": truncate(title or finding.kind, MAX_TITLE),
-        "Description": truncate(description or title or finding.kind, MAX_DESCRIPTION),
-    }
+            "Severity": severity,
+            "FindingProviderFields": {
+                # FindingProviderFields.Severity has Label and Original only (API model).
+                "Severity": {"Label": severity["Label"], "Original": severity["Original"]},
+                "Types": list(types),
+            },
+            "Title": truncate(title or finding.kind, MAX_TITLE),
+            "Description": truncate(description or title or finding.kind, MAX_DESCRIPTION),
+        }
+    )
+    return doc
 
 
 def vulnerability_title(finding: VulnerabilityFinding) -> str:
@@ -428,7 +437,7 @@ def _cvss(finding: VulnerabilityFinding) -> list[CvssTypeDef]:
     return out
 
 
-def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str, Any]:
+def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> AwsSecurityFindingTypeDef:
     names = list(dict.fromkeys(p.name for p in finding.packages))
     title = vulnerability_title(finding)
     lead = finding.title if finding.title and finding.title != title else ""
@@ -462,11 +471,12 @@ def _vulnerability(finding: VulnerabilityFinding, ctx: BuildContext) -> dict[str
     doc["Vulnerabilities"] = [vulnerability]
     remediation = finding.remediation or _fixed_versions(finding)
     if remediation:
-        doc["Remediation"] = {
-            "Recommendation": {"Text": truncate(remediation, MAX_RECOMMENDATION_TEXT)}
+        recommendation: RecommendationTypeDef = {
+            "Text": truncate(remediation, MAX_RECOMMENDATION_TEXT)
         }
         if finding.references:
-            doc["Remediation"]["Recommendation"]["Url"] = finding.references[0]
+            recommendation["Url"] = finding.references[0]
+        doc["Remediation"] = {"Recommendation": recommendation}
     doc["Resources"] = [_image_resource(finding.resource)]
     temporal = next((c.temporal_score for c in finding.cvss if c.temporal_score is not None), None)
     doc["ProductFields"] = _product_fields(
@@ -493,7 +503,7 @@ def _fixed_versions(finding: VulnerabilityFinding) -> str:
     return "; ".join(f for f in fixes if f)
 
 
-def _secret(finding: SecretFinding, ctx: BuildContext) -> dict[str, Any]:
+def _secret(finding: SecretFinding, ctx: BuildContext) -> AwsSecurityFindingTypeDef:
     where = f"{finding.file_path}:{finding.line}" if finding.line else finding.file_path
     title = finding.title or f"{finding.category} secret"
     description = (
@@ -567,7 +577,7 @@ def masked_command_line(args: tuple[str, ...]) -> str:
     return truncate(redact(" ".join(out)), MAX_COMMAND_LINE)
 
 
-def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
+def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> AwsSecurityFindingTypeDef:
     types = runtime_types(finding)
     title = f"{finding.rule}: {finding.subject}"
     description = finding.description or (
@@ -625,6 +635,9 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
             ),
             f"{PRODUCT_KEY}/runtime/task": finding.resource.task_arn,
             f"{PRODUCT_KEY}/runtime/process/user": process_info.user if process_info else None,
+            f"{PRODUCT_KEY}/runtime/process/uid": (
+                process_info.uid if process_info and process_info.uid is not None else None
+            ),
             f"{PRODUCT_KEY}/runtime/process/command-line": (
                 masked_command_line(process_info.args)
                 if process_info and process_info.args
@@ -637,6 +650,7 @@ def _runtime(finding: RuntimeFinding, ctx: BuildContext) -> dict[str, Any]:
 
 def build(finding: Finding, ctx: BuildContext) -> dict[str, Any]:
     """The ASFF content of `finding` (no timestamps, no RecordState), within 240 KB."""
+    doc: AwsSecurityFindingTypeDef
     if isinstance(finding, VulnerabilityFinding):
         doc = _vulnerability(finding, ctx)
     elif isinstance(finding, SecretFinding):
@@ -652,15 +666,14 @@ def encoded_size(doc: Mapping[str, Any]) -> int:
     return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
-def trim(doc: dict[str, Any]) -> dict[str, Any]:
+def trim(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Cap VulnerablePackages so the finding stays under 240 KB, and say so in the finding."""
     if encoded_size(doc) <= TRIM_TARGET_BYTES:
-        return doc
+        return dict(doc)
     vulns = doc.get("Vulnerabilities") or [{}]
     packages = vulns[0].get("VulnerablePackages", [])
     total = len(packages)
     low, high = 0, total
-    candidate = doc
     while low < high:  # the largest package count that fits
         middle = (low + high + 1) // 2
         candidate = _with_packages(doc, packages[:middle], total)
@@ -677,8 +690,8 @@ def trim(doc: dict[str, Any]) -> dict[str, Any]:
     return trimmed
 
 
-def _with_packages(doc: dict[str, Any], kept: list[Any], total: int) -> dict[str, Any]:
-    out = json.loads(json.dumps(doc))
+def _with_packages(doc: Mapping[str, Any], kept: list[Any], total: int) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(doc))
     note = (
         f" [containerscan: {len(kept)} of {total} affected packages listed;"
         " finding trimmed to stay under 240 KB]"

@@ -132,6 +132,7 @@ class EcsContainer:
     container_name: str
     image: str | None = None
     image_digest: str | None = None
+    task_definition_arn: str | None = None
 
     @property
     def resource_id(self) -> str:
@@ -349,6 +350,7 @@ class ProcessInfo:
     args: tuple[str, ...] = ()  # captured only where the policy's captureArgs allows
     launched_at: datetime | None = None
     user: str | None = None  # the user name or uid the process runs as
+    uid: int | None = None  # its effective uid (the name is the container's for it)
 
     @property
     def name(self) -> str:

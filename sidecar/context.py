@@ -16,6 +16,7 @@ the container's id (`/ecs/<task id>/<task id>-<n>` on Fargate, `/docker/<64 hex>
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -52,6 +53,20 @@ class TaskContext:
     launch_type: str | None = None
     containers: Mapping[str, str] = field(default_factory=dict)  # DockerId -> Name
     images: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    partition: str = "aws"  # the task ARN's: aws, aws-cn, aws-us-gov
+
+    @property
+    def task_definition_arn(self) -> str | None:
+        """`arn:<partition>:ecs:<region>:<account>:task-definition/<family>:<revision>`, the
+        ARN ECS gives the task definition (the metadata names its family and revision)."""
+        if not (self.region and self.account_id and self.revision.isdigit()):
+            return None
+        if not self.task_family or self.task_family == "unknown":
+            return None
+        return (
+            f"arn:{self.partition}:ecs:{self.region}:{self.account_id}:"
+            f"task-definition/{self.task_family}:{self.revision}"
+        )
 
     @classmethod
     def from_metadata(cls, task: Mapping[str, Any], me: Mapping[str, Any] | None) -> TaskContext:
@@ -89,6 +104,7 @@ class TaskContext:
             launch_type=task.get("LaunchType"),
             containers=containers,
             images=images,
+            partition=parts[1] or "aws",
         )
 
     @property
@@ -101,6 +117,26 @@ class TaskContext:
         if cid is None:
             return None
         return self.containers.get(cid) or _short(cid)
+
+
+def seconds_from(
+    environ: Mapping[str, str], name: str, default: float, *, zero: str | None = None
+) -> float:
+    """A number of seconds from the environment variable `name` (`default` when unset or
+    empty). It must be positive; 0 too when `zero` says what 0 means. Anything else is a
+    ConfigurationError naming the variable, its value and an example."""
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if math.isfinite(value) and (value > 0 or (zero is not None and value == 0)):
+        return value
+    example = f"use e.g. {default:g}" + (f", or 0 for {zero}" if zero is not None else "")
+    kind = "a number of seconds" if zero is not None else "a positive number of seconds"
+    raise ConfigurationError(f"{name}={raw!r} is not {kind}", example)
 
 
 def _get_json(url: str) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 
 from securityhub.loaded import INDEX_PK, RECORD_PREFIX, RETENTION_DAYS, canonical
 from securityhub.logs import fields, get_logger
+from sidecar.context import seconds_from
 
 log = get_logger("sidecar.loaded")
 
@@ -224,20 +225,8 @@ class LoadedSampler:
 
 
 def interval_from(environ: Mapping[str, str]) -> float:
-    raw = environ.get(INTERVAL_ENV)
-    if not raw:
-        return DEFAULT_INTERVAL
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        from securityhub.errors import ConfigurationError
-
-        raise ConfigurationError(
-            f"{INTERVAL_ENV}={raw!r} is not a positive number of seconds", "use e.g. 10"
-        )
-    return value
+    """CONTAINERSCAN_LOADED_INTERVAL: seconds between samples (positive)."""
+    return seconds_from(environ, INTERVAL_ENV, DEFAULT_INTERVAL)
 
 
 def build_sampler(

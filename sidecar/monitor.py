@@ -22,7 +22,7 @@ from typing import Any
 
 from securityhub.errors import ConfigurationError
 from securityhub.logs import fields, get_logger
-from sidecar.context import Heartbeat, TaskContext, discover
+from sidecar.context import Heartbeat, TaskContext, discover, seconds_from
 from sidecar.events import RuntimeEvent
 from sidecar.tracer import DETACH_SIGNALS, FORWARDED_SIGNALS, Tracer
 
@@ -46,18 +46,7 @@ def workload_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 def heartbeat_seconds(environ: Mapping[str, str]) -> float:
     """CONTAINERSCAN_HEARTBEAT_SECONDS: seconds between heartbeat lines (0: only at exit)."""
-    raw = environ.get(HEARTBEAT_ENV)
-    if not raw:
-        return DEFAULT_HEARTBEAT_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise ConfigurationError(
-            f"{HEARTBEAT_ENV}={raw!r} is not a number of seconds", "use e.g. 60, or 0 for none"
-        )
-    return value
+    return seconds_from(environ, HEARTBEAT_ENV, DEFAULT_HEARTBEAT_SECONDS, zero="none")
 
 
 class _HeartbeatThread:

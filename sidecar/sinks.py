@@ -324,6 +324,7 @@ class SecurityHubSink:
                 # ASFF Process.LaunchedAt and the user, when the tracer recorded them.
                 launched_at=_launched_at(event.extra.get("launched_at")),
                 user=str(event.extra["user"]) if event.extra.get("user") is not None else None,
+                uid=_uid(event.extra.get("uid")),
             ),
             syscall=event.syscall,
             path=event.path,
@@ -346,6 +347,11 @@ def _launched_at(value: Any) -> datetime | None:
     return None
 
 
+def _uid(value: Any) -> int | None:
+    """A uid from an event's extra fields, if any."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _attr(context: Any, name: str) -> Any:
     if context is None:
         return None
@@ -358,9 +364,9 @@ def container_resource(context: Any, container: str, region: str) -> Any:
     """The EcsContainer of `container` in the task `context` describes.
 
     `context` is the sidecar's ECS context: an object or mapping with `account_id`,
-    `region`, `cluster_arn`, `task_arn`, `task_family`, and optionally `container_name`
-    and `images` (container name -> (image, digest)). A `container(name)` method returning
-    an `EcsContainer` takes precedence.
+    `region`, `cluster_arn`, `task_arn`, `task_family`, and optionally `container_name`,
+    `task_definition_arn` and `images` (container name -> (image, digest)). A
+    `container(name)` method returning an `EcsContainer` takes precedence.
     """
     from securityhub.findings import EcsContainer
 
@@ -380,6 +386,7 @@ def container_resource(context: Any, container: str, region: str) -> Any:
         container_name=container,
         image=image,
         image_digest=digest,
+        task_definition_arn=_attr(context, "task_definition_arn"),
     )
 
 

@@ -89,6 +89,7 @@ from sidecar import inject, seccomp
 from sidecar import ptrace as pt
 from sidecar.decode import Decoder, Process, can_write, listening, signed32
 from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
+from sidecar.procinfo import ProcInfo
 from sidecar.resolve import fd_target
 from sidecar.syscalls import Arch, native_arch
 
@@ -205,6 +206,7 @@ class Tracer:
             getattr(evaluate, "__self__", None), "open_is_quiet", None
         )
         self._container_of = container_of
+        self._procinfo = ProcInfo()  # launch time and user of reported events, cached
         self.decoder = Decoder(self.arch, clock)
         self.stats = TracerStats()
         # Refused syscalls stop too where no filter refuses them (attach mode): the engine
@@ -828,7 +830,10 @@ class Tracer:
     def _submit_all(self, events: tuple[RuntimeEvent, ...]) -> None:
         for runtime_event in events:
             self.stats.events += 1
-            self._submit(runtime_event)
+            # Launch time and user (sidecar.procinfo), read while the tracee is stopped.
+            proc = self._procs.get(runtime_event.pid)
+            exe = proc.exe if proc is not None else runtime_event.process
+            self._submit(self._procinfo.enrich(runtime_event, proc, exe))
 
     def _report(self, event: SyscallEvent, defer: bool = False) -> Verdict:
         """Evaluate; submit the verdict's events unless `defer`."""

@@ -253,3 +253,16 @@ def test_the_build_stage_has_every_file_setup_cfg_installs(
     install = next(i for i, ins in enumerate(build) if "pip install" in ins.args)
     before = {ins.args.split()[0] for ins in build[:install] if ins.keyword == "COPY"}
     assert "policies" in before, copied
+
+
+def test_images_do_not_ship_the_quick_start_advisories() -> None:
+    """The ~14 MB of advisory records under check/quickstart/advisories are for the local
+    demo and the tests: .dockerignore keeps them out of the context the release tool sends
+    (release.imagebuild, with the Docker SDK's .dockerignore rules), so out of the wheel
+    the images install; the code beside them stays."""
+    from release import imagebuild
+
+    for spec in imagebuild.IMAGES.values():
+        files = imagebuild.context_files(imagebuild.ROOT, spec)
+        assert not [f for f in files if f.startswith("check/quickstart/advisories/")]
+        assert "check/quickstart/data.py" in files and "check/builtin/advisories.py" in files

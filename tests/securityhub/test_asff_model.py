@@ -215,6 +215,7 @@ def kinds() -> dict[str, Any]:
         "arn:aws:ecs:eu-central-1:123456789012:task/prod/0f1e2d3c4b5a69788796a5b4c3d2e1f0",
         "web", "app",
         f"{image.registry}/{image.repository}:2023-08-23", image.digest,
+        "arn:aws:ecs:eu-central-1:123456789012:task-definition/web:26",
     )  # fmt: skip
     process = ProcessInfo(4242, 1, "/usr/bin/curl", ("curl", "--user", "a:b", "http://x"),
                           launched_at=NOW, user="1000")  # fmt: skip

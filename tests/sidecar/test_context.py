@@ -97,6 +97,96 @@ def test_discover_reads_task_and_container(endpoint) -> None:
     assert sorted(hits) == sorted([f"/v4/{TASK_ID}-2495160603", f"/v4/{TASK_ID}-2495160603/task"])
 
 
+# The Fargate examples of the ECS developer guide ("task metadata v3 examples for tasks on
+# Fargate"; the v4 page's task has the same members): a short cluster name and a task ARN
+# without the cluster in it.
+DOCS_TASK = {
+    "Cluster": "default",
+    "TaskARN": "arn:aws:ecs:us-east-2:012345678910:task/9781c248-0edd-4cdb-9a93-f63cb662a5d3",
+    "Family": "nginx",
+    "Revision": "5",
+    "DesiredStatus": "RUNNING",
+    "KnownStatus": "RUNNING",
+    "Containers": [
+        {
+            "DockerId": "731a0d6a3b4210e2448339bc7015aaa79bfe4fa256384f4102db86ef94cbbc4c",
+            "Name": "~internal~ecs~pause",
+            "Image": "amazon/amazon-ecs-pause:0.1.0",
+            "ImageID": "",
+            "Labels": {
+                "com.amazonaws.ecs.task-definition-family": "nginx",
+                "com.amazonaws.ecs.task-definition-version": "5",
+            },
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (TASK_DOC, "arn:aws:ecs:eu-west-1:111122223333:task-definition/shop-api:26"),
+        (DOCS_TASK, "arn:aws:ecs:us-east-2:012345678910:task-definition/nginx:5"),
+        (
+            {
+                **TASK_DOC,
+                "Cluster": "prod",
+                "TaskARN": f"arn:aws-cn:ecs:cn-north-1:111122223333:task/prod/{TASK_ID}",
+            },
+            "arn:aws-cn:ecs:cn-north-1:111122223333:task-definition/shop-api:26",
+        ),
+        ({**TASK_DOC, "Revision": ""}, None),
+        ({k: v for k, v in TASK_DOC.items() if k != "Family"}, None),
+    ],
+)
+def test_task_definition_arn_from_family_and_revision(doc: dict, expected: str | None) -> None:
+    ctx = TaskContext.from_metadata(doc, None)
+    assert ctx.task_definition_arn == expected
+
+
+def test_runtime_findings_name_the_task_definition(endpoint) -> None:
+    """The metadata's task definition reaches the AwsEcsTask resource of an ASFF finding."""
+    from securityhub import asff
+    from securityhub.findings import RuntimeFinding, ScannerInfo, Severity
+    from sidecar.sinks import container_resource
+
+    ctx = discover({METADATA_ENV: endpoint[0]})
+    container = container_resource(ctx, "app", "eu-west-1")
+    finding = RuntimeFinding(
+        container, "shell", "process", Severity.HIGH, "alert", "/bin/sh", ScannerInfo("x")
+    )
+    doc = asff.build(finding, asff.BuildContext("111122223333", "eu-west-1"))
+    (task,) = [r for r in doc["Resources"] if r["Type"] == "AwsEcsTask"]
+    assert task["Id"] == TASK_DOC["TaskARN"]
+    assert task["Details"]["AwsEcsTask"] == {
+        "ClusterArn": TASK_DOC["Cluster"],
+        "TaskDefinitionArn": "arn:aws:ecs:eu-west-1:111122223333:task-definition/shop-api:26",
+    }
+
+
+def test_seconds_from_the_environment() -> None:
+    """One reader for the sidecar's seconds settings (heartbeat, loaded-files sampling)."""
+    from sidecar.context import seconds_from
+    from sidecar.loaded import INTERVAL_ENV, interval_from
+    from sidecar.monitor import HEARTBEAT_ENV, heartbeat_seconds
+
+    assert seconds_from({}, "X_SECONDS", 10.0) == 10.0
+    assert seconds_from({"X_SECONDS": ""}, "X_SECONDS", 10.0) == 10.0
+    assert seconds_from({"X_SECONDS": "2.5"}, "X_SECONDS", 10.0) == 2.5
+    assert seconds_from({"X_SECONDS": "0"}, "X_SECONDS", 10.0, zero="none") == 0
+    for bad in ("0", "-1", "soon", "inf", "nan", "1e999"):
+        with pytest.raises(ConfigurationError, match=r"X_SECONDS=.* is not a positive") as err:
+            seconds_from({"X_SECONDS": bad}, "X_SECONDS", 10.0)
+        assert err.value.remediation == "use e.g. 10"
+    with pytest.raises(ConfigurationError, match="is not a number of seconds") as err:
+        seconds_from({"X_SECONDS": "-1"}, "X_SECONDS", 60.0, zero="none")
+    assert err.value.remediation == "use e.g. 60, or 0 for none"
+    # both settings read through it: 0 is "only at exit" for one, an error for the other
+    assert heartbeat_seconds({HEARTBEAT_ENV: "0"}) == 0
+    with pytest.raises(ConfigurationError, match=INTERVAL_ENV):
+        interval_from({INTERVAL_ENV: "0"})
+
+
 def test_no_endpoint_means_no_context() -> None:
     assert discover({}) is None
 

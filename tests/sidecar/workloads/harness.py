@@ -43,6 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", required=True)
     parser.add_argument("--stats")
+    parser.add_argument("--submitted", help="write the submitted RuntimeEvents as JSON lines")
     parser.add_argument("--watch", default="execve,execveat,connect")
     parser.add_argument("--process-only", action="store_true")
     parser.add_argument("--open-read", action="store_true")
@@ -95,9 +96,16 @@ def main() -> int:
         return Verdict()
 
     submitted: list[RuntimeEvent] = []
+    sub_out = open(opts.submitted, "a", buffering=1) if opts.submitted else None
+
+    def submit(event: RuntimeEvent) -> None:
+        submitted.append(event)
+        if sub_out is not None:
+            sub_out.write(json.dumps(event.as_dict()) + "\n")
+
     syscalls = frozenset(s for s in opts.watch.split(",") if s)
     req = Requirements(syscalls, process_only=opts.process_only, open_needs_read=opts.open_read)
-    tracer = Tracer(req, evaluate, submitted.append)
+    tracer = Tracer(req, evaluate, submit)
     if opts.mode == "run":
         tracer.launch(opts.argv)
         tracer.install_signal_handlers()
@@ -123,6 +131,8 @@ def main() -> int:
                 fh,
             )
     out.close()
+    if sub_out is not None:
+        sub_out.close()
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
     return status
 
