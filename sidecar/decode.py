@@ -714,18 +714,32 @@ class Decoder:
     def decode(self, proc: Process, tid: int, nr: int, args: Sequence[int]) -> SyscallEvent | None:
         """The event, or None when there is nothing to report (a sendto on a connected
         socket carries no destination)."""
+        raw_args = tuple(args)
+        found = self.call(proc, tid, nr, raw_args)
+        if found is None:
+            return None
+        return self.event(proc, tid, raw_args, *found)
+
+    def call(
+        self, proc: Process, tid: int, nr: int, args: tuple[int, ...]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """`decode` without building the event: (syscall name, the event's fields), enough
+        for the engine to reject a stop cheaply (`Engine.path_is_quiet`); None as `decode`.
+        `event` then makes what `decode` would."""
         known = self._by_nr.get(nr)
         name, handler = known if known is not None else (self.arch.name_of(nr), None)
-        raw_args = tuple(args)
-        fields: dict[str, Any]
         if handler is None:
-            fields = {"kind": KIND_OTHER}
-        else:
-            view = View(proc.memory(), proc.pid, tid, proc.same_root, proc.ppid)
-            fields = handler(view, raw_args)
-            if not fields:
-                return None
-        return self._event(proc, tid, name, raw_args, fields)
+            return name, {"kind": KIND_OTHER}
+        view = View(proc.memory(), proc.pid, tid, proc.same_root, proc.ppid)
+        fields = handler(view, args)
+        if not fields:
+            return None
+        return name, fields
+
+    def event(
+        self, proc: Process, tid: int, args: tuple[int, ...], name: str, fields: dict[str, Any]
+    ) -> SyscallEvent:
+        return self._event(proc, tid, name, args, fields)
 
     def _event(
         self, proc: Process, tid: int, name: str, args: tuple[int, ...], fields: dict[str, Any]
