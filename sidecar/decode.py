@@ -75,6 +75,8 @@ UIO_MAXIOV = 1024  # <linux/uio.h>: sendmmsg's vlen is capped to this by the ker
 MMSGHDR_SIZE = 64  # struct mmsghdr { struct msghdr (56); unsigned msg_len; } padded, LP64
 SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
 READ_CHUNK = 256
+# One read of an exec's environment strings: they usually lie side by side (bytes).
+STRINGS_SPAN = 8192
 # Address families (<linux/socket.h>).
 AF_UNIX = 1
 AF_INET = 2
@@ -213,6 +215,31 @@ class ProcessMemory:
             if nul >= 0:
                 return out + chunk[:nul]
             out += chunk
+        return out
+
+    def cstrings(self, addrs: Sequence[int], limit: int) -> list[bytes | None]:
+        """`cstring(addr, limit)` of each address, with one read per cluster of strings
+        (an exec's environment: side by side, or a few heap blocks): taken in address
+        order, a string inside the span read last comes from it, another one starts a new
+        span of STRINGS_SPAN bytes (a span that ends at an unmapped page is read short:
+        what it misses is read as cstring does)."""
+        out: list[bytes | None] = [None] * len(addrs)
+        span, base = b"", 0
+        for i in sorted(range(len(addrs)), key=addrs.__getitem__):
+            addr = addrs[i]
+            if addr == 0 or limit <= 0:
+                out[i] = self.cstring(addr, limit)
+                continue
+            off = addr - base
+            if not 0 <= off < len(span):
+                span, base, off = self.read(addr, STRINGS_SPAN), addr, 0
+            nul = span.find(b"\0", off, off + limit)
+            if nul >= 0:
+                out[i] = span[off:nul]
+            elif len(span) - off >= limit:
+                out[i] = span[off : off + limit]
+            else:
+                out[i] = self.cstring(addr, limit)  # runs past the span
         return out
 
     def pointers(self, addr: int, count: int) -> list[int]:
@@ -377,9 +404,8 @@ def _argv(mem: ProcessMemory, addr: int) -> tuple[tuple[str, ...], bool]:
 def _env_names(mem: ProcessMemory, addr: int) -> tuple[str, ...]:
     """The names of the variables in envp (never their values: they hold credentials)."""
     names = []
-    for ptr in mem.pointers(addr, ARG_MAX_COUNT):
-        entry = mem.cstring(ptr, ENV_NAME_MAX) or b""
-        name, sep, _ = entry.partition(b"=")
+    for entry in mem.cstrings(mem.pointers(addr, ARG_MAX_COUNT), ENV_NAME_MAX):
+        name, sep, _ = (entry or b"").partition(b"=")
         if sep and name:
             names.append(name.decode("utf-8", "replace"))
     return tuple(names)
