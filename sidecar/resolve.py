@@ -202,7 +202,7 @@ def resolve(  # noqa: PLR0917 - the syscall's view: who, from where, what, and h
             return _normal(path)
         base = None
     else:
-        quick = _relative_plain(pid, tid, dirfd, raw) if same_root else None
+        quick = _relative_plain(pid, tid, dirfd, raw, follow) if same_root else None
         if quick is not None:
             return quick
         path = raw
@@ -221,17 +221,21 @@ def resolve(  # noqa: PLR0917 - the syscall's view: who, from where, what, and h
     return display(found)
 
 
-def _relative_plain(pid: int, tid: int, dirfd: int | None, raw: str) -> str | None:
+def _relative_plain(
+    pid: int, tid: int, dirfd: int | None, raw: str, follow: bool = True
+) -> str | None:
     """A relative path that meets no symlink, in two syscalls instead of up to seven: the
     start directory's canonical path (one readlink of the cwd or dirfd link, which names no
     symlink), then a no-symlink O_PATH openat2 of the joined path (as `_plain` does for an
-    absolute one). None when a symlink is on the way, the start is not a plain directory of
-    our root (deleted, another root), or openat2 is missing: resolve in full then."""
+    absolute one). A single name that is not followed (unlinkat, O_CREAT|O_EXCL, lchown of
+    `name`) meets no symlink at all: the readlink alone. None when a symlink is on the way,
+    the start is not a plain directory of our root (deleted, another root), or openat2 is
+    missing: resolve in full then."""
     start = _start_path(pid, tid, dirfd)
     if start is None or not start.startswith("/") or start.endswith(_DELETED):
         return None
     path = start + "/" + raw if start != "/" else "/" + raw
-    if _plain(path) is not True:
+    if (follow or "/" in raw) and _plain(path) is not True:
         return None
     return _normal(path)
 

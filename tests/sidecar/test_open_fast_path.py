@@ -307,3 +307,51 @@ def test_call_then_event_is_what_decode_makes(proc: Process, name: str) -> None:
             assert found is not None and found[1]["path"] == "/dev/null"
     finally:
         os.close(fd)
+
+
+@pytest.mark.ptrace
+def test_fast_paths_keep_every_event_of_a_tar_like_workload(tmp_path: Path) -> None:
+    """The tar pattern (issue 15) through the real tracer and engine: O_CREAT|O_EXCL opens
+    of single names and of names with a `/` relative to a dirfd, fchown and fchmod of the
+    fd, unlinkat of single names. Inside the watched directory every one is reported (the
+    fast paths reject nothing the engine reports); outside none is, and each such stop is
+    still counted as decoded."""
+    from sidecar.tracer import Tracer
+
+    tmp = tmp_path.resolve()
+    watched, outside = tmp / "watched", tmp / "outside"
+    for top in (watched, outside):
+        (top / "sub").mkdir(parents=True)
+    events = frozenset({"write", "chmod", "chown", "unlink"})
+    policy = Policy(
+        fim=FileIntegrityMonitoring(True, (FimPath(str(watched), True, events, "high", "alert"),))
+    )
+    engine = Engine(policy)
+    seen: list[RuntimeEvent] = []
+    tracer = Tracer(engine.requirements(), engine.evaluate, seen.append)
+    assert tracer._quiet_path is not None
+    code = (
+        "import os, sys\n"
+        "for top in sys.argv[1:]:\n"
+        "    d = os.open(top, os.O_RDONLY | os.O_DIRECTORY)\n"
+        "    for name in ('a', 'sub/b'):\n"
+        "        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=d)\n"
+        "        os.write(fd, b'x')\n"
+        "        os.fchown(fd, os.getuid(), os.getgid())\n"
+        "        os.fchmod(fd, 0o644)\n"
+        "        os.close(fd)\n"
+        "    os.unlink('a', dir_fd=d)\n"
+        "    os.close(d)\n"
+    )
+    tracer.launch([sys.executable, "-c", code, str(outside), str(watched)])
+    tracer.start()
+    assert tracer.run() == 0
+    got = sorted((e.path, e.extra.get("event")) for e in seen)
+    a, b = str(watched / "a"), str(watched / "sub" / "b")
+    expected = [(a, "write"), (a, "chown"), (a, "chmod"), (a, "unlink")]
+    expected += [(b, "write"), (b, "chown"), (b, "chmod")]
+    assert got == sorted(expected)
+    # 2 x (2 opens + 2 fchown + 2 fchmod + 1 unlink) watched calls, every one decoded;
+    # the opens' exit re-checks are not counted as decoded.
+    assert tracer.stats.decoded >= 14
+    assert tracer.stats.decoded == tracer.stats.syscall_stops
