@@ -45,11 +45,16 @@ when it makes none (a read-only open outside the FIM paths: the engine's `open_i
 rejects it before a SyscallEvent is built); unwatched syscalls cost nothing. Of a quiet stop
 the tracer's own CPU is ~5.5 µs user, ~6.5 µs system (bench/sidecar_stop.py): one waitpid,
 one PTRACE_GETREGS, one pread of the path, one PTRACE_CONT, all through libc with prebuilt C
-arguments. Python-startup workload (CPU ratio): minimal 1.04x, balanced 1.02x, FIM on every
-open 1.14-1.16x (strace --seccomp-bpf on the same set: 1.11-1.14x; ours 1.00-1.05x strace's),
-attach with process events only 1.03x. File-heavy `tar -x` of ~1,400 files: balanced
-2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode with syscall stops costs every
-syscall a stop: 1.6-2x on Python start-up, 7-12x on tar (shared/reference/runtime.md B4).
+arguments. A chmod, chown or unlink the engine would not report is rejected the same way,
+before its event is built (`path_is_quiet`), and a relative path costs one readlink of its
+start directory and one no-symlink openat2 (issue 15: under the balanced policy a `tar -x`
+went from 27-31 to 19-20 µs of tracer CPU per stop; strace's stops remain cheaper: see
+bench/README.md, "Cheaper stops"). Python-startup workload (CPU ratio): minimal 1.04x,
+balanced 1.02x, FIM on every open 1.14-1.16x (strace --seccomp-bpf on the same set:
+1.11-1.14x; ours 1.00-1.05x strace's), attach with process events only 1.03x. File-heavy
+`tar -x` of ~1,400 files: balanced 2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode
+with syscall stops costs every syscall a stop: 1.6-2x on Python start-up, 7-12x on tar
+(shared/reference/runtime.md B4).
 
 When to use which: wrap the entrypoint (launch mode; the sidecar image's self-contained
 launcher is copied into a task volume, `entryPoint: [/containerscan/bin/containerscan-run,
