@@ -25,6 +25,7 @@ from sidecar.policy_model import (
     ACTIONS,
     SEVERITIES,
     AnomalyDetection,
+    DriftDetection,
     FileIntegrityMonitoring,
     FimPath,
     Policy,
@@ -243,6 +244,7 @@ PATH_CALLS = st.sampled_from(
     fim=st.booleans(),
     traced=st.sets(st.sampled_from(["fchmod", "unlinkat", "lchown", "getppid"])),
     anomaly=st.booleans(),
+    drift=st.booleans(),
     call=PATH_CALLS,
     path=st.one_of(st.none(), PATHS, st.just("relative/etc"), st.just("//etc/passwd")),
     mode=st.sampled_from([0o644, 0o755, 0o4755]),
@@ -252,6 +254,7 @@ def test_a_quiet_chmod_chown_unlink_is_one_evaluate_ignores(  # noqa: PLR0917 - 
     fim: bool,
     traced: set[str],
     anomaly: bool,
+    drift: bool,
     call: tuple[str, str],
     path: str | None,
     mode: int,
@@ -260,6 +263,7 @@ def test_a_quiet_chmod_chown_unlink_is_one_evaluate_ignores(  # noqa: PLR0917 - 
         fim=FileIntegrityMonitoring(fim, tuple(rules)),
         syscalls=SyscallFiltering(enabled=bool(traced), traced=frozenset(traced)),
         anomaly=AnomalyDetection(enabled=anomaly, learning_window=0.0),
+        drift=DriftDetection(enabled=drift),
     )
     engine = Engine(policy, clock=lambda: 100.0)
     name, kind = call
@@ -271,7 +275,11 @@ def test_a_quiet_chmod_chown_unlink_is_one_evaluate_ignores(  # noqa: PLR0917 - 
     event = Decoder(X86_64, clock=lambda: 100.0).event(
         Process(1, 0, "/bin/app"), 1, (0,) * 6, name, fields
     )
-    _check_quiet(engine, event, engine.path_is_quiet(name, kind, path))
+    quiet = engine.path_is_quiet(name, kind, path)
+    written = list(engine._written)  # drift's state: files written or made executable
+    _check_quiet(engine, event, quiet)
+    if quiet:
+        assert list(engine._written) == written
 
 
 def test_path_is_quiet_answers_only_for_its_kinds() -> None:
