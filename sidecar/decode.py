@@ -219,20 +219,25 @@ class ProcessMemory:
 
     def cstrings(self, addrs: Sequence[int], limit: int) -> list[bytes | None]:
         """`cstring(addr, limit)` of each address, with one read per cluster of strings
-        (an exec's environment: side by side, or a few heap blocks): taken in address
-        order, a string inside the span read last comes from it, another one starts a new
-        span of STRINGS_SPAN bytes (a span that ends at an unmapped page is read short:
-        what it misses is read as cstring does)."""
+        (an exec's environment: side by side, or a few heap blocks). Taken in address
+        order, a string inside the span read last comes from it; another one starts a new
+        span, as long as the strings that follow it within STRINGS_SPAN bytes need (`limit`
+        bytes for a lone string). A span that ends at an unmapped page is read short: a
+        string it misses is read as cstring does."""
         out: list[bytes | None] = [None] * len(addrs)
+        order = sorted(range(len(addrs)), key=addrs.__getitem__)
         span, base = b"", 0
-        for i in sorted(range(len(addrs)), key=addrs.__getitem__):
+        for at, i in enumerate(order):
             addr = addrs[i]
             if addr == 0 or limit <= 0:
                 out[i] = self.cstring(addr, limit)
                 continue
             off = addr - base
             if not 0 <= off < len(span):
-                span, base, off = self.read(addr, STRINGS_SPAN), addr, 0
+                last, ahead = addr, at + 1
+                while ahead < len(order) and addrs[order[ahead]] - addr <= STRINGS_SPAN - limit:
+                    last, ahead = addrs[order[ahead]], ahead + 1
+                span, base, off = self.read(addr, last - addr + limit), addr, 0
             nul = span.find(b"\0", off, off + limit)
             if nul >= 0:
                 out[i] = span[off:nul]
