@@ -32,6 +32,15 @@ Measured (2026-11-23, 2 cores shared with other jobs, moto 5.2.1 server, 8 worke
     second sweep, all cache hits, nothing changed: 113 s, 11.3 ms/image, 1.41 calls/image,
         20,000 findings unchanged, no import
     N=160, S=0.5 s, C=8 (N*S/C = 10 s): scan phase 10.5 s (+5%), whole run 10.8 s (+8%)
+
+Measured (2026-12-06, same VM, --skip-timed; ledger summaries, transactional ledger writes):
+    200 x 5, first sweep: 1.70 calls/image (S3 PutObject 1.0, DescribeImages 0.2, Query 0.2,
+        TransactWriteItems 0.2, BatchWriteItem 0.055), 6.3 ms CPU/image
+    second sweep: 0.023 calls/image beyond the listing (BatchGetItem 0.012, Query 0.003),
+        1.1 ms CPU/image; 50 x 20: 0.022 beyond the listing, 0.7 ms CPU/image
+    2,000 x 5 = 10,000 images: first sweep 145 s, 14.5 ms/image all in, 1.69 calls/image,
+        6.7 ms CPU/image; second sweep 27 s, 2.7 ms/image, 0.013 calls/image beyond the
+        listing (BatchGetItem 0.012), 1.35 ms CPU/image
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ push during a wide sweep) is not taken for deleted. The others are asked about d
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -227,3 +228,39 @@ def proven_gone(
         else:
             unsure.append(item)
     return proven, unsure
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a partition's ACTIVE ledger entries amount to (see the module doc)."""
+
+    digest: str  # sha256 (hex) of the sorted (scope, kind, finding Id, fingerprint) lines
+    count: int
+    oldest: datetime | None  # the oldest UpdatedAt among them; None when there are none
+
+
+def _digest(rows: Iterable[tuple[str, str, str, str]]) -> tuple[str, int]:
+    # \x1f (unit separator) cannot occur in a scope, kind, Id or hex fingerprint.
+    lines = sorted("\x1f".join(row) for row in rows)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest(), len(lines)
+
+
+def summarize(entries: Iterable[LedgerEntry]) -> Summary:
+    """The summary of a partition's entries (the ARCHIVED ones do not count)."""
+    active = [e for e in entries if e.record_state == ACTIVE]
+    digest, count = _digest((e.scope, e.kind, e.finding_id, e.fingerprint) for e in active)
+    return Summary(digest, count, min((e.updated_at for e in active), default=None))
+
+
+def summary_holds(
+    summary: Summary,
+    observed: Iterable[Observed],
+    now: datetime,
+    refresh_interval: timedelta = DEFAULT_REFRESH_INTERVAL,
+) -> bool:
+    """True when `plan()` over the summarized partition, with `observed` (this run's findings
+    of that partition, every one in a completely observed scope), would change nothing."""
+    if summary.oldest is not None and summary.oldest <= now - refresh_interval:
+        return False  # a refresh is due
+    digest, count = _digest((o.scope, o.kind, o.finding_id, o.fingerprint) for o in observed)
+    return count == summary.count and digest == summary.digest

@@ -24,6 +24,15 @@ shared/reference/securityhub.md:
   this process) or with `CONTAINERSCAN_EMULATOR_FAULTS="throttle=0.3,failed=0.05,seed=7"`,
   read once by `install()`.
 
+DynamoDB: moto 5.2.1's TransactWriteItems deep-copies every table it touches (for its
+rollback) on each call: O(table) per transaction, seconds per call once a table holds a few
+thousand items, and a crash when another request thread writes meanwhile ("dictionary
+changed size during iteration"). `install()` makes moto's DynamoDB writes (PutItem,
+UpdateItem, DeleteItem and the BatchWriteItem built on them) take one lock, and replaces
+TransactWriteItems with one that, under that lock, checks every action's condition first
+and applies the actions only when all hold (so no rollback is needed): all or nothing
+against concurrent writers, with the same CancellationReasons, as in DynamoDB.
+
 moto is imported lazily: it is only in the `local` and `test` extras.
 """
 
@@ -392,6 +401,7 @@ def install() -> None:
     )
     with _lock:
         if not _originals:
+            _serialize_dynamodb_writes()
             _originals["get_findings"] = SecurityHubBackend.__dict__["get_findings"]
             _originals["batch_import_findings"] = SecurityHubBackend.__dict__[
                 "batch_import_findings"
@@ -403,14 +413,102 @@ def install() -> None:
             set_faults(Faults.parse(spec))
 
 
+# moto's DynamoDBBackend methods that write (re-entrant lock: transactions call them).
+DYNAMODB_WRITES = ("put_item", "update_item", "delete_item")
+# TransactWriteItems: at most 100 actions (DynamoDB API reference), as moto checks.
+MAX_TRANSACT_ITEMS = 100
+_dynamodb_lock = threading.RLock()
+_dynamodb_originals: dict[str, Any] = {}
+
+
+def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+    """moto's TransactWriteItems without its table copies: conditions first, then writes."""
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+
+    if len(transact_items) > MAX_TRANSACT_ITEMS:
+        raise TooManyTransactionsException()
+    with _dynamodb_lock:
+        actions: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        errors: list[tuple[Any, Any, Any]] = []
+        targets: set[tuple[str, str]] = set()
+        for entry in transact_items:
+            if len(entry) > 1:
+                raise TransactWriteSingleOpException
+            op_type, op = next(iter(entry.items()))
+            table = self.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            target = (op["TableName"], str(dict(sorted(key.items()))))
+            if target in targets:
+                raise MultipleTransactionsException()
+            targets.add(target)
+            actions.append((op_type, op, key))
+            condition = op.get("ConditionExpression")
+            current = self.get_item(op["TableName"], key)
+            if condition is not None and not get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            ).expr(current):
+                old = None
+                if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    old = current.to_json()["Attributes"]
+                errors.append(("ConditionalCheckFailed", "The conditional request failed", old))
+            else:
+                errors.append((None, None, None))
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+        for op_type, op, key in actions:  # every condition holds: apply them all
+            if op_type == "Put":
+                self.put_item(op["TableName"], op["Item"])
+            elif op_type == "Delete":
+                self.delete_item(op["TableName"], key)
+            elif op_type == "Update":
+                self.update_item(
+                    op["TableName"],
+                    key,
+                    update_expression=op["UpdateExpression"],
+                    expression_attribute_names=op.get("ExpressionAttributeNames"),
+                    expression_attribute_values=op.get("ExpressionAttributeValues"),
+                )
+
+
+def _serialize_dynamodb_writes() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in DYNAMODB_WRITES:
+        original = DynamoDBBackend.__dict__[name]
+        _dynamodb_originals[name] = original
+
+        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _dynamodb_lock:
+                return _original(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, locked)
+    _dynamodb_originals["transact_write_items"] = DynamoDBBackend.__dict__["transact_write_items"]
+    setattr(DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010
+
+
 def uninstall() -> None:
     """Restore moto's own methods."""
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.securityhub.models import SecurityHubBackend
 
     with _lock:
         for name, original in _originals.items():
             setattr(SecurityHubBackend, name, original)
         _originals.clear()
+        for name, original in _dynamodb_originals.items():
+            setattr(DynamoDBBackend, name, original)
+        _dynamodb_originals.clear()
 
 
 def installed() -> bool:

@@ -22,6 +22,12 @@ default product ARN. What is touched:
   Their count is imported as the caller reports it (the sidecar sends cumulative counts);
   the publisher does not add counts up.
 
+An unchanged repository costs no ledger read of its own: the summaries of the publish's
+repositories (or the ones `prefetch` read for a whole sweep, 100 per BatchGetItem) are
+compared with what was observed (correlate.summary_holds), and only the partitions whose
+summary is missing, invalid or different are read entry by entry. Those get their summary
+written with their entries (ledger.py says how it stays true under concurrent runs).
+
 The ledger is written only for findings Security Hub accepted, after the import, each entry
 only if no other run recorded a later observation meanwhile (`stale` counts those: Security
 Hub ignored that import too, its UpdatedAt being older). Corrupt ledger items are counted in
@@ -53,11 +59,20 @@ from securityhub.correlate import (
     absent_images,
     plan,
     proven_gone,
+    summarize,
+    summary_holds,
 )
 from securityhub.errors import ContainerscanError
 from securityhub.findings import EcrImage, Finding, Observation, RuntimeFinding, Severity
 from securityhub.gateway import Gateway
-from securityhub.ledger import Ledger, LedgerRecord, partition_of
+from securityhub.ledger import (
+    Ledger,
+    LedgerRecord,
+    SummaryRead,
+    SummaryWrite,
+    partition_of,
+    summary_key,
+)
 from securityhub.logs import fields, get_logger
 
 log = get_logger("securityhub.hub")
@@ -147,6 +162,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _partition_of_repository(repo: RepositoryScope) -> str:
+    return partition_of(ids.repository_scope(repo.account_id, repo.region, repo.repository))
+
+
 class SecurityHubPublisher:
     """Correlates observations with the ledger and imports the difference."""
 
@@ -171,6 +190,8 @@ class SecurityHubPublisher:
         self.clock = clock or _utcnow
         self.gateway_options = dict(gateway_options or {})
         self._gateways: dict[tuple[str, str | None], Gateway] = {}
+        # partition -> its summary as `prefetch` read it; each is used by one publish
+        self._prefetched: dict[str, SummaryRead] = {}
 
     # --------------------------------------------------------------------- plumbing
     def ledger(self) -> Ledger:
@@ -188,6 +209,27 @@ class SecurityHubPublisher:
     def known_repositories(self, account_id: str, region: str) -> frozenset[str]:
         """The repositories of (account, region) the ledger holds findings for (one Query)."""
         return frozenset(self.ledger().known_repositories(account_id, region))
+
+    def prefetch(self, repositories: Sequence[RepositoryScope]) -> None:
+        """Read the ledger summaries of `repositories` ahead of their publishes (a sweep
+        knows them all once it has listed them): one BatchGetItem per 100 repositories
+        instead of one per publish. A summary read earlier is as safe as one read at publish
+        time (it may only make a publish read entries it could have skipped)."""
+        partitions = [_partition_of_repository(r) for r in repositories]
+        self._prefetched.update(self.ledger().summaries(partitions, remember=False))
+
+    def _summaries(self, ledger: Ledger, partitions: Collection[str]) -> dict[str, SummaryRead]:
+        """The summaries of `partitions`: prefetched ones (used once), the rest read now."""
+        out: dict[str, SummaryRead] = {}
+        for partition in partitions:
+            read = self._prefetched.pop(partition, None)
+            if read is not None:
+                out[partition] = read
+                if read.problem:  # counted by the publish that acts on it
+                    key = summary_key(partition)
+                    ledger.remember_corrupt(key, f"summary: {read.problem}")
+        missing = [p for p in partitions if p not in out]
+        return out | (ledger.summaries(missing) if missing else {})
 
     # ---------------------------------------------------------------------- publish
     def publish(
@@ -221,15 +263,23 @@ class SecurityHubPublisher:
                     )
                 built[fid] = _Built(finding, scope, content, asff.fingerprint(content))
 
+        observed = [
+            Observed(fid, b.scope, b.finding.kind, b.fingerprint) for fid, b in built.items()
+        ]
+        whole = {_partition_of_repository(r) for r in repositories}
+        reads = self._summaries(ledger, whole)
+        quiet, quiet_unchanged = self._unchanged(reads, observed, now)
+        if quiet:  # unchanged repositories: nothing to read, plan or write
+            scopes = [s for s in scopes if partition_of(s.scope) not in quiet]
+            repositories = [r for r in repositories if _partition_of_repository(r) not in quiet]
+            observed = [o for o in observed if partition_of(o.scope) not in quiet]
+
         entries = self._ledger_entries(ledger, scopes, repositories)
         kept_absent = 0
         for repo in repositories:
             gone, kept = self._gone(repo, entries.values(), exists)
             scopes += [ObservedScope(scope, IMAGE_KINDS) for scope in gone]
             kept_absent += kept
-        observed = [
-            Observed(fid, b.scope, b.finding.kind, b.fingerprint) for fid, b in built.items()
-        ]
         the_plan = plan(scopes, observed, entries.values(), now, self.refresh_interval)
 
         gateway = self.gateway(region, target)
@@ -239,9 +289,9 @@ class SecurityHubPublisher:
         actions = {c.finding_id: c.action for c in the_plan.changes}
         outcome = gateway.import_findings([d for d, _ in documents])
         accepted = set(outcome.accepted)
-        recorded = ledger.record(
-            (records[fid] for fid in outcome.accepted if fid in records), published_at=now
-        )
+        written = [records[fid] for fid in outcome.accepted if fid in records]
+        rebuilt = self._rebuilt(ledger, whole - quiet, reads, entries, written)
+        recorded = ledger.record(written, published_at=now, summaries=rebuilt)
 
         counts: dict[Action, int] = defaultdict(int)
         for fid in accepted:
@@ -256,7 +306,7 @@ class SecurityHubPublisher:
             refreshed=counts[Action.REFRESH],
             archived=counts[Action.ARCHIVE],
             reactivated=counts[Action.REACTIVATE],
-            unchanged=the_plan.unchanged,
+            unchanged=the_plan.unchanged + quiet_unchanged,
             failed=len(errors),
             stale=recorded.stale,
             corrupt=len(ledger.corrupt),
@@ -270,6 +320,43 @@ class SecurityHubPublisher:
             extra=fields(account=account, region=region, calls=outcome.calls, **summary.as_dict()),
         )
         return summary
+
+    def _unchanged(
+        self, reads: Mapping[str, SummaryRead], observed: Sequence[Observed], now: datetime
+    ) -> tuple[set[str], int]:
+        """(the partitions whose summary says the plan is empty, how many findings they hold)."""
+        by_partition: dict[str, list[Observed]] = defaultdict(list)
+        for o in observed:
+            by_partition[partition_of(o.scope)].append(o)
+        quiet = {
+            partition
+            for partition, read in reads.items()
+            if read.summary is not None
+            and summary_holds(read.summary, by_partition[partition], now, self.refresh_interval)
+        }
+        return quiet, sum(len(by_partition[p]) for p in quiet)
+
+    @staticmethod
+    def _rebuilt(
+        ledger: Ledger,
+        partitions: Collection[str],
+        reads: Mapping[str, SummaryRead],
+        entries: Mapping[str, LedgerEntry],
+        written: Sequence[LedgerRecord],
+    ) -> dict[str, SummaryWrite]:
+        """The summaries of the partitions read whole, as they will be once `written` lands;
+        none for a partition with corrupt items (the next read must meet them)."""
+        after: dict[str, dict[str, LedgerEntry]] = {p: {} for p in partitions}
+        for entry in entries.values():
+            after.get(partition_of(entry.scope), {})[entry.finding_id] = entry
+        for record in written:
+            after.get(partition_of(record.entry.scope), {})[record.entry.finding_id] = record.entry
+        damaged = {pk for pk, _ in ledger.corrupt}
+        return {
+            partition: SummaryWrite(summarize(state.values()), reads[partition])
+            for partition, state in after.items()
+            if partition not in damaged and partition in reads
+        }
 
     def _gone(
         self,
@@ -307,10 +394,7 @@ class SecurityHubPublisher:
         partitions: dict[str, list[str]] = defaultdict(list)
         for scope in scopes:
             partitions[partition_of(scope.scope)].append(scope.scope)
-        whole = {
-            partition_of(ids.repository_scope(r.account_id, r.region, r.repository))
-            for r in repositories
-        }
+        whole = {_partition_of_repository(r) for r in repositories}
         entries: dict[str, LedgerEntry] = {}
         for partition, members in partitions.items():
             if partition in whole or len(members) > 1:

@@ -52,6 +52,35 @@ ignored), and a stale one is dropped and counted. No lock: nothing is left behin
 that crashed. `published_at` is the writing run's clock at publish: a listing taken after it
 proves an image gone (correlate.proven_gone).
 
+Repository summaries (so that an unchanged night reads no entries): one item per
+repository partition,
+
+    pk = "ledger-summary#" + the repository scope   (not "ledger#...": Scans never see it)
+    sk = "summary"
+    attributes: stamp (S, random: new with every write), format, digest, count, oldest
+                (correlate.Summary: the partition's ACTIVE entries hashed), expires_at
+
+An item without `digest` is a tombstone: the partition changed in a way no summary was
+computed for. Readers fetch the summaries of many repositories with BatchGetItem (100 keys a
+call) and read a partition's entries only where the summary is missing, a tombstone, corrupt,
+or does not match what the run observed (correlate.summary_holds): correctness never depends
+on a summary, only the number of reads.
+
+A summary can never vouch for a state the ledger does not hold, because every entry write
+of a repository partition changes its summary item *in the same transaction*
+(TransactWriteItems, all or nothing): either to the new summary, conditional on the stamp
+read before the partition's entries were read (no other write can have come between), or to
+a tombstone (a new stamp). A writer that loses a race, a transaction cancelled by a stale
+entry, a crash: each leaves a tombstone or the old stamp, never a summary that is wrong, and
+the next run simply reads the entries (and writes the summary afresh, conditionally, when it
+changes nothing). The entries of a publish go into transactions of up to 99 entries plus the
+summary item; when one is cancelled (another run recorded a later observation of one entry,
+or wrote the summary meanwhile), its entries are written one by one, each in a transaction
+with a tombstone, so the "later observation wins" rule holds per entry as before. The
+stamp is random, never a counter, so a summary item deleted by TTL and written again cannot
+repeat a stamp someone read before. Reconcile's deletions (BatchWriteItem) tombstone the
+summaries of their partitions before and after.
+
 Corrupt items (an attribute missing, of the wrong type, unparsable, or keys that do not match
 the attributes) are data, not a crash: each is logged once with its pk/sk and what is wrong,
 left out of what the reads return (the finding counts as unknown, so it is re-imported and the
@@ -61,10 +90,12 @@ item rewritten unconditionally), and listed in `Ledger.corrupt` for the run's st
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,7 +107,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from securityhub.asff import parse_timestamp, timestamp
 from securityhub.aws import error_code
-from securityhub.correlate import ACTIVE, ARCHIVED, LedgerEntry
+from securityhub.correlate import ACTIVE, ARCHIVED, LedgerEntry, Summary
 from securityhub.errors import AwsError
 from securityhub.ids import component
 from securityhub.logs import fields, get_logger
@@ -85,6 +116,10 @@ from securityhub.retry import Retrier, RetryPolicy
 log = get_logger("securityhub.ledger")
 
 LEDGER_PREFIX = "ledger#"
+SUMMARY_PREFIX = "ledger-summary#"  # repository summaries (see the module doc)
+SUMMARY_SORT_KEY = "summary"
+SUMMARY_FORMAT = 1
+STAMP_ATTRIBUTE = "stamp"
 DIRECTORY_PREFIX = "ledger-repos#"  # the repository directory (see the module doc)
 SCOPE_SEPARATOR = "#"
 TTL_ATTRIBUTE = "expires_at"
@@ -92,6 +127,9 @@ TTL_ATTRIBUTE = "expires_at"
 BATCH_WRITE_ITEMS = 25  # BatchWriteItem: at most 25 put/delete requests
 BATCH_GET_KEYS = 100  # BatchGetItem: at most 100 keys
 MAX_ITEM_BYTES = 400 * 1024  # an item, attribute names and values included
+# TransactWriteItems (API reference): at most 100 actions, items of at most 4 MB together.
+TRANSACT_ITEMS = 100
+TRANSACT_BYTES = 4 * 1024 * 1024
 # Keep the stored ASFF well below the item limit; above it the archive falls back to
 # re-building from the last observation (see hub.py) or to reconcile.
 MAX_STORED_ASFF_BYTES = 300 * 1024
@@ -242,6 +280,61 @@ def account_region_of(pk: str) -> tuple[str, str] | None:
     return unquote(parts[1]), unquote(parts[2])
 
 
+def summary_key(partition: str) -> dict[str, Any]:
+    """The key of the summary item of a ledger partition (its pk, "ledger#...")."""
+    scope = partition.removeprefix(LEDGER_PREFIX)
+    return {"pk": {"S": SUMMARY_PREFIX + scope}, "sk": {"S": SUMMARY_SORT_KEY}}
+
+
+def summarized(partition: str) -> bool:
+    """Only repository partitions have summaries (runtime ones are never read whole)."""
+    return partition.startswith(LEDGER_PREFIX + "ecr/") and partition.endswith("@")
+
+
+@dataclass(frozen=True)
+class SummaryRead:
+    """A summary item as read: `stamp` for a conditional write after it (None: no item, or
+    no readable stamp), `summary` None when missing, a tombstone or corrupt (`problem`)."""
+
+    stamp: str | None = None
+    summary: Summary | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class SummaryWrite:
+    """The summary of a partition after a publish, and the read it was computed after."""
+
+    summary: Summary
+    read: SummaryRead
+
+
+def parse_summary(item: dict[str, Any]) -> SummaryRead:
+    """The read of a summary item; a corrupt one keeps its stamp when that is readable."""
+    raw = item.get(STAMP_ATTRIBUTE)
+    stamp = raw.get("S") if isinstance(raw, dict) and isinstance(raw.get("S"), str) else None
+    try:
+        if not stamp:
+            raise CorruptItem("stamp is missing or not a string")
+        if "digest" not in item:
+            return SummaryRead(stamp)  # a tombstone
+        fmt = item.get("format", {}).get("N") if isinstance(item.get("format"), dict) else None
+        if fmt != str(SUMMARY_FORMAT):
+            raise CorruptItem(f"format is {fmt!r}, not {SUMMARY_FORMAT}")
+        digest = _text(item, "digest")
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise CorruptItem("digest is not a sha256 in hex")
+        count_attr = item.get("count")
+        count_text = count_attr.get("N") if isinstance(count_attr, dict) else None
+        if not isinstance(count_text, str) or not count_text.isdigit():
+            raise CorruptItem("count is missing or not a whole number")
+        count = int(count_text)
+        oldest = _time(item, "oldest") if count else None
+        return SummaryRead(stamp, Summary(digest, count, oldest))
+    except CorruptItem as exc:
+        return SummaryRead(stamp or None, None, str(exc))
+
+
 def _expiry(entry: LedgerEntry) -> int:
     keep = ACTIVE_RETENTION if entry.record_state == ACTIVE else ARCHIVED_RETENTION
     return int((entry.updated_at + keep).timestamp())
@@ -281,6 +374,40 @@ def create_table(client: Any, table: str) -> bool:
     return created
 
 
+class _Cancelled(Exception):
+    """A TransactWriteItems call cancelled; `codes` are the reasons, one per action."""
+
+    def __init__(self, error: ClientError, codes: list[str]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.codes = codes or ["None"]
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it, near enough: names plus values."""
+    size = 0
+    for name, value in item.items():
+        (kind, data), = value.items()
+        size += len(name) + (len(data) if kind == "B" else len(str(data).encode("utf-8")))
+    return size
+
+
+def _chunks(
+    puts: list[dict[str, Any]], most: int, budget: int
+) -> list[list[dict[str, Any]]]:
+    """Consecutive groups of at most `most` puts whose items total at most `budget` bytes."""
+    chunks: list[list[dict[str, Any]]] = []
+    size = 0
+    for params in puts:
+        item_size = _item_bytes(params["Item"])
+        if not chunks or len(chunks[-1]) >= most or size + item_size > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(params)
+        size += item_size
+    return chunks
+
+
 class Ledger:
     """Reads and writes ledger items with a DynamoDB client passed in."""
 
@@ -307,17 +434,19 @@ class Ledger:
         try:
             return parse_entry(item)
         except CorruptItem as exc:
-            self._remember_corrupt(item, str(exc))
+            self.remember_corrupt(item, str(exc))
             return None
 
-    def _remember_corrupt(self, item: dict[str, Any], reason: str) -> None:
+    def remember_corrupt(self, item: dict[str, Any], reason: str) -> None:
+        """Log a corrupt item once (pk/sk, what is wrong) and count it in `corrupt`."""
         key = _key_text(item)
         with self._lock:
             if key in self.corrupt:
                 return
             self.corrupt[key] = reason
         log.warning(
-            "corrupt ledger item; its finding is treated as unknown and re-imported",
+            "corrupt ledger item; treated as unknown (a finding is re-imported, a repository "
+            "with a corrupt summary has its entries read)",
             extra=fields(pk=key[0], sk=key[1], problem=reason),
         )
 
@@ -382,32 +511,63 @@ class Ledger:
                 for item in page.get("Items", [])
             ]
 
-    def stored_findings(self, entries: Sequence[LedgerEntry]) -> dict[str, dict[str, Any]]:
-        """The last imported ASFF of each entry (BatchGetItem, 100 keys per call)."""
-        out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(entries), BATCH_GET_KEYS):
-            chunk = entries[start : start + BATCH_GET_KEYS]
-            keys = [
-                {"pk": {"S": partition_of(e.scope)}, "sk": {"S": sort_key(e.scope, e.finding_id)}}
-                for e in chunk
-            ]
+    def _batch_get(
+        self,
+        keys: Sequence[dict[str, Any]],
+        projection: str,
+        names: dict[str, str] | None = None,
+    ) -> Iterator[Any]:
+        """The items of `keys` (BatchGetItem, 100 keys per call, strongly consistent); keys
+        DynamoDB leaves unprocessed are asked again through the retry helper."""
+        for start in range(0, len(keys), BATCH_GET_KEYS):
             request: dict[str, Any] = {
                 self.table: {
-                    "Keys": keys,
-                    "ProjectionExpression": "finding_id, asff",
+                    "Keys": list(keys[start : start + BATCH_GET_KEYS]),
+                    "ProjectionExpression": projection,
                     "ConsistentRead": True,
                 }
+                | ({"ExpressionAttributeNames": names} if names else {})
             }
             for _ in self.retrier.attempts():
                 with self._calling("BatchGetItem"):
                     response = self.client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table, []):
-                    self._stored(item, out)
+                yield from response.get("Responses", {}).get(self.table, [])
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
             else:
                 raise AwsError(f"DynamoDB kept {len(request)} ledger reads unprocessed")
+
+    def stored_findings(self, entries: Sequence[LedgerEntry]) -> dict[str, dict[str, Any]]:
+        """The last imported ASFF of each entry (BatchGetItem, 100 keys per call)."""
+        out: dict[str, dict[str, Any]] = {}
+        keys = [
+            {"pk": {"S": partition_of(e.scope)}, "sk": {"S": sort_key(e.scope, e.finding_id)}}
+            for e in entries
+        ]
+        for item in self._batch_get(keys, "finding_id, asff"):
+            self._stored(item, out)
+        return out
+
+    def summaries(
+        self, partitions: Iterable[str], *, remember: bool = True
+    ) -> dict[str, SummaryRead]:
+        """The summary of each repository partition (pk "ledger#ecr/...@"): BatchGetItem,
+        100 per call. A corrupt one reads as missing with its `problem`, and is logged and
+        remembered in `corrupt` when `remember` (a read ahead leaves that to its user)."""
+        wanted = sorted({p for p in partitions if summarized(p)})
+        by_pk = {summary_key(p)["pk"]["S"]: p for p in wanted}
+        out = {p: SummaryRead() for p in wanted}
+        names = {"#pk": "pk", "#sk": "sk", "#t": STAMP_ATTRIBUTE, "#f": "format"}
+        names |= {"#d": "digest", "#c": "count", "#o": "oldest"}  # some are reserved words
+        for item in self._batch_get([summary_key(p) for p in wanted], ", ".join(names), names):
+            partition = by_pk.get(str(item.get("pk", {}).get("S")))
+            if partition is None:
+                continue
+            read = parse_summary(item)
+            if read.problem and remember:
+                self.remember_corrupt(item, f"summary: {read.problem}")
+            out[partition] = read
         return out
 
     def _stored(self, item: dict[str, Any], out: dict[str, dict[str, Any]]) -> None:
@@ -423,7 +583,7 @@ class Ledger:
             if not isinstance(doc, dict) or doc.get("Id") != finding_id:
                 raise CorruptItem("asff is not the finding of this item")
         except (CorruptItem, zlib.error, ValueError, AttributeError) as exc:
-            self._remember_corrupt(item, f"asff unreadable: {exc}")
+            self.remember_corrupt(item, f"asff unreadable: {exc}")
             return
         out[finding_id] = doc
 
@@ -456,24 +616,38 @@ class Ledger:
         *,
         published_at: datetime | None = None,
         force: bool = False,
+        summaries: Mapping[str, SummaryWrite] | None = None,
     ) -> Recorded:
         """Write entries, each only if the item holds no later observation (see the module doc).
 
-        A conditional PutItem per entry (BatchWriteItem takes no conditions), a few in
-        flight; items this ledger found corrupt, and every item when `force` (reconcile:
-        Security Hub is the truth), are written unconditionally. The directory item of each
-        repository among them goes into BatchWriteItem calls (one per repository).
+        Each repository partition's entries go into TransactWriteItems calls together with its
+        summary item: the new summary of `summaries[partition]` (conditional on the stamp it
+        was computed after) or a tombstone; a partition of `summaries` without entries to
+        write gets its summary by a conditional PutItem. Runtime entries are single
+        conditional PutItems. A few partitions are written at once. Items this ledger found
+        corrupt, and every item when `force` (reconcile: Security Hub is the truth), are
+        written unconditionally. The directory item of each repository among them goes into
+        BatchWriteItem calls (one per repository).
         """
         records = list(records)
+        summaries = dict(summaries or {})
         when = published_at or datetime.fromtimestamp(self._clock(), UTC)
-        items = [self._item(r, when) for r in records]
+        by_partition: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in records:
+            item = self._item(r, when)
+            by_partition[item["pk"]["S"]].append(item)
+        jobs = [(pk, items, summaries.pop(pk, None)) for pk, items in by_partition.items()]
         stale = 0
-        if items:
+        if jobs:
             with ThreadPoolExecutor(
-                max_workers=min(WRITE_THREADS, len(items)), thread_name_prefix="ledger"
+                max_workers=min(WRITE_THREADS, len(jobs)), thread_name_prefix="ledger"
             ) as pool:
-                landed = list(pool.map(lambda item: self._put(item, force), items))
-            stale = landed.count(False)
+                stale = sum(
+                    pool.map(lambda j: self._write_partition(j[0], j[1], j[2], force), jobs)
+                )
+        for partition, write in summaries.items():  # nothing to write but the summary
+            if write.read.summary != write.summary:
+                self._put_summary(partition, write)
         horizon = max((_expiry(r.entry) for r in records), default=0)
         self._write(self._directory_requests((r.entry.scope for r in records), horizon))
         if stale:
@@ -483,8 +657,34 @@ class Ledger:
             )
         return Recorded(len(records) - stale, stale)
 
-    def _put(self, item: dict[str, Any], force: bool) -> bool:
-        """One conditional PutItem; False when a later observation is already stored."""
+    def _write_partition(
+        self,
+        partition: str,
+        items: list[dict[str, Any]],
+        write: SummaryWrite | None,
+        force: bool,
+    ) -> int:
+        """Write one partition's entries (see `record`); how many were stale."""
+        puts = [self._put_params(item, force) for item in items]
+        if not summarized(partition):
+            return sum(not self._put(params) for params in puts)
+        chunks = _chunks(puts, TRANSACT_ITEMS - 1, TRANSACT_BYTES - MAX_ITEM_BYTES)
+        stamp = write.read.stamp if write else None
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            summary, condition = self._summary_put(
+                partition, write.summary if write and last else None, stamp, write is not None
+            )
+            try:
+                self._transact([*chunk, {"Put": summary | condition}])
+            except _Cancelled:  # a stale entry or another writer: one at a time from here
+                rest = [params for later in chunks[i:] for params in later]
+                return sum(not self._put_alone(partition, params) for params in rest)
+            stamp = summary["Item"][STAMP_ATTRIBUTE]["S"]
+        return 0
+
+    def _put_params(self, item: dict[str, Any], force: bool) -> dict[str, Any]:
+        """A PutItem (or transaction Put) of an entry, conditional on its version."""
         params: dict[str, Any] = {"TableName": self.table, "Item": item}
         key = (item["pk"]["S"], item["sk"]["S"])
         if not force and key not in self.corrupt:
@@ -497,6 +697,86 @@ class Ledger:
                 ":v": item[VERSION_ATTRIBUTE],
                 ":n": {"S": "N"},
             }
+        return params
+
+    def _summary_put(
+        self, partition: str, summary: Summary | None, stamp: str | None, conditional: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the Put of a summary item, its condition): `summary` None writes a tombstone; the
+        condition (when `conditional`) is that the item still holds `stamp`."""
+        item = summary_key(partition) | {STAMP_ATTRIBUTE: {"S": secrets.token_hex(16)}}
+        expires = int(self._clock() + ACTIVE_RETENTION.total_seconds())
+        if summary is not None:
+            item |= {
+                "format": {"N": str(SUMMARY_FORMAT)},
+                "digest": {"S": summary.digest},
+                "count": {"N": str(summary.count)},
+            }
+            if summary.oldest is not None:
+                item["oldest"] = {"S": timestamp(summary.oldest)}
+                # never outlive the oldest entry it vouches for
+                expires = int((summary.oldest + ACTIVE_RETENTION).timestamp())
+        item[TTL_ATTRIBUTE] = {"N": str(expires)}
+        put = {"TableName": self.table, "Item": item}
+        if not conditional:
+            return put, {}
+        names = {"#t": STAMP_ATTRIBUTE}
+        if stamp is None:  # no item, or one without a readable stamp
+            condition = {
+                "ConditionExpression": "attribute_not_exists(#t) OR NOT attribute_type(#t, :s)",
+                "ExpressionAttributeValues": {":s": {"S": "S"}},
+            }
+        else:
+            condition = {
+                "ConditionExpression": "#t = :t",
+                "ExpressionAttributeValues": {":t": {"S": stamp}},
+            }
+        return put, condition | {"ExpressionAttributeNames": names}
+
+    def _put_summary(self, partition: str, write: SummaryWrite) -> None:
+        """Write a summary alone (a partition read and found unchanged), if no one wrote the
+        partition since it was read; losing that race only costs the next run a Query."""
+        put, condition = self._summary_put(partition, write.summary, write.read.stamp, True)
+        if not self._put(put | condition):
+            log.info("summary not written: the partition changed meanwhile",
+                     extra=fields(partition=partition))  # fmt: skip
+
+    def _put_alone(self, partition: str, params: dict[str, Any]) -> bool:
+        """One entry and a tombstone of its partition's summary, in one transaction; False
+        when the entry holds a later observation (stale). Conflicts with another writer's
+        transaction are retried through the retry helper."""
+        tombstone, _ = self._summary_put(partition, None, None, False)
+        attempts = self.retrier.attempts()
+        for _ in attempts:
+            try:
+                self._transact([params, {"Put": tombstone}])
+                return True
+            except _Cancelled as exc:
+                if exc.codes[0] == "ConditionalCheckFailed":
+                    return False
+                if "TransactionConflict" not in exc.codes:
+                    raise self._failed("TransactWriteItems", exc.error) from exc.error
+        raise AwsError(
+            f"DynamoDB TransactWriteItems on the ledger table {self.table!r} kept conflicting "
+            f"with other writers after {attempts.made} attempts"
+        )
+
+    def _transact(self, actions: list[dict[str, Any]]) -> None:
+        """TransactWriteItems; `_Cancelled` carries the cancellation reasons. Entries are
+        given as PutItem parameters, the rest as transaction actions."""
+        items = [a if "Put" in a else {"Put": a} for a in actions]
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons") or []
+                raise _Cancelled(exc, [str(r.get("Code", "None")) for r in reasons]) from exc
+            raise self._failed("TransactWriteItems", exc) from exc
+        except BotoCoreError as exc:
+            raise self._failed("TransactWriteItems", exc) from exc
+
+    def _put(self, params: dict[str, Any]) -> bool:
+        """One conditional PutItem; False when its condition failed."""
         # botocore retries throttling and 5xx (aws.py): no loop of ours on top of it.
         try:
             self.client.put_item(**params)
@@ -507,6 +787,14 @@ class Ledger:
         except BotoCoreError as exc:
             raise self._failed("PutItem", exc) from exc
         return True
+
+    def tombstone(self, partitions: Iterable[str]) -> None:
+        """Invalidate the summaries of `partitions` (reconcile's deletions, around them)."""
+        requests = [
+            {"PutRequest": {"Item": self._summary_put(p, None, None, False)[0]["Item"]}}
+            for p in sorted({p for p in partitions if summarized(p)})
+        ]
+        self._write(requests)
 
     def remember_repositories(self, scopes: Iterable[str]) -> int:
         """Write the directory items of the repositories of `scopes` (reconcile's rebuild)."""
@@ -536,10 +824,11 @@ class Ledger:
 
     def forget_keys(self, keys: Iterable[tuple[str, str]]) -> int:
         """Delete items by (pk, sk): reconcile's removal of corrupt items the hub lacks."""
+        keys = list(keys)
         requests = [
             {"DeleteRequest": {"Key": {"pk": {"S": pk}, "sk": {"S": sk}}}} for pk, sk in keys
         ]
-        self._write(requests)
+        self._delete(requests, [pk for pk, _ in keys])
         return len(requests)
 
     def forget(self, entries: Iterable[LedgerEntry]) -> int:
@@ -555,8 +844,18 @@ class Ledger:
             }
             for e in entries
         ]
-        self._write(requests)
+        self._delete(requests, [r["DeleteRequest"]["Key"]["pk"]["S"] for r in requests])
         return len(requests)
+
+    def _delete(self, requests: list[dict[str, Any]], partitions: list[str]) -> None:
+        """Deletions are BatchWriteItem (no transaction): the summaries of their partitions
+        are tombstoned before (no reader trusts them meanwhile) and after (a summary rebuilt
+        from a read taken before the deletions landed is invalidated)."""
+        if not requests:
+            return
+        self.tombstone(partitions)
+        self._write(requests)
+        self.tombstone(partitions)
 
     def _item(self, record: LedgerRecord, published_at: datetime) -> dict[str, Any]:
         entry = record.entry

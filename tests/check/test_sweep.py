@@ -675,3 +675,38 @@ def test_a_reactivated_finding_alerts_and_an_archived_one_does_not(
     [body] = alerts_received(sqs, queue)
     assert "CVE-2019-14697" in body and "CVE-2019-5481" not in body
     assert back.as_dict()["counts"]["new_findings"] == 1
+
+
+def test_an_unchanged_resweep_reads_no_ledger_entries(aws: None, tmp_path: Path) -> None:
+    """The cached re-sweep of an unchanged registry reads the repositories' ledger summaries
+    ahead, in one BatchGetItem per 100, and no repository's entries (no Query per
+    repository); a changed repository still reads its own."""
+    from collections import Counter
+
+    ecr = boto3.client("ecr", region_name=REGION)
+    digests = []
+    for i in range(12):
+        ecr.create_repository(repositoryName=f"night-{i:02d}")
+        digests.append(put_image(ecr, f"night-{i:02d}", f"night-{i}", "1"))
+    Scenario().default(findings=[MUSL_CVE_2019_14697]).write(Path(_scenario_path()))
+    assert run(tmp_path, {"repositories": ["night-*"]}).exit_code == EXIT_OK
+
+    def counted_run() -> tuple[Any, Counter[str]]:
+        calls: Counter[str] = Counter()
+        base = boto3.session.Session(region_name=REGION)
+        base.events.register("before-call.dynamodb", lambda model, **_: calls.update([model.name]))
+        status = run(tmp_path, {"repositories": ["night-*"]},
+                     SessionFactory(default_region=REGION, base_session=base))  # fmt: skip
+        return status, calls
+
+    quiet, calls = counted_run()
+    assert quiet.as_dict()["counts"]["cached"] == 12
+    assert quiet.security_hub[f"{HUB}/{REGION}"]["unchanged"] == 12
+    queries = calls["Query"]
+    assert queries < 12  # per run (directory and the like), none per repository
+    # one repository changes: only it is read entry by entry
+    put_image(ecr, "night-03", "night-3-b", "2")
+    changed, calls = counted_run()
+    assert changed.security_hub[f"{HUB}/{REGION}"]["created"] == 1
+    assert calls["Query"] == queries + 1
+    assert len(active_findings()) == 13

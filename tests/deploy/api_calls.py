@@ -41,6 +41,9 @@ IAM_NAMES = {
     "s3:UploadPart": "s3:PutObject",
     "s3:CompleteMultipartUpload": "s3:PutObject",
     "s3:AbortMultipartUpload": "s3:AbortMultipartUpload",
+    # A transaction is authorized by its actions' own permissions (DynamoDB developer guide,
+    # "Using IAM with DynamoDB transactions"); the ledger's transactions hold only Puts.
+    "dynamodb:TransactWriteItems": "dynamodb:PutItem",
 }
 # s3transfer's managed transfers (boto3.s3.inject) and the object action each needs.
 S3_TRANSFERS = {

@@ -3,7 +3,10 @@
 A first `containerscan sweep` (a real subprocess against moto's server, the QScanner
 stand-in scanning) fills the ledger and the scan cache. Then every ledger item and every
 cache item is damaged, each in a different way (the shapes below: attributes missing, of the
-wrong type, unparsable, empty, blobs that do not decompress, payloads of another format).
+wrong type, unparsable, empty, blobs that do not decompress, payloads of another format), and
+so is every repository summary (without them the next sweep would rightly trust the
+summaries and read no entry at all; what summaries may vouch for is checked by
+`world.summaries_contradicting` in `assert_converged`).
 The next sweep must finish (exit 0, a status.json), count what it met, re-import the
 findings of the corrupt ledger items and rescan the digests of the corrupt cache items, and
 leave the hub equal to the truth with `reconcile --dry-run` finding nothing. A separate
@@ -60,6 +63,17 @@ LEDGER_SHAPES: dict[str, Callable[[Item], None]] = {
     "asff not zlib": _set("asff", {"B": b"not zlib at all"}),
 }
 
+# Repository summaries (ledger.py): unreadable ones count as corrupt; a well-formed digest that
+# matches no observation is not corrupt, only useless (the sweep reads the entries).
+SUMMARY_SHAPES: dict[str, Callable[[Item], None]] = {
+    "summary stamp removed": _without("stamp"),
+    "summary digest not hex": _set("digest", {"S": "not a digest"}),
+    "summary digest of nothing": _set("digest", {"S": "f" * 64}),
+    "summary count garbage": _set("count", {"S": "many"}),
+    "summary oldest garbage": _set("oldest", {"S": "long ago"}),
+    "summary format unknown": _set("format", {"N": "999"}),
+}
+
 CACHE_SHAPES: dict[str, Callable[[Item], None]] = {
     "payload removed": _without("payload"),
     "payload not gzip": _set("payload", {"B": b"plain bytes"}),
@@ -102,14 +116,19 @@ def _items(dynamodb: Any, prefix: str) -> list[Item]:
 # Damage a read does not meet: a version of the wrong type only matters to the next write
 # (which it never blocks), the stored ASFF only to an archive (which then reads the finding
 # from Security Hub instead).
-UNSEEN_ON_READ = frozenset({"version a string, far ahead", "asff not zlib"})
+UNSEEN_ON_READ = frozenset(
+    {"version a string, far ahead", "asff not zlib", "summary digest of nothing"}
+)
 
 
-def _damage(dynamodb: Any, prefix: str, shapes: dict[str, Callable[[Item], None]]) -> int:
-    """Damage the items under `prefix`, one shape each, cycling; how many reads will notice."""
+def _damage(
+    dynamodb: Any, prefix: str, shapes: dict[str, Callable[[Item], None]], first: int = 0
+) -> int:
+    """Damage the items under `prefix`, one shape each, cycling from shape `first`; how many
+    reads will notice."""
     items = _items(dynamodb, prefix)
-    assert len(items) >= len(shapes), (len(items), len(shapes))
-    names = list(shapes)
+    assert len(items) >= min(len(shapes), 3), (len(items), len(shapes))
+    names = list(shapes)[first:] + list(shapes)[:first]
     noticed = 0
     for i, item in enumerate(items):
         name = names[i % len(names)]
@@ -144,6 +163,7 @@ def test_a_sweep_over_corrupt_ledger_and_cache_items_repairs_them(
 ) -> None:
     scanner, env, estate = _swept(served, tmp_path)
     ledger_items = _damage(served.dynamodb, "ledger#", LEDGER_SHAPES)
+    ledger_items += _damage(served.dynamodb, "ledger-summary#", SUMMARY_SHAPES)
     cache_items = _damage(served.dynamodb, "cache#", CACHE_SHAPES)
 
     status = finish(start(sweep_command(tmp_path / "out"), env))
@@ -172,6 +192,7 @@ def test_reconcile_repairs_corrupt_ledger_items_from_security_hub(
 ) -> None:
     scanner, env, estate = _swept(served, tmp_path)
     damaged = _damage(served.dynamodb, "ledger#", LEDGER_SHAPES)
+    _damage(served.dynamodb, "ledger-summary#", SUMMARY_SHAPES, first=3)  # reconcile reads none
     reconcile = [sys.executable, "-m", "check", "reconcile", "--output", "json"]
     dry = run_cli([*reconcile, "--dry-run"], env)
     assert dry.returncode == 0, dry.stderr[-2000:]
@@ -180,4 +201,40 @@ def test_reconcile_repairs_corrupt_ledger_items_from_security_hub(
     assert report["corrupt"] == damaged, report
     done = run_cli(reconcile, env)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert_converged(served, estate, scanner)
+
+
+@pytest.mark.slow  # four sweeps as subprocesses (~20 s)
+def test_damaged_summaries_of_every_shape_cost_a_read_never_a_wrong_result(
+    served: Served, tmp_path: Path
+) -> None:
+    """Only the summaries are damaged (the entries are sound): the sweep reads the entries of
+    those repositories, counts the unreadable summaries, rewrites them all, and the hub stays
+    the truth; after a change the summaries still say only what the entries hold."""
+    scanner = Invocations(tmp_path)
+    env = env_of(served, scanner)
+    estate = Estate()
+    names = list(SUMMARY_SHAPES)
+    for i in range(len(names)):
+        estate.add(served.ecr, f"summary-{i}", f"s-{i}", tag="v1",
+                   findings=[OPENSSL_CVE_2019_1547, CURL_CVE_2019_5481][: 1 + i % 2])  # fmt: skip
+    estate.scenario().write(served.scenario)
+    finish(start(sweep_command(tmp_path / "out"), env))
+    summaries = _items(served.dynamodb, "ledger-summary#")
+    assert len(summaries) == len(names) and all("digest" in s for s in summaries)
+    noticed = _damage(served.dynamodb, "ledger-summary#", SUMMARY_SHAPES)
+    assert noticed == len(names) - 1
+
+    status = finish(start(sweep_command(tmp_path / "out"), env))
+    assert status["exit_code"] == 0 and status["errors"] == []
+    assert status["counts"]["corrupt_state"]["ledger"] == noticed
+    assert scanner.scans() == len(names)  # the cache still holds every digest
+    assert_converged(served, estate, scanner)
+    rewritten = _items(served.dynamodb, "ledger-summary#")
+    assert all("digest" in s and s["digest"]["S"] != "f" * 64 for s in rewritten)
+    # a change after the repair: summaries follow the entries
+    estate.add(served.ecr, "summary-0", "s-new", tag="v2", findings=[MUSL_CVE_2019_14697])
+    estate.scenario().write(served.scenario)
+    status = finish(start(sweep_command(tmp_path / "out"), env))
+    assert status["counts"]["corrupt_state"]["ledger"] == 0
     assert_converged(served, estate, scanner)

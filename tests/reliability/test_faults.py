@@ -385,7 +385,7 @@ def test_ledger_failures_are_aws_errors_not_tracebacks(aws: None) -> None:
     catches those); it used to escape as a botocore ClientError and end the whole sweep."""
     from securityhub.correlate import LedgerEntry
     from securityhub.errors import AwsError
-    from securityhub.ledger import Ledger
+    from securityhub.ledger import Ledger, LedgerRecord
 
     base = boto3.session.Session(region_name=REGION)
     Flaky(1.0, throttling=False).install(base, ("dynamodb",))
@@ -399,6 +399,7 @@ def test_ledger_failures_are_aws_errors_not_tracebacks(aws: None) -> None:
         "BatchGetItem": lambda: ledger.stored_findings([entry]),
         "BatchWriteItem": lambda: ledger.forget([entry]),
         "Scan": lambda: list(ledger.scan_partitions()),
+        "TransactWriteItems": lambda: ledger.record([LedgerRecord(entry, ACCOUNT, REGION, {})]),
     }
     for operation, call in calls.items():
         with pytest.raises(AwsError, match=operation) as info:

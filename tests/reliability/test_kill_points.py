@@ -36,6 +36,7 @@ from tests.reliability.world import (
     hub_truth,
     ledger_state,
     run_cli,
+    summaries_contradicting,
     sweep_command,
 )
 
@@ -113,6 +114,8 @@ def test_sigkill_at_random_points_then_a_rerun_converges(served: Served, tmp_pat
         process.stderr.close()
         message = json.loads(last)["message"] if last.startswith("{") else ""
         KILLS.append({"after": message, "line": seen, "killed": code == -signal.SIGKILL})
+        # a kill between any two writes leaves no repository summary vouching for a lie
+        assert summaries_contradicting(served.dynamodb) == {}
 
         rerun = run_cli(sweep_command(tmp_path / "out", "--force"), env)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -120,6 +123,7 @@ def test_sigkill_at_random_points_then_a_rerun_converges(served: Served, tmp_pat
         assert hub_truth(active) == estate.truth()
         ledger = ledger_state(served.dynamodb)
         assert {f for f, state in ledger.items() if state == "ACTIVE"} == set(active)
+        assert summaries_contradicting(served.dynamodb) == {}
         report = _reconcile_dry_run(served)
         assert (report["missing"], report["drifted"], report["stale"]) == (0, 0, 0), report
 

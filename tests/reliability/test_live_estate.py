@@ -38,6 +38,7 @@ from tests.reliability.world import (
     hub_truth,
     ledger_state,
     run_cli,
+    summaries_contradicting,
     sweep_command,
 )
 
@@ -107,6 +108,7 @@ def assert_converged(served: Served, estate: Estate, scanner: Invocations) -> No
     assert hub_truth(active) == estate.truth()
     ledger = ledger_state(served.dynamodb)
     assert {f for f, state in ledger.items() if state == "ACTIVE"} == set(active)
+    assert summaries_contradicting(served.dynamodb) == {}  # no summary vouches for a lie
     done = run_cli(
         [sys.executable, "-m", "check", "reconcile", "--dry-run", "--output", "json"],
         env_of(served, scanner),

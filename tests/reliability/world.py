@@ -12,6 +12,7 @@ the code under test: for each image observed, one active finding per (resource, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -130,19 +131,55 @@ def hub_truth(findings: Mapping[str, Mapping[str, Any]]) -> set[tuple[str, str]]
 
 def ledger_state(dynamodb: Any, table: str = TABLE) -> dict[str, str]:
     """finding id -> record state, for every ledger entry (a Scan: tests only)."""
+    out = {}
+    for item in _scan(dynamodb, table):
+        doc = {k: next(iter(v.values())) for k, v in item.items()}
+        if "finding_id" in doc:
+            out[str(doc["finding_id"])] = str(doc.get("record_state", ""))
+    return out
+
+
+def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     params: dict[str, Any] = {"TableName": table}
     while True:
         page = dynamodb.scan(**params)
         items += page["Items"]
         if "LastEvaluatedKey" not in page:
-            break
+            return items
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def summaries_contradicting(dynamodb: Any, table: str = TABLE) -> dict[str, str]:
+    """Repository summaries that vouch for a state their partition's entries do not hold
+    (pk -> what differs). Computed here from the documented format (the sha256 of the sorted
+    "scope US kind US finding id US fingerprint" lines of the ACTIVE entries), not by the
+    code under test. Tombstones and unreadable summaries vouch for nothing."""
+    items = _scan(dynamodb, table)
+    lines: dict[str, list[str]] = {}
+    for item in items:
+        doc = {k: next(iter(v.values())) for k, v in item.items()}
+        pk = str(doc["pk"])
+        if pk.startswith("ledger#ecr/") and doc.get("record_state") == "ACTIVE":
+            row = [doc.get(k) for k in ("scope", "kind", "finding_id", "fingerprint")]
+            lines.setdefault(pk, []).append("\x1f".join(str(v) for v in row))
     out = {}
     for item in items:
         doc = {k: next(iter(v.values())) for k, v in item.items()}
-        if "finding_id" in doc:
-            out[str(doc["finding_id"])] = str(doc.get("record_state", ""))
+        pk = str(doc["pk"])
+        readable = (
+            str(doc.get("format")) == "1"
+            and isinstance(doc.get("stamp"), str)
+            and len(str(doc.get("digest", ""))) == 64
+            and str(doc.get("count", "")).isdigit()
+        )
+        if not pk.startswith("ledger-summary#") or not readable:
+            continue
+        partition = "ledger#" + pk.removeprefix("ledger-summary#")
+        rows = sorted(lines.get(partition, []))
+        digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        if (doc["digest"], str(doc.get("count"))) != (digest, str(len(rows))):
+            out[pk] = f"summary {doc['digest'][:12]}/{doc.get('count')}, entries {digest[:12]}/{len(rows)}"
     return out
 
 
