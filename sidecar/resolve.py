@@ -231,6 +231,8 @@ def _relative_plain(
     `name`) meets no symlink at all: the readlink alone. None when a symlink is on the way,
     the start is not a plain directory of our root (deleted, another root), or openat2 is
     missing: resolve in full then."""
+    if raw.endswith("/"):
+        return None  # the walk names a directory without the slash: leave it to the walk
     start = _start_path(pid, tid, dirfd)
     if start is None or not start.startswith("/") or start.endswith(_DELETED):
         return None

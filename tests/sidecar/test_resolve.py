@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar import resolve as rs
 
@@ -42,6 +44,8 @@ CASES = [
     ("fl", False, "fl"),
     ("dangling", True, "made-by-creat"),
     ("sub", True, "sub"),
+    ("sub/", True, "sub"),
+    ("./sub/./", False, "sub"),
     (".", True, ""),
     # Single names not followed (unlinkat, O_CREAT|O_EXCL): no openat2 needed.
     ("link", False, "link"),
@@ -96,3 +100,27 @@ def test_relative_to_the_thread_cwd(tree: tuple[Path, int], monkeypatch) -> None
     pid, tid = os.getpid(), threading.get_native_id()
     assert rs.resolve(pid, tid, None, "b.txt") == str(root / "sub" / "b.txt")
     assert rs.resolve(pid, tid, None, "../link/y") == str(root / "elsewhere" / "y")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.lists(
+        st.sampled_from(["a.txt", "sub", "b.txt", "link", "fl", "dangling", "..", ".", "x", ""]),
+        min_size=1,
+        max_size=4,
+    ),
+    follow=st.booleans(),
+    from_dirfd=st.booleans(),
+)
+def test_any_relative_path_resolves_as_the_full_walk(
+    tree: tuple[Path, int], monkeypatch, parts: list[str], follow: bool, from_dirfd: bool
+) -> None:
+    root, fd = tree
+    monkeypatch.chdir(root / "sub")
+    raw = "/".join(parts)
+    if not raw or raw.startswith("/"):
+        return
+    pid, tid = os.getpid(), threading.get_native_id()
+    dirfd = fd if from_dirfd else None
+    fast = rs.resolve(pid, tid, dirfd, raw, follow)
+    assert fast == rs.resolve(pid, tid, dirfd, raw, follow, same_root=False)
