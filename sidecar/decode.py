@@ -75,6 +75,8 @@ UIO_MAXIOV = 1024  # <linux/uio.h>: sendmmsg's vlen is capped to this by the ker
 MMSGHDR_SIZE = 64  # struct mmsghdr { struct msghdr (56); unsigned msg_len; } padded, LP64
 SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
 READ_CHUNK = 256
+# One read of an exec's environment strings: they usually lie side by side (bytes).
+STRINGS_SPAN = 8192
 # Address families (<linux/socket.h>).
 AF_UNIX = 1
 AF_INET = 2
@@ -213,6 +215,36 @@ class ProcessMemory:
             if nul >= 0:
                 return out + chunk[:nul]
             out += chunk
+        return out
+
+    def cstrings(self, addrs: Sequence[int], limit: int) -> list[bytes | None]:
+        """`cstring(addr, limit)` of each address, with one read per cluster of strings
+        (an exec's environment: side by side, or a few heap blocks). Taken in address
+        order, a string inside the span read last comes from it; another one starts a new
+        span, as long as the strings that follow it within STRINGS_SPAN bytes need (`limit`
+        bytes for a lone string). A span that ends at an unmapped page is read short: a
+        string it misses is read as cstring does."""
+        out: list[bytes | None] = [None] * len(addrs)
+        order = sorted(range(len(addrs)), key=addrs.__getitem__)
+        span, base = b"", 0
+        for at, i in enumerate(order):
+            addr = addrs[i]
+            if addr == 0 or limit <= 0:
+                out[i] = self.cstring(addr, limit)
+                continue
+            off = addr - base
+            if not 0 <= off < len(span):
+                last, ahead = addr, at + 1
+                while ahead < len(order) and addrs[order[ahead]] - addr <= STRINGS_SPAN - limit:
+                    last, ahead = addrs[order[ahead]], ahead + 1
+                span, base, off = self.read(addr, last - addr + limit), addr, 0
+            nul = span.find(b"\0", off, off + limit)
+            if nul >= 0:
+                out[i] = span[off:nul]
+            elif len(span) - off >= limit:
+                out[i] = span[off : off + limit]
+            else:
+                out[i] = self.cstring(addr, limit)  # runs past the span
         return out
 
     def pointers(self, addr: int, count: int) -> list[int]:
@@ -377,9 +409,8 @@ def _argv(mem: ProcessMemory, addr: int) -> tuple[tuple[str, ...], bool]:
 def _env_names(mem: ProcessMemory, addr: int) -> tuple[str, ...]:
     """The names of the variables in envp (never their values: they hold credentials)."""
     names = []
-    for ptr in mem.pointers(addr, ARG_MAX_COUNT):
-        entry = mem.cstring(ptr, ENV_NAME_MAX) or b""
-        name, sep, _ = entry.partition(b"=")
+    for entry in mem.cstrings(mem.pointers(addr, ARG_MAX_COUNT), ENV_NAME_MAX):
+        name, sep, _ = (entry or b"").partition(b"=")
         if sep and name:
             names.append(name.decode("utf-8", "replace"))
     return tuple(names)
@@ -714,18 +745,32 @@ class Decoder:
     def decode(self, proc: Process, tid: int, nr: int, args: Sequence[int]) -> SyscallEvent | None:
         """The event, or None when there is nothing to report (a sendto on a connected
         socket carries no destination)."""
+        raw_args = tuple(args)
+        found = self.call(proc, tid, nr, raw_args)
+        if found is None:
+            return None
+        return self.event(proc, tid, raw_args, *found)
+
+    def call(
+        self, proc: Process, tid: int, nr: int, args: tuple[int, ...]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """`decode` without building the event: (syscall name, the event's fields), enough
+        for the engine to reject a stop cheaply (`Engine.path_is_quiet`); None as `decode`.
+        `event` then makes what `decode` would."""
         known = self._by_nr.get(nr)
         name, handler = known if known is not None else (self.arch.name_of(nr), None)
-        raw_args = tuple(args)
-        fields: dict[str, Any]
         if handler is None:
-            fields = {"kind": KIND_OTHER}
-        else:
-            view = View(proc.memory(), proc.pid, tid, proc.same_root, proc.ppid)
-            fields = handler(view, raw_args)
-            if not fields:
-                return None
-        return self._event(proc, tid, name, raw_args, fields)
+            return name, {"kind": KIND_OTHER}
+        view = View(proc.memory(), proc.pid, tid, proc.same_root, proc.ppid)
+        fields = handler(view, args)
+        if not fields:
+            return None
+        return name, fields
+
+    def event(
+        self, proc: Process, tid: int, args: tuple[int, ...], name: str, fields: dict[str, Any]
+    ) -> SyscallEvent:
+        return self._event(proc, tid, name, args, fields)
 
     def _event(
         self, proc: Process, tid: int, name: str, args: tuple[int, ...], fields: dict[str, Any]

@@ -458,6 +458,22 @@ class Engine:
             return True
         return self._fim_match(path, "write" if write else "open") is None
 
+    def path_is_quiet(self, syscall: str, kind: str, path: str | None) -> bool:
+        """`open_is_quiet` for the other one-path FIM calls (chmod, chown, unlink and their
+        at/fd forms): True when `evaluate` of such an event on `path` would return ALLOW and
+        change no state, so the tracer need not build the SyscallEvent. False when unsure,
+        and for every other kind."""
+        what = _QUIET_KINDS.get(kind)
+        if what is None:
+            return False
+        if self._traced and syscall in self._traced:
+            return False
+        if self._anomaly is not None and kind != KIND_CHOWN:
+            return False  # a chmod or an unlink is an anomaly feature (its directory)
+        if self._drift is not None and kind == KIND_CHMOD:
+            return False  # a chmod may make a file executable: a drift candidate
+        return self._fim_match(path, what) is None
+
     # FIM -----------------------------------------------------------------------------
 
     def _fim_rules(self, path: str) -> list[FimPath]:
@@ -821,6 +837,10 @@ class Engine:
                 + (" outside the whitelist" if self._whitelist else ""),
             )
         )
+
+
+# The kinds `path_is_quiet` answers for, and the FIM event each is.
+_QUIET_KINDS = {KIND_CHMOD: "chmod", KIND_CHOWN: "chown", KIND_UNLINK: "unlink"}
 
 
 def _actions(policy: Policy) -> set[str]:

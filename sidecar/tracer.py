@@ -45,11 +45,16 @@ when it makes none (a read-only open outside the FIM paths: the engine's `open_i
 rejects it before a SyscallEvent is built); unwatched syscalls cost nothing. Of a quiet stop
 the tracer's own CPU is ~5.5 µs user, ~6.5 µs system (bench/sidecar_stop.py): one waitpid,
 one PTRACE_GETREGS, one pread of the path, one PTRACE_CONT, all through libc with prebuilt C
-arguments. Python-startup workload (CPU ratio): minimal 1.04x, balanced 1.02x, FIM on every
-open 1.14-1.16x (strace --seccomp-bpf on the same set: 1.11-1.14x; ours 1.00-1.05x strace's),
-attach with process events only 1.03x. File-heavy `tar -x` of ~1,400 files: balanced
-2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode with syscall stops costs every
-syscall a stop: 1.6-2x on Python start-up, 7-12x on tar (shared/reference/runtime.md B4).
+arguments. A chmod, chown or unlink the engine would not report is rejected the same way,
+before its event is built (`path_is_quiet`), and a relative path costs one readlink of its
+start directory and one no-symlink openat2 (issue 15: under the balanced policy a `tar -x`
+went from 27-31 to 19-20 µs of tracer CPU per stop; strace's stops remain cheaper: see
+bench/README.md, "Cheaper stops"). Python-startup workload (CPU ratio): minimal 1.04x,
+balanced 1.02x, FIM on every open 1.14-1.16x (strace --seccomp-bpf on the same set:
+1.11-1.14x; ours 1.00-1.05x strace's), attach with process events only 1.03x. File-heavy
+`tar -x` of ~1,400 files: balanced 2.5-4x, every open 3-3.7x (strace 2-3.6x). Attach mode
+with syscall stops costs every syscall a stop: 1.6-2x on Python start-up, 7-12x on tar
+(shared/reference/runtime.md B4).
 
 When to use which: wrap the entrypoint (launch mode; the sidecar image's self-contained
 launcher is copied into a task volume, `entryPoint: [/containerscan/bin/containerscan-run,
@@ -87,8 +92,25 @@ from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
 from sidecar import inject, seccomp
 from sidecar import ptrace as pt
-from sidecar.decode import Decoder, Process, can_write, listening, signed32
-from sidecar.events import ALLOW, Requirements, RuntimeEvent, SyscallEvent, Verdict
+from sidecar.decode import (
+    O_CREAT,
+    O_EXCL,
+    Decoder,
+    Process,
+    can_write,
+    listening,
+    signed32,
+)
+from sidecar.events import (
+    ALLOW,
+    KIND_CHMOD,
+    KIND_CHOWN,
+    KIND_UNLINK,
+    Requirements,
+    RuntimeEvent,
+    SyscallEvent,
+    Verdict,
+)
 from sidecar.procinfo import ProcInfo
 from sidecar.resolve import fd_target
 from sidecar.syscalls import Arch, native_arch
@@ -128,6 +150,8 @@ _WRAP = 1 << 64
 # Whole wait statuses of the two commonest stops (<sys/wait.h>: 0x7f = stopped, the stop
 # signal in bits 8..15, the ptrace event in bits 16..23), compared in one go on the hot path.
 _STOPPED = 0x7F
+# Event kinds the engine may find quiet before the SyscallEvent is built (path_is_quiet).
+QUIET_PATH_KINDS = frozenset({KIND_CHMOD, KIND_CHOWN, KIND_UNLINK})
 SECCOMP_STOP_STATUS = (pt.PTRACE_EVENT_SECCOMP << 16) | (signal.SIGTRAP << 8) | _STOPPED
 SYSCALL_STOP_STATUS = (pt.SYSCALL_TRAP << 8) | _STOPPED
 
@@ -142,6 +166,13 @@ Submit = Callable[[RuntimeEvent], None]
 # (syscall name, resolved path, the flags can write) -> True when evaluating the open would
 # report nothing and change nothing: Engine.open_is_quiet.
 QuietOpen = Callable[[str, "str | None", bool], bool]
+# (syscall name, event kind, resolved path) -> the same for a chmod, chown or unlink:
+# Engine.path_is_quiet.
+QuietPath = Callable[[str, str, "str | None"], bool]
+# An open for writing the engine found quiet at entry, to judge again at its exit: the
+# process, the arguments and Decoder.open_call's answer. Its SyscallEvent is built only if
+# the fd at exit names another file (rare), not at every such stop.
+QuietWrite = tuple[Process, tuple[int, ...], tuple[str, "str | None", int, int]]
 
 
 @functools.cache
@@ -202,9 +233,9 @@ class Tracer:
         self._submit = submit
         # The engine's fast path for opens it would not report (FIM on every open makes most
         # stops such opens): found on the engine `evaluate` is bound to, if it has one.
-        self._quiet_open: QuietOpen | None = getattr(
-            getattr(evaluate, "__self__", None), "open_is_quiet", None
-        )
+        engine = getattr(evaluate, "__self__", None)
+        self._quiet_open: QuietOpen | None = getattr(engine, "open_is_quiet", None)
+        self._quiet_path: QuietPath | None = getattr(engine, "path_is_quiet", None)
         self._container_of = container_of
         self._procinfo = ProcInfo()  # launch time and user of reported events, cached
         self.decoder = Decoder(self.arch, clock)
@@ -230,7 +261,7 @@ class Tracer:
         self._in_syscall: set[int] = set()  # aarch64 entry/exit toggle (attach mode)
         self._pending_exec: dict[int, tuple[RuntimeEvent, ...]] = {}  # tid -> events
         # tid -> an open for writing to judge again by its fd at the syscall's exit
-        self._exit_checks: dict[int, SyscallEvent] = {}
+        self._exit_checks: dict[int, SyscallEvent | QuietWrite] = {}
         # (dev, inode) -> path of the files under the protected paths, noted at start
         self._protected_inodes = protected_inodes(requirements.protected)
         self.root_pid: int | None = None
@@ -784,11 +815,17 @@ class Tracer:
         try:
             call = decoder.open_call(proc, tid, nr, args) if self._quiet_open is not None else None
             if call is None:
-                event = decoder.decode(proc, tid, nr, args)
+                found = decoder.call(proc, tid, nr, args)
+                if found is None:
+                    return False
+                if self._path_is_quiet(*found):
+                    self.stats.decoded += 1  # as for a quiet open
+                    return False
+                event = decoder.event(proc, tid, args, *found)
             elif self._open_is_quiet(*call):
                 self.stats.decoded += 1  # decoded and evaluated, by the engine's fast path
                 if self.req.recheck_writes and can_write(call[2]):
-                    self._recheck_at_exit(tid, decoder.open_event(proc, tid, args, *call))
+                    self._exit_checks[tid] = (proc, args, call)
                 return False
             else:
                 event = decoder.open_event(proc, tid, args, *call)
@@ -827,6 +864,15 @@ class Tracer:
         except Exception:  # noqa: BLE001 - evaluate reports the rule bug and allows
             return False
 
+    def _path_is_quiet(self, name: str, fields: dict[str, Any]) -> bool:
+        """The engine's fast path for a chmod, chown or unlink; False when it has none."""
+        if self._quiet_path is None or fields["kind"] not in QUIET_PATH_KINDS:
+            return False
+        try:
+            return self._quiet_path(name, fields["kind"], fields.get("path"))
+        except Exception:  # noqa: BLE001 - evaluate reports the rule bug and allows
+            return False
+
     def _submit_all(self, events: tuple[RuntimeEvent, ...]) -> None:
         for runtime_event in events:
             self.stats.events += 1
@@ -856,7 +902,7 @@ class Tracer:
         whatever the path string said (another thread may swap it after we read it)."""
         self._exit_checks[tid] = event
 
-    def _on_exit_check(self, tid: int, event: SyscallEvent) -> None:
+    def _on_exit_check(self, tid: int, pending: SyscallEvent | QuietWrite) -> None:
         """At the exit of an open for writing: resolve the returned fd; when it is not the
         file judged at entry, judge it now. A block kills the process here, before the
         syscall returns to it: it never writes a byte through that fd. At the exit of a
@@ -867,18 +913,27 @@ class Tracer:
         if fd < 0:
             return  # the call failed: nothing was opened, nothing listens
         tgid = self._threads.get(tid, tid)
-        if event.kind == "listen":
-            self._judge_listening(tgid, event)
+        if isinstance(pending, tuple):
+            entry_path, flags = pending[2][1], pending[2][2]
+        elif pending.kind == "listen":
+            self._judge_listening(tgid, pending)
             return
+        else:
+            entry_path, flags = pending.path, pending.flags or 0
         opened = fd_target(tgid, fd)
         detail = "fd at exit"
-        if self._protected_inodes:
+        if self._protected_inodes and not created_new(flags):
             # A second name made before the sidecar started: the inode says which file.
             other = self._watched_inode(tgid, fd)
             if other is not None and other != opened:
                 opened, detail = other, f"hard link {opened}"
-        if opened is None or opened == event.path:
+        if opened is None or opened == entry_path:
             return
+        if isinstance(pending, tuple):
+            proc, args, call = pending
+            event = self.decoder.open_event(proc, tid, args, *call)
+        else:
+            event = pending
         verdict = self._report(dataclasses.replace(event, path=opened, detail=detail))
         if verdict.block:
             self.stats.blocked += 1
@@ -1076,6 +1131,13 @@ def protected_inodes(roots: Iterable[str]) -> dict[tuple[int, int], str]:
             elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 found.setdefault((st.st_dev, st.st_ino), path)
     return found
+
+
+def created_new(flags: int) -> bool:
+    """A successful open with these flags made a new file (O_CREAT|O_EXCL fails on any
+    existing name, a symlink included): its inode is none of the protected ones noted at
+    start, so the hard-link check by inode has nothing to find."""
+    return bool(flags & O_CREAT and flags & O_EXCL)
 
 
 def _child_exec(argv: list[str], env: dict[str, str] | None, fprog: object, ready: int) -> None:
