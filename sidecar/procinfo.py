@@ -34,7 +34,7 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sidecar.events import RuntimeEvent
@@ -227,18 +227,14 @@ class ProcInfo:
         An exec event is reported once the exec succeeded (PTRACE_EVENT_EXEC), before the
         tracer rereads the executable: its user is read again (a set-user-ID program)."""
         owner = self.owner(event.pid, incarnation, exe, execed=event.syscall in EXEC_SYSCALLS)
-        extra = {
-            k: v
-            for k, v in (
-                ("launched_at", owner.launched_at),
-                ("uid", owner.uid),
-                ("user", owner.user),
-            )
-            if v is not None
-        }
-        if not extra:
-            return event
-        return replace(event, extra={**event.extra, **extra})
+        extra: dict[str, float | int | str] = {}
+        if owner.launched_at is not None:
+            extra["launched_at"] = owner.launched_at
+        if owner.uid is not None:
+            extra["uid"] = owner.uid
+        if owner.user is not None:
+            extra["user"] = owner.user
+        return event.with_extra(extra) if extra else event
 
     def _launched_at(self, pid: int) -> float | None:
         self.reads += 1

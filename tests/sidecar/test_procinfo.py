@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,19 @@ def test_a_gone_process_yields_nothing() -> None:
     child.wait()
     owner = ProcInfo().owner(child.pid, object(), "/usr/bin/true")
     assert owner.launched_at is None and owner.uid is None and owner.user is None
+
+
+def test_enrich_copies_the_event_and_keeps_its_own_extra() -> None:
+    event = RuntimeEvent(
+        1.0, "file", "fim", "high", "alert", os.getpid(), 1, "/bin/sh", "openat",
+        path="/etc/x", extra={"inode": 7}, fingerprint="f",
+    )  # fmt: skip
+    enriched = ProcInfo().enrich(event, object(), "/bin/sh")
+    assert event.extra == {"inode": 7}  # the original is untouched
+    assert enriched.extra["inode"] == 7 and enriched.extra["uid"] == os.geteuid()
+    assert enriched.extra["launched_at"] > 0
+    # Every other field is the original's: the same as dataclasses.replace would give.
+    assert enriched == replace(event, extra=enriched.extra)
 
 
 # -------------------------------------------------------------- under the real tracer
