@@ -132,6 +132,12 @@ FORWARDED_SIGNALS = (
 # Signals that end attach mode (detach everything, exit 0).
 DETACH_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXEC_SYSCALLS = ("execve", "execveat")
+# Syscalls that can give a process another root directory (chroot(2); pivot_root(2) and
+# setns(2) into a mount namespace move it too). Paths are resolved against the sidecar's
+# own root only while the process shares it (`Process.same_root`, a fast path); a process
+# that may have left it is resolved through /proc/PID/root from then on, which is right
+# whatever its root is. They stop whatever the policy, and are rare.
+ROOT_SYSCALLS = ("chroot", "pivot_root", "setns")
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 # How often attach mode scans /proc for new matching processes (Datadog's ptracer: 500 ms).
 DEFAULT_POLL_INTERVAL = 1.0
@@ -247,6 +253,7 @@ class Tracer:
             self.arch.number(n) for n in names if self.arch.has(n)
         )
         self._exec_watched = any(self.arch.has(n) and n in names for n in EXEC_SYSCALLS)
+        self._root_calls = frozenset(self.arch.number(n) for n in ROOT_SYSCALLS if self.arch.has(n))
         # Where execs are evaluated: at the execve stop (launch mode, and attach mode with
         # syscall stops), or, with no syscall stops, at PTRACE_EVENT_EXEC (set by the mode).
         self._exec_at_stop = self._exec_watched
@@ -358,7 +365,8 @@ class Tracer:
         conditions = seccomp.open_conditions(
             self.req.syscalls, self.req.open_needs_read
         ) + seccomp.send_conditions(self.req.syscalls, self.req.sends_need_udp)
-        return seccomp.build_program(self.arch, self.req.syscalls, conditions, self.req.refused)
+        syscalls = (*self.req.syscalls, *ROOT_SYSCALLS)
+        return seccomp.build_program(self.arch, syscalls, conditions, self.req.refused)
 
     def start(self) -> None:
         """Let the launched workload run (it waits in its initial stop until then, so the
@@ -763,10 +771,19 @@ class Tracer:
         if self._pending_exec:
             self._pending_exec.pop(tid, None)  # its last exec failed
         nr, args = self._read_call(tid)
+        if nr in self._root_calls:
+            self._root_may_change(tid)
         if nr in self.watched:
             if self._handle_call(tid, nr, args):
                 return
         self._resume(tid, 0)
+
+    def _root_may_change(self, tid: int) -> None:
+        """chroot/pivot_root/setns: resolve the process's paths through /proc/PID/root from
+        now on (whether or not the call succeeds; that way is never wrong, only slower)."""
+        proc = self._procs.get(self._threads.get(tid, tid))
+        if proc is not None:
+            proc.same_root = False
 
     def _on_syscall_stop(self, tid: int) -> None:
         if self._exit_checks:
@@ -798,6 +815,8 @@ class Tracer:
                 self._in_syscall.discard(tid)
         if entering and self._pending_exec:
             self._pending_exec.pop(tid, None)  # its last exec failed
+        if entering and nr in self._root_calls:
+            self._root_may_change(tid)
         if entering and nr in self.watched:
             self.stats.syscall_stops += 1
             if self._handle_call(tid, nr, args):
@@ -834,7 +853,9 @@ class Tracer:
             return False
         if event is None:
             return False
-        if event.kind == "exec" and event.path and not _exists(proc.pid, event.path):
+        if event.kind == "exec" and event.path and not _exists(
+            proc.pid, event.path, proc.same_root
+        ):
             return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
         is_exec = event.kind == "exec"
         verdict = self._report(event, defer=is_exec)
@@ -1179,16 +1200,22 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _exists(pid: int, path: str) -> bool:
+def _exists(pid: int, path: str, same_root: bool = True) -> bool:
+    """Whether the program an exec names exists, so that execvp's probes along PATH (which
+    fail with ENOENT and run nothing) are not judged. A path resolved through /proc/PID/root
+    of a process in the sidecar's mount namespace (after chroot(2)) is named as the sidecar
+    sees it; one in another container's namespace as the process sees it: look both ways."""
     if not path.startswith("/"):
         return True  # memfd:name, or a path we could not resolve: judge it
-    try:
-        os.stat(f"/proc/{pid}/root{path}" if path.startswith("/") else path)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # exists but unreadable to us: treat as real
-    return True
+    for candidate in (f"/proc/{pid}/root{path}", path) if not same_root else (path,):
+        try:
+            os.stat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True  # exists but unreadable to us: treat as real
+        return True
+    return False
 
 
 def _status_field(pid: int, name: bytes) -> int | None:

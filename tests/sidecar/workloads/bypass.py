@@ -252,11 +252,37 @@ def padded_dev_tcp(port: int) -> None:
     os.execv("/bin/bash", ["bash", "-c", f":{pad}; echo pwned > /dev/tcp/127.0.0.1/{port}"])
 
 
+# -- a root of its own ---------------------------------------------------------------
+
+
+def chroot_write(protected: str, outside: str) -> None:
+    """chroot(2) into the protected directory, then write `/passwd`: the path the tracer
+    reads names no protected file unless it knows the root changed."""
+    os.chroot(protected)
+    os.chdir("/")
+    write_fd(os.open("/passwd", os.O_WRONLY | os.O_APPEND))
+
+
+def chroot_exec(protected: str, outside: str) -> None:
+    """chroot(2) into a directory holding a static program `/bin/forbidden`, then run it.
+    Resolved against the old root, where /bin is a symlink to usr/bin (merged /usr), the
+    path would become /usr/bin/forbidden, absent in the new root: a PATH probe, ignored."""
+    jail = os.path.join(outside, "jail")
+    os.makedirs(f"{jail}/bin", exist_ok=True)
+    with open(os.environ["STATIC_PROGRAM"], "rb") as src, open(f"{jail}/bin/forbidden", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(f"{jail}/bin/forbidden", 0o755)
+    os.chroot(jail)
+    os.chdir("/")
+    os.execv("/bin/forbidden", ["touch", "/ran"])  # busybox runs the applet argv[0] names
+
+
 FILE_CASES = {
     f.__name__.replace("_", "-"): f
     for f in (proc_self_fd, proc_self_fd_dir, symlink_write, dangling_symlink_create,
               hardlink_out, old_hardlink, truncate, ftruncate, symlink_into, hardlink_into, proc_self_root,
-              thread_cwd, io_uring, path_swap, exec_symlink, exec_fd, exec_memfd)
+              thread_cwd, io_uring, path_swap, exec_symlink, exec_fd, exec_memfd, chroot_write,
+              chroot_exec)
 }  # fmt: skip
 
 
