@@ -197,7 +197,7 @@ def resolve(  # noqa: PLR0917 - the syscall's view: who, from where, what, and h
     if raw.startswith("/"):
         path = without_self(raw, pid, tid)
         if not same_root and not path.startswith("/proc/"):
-            path = f"/proc/{pid}/root{path}"
+            path = f"/proc/{pid}/task/{tid}/root{path}"  # the thread's: see unshare(CLONE_FS)
         elif _plain(path):
             return _normal(path)
         base = None

@@ -854,7 +854,7 @@ class Tracer:
         if event is None:
             return False
         if event.kind == "exec" and event.path and not _exists(
-            proc.pid, event.path, proc.same_root
+            proc.pid, tid, event.path, proc.same_root
         ):
             return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
         is_exec = event.kind == "exec"
@@ -1200,14 +1200,16 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _exists(pid: int, path: str, same_root: bool = True) -> bool:
+def _exists(pid: int, tid: int, path: str, same_root: bool = True) -> bool:
     """Whether the program an exec names exists, so that execvp's probes along PATH (which
-    fail with ENOENT and run nothing) are not judged. A path resolved through /proc/PID/root
-    of a process in the sidecar's mount namespace (after chroot(2)) is named as the sidecar
-    sees it; one in another container's namespace as the process sees it: look both ways."""
+    fail with ENOENT and run nothing) are not judged. A path resolved through the thread's
+    root (/proc/PID/task/TID/root: a thread that unshared CLONE_FS has its own) of a process
+    in the sidecar's mount namespace (after chroot(2)) is named as the sidecar sees it; one
+    in another container's namespace as the process sees it: look both ways."""
     if not path.startswith("/"):
         return True  # memfd:name, or a path we could not resolve: judge it
-    for candidate in (f"/proc/{pid}/root{path}", path) if not same_root else (path,):
+    root = f"/proc/{pid}/task/{tid}/root"
+    for candidate in (root + path, path) if not same_root else (path,):
         try:
             os.stat(candidate)
         except FileNotFoundError:

@@ -268,17 +268,18 @@ def test_a_padded_command_line_is_matched_in_full(world: World, mode: str) -> No
 
 
 @pytest.mark.parametrize("mode", RUNNERS)
+@pytest.mark.parametrize("case", ["chroot-exec", "thread-chroot-exec"])
 def test_an_exec_after_chroot_is_judged_inside_the_new_root(
-    world: World, mode: str, monkeypatch: pytest.MonkeyPatch
+    world: World, mode: str, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process's root changed after the tracer met it (chroot(2) is not a watched
-    syscall of the policy); the program it runs there is still the one judged."""
+    """The process's (or one thread's) root changed after the tracer met it (chroot(2) is
+    not a syscall the policy watches); the program it runs there is still the one judged."""
     busybox = shutil.which("busybox")
     if busybox is None:
         pytest.skip("needs a static busybox (sh scripts/system-deps.sh test)")
     monkeypatch.setenv("STATIC_PROGRAM", busybox)  # cli_env passes it to the workload
-    events, output = RUNNERS[mode](world, "chroot-exec", None)
-    assert "attempt chroot-exec" in output, output[-3000:]
+    events, output = RUNNERS[mode](world, case, None)
+    assert f"attempt {case}" in output, output[-3000:]
     assert not (world.outside / "jail" / "ran").exists()  # the forbidden program never ran
     hits = [e for e in _blocked(events) if str(e.get("path", "")).endswith("/forbidden")]
     assert hits, (events, output[-2000:])

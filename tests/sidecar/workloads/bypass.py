@@ -277,12 +277,39 @@ def chroot_exec(protected: str, outside: str) -> None:
     os.execv("/bin/forbidden", ["touch", "/ran"])  # busybox runs the applet argv[0] names
 
 
+def thread_chroot_exec(protected: str, outside: str) -> None:
+    """As chroot-exec, from a thread with its own fs struct (unshare(CLONE_FS)): the new
+    root is that thread's alone, the process's (its leader's) root is still the old one."""
+    jail = os.path.join(outside, "jail")
+    os.makedirs(f"{jail}/bin", exist_ok=True)
+    with open(os.environ["STATIC_PROGRAM"], "rb") as src, open(f"{jail}/bin/forbidden", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(f"{jail}/bin/forbidden", 0o755)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if libc.unshare(CLONE_FS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_FS)")
+            os.chroot(jail)
+            os.chdir("/")
+            os.execv("/bin/forbidden", ["touch", "/ran"])
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
 FILE_CASES = {
     f.__name__.replace("_", "-"): f
     for f in (proc_self_fd, proc_self_fd_dir, symlink_write, dangling_symlink_create,
               hardlink_out, old_hardlink, truncate, ftruncate, symlink_into, hardlink_into, proc_self_root,
               thread_cwd, io_uring, path_swap, exec_symlink, exec_fd, exec_memfd, chroot_write,
-              chroot_exec)
+              chroot_exec, thread_chroot_exec)
 }  # fmt: skip
 
 
