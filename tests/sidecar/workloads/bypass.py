@@ -21,6 +21,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -109,14 +110,23 @@ def thread_cwd(protected: str, outside: str) -> None:
     """A thread with its own fs struct (unshare(CLONE_FS)) chdirs into the protected
     directory and writes by a relative path: the process's cwd says elsewhere."""
     os.chdir(outside)
+
+    def run() -> None:
+        os.chdir(protected)
+        write_fd(os.open("thread-job", os.O_WRONLY | os.O_CREAT, 0o644))
+
+    in_own_fs_thread(run)
+
+
+def in_own_fs_thread(work: Callable[[], None]) -> None:
+    """Run `work` in a thread with its own fs struct (cwd, root); its error is raised here."""
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
             if libc.unshare(CLONE_FS) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_FS)")
-            os.chdir(protected)
-            write_fd(os.open("thread-job", os.O_WRONLY | os.O_CREAT, 0o644))
+            work()
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
@@ -267,11 +277,20 @@ def chroot_exec(protected: str, outside: str) -> None:
     """chroot(2) into a directory holding a static program `/bin/forbidden`, then run it.
     Resolved against the old root, where /bin is a symlink to usr/bin (merged /usr), the
     path would become /usr/bin/forbidden, absent in the new root: a PATH probe, ignored."""
+    run_in_jail(jail_with_forbidden(outside))
+
+
+def jail_with_forbidden(outside: str) -> str:
+    """OUTSIDE/jail, holding the static program of $STATIC_PROGRAM as /bin/forbidden."""
     jail = os.path.join(outside, "jail")
     os.makedirs(f"{jail}/bin", exist_ok=True)
     with open(os.environ["STATIC_PROGRAM"], "rb") as src, open(f"{jail}/bin/forbidden", "wb") as dst:
         dst.write(src.read())
     os.chmod(f"{jail}/bin/forbidden", 0o755)
+    return jail
+
+
+def run_in_jail(jail: str) -> None:
     os.chroot(jail)
     os.chdir("/")
     os.execv("/bin/forbidden", ["touch", "/ran"])  # busybox runs the applet argv[0] names
@@ -280,28 +299,8 @@ def chroot_exec(protected: str, outside: str) -> None:
 def thread_chroot_exec(protected: str, outside: str) -> None:
     """As chroot-exec, from a thread with its own fs struct (unshare(CLONE_FS)): the new
     root is that thread's alone, the process's (its leader's) root is still the old one."""
-    jail = os.path.join(outside, "jail")
-    os.makedirs(f"{jail}/bin", exist_ok=True)
-    with open(os.environ["STATIC_PROGRAM"], "rb") as src, open(f"{jail}/bin/forbidden", "wb") as dst:
-        dst.write(src.read())
-    os.chmod(f"{jail}/bin/forbidden", 0o755)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if libc.unshare(CLONE_FS) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_FS)")
-            os.chroot(jail)
-            os.chdir("/")
-            os.execv("/bin/forbidden", ["touch", "/ran"])
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join()
-    if errors:
-        raise errors[0]
+    jail = jail_with_forbidden(outside)
+    in_own_fs_thread(lambda: run_in_jail(jail))
 
 
 FILE_CASES = {
