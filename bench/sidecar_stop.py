@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.sidecar import (
     EXAMPLES,
@@ -50,6 +51,9 @@ from bench.sidecar import (
     make_archive,
     strace_known,
 )
+
+if TYPE_CHECKING:
+    from sidecar.tracer import Tracer
 
 PIN_CPU = 0
 CASES = {
@@ -105,12 +109,18 @@ def _traced_run(policy: Path, call: str, stops: int) -> tuple[float, ...]:
     events: list[RuntimeEvent] = []
     tracer = Tracer(engine.requirements(), engine.evaluate, events.append)
     code = f"import os\nDEV = os.open('/dev', os.O_RDONLY)\nfor _ in range({stops}): {call}\n"
+    return _run_measured(tracer, [sys.executable, "-c", code], "the tracee failed")
+
+
+def _run_measured(tracer: Tracer, argv: list[str], failure: str) -> tuple[float, ...]:
+    """Launch `argv` under `tracer` and trace it to its end: (the tracer's user and system
+    CPU seconds, its children's user and system CPU seconds so far, the wall clock)."""
     before = resource.getrusage(resource.RUSAGE_SELF)
-    tracer.launch([sys.executable, "-c", code])
+    tracer.launch(argv)
     tracer.start()
     started = time.perf_counter()
     if tracer.run() != 0:
-        raise RuntimeError("the tracee failed")
+        raise RuntimeError(failure)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     tracee = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -177,22 +187,11 @@ def _traced_tar(
     if count:
         tracer._dispatch = counting  # type: ignore[method-assign]
     script = f'for i in $(seq {runs}); do mkdir "$1/$i"; tar -xf "$2" -C "$1/$i"; done'
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    tracer.launch(["sh", "-c", script, "sh", str(dest), str(archive)])
-    tracer.start()
-    started = time.perf_counter()
-    if tracer.run() != 0:
-        raise RuntimeError("tar failed under the tracer")
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    user = after.ru_utime - before.ru_utime
-    tracee = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return kinds or {"all": tracer.stats.stops}, (
-        user,
-        after.ru_stime - before.ru_stime,
-        wall,
-        tracee.ru_utime + tracee.ru_stime,
+    argv = ["sh", "-c", script, "sh", str(dest), str(archive)]
+    user, system, tracee_user, tracee_system, wall = _run_measured(
+        tracer, argv, "tar failed under the tracer"
     )
+    return kinds or {"all": tracer.stats.stops}, (user, system, wall, tracee_user + tracee_system)
 
 
 def tar_report(runs: int, repeats: int) -> None:
