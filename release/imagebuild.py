@@ -103,11 +103,8 @@ def context_files(root: Path, spec: ImageSpec) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def build_context(root: Path, spec: ImageSpec, qscanner: Path | None = None) -> bytes:
