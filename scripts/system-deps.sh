@@ -3,19 +3,20 @@
 # local quick start: docker-registry) or `sh scripts/system-deps.sh test` (also strace;
 # chromium-headless-shell, which renders the run page status.html in its test; buildah and
 # debootstrap, which build and run the images on a local Debian base in the slow suite;
-# busybox-static, the only program in the chroot the sidecar's launcher test runs in). Installed
+# busybox-static, the only program in the chroot the sidecar's launcher test runs in; gcc,
+# libc6-dev and binutils, which build that launcher's static entry point). Installed
 # only when missing, and only when we are root on a Debian-like system; otherwise say what is
 # missing. (python3-venv is scripts/venv.sh's business: it is needed before anything else.)
 set -u
 case "${1:-test}" in
     demo) pairs="docker-registry:docker-registry" ;;
-    test) pairs="strace:strace docker-registry:docker-registry chromium-headless-shell:chromium-headless-shell buildah:buildah debootstrap:debootstrap busybox:busybox-static" ;;
+    test) pairs="strace:strace docker-registry:docker-registry chromium-headless-shell:chromium-headless-shell buildah:buildah debootstrap:debootstrap busybox:busybox-static gcc:gcc,libc6-dev,binutils" ;;
     *) echo "usage: sh scripts/system-deps.sh demo|test" >&2; exit 2 ;;
 esac
 missing=""
 for pair in $pairs; do
     cmd=${pair%%:*}; pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
+    command -v "$cmd" >/dev/null 2>&1 || missing="$missing $(echo "$pkg" | tr , ' ')"
 done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
