@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,8 @@ UIO_MAXIOV = 1024  # <linux/uio.h>: sendmmsg's vlen is capped to this by the ker
 MMSGHDR_SIZE = 64  # struct mmsghdr { struct msghdr (56); unsigned msg_len; } padded, LP64
 SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
 READ_CHUNK = 256
+# Pointers of an argv or envp array read at first (a shell's command: a handful).
+POINTERS_FIRST = 32
 # One read of an exec's environment strings: they usually lie side by side (bytes).
 STRINGS_SPAN = 8192
 # Address families (<linux/socket.h>).
@@ -219,42 +222,62 @@ class ProcessMemory:
 
     def cstrings(self, addrs: Sequence[int], limit: int) -> list[bytes | None]:
         """`cstring(addr, limit)` of each address, with one read per cluster of strings
-        (an exec's environment: side by side, or a few heap blocks). Taken in address
-        order, a string inside the span read last comes from it; another one starts a new
-        span, as long as the strings that follow it within STRINGS_SPAN bytes need (`limit`
-        bytes for a lone string). A span that ends at an unmapped page is read short: a
-        string it misses is read as cstring does."""
+        (an exec's environment: side by side, or a few heap blocks): see `clustered`. A
+        string no span holds is read as cstring does."""
+        found = self.clustered(addrs, limit, limit)
+        return [
+            self.cstring(addr, limit) if got is None else got
+            for addr, got in zip(addrs, found, strict=True)
+        ]
+
+    def clustered(
+        self, addrs: Sequence[int], limit: int, ahead: int, budget: int = STRINGS_SPAN * 64
+    ) -> list[bytes | None]:
+        """The NUL-terminated string at each address (cut at `limit` bytes) that one read
+        per cluster of strings shows; None for each one it does not (NULL, unmapped, or
+        running past its span): the caller reads those itself, within its own bounds.
+
+        Taken in address order, a string inside the span read last comes from it; another
+        one starts a new span that reaches `ahead` bytes past the start of the last string
+        within STRINGS_SPAN bytes of it. A span that ends at an unmapped page is read short.
+        Past `budget` bytes read in all, the remaining strings are left to the caller."""
         out: list[bytes | None] = [None] * len(addrs)
         order = sorted(range(len(addrs)), key=addrs.__getitem__)
         span, base = b"", 0
         for at, i in enumerate(order):
             addr = addrs[i]
             if addr == 0 or limit <= 0:
-                out[i] = self.cstring(addr, limit)
                 continue
             off = addr - base
             if not 0 <= off < len(span):
-                last, ahead = addr, at + 1
-                while ahead < len(order) and addrs[order[ahead]] - addr <= STRINGS_SPAN - limit:
-                    last, ahead = addrs[order[ahead]], ahead + 1
-                span, base, off = self.read(addr, last - addr + limit), addr, 0
+                if budget <= 0:
+                    break
+                last, later = addr, at + 1
+                while later < len(order) and addrs[order[later]] - addr <= STRINGS_SPAN - ahead:
+                    last, later = addrs[order[later]], later + 1
+                span, base, off = self.read(addr, last - addr + ahead), addr, 0
+                budget -= last - addr + ahead
             nul = span.find(b"\0", off, off + limit)
             if nul >= 0:
                 out[i] = span[off:nul]
             elif len(span) - off >= limit:
                 out[i] = span[off : off + limit]
-            else:
-                out[i] = self.cstring(addr, limit)  # runs past the span
         return out
 
     def pointers(self, addr: int, count: int) -> list[int]:
-        """Up to `count` NULL-terminated pointers from an array (argv)."""
-        data = self.read(addr, 8 * count)
-        out = []
-        for (ptr,) in _U64.iter_unpack(data[: len(data) - len(data) % 8]):
-            if ptr == 0:
-                break
-            out.append(ptr)
+        """Up to `count` NULL-terminated pointers from an array (argv): a first read of
+        POINTERS_FIRST of them (most arrays end there), the rest in one more read."""
+        out: list[int] = []
+        want = min(count, POINTERS_FIRST)
+        while want > 0:
+            data = self.read(addr + 8 * len(out), 8 * want)
+            for (ptr,) in _U64.iter_unpack(data[: len(data) - len(data) % 8]):
+                if ptr == 0:
+                    return out
+                out.append(ptr)
+            if len(data) < 8 * want:
+                break  # the array runs into an unmapped page
+            want = count - len(out)
         return out
 
     def close(self) -> None:
@@ -387,16 +410,22 @@ def _argv(mem: ProcessMemory, addr: int) -> tuple[tuple[str, ...], bool]:
     """argv in full up to ARGV_MAX_TOTAL bytes, ARG_MAX_COUNT entries; True when cut there.
 
     No entry is cut on its own: one may be as long as the kernel allows (MAX_ARG_STRLEN),
-    so padding an argument cannot push what follows out of sight of the rules."""
+    so padding an argument cannot push what follows out of sight of the rules. The strings
+    usually lie side by side: one read per cluster (`clustered`, within ARGV_MAX_TOTAL
+    bytes) finds the short ones; a long one is read on its own, within what is left."""
     argv: list[str] = []
     total = 0
     truncated = False
     pointers = mem.pointers(addr, ARG_MAX_COUNT + 1)
     if len(pointers) > ARG_MAX_COUNT:
         pointers, truncated = pointers[:ARG_MAX_COUNT], True
-    for ptr in pointers:
+    if len(pointers) > 1:
+        near = mem.clustered(pointers, ARG_MAX_LEN + 1, READ_CHUNK, ARGV_MAX_TOTAL)
+    else:
+        near = [None] * len(pointers)  # one string: one read either way
+    for ptr, found in zip(pointers, near, strict=True):
         room = ARGV_MAX_TOTAL - total
-        arg = mem.cstring(ptr, min(ARG_MAX_LEN, room) + 1) or b""
+        arg = found if found is not None else mem.cstring(ptr, min(ARG_MAX_LEN, room) + 1) or b""
         if len(arg) > room:
             argv.append(arg[:room].decode("utf-8", "surrogateescape"))
             truncated = True
@@ -416,10 +445,57 @@ def _env_names(mem: ProcessMemory, addr: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _exec(v: View, a: tuple[int, ...], at: bool) -> dict[str, Any]:
+def program_exists(pid: int, tid: int, path: str, same_root: bool = True) -> bool:
+    """Whether the program an exec names exists, so that execvp's probes along PATH (which
+    fail with ENOENT and run nothing) are not judged. A path resolved through the thread's
+    root (/proc/PID/task/TID/root: a thread that unshared CLONE_FS has its own) of a process
+    in the sidecar's mount namespace (after chroot(2)) is named as the sidecar sees it; one
+    in another container's namespace as the process sees it: look both ways."""
+    if not path.startswith("/"):
+        return True  # memfd:name, or a path we could not resolve: judge it
+    root = f"/proc/{pid}/task/{tid}/root"
+    for candidate in (root + path, path) if not same_root else (path,):
+        try:
+            os.stat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True  # exists but unreadable to us: treat as real
+        return True
+    return False
+
+
+# What an exec's path names, seen before it is resolved (`_as_given`).
+GIVEN_MISSING, GIVEN_PLAIN, GIVEN_UNKNOWN = 0, 1, 2
+
+
+def _as_given(v: View, raw: str) -> int:
+    """What an absolute path names, asked with one lstat(2) before it is resolved, where
+    the sidecar's view is the process's (it shares the sidecar's root, and the path is not
+    under /proc, whose /proc/self would name the sidecar): GIVEN_MISSING when there is no
+    such file (the exec fails with ENOENT: execvp's probes along PATH), GIVEN_PLAIN for a
+    file whose final component is no symlink (it exists, and has no link names to report),
+    GIVEN_UNKNOWN for a symlink, or where this cannot be told. The kernel's lookup follows
+    the same directory symlinks as lstat's; only the final component differs."""
+    if not v.same_root or not raw.startswith("/") or raw.startswith("/proc"):
+        return GIVEN_UNKNOWN
+    try:
+        st = os.lstat(raw)
+    except FileNotFoundError:
+        return GIVEN_MISSING
+    except OSError:
+        return GIVEN_UNKNOWN
+    return GIVEN_UNKNOWN if stat.S_ISLNK(st.st_mode) else GIVEN_PLAIN
+
+
+def _exec(v: View, a: tuple[int, ...], at: bool, env: bool, probes: bool) -> dict[str, Any]:
     """The file that runs: the resolved path (symlinks followed: `innocent -> nc` is nc),
     the fd of execveat(fd, "", AT_EMPTY_PATH) / fexecve (memfds as `memfd:name`), plus the
-    names of the symlinks on the way (what a rule on the invoked name matches)."""
+    names of the symlinks on the way (what a rule on the invoked name matches). With
+    `env`, the names of its environment variables. Without `probes`, nothing ({}) for a
+    program that does not exist (execvp's probes along PATH fail with ENOENT and run
+    nothing: tar from Python tries every PATH entry before /usr/bin), before any argv or
+    environment string is read."""
     dirfd, path_arg, argv_arg = (signed32(a[0]), a[1], a[2]) if at else (AT_FDCWD, a[0], a[1])
     envp = a[3] if at else a[2]
     raw = v.string(path_arg)
@@ -427,13 +503,22 @@ def _exec(v: View, a: tuple[int, ...], at: bool) -> dict[str, Any]:
         path = v.fd(dirfd)
         aliases: tuple[str, ...] = ()
     else:
+        given = GIVEN_UNKNOWN if probes or not raw else _as_given(v, raw)
+        if given == GIVEN_MISSING:
+            return {}
         path = v.resolve(dirfd, raw) if raw else raw
-        aliases = link_names(v.pid, v.tid, None if dirfd == AT_FDCWD else dirfd, raw or "")
+        if given == GIVEN_UNKNOWN and not probes and path:
+            if not program_exists(v.pid, v.tid, path, v.same_root):
+                return {}
+        if given == GIVEN_PLAIN:
+            aliases = ()  # not a symlink: link_names would find none
+        else:
+            aliases = link_names(v.pid, v.tid, None if dirfd == AT_FDCWD else dirfd, raw or "")
     argv, truncated = _argv(v.mem, argv_arg)
     fields: dict[str, Any] = {"kind": KIND_EXEC, "path": path, "argv": argv}
-    env = _env_names(v.mem, envp)
-    if env:
-        fields["env"] = env
+    names = _env_names(v.mem, envp) if env else ()
+    if names:
+        fields["env"] = names
     parent = _readlink(f"/proc/{v.ppid}/exe") if v.ppid else None  # the parent process
     if parent:
         fields["parent"] = parent
@@ -556,7 +641,7 @@ def _flag_names(value: int, names: dict[int, str]) -> str:
     return ",".join(n for bit, n in names.items() if value & bit) or hex(value)
 
 
-def _handlers() -> dict[str, Handler]:
+def _handlers(exec_env: bool = True, exec_probes: bool = True) -> dict[str, Handler]:
     cwd = AT_FDCWD
     s32 = signed32
 
@@ -622,8 +707,8 @@ def _handlers() -> dict[str, Handler]:
         return {"kind": KIND_OTHER, "path": v.path(cwd, a[1]), "detail": f"{fstype} {source}"}
 
     return {
-        "execve": lambda v, a: _exec(v, a, at=False),
-        "execveat": lambda v, a: _exec(v, a, at=True),
+        "execve": lambda v, a: _exec(v, a, False, exec_env, exec_probes),
+        "execveat": lambda v, a: _exec(v, a, True, exec_env, exec_probes),
         **{name: _open_handler(layout) for name, layout in _OPEN_ARGS.items()},
         "truncate": lambda v, a: truncate(v.path(cwd, a[0])),
         "ftruncate": lambda v, a: truncate(v.fd(s32(a[0]))),
@@ -700,12 +785,25 @@ def _handlers() -> dict[str, Handler]:
 
 
 class Decoder:
-    """Decodes the syscalls of one architecture; build once, call at every watched stop."""
+    """Decodes the syscalls of one architecture; build once, call at every watched stop.
 
-    def __init__(self, arch: Arch, clock: Callable[[], float] = time.time) -> None:
+    `exec_env`: read the names of an exec's environment variables (only a rule on them
+    needs it: Requirements.exec_env). `exec_probes`: decode an exec of a program that does
+    not exist too; the tracer, which judges only execs that can run, says False and gets
+    None for those (see `_exec`)."""
+
+    def __init__(
+        self,
+        arch: Arch,
+        clock: Callable[[], float] = time.time,
+        *,
+        exec_env: bool = True,
+        exec_probes: bool = True,
+    ) -> None:
         self.arch = arch
         self.clock = clock
-        handlers = _handlers()
+        self.exec_env = exec_env
+        handlers = _handlers(exec_env, exec_probes)
         self._by_nr: dict[int, tuple[str, Handler | None]] = {
             nr: (name, handlers.get(name)) for name, nr in arch.numbers.items()
         }
@@ -801,12 +899,13 @@ class Decoder:
         argv = tuple(a.decode("utf-8", "surrogateescape") for a in parts[:ARG_MAX_COUNT])
         env: tuple[str, ...] = ()
         try:
-            with open(f"/proc/{proc.pid}/environ", "rb") as fh:
-                env = tuple(
-                    e.partition(b"=")[0].decode("utf-8", "replace")
-                    for e in fh.read(ARGV_MAX_TOTAL).split(b"\0")
-                    if b"=" in e
-                )
+            if self.exec_env:
+                with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+                    env = tuple(
+                        e.partition(b"=")[0].decode("utf-8", "replace")
+                        for e in fh.read(ARGV_MAX_TOTAL).split(b"\0")
+                        if b"=" in e
+                    )
         except OSError:
             env = ()
         return SyscallEvent(

@@ -387,6 +387,7 @@ class Engine:
         )
         return Requirements(
             syscalls=frozenset(syscalls),
+            exec_env=any(proc.env for proc in self._processes),
             process_only=syscalls <= EXEC_SYSCALLS and not refused,
             open_needs_read=open_needs_read,
             refused=refused,

@@ -200,9 +200,19 @@ def detach(tid: int, sig: int = 0) -> None:
 
 
 def geteventmsg(tid: int) -> int:
-    msg = ctypes.c_ulong(0)
-    _ptrace(PTRACE_GETEVENTMSG, tid, 0, ctypes.addressof(msg))
+    """The event's message (the new tid of a fork/clone, the former tid of an exec): one
+    stop in each process's life asks, so through libc with prebuilt C arguments."""
+    msg, address = _event_message()
+    if _libc_ptrace()(PTRACE_GETEVENTMSG, tid, _ZERO, address) == -1:
+        _fail(PTRACE_GETEVENTMSG, tid)
     return msg.value
+
+
+@functools.cache
+def _event_message() -> tuple[ctypes.c_ulong, ctypes.c_ulong]:
+    """geteventmsg's buffer and its address as a C argument (the tracer is one thread)."""
+    msg = ctypes.c_ulong(0)
+    return msg, ctypes.c_ulong(ctypes.addressof(msg))
 
 
 # struct ptrace_syscall_info (<linux/ptrace.h>, Linux 5.3+): op is its first byte.

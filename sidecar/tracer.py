@@ -99,6 +99,7 @@ from sidecar.decode import (
     Process,
     can_write,
     listening,
+    program_exists,
     signed32,
 )
 from sidecar.events import (
@@ -244,7 +245,7 @@ class Tracer:
         self._quiet_path: QuietPath | None = getattr(engine, "path_is_quiet", None)
         self._container_of = container_of
         self._procinfo = ProcInfo()  # launch time and user of reported events, cached
-        self.decoder = Decoder(self.arch, clock)
+        self.decoder = Decoder(self.arch, clock, exec_env=requirements.exec_env, exec_probes=False)
         self.stats = TracerStats()
         # Refused syscalls stop too where no filter refuses them (attach mode): the engine
         # refuses them at the stop.
@@ -726,15 +727,13 @@ class Tracer:
             return
         parent_tgid = self._threads.get(tid, tid)
         if child not in self._threads:
+            # A fork or vfork event is a new process; a clone event may be a thread.
             if event == pt.PTRACE_EVENT_CLONE and os.path.exists(
                 f"/proc/{parent_tgid}/task/{child}"
             ):
                 self._add_thread(child, parent_tgid, 0)
             else:
-                self._add_thread(child, child, parent_tgid)
-                parent = self._procs.get(parent_tgid)
-                if parent is not None:
-                    self._procs[child].exe = parent.exe
+                self._add_thread(child, child, parent_tgid, self._procs.get(parent_tgid))
             if child in self._started_early:
                 self._started_early.discard(child)
             else:
@@ -1040,7 +1039,11 @@ class Tracer:
 
     # --- bookkeeping -------------------------------------------------------------------
 
-    def _add_thread(self, tid: int, tgid: int, ppid: int) -> None:
+    def _add_thread(self, tid: int, tgid: int, ppid: int, parent: Process | None = None) -> None:
+        """Note a thread (of a new process when `tgid` is new). A process met at its fork
+        event (`parent`: the forking process) has not run an instruction yet: its image
+        and its root are its parent's (fork(2) copies the mm and the fs struct), so no
+        /proc read is needed for them; one met otherwise is read from /proc."""
         self._threads[tid] = tgid
         if tgid not in self._procs:  # a new process inherits its parent's seccomp state
             if ppid in self._filtered:
@@ -1053,8 +1056,11 @@ class Tracer:
         self.stats.threads = len(self._threads)
         if tgid not in self._procs:
             proc = Process(tgid, ppid or _ppid(tgid))
-            proc.refresh_exe()
-            proc.refresh_root()
+            if parent is not None:
+                proc.exe, proc.same_root = parent.exe, parent.same_root
+            else:
+                proc.refresh_exe()
+                proc.refresh_root()
             if self._container_of is not None:
                 proc.container = self._container_of(tgid)
             self._procs[tgid] = proc
@@ -1200,24 +1206,9 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _exists(pid: int, tid: int, path: str, same_root: bool = True) -> bool:
-    """Whether the program an exec names exists, so that execvp's probes along PATH (which
-    fail with ENOENT and run nothing) are not judged. A path resolved through the thread's
-    root (/proc/PID/task/TID/root: a thread that unshared CLONE_FS has its own) of a process
-    in the sidecar's mount namespace (after chroot(2)) is named as the sidecar sees it; one
-    in another container's namespace as the process sees it: look both ways."""
-    if not path.startswith("/"):
-        return True  # memfd:name, or a path we could not resolve: judge it
-    root = f"/proc/{pid}/task/{tid}/root"
-    for candidate in (root + path, path) if not same_root else (path,):
-        try:
-            os.stat(candidate)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return True  # exists but unreadable to us: treat as real
-        return True
-    return False
+# The decoder (exec_probes=False) already answers nothing for a program that does not
+# exist, before reading argv; _handle_call's own check stays as a second look.
+_exists = program_exists
 
 
 def _status_field(pid: int, name: bytes) -> int | None:
