@@ -289,15 +289,31 @@ class ProcessMemory:
 class Process:
     """What the tracer knows about one traced process (thread group)."""
 
-    __slots__ = ("container", "exe", "mem", "pid", "ppid", "same_root")
+    __slots__ = ("_exe", "_exe_due", "container", "mem", "pid", "ppid", "same_root")
 
     def __init__(self, pid: int, ppid: int, exe: str = "", container: str | None = None):
         self.pid = pid
         self.ppid = ppid
-        self.exe = exe
+        self._exe = exe
+        self._exe_due = False  # exec'd since `exe` was read: read it when next asked
         self.container = container
         self.mem: ProcessMemory | None = None
         self.same_root = True  # its root is the sidecar's (see refresh_root)
+
+    @property
+    def exe(self) -> str:
+        """The executable (/proc/PID/exe). After an exec it is read when first asked, at a
+        later stop of the process (stopped, so its pid is still its own): a program that
+        runs and exits without another stop that needs it (`/bin/true` from a shell) costs
+        no readlink. Only an exec changes it, and the tracer sees every exec."""
+        if self._exe_due:
+            self._exe_due = False
+            self.refresh_exe()
+        return self._exe
+
+    @exe.setter
+    def exe(self, value: str) -> None:
+        self._exe, self._exe_due = value, False
 
     def refresh_root(self) -> None:
         """Whether the process sees the sidecar's root: true in launch mode; in attach mode
@@ -315,17 +331,17 @@ class Process:
 
     def refresh_exe(self) -> None:
         try:
-            self.exe = os.readlink(f"/proc/{self.pid}/exe")
+            self._exe = os.readlink(f"/proc/{self.pid}/exe")
         except OSError:
             # Gone, or a kernel thread; keep what we had.
             return
 
     def exec_happened(self) -> None:
-        """The address space and executable changed: reopen memory lazily, reread exe."""
+        """The address space and executable changed: reopen memory and reread exe lazily."""
         if self.mem is not None:
             self.mem.close()
             self.mem = None
-        self.refresh_exe()
+        self._exe_due = True
 
     def close(self) -> None:
         if self.mem is not None:

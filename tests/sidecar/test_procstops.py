@@ -203,3 +203,25 @@ def test_attach_seccomp_probes_and_a_forked_child_in_a_chroot(tmp_path: Path) ->
                 proc.wait()
     _wait_for(lambda: bool(events(tmp_path)))
     _assert_execs(tmp_path, jail)
+
+
+@pytest.mark.ptrace
+def test_the_image_after_an_exec_names_the_new_program(tmp_path: Path) -> None:
+    """After an exec the executable is read when first needed (Process.exe): the opens the
+    new program makes carry its image, in a forked child and in a process that exec'd in
+    place, and the exec's own event still names its caller."""
+    cat = shutil.which("cat")
+    assert cat is not None
+    target = tmp_path / "target"
+    target.write_text("x")
+    script = f"cat {target} >/dev/null; exec cat {target}"
+    argv = harness(
+        tmp_path, "run", "--", "/bin/sh", "-c", script, watch="execve,openat", opts=("--open-read",)
+    )
+    done = run(tmp_path, argv)
+    assert done.returncode == 0, done.stderr
+    opens = [ev for ev in events(tmp_path) if ev["kind"] == "open" and ev["path"] == str(target)]
+    assert len(opens) == 2 and {ev["exe"] for ev in opens} == {os.path.realpath(cat)}, opens
+    execs = [ev for ev in events(tmp_path) if ev["kind"] == "exec" and ev["path"]]
+    cats = [ev for ev in execs if ev["path"] == os.path.realpath(cat)]
+    assert len(cats) == 2 and {ev["exe"] for ev in cats} == {os.path.realpath("/bin/sh")}, execs
