@@ -487,13 +487,15 @@ GIVEN_MISSING, GIVEN_PLAIN, GIVEN_UNKNOWN = 0, 1, 2
 
 def _as_given(v: View, raw: str) -> int:
     """What an absolute path names, asked with one lstat(2) before it is resolved, where
-    the sidecar's view is the process's (it shares the sidecar's root, and the path is not
-    under /proc, whose /proc/self would name the sidecar): GIVEN_MISSING when there is no
-    such file (the exec fails with ENOENT: execvp's probes along PATH), GIVEN_PLAIN for a
-    file whose final component is no symlink (it exists, and has no link names to report),
-    GIVEN_UNKNOWN for a symlink, or where this cannot be told. The kernel's lookup follows
-    the same directory symlinks as lstat's; only the final component differs."""
-    if not v.same_root or not raw.startswith("/") or raw.startswith("/proc"):
+    the sidecar's view is the process's: it shares the sidecar's root, and the path does
+    not name /proc (`//proc/self/fd/N` is the tracee's fd N to the kernel, and the
+    sidecar's to our lstat: `resolve` rewrites it; symlinks into /proc/self are followed
+    in the sidecar's view by both). GIVEN_MISSING when there is no such file (the exec
+    fails with ENOENT: execvp's probes along PATH), GIVEN_PLAIN for a file whose final
+    component is no symlink (it exists, and has no link names to report), GIVEN_UNKNOWN
+    for a symlink, or where this cannot be told. The kernel's lookup follows the same
+    directory symlinks as lstat's; only the final component differs."""
+    if not v.same_root or not raw.startswith("/") or "/proc" in raw:
         return GIVEN_UNKNOWN
     try:
         st = os.lstat(raw)

@@ -225,3 +225,24 @@ def test_the_image_after_an_exec_names_the_new_program(tmp_path: Path) -> None:
     execs = [ev for ev in events(tmp_path) if ev["kind"] == "exec" and ev["path"]]
     cats = [ev for ev in execs if ev["path"] == os.path.realpath(cat)]
     assert len(cats) == 2 and {ev["exe"] for ev in cats} == {os.path.realpath("/bin/sh")}, execs
+
+
+@pytest.mark.ptrace
+@pytest.mark.parametrize("spelling", ["/proc/self/fd/{fd}", "//proc/self/fd/{fd}"])
+def test_an_exec_through_the_tracees_own_fd_is_judged(tmp_path: Path, spelling: str) -> None:
+    """`/proc/self` is the tracee to the kernel and the sidecar to the sidecar: an fd only
+    the tracee has must not look like a missing program (a probe, dropped)."""
+    true = shutil.which("true")
+    assert true is not None
+    program = tmp_path / "program"
+    shutil.copy(true, program)
+    code = (
+        "import os\n"
+        f"os.dup2(os.open({str(program)!r}, os.O_RDONLY), 987)\n"
+        f"os.execv({spelling.format(fd=987)!r}, ['program'])\n"
+    )
+    argv = harness(tmp_path, "run", "--", sys.executable, "-c", code, watch=WATCH)
+    done = run(tmp_path, argv)
+    assert done.returncode == 0, done.stderr
+    execs = [ev["path"] for ev in events(tmp_path) if ev["kind"] == "exec"]
+    assert str(program) in execs, execs
