@@ -119,6 +119,12 @@ def test_argv_in_clusters_reads_what_one_read_per_string_read(mem: ProcessMemory
     long_one = ctypes.create_string_buffer(b"L" * (STRINGS_SPAN + 700))
     huge = ctypes.create_string_buffer(b"H" * (ARG_MAX_LEN + 10))  # runs past one entry
     scattered = [ctypes.create_string_buffer(b"s%d" % i * rng.randint(1, 90)) for i in range(40)]
+    # Strings 7,900 bytes apart: clusters of two, 8 KiB each, until the read budget
+    # (ARGV_MAX_TOTAL) is spent; the rest are read one by one.
+    spread = ctypes.create_string_buffer(7900 * 200)
+    for i in range(200):
+        name = b"p%d\0" % i
+        ctypes.memmove(ctypes.addressof(spread) + 7900 * i, name, len(name))
     layouts = [
         addrs,
         addrs[:1],
@@ -128,12 +134,13 @@ def test_argv_in_clusters_reads_what_one_read_per_string_read(mem: ProcessMemory
         [ctypes.addressof(huge)] * 3,  # the ARGV_MAX_TOTAL cut
         [addrs[0]] * (ARG_MAX_COUNT + 5),
         rng.sample([*addrs, *(ctypes.addressof(b) for b in scattered)], 30),
+        [ctypes.addressof(spread) + 7900 * i for i in range(200)],
     ]
     for layout in layouts:
         array, addr = _array(layout)
         assert _argv(mem, addr) == _argv_one_read_per_string(mem, addr), layout[:5]
         del array
-    del short, long_one, huge, scattered
+    del short, long_one, huge, scattered, spread
 
 
 def test_a_pointer_array_read_in_two_reads(mem: ProcessMemory) -> None:
