@@ -1067,9 +1067,11 @@ class Tracer:
             self.stats.processes += 1
 
     def _adopt(self, tid: int) -> None:
-        """A stop from a tid we have not heard of (its fork event is still queued)."""
-        tgid = _tgid(tid) or tid
-        self._add_thread(tid, tgid, _ppid(tgid) if tgid == tid else 0)
+        """A stop from a tid we have not heard of (its fork event is still queued): its
+        thread group and parent from one read of /proc/TID/status."""
+        found = _status_fields(tid, (b"Tgid:", b"PPid:"))
+        tgid = found.get(b"Tgid:") or tid
+        self._add_thread(tid, tgid, found.get(b"PPid:", 0) if tgid == tid else 0)
 
     def _on_exit(self, tid: int, status: int) -> None:
         tgid = self._threads.pop(tid, None)
@@ -1211,23 +1213,29 @@ def _exit_code(status: int) -> int:
 _exists = program_exists
 
 
-def _status_field(pid: int, name: bytes) -> int | None:
+def _status_fields(pid: int, names: tuple[bytes, ...]) -> dict[bytes, int]:
+    """The named numeric lines of /proc/PID/status (`Tgid:`, `PPid:`, ...) found in one
+    read; {} when the process is gone."""
+    found: dict[bytes, int] = {}
     try:
         with open(f"/proc/{pid}/status", "rb") as fh:
             for line in fh:
-                if line.startswith(name):
-                    return int(line.split()[1])
+                key = line[: line.find(b":") + 1]
+                if key in names:
+                    found[key] = int(line.split()[1])
+                    if len(found) == len(names):
+                        break
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return found
+    return found
 
 
 def _tgid(tid: int) -> int | None:
-    return _status_field(tid, b"Tgid:")
+    return _status_fields(tid, (b"Tgid:",)).get(b"Tgid:")
 
 
 def _tracer_pid(pid: int) -> int | None:
-    return _status_field(pid, b"TracerPid:")
+    return _status_fields(pid, (b"TracerPid:",)).get(b"TracerPid:")
 
 
 def _ppid(pid: int) -> int:

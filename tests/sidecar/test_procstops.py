@@ -246,3 +246,21 @@ def test_an_exec_through_the_tracees_own_fd_is_judged(tmp_path: Path, spelling: 
     assert done.returncode == 0, done.stderr
     execs = [ev["path"] for ev in events(tmp_path) if ev["kind"] == "exec"]
     assert str(program) in execs, execs
+
+
+def test_an_adopted_thread_group_and_parent_in_one_status_read() -> None:
+    """`_adopt` (a child's first stop before its parent's fork event) reads Tgid and PPid
+    from one /proc/TID/status, as proc(5) gives them (checked against ps)."""
+    from sidecar.tracer import _status_fields
+
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        found = _status_fields(child.pid, (b"Tgid:", b"PPid:"))
+        ps = subprocess.run(
+            ["ps", "-o", "ppid=", "-p", str(child.pid)], capture_output=True, text=True
+        )
+        assert found == {b"Tgid:": child.pid, b"PPid:": int(ps.stdout)}
+    finally:
+        child.kill()
+        child.wait()
+    assert _status_fields(child.pid, (b"Tgid:", b"PPid:")) == {}
