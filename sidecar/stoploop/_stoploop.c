@@ -598,6 +598,10 @@ static const int SYSCALL_STATUS = ((SIGTRAP | 0x80) << 8) | 0x7f;
 
 static PyObject *Loop_wait(Loop *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->pending == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the Loop was not configured");
+        return NULL;
+    }
     for (unsigned budget = 0; budget < BUDGET; budget++) {
         if (PyErr_CheckSignals() < 0)
             return NULL;
