@@ -666,25 +666,26 @@ class Tracer:
 
     def _build_stoploop(self) -> Any:
         """The C loop for this tracer (sidecar.stoploop), once; None where it does not apply
-        (a stop at every syscall, no engine fast path, not built, switched off)."""
+        (no engine fast path, not built, switched off)."""
         if not self._stoploop_built:
             self._stoploop_built = True
-            if not self._stop_every_syscall:
-                self._stoploop = stoploop.build(
-                    engine=self._engine,
-                    arch_name=self.arch.name,
-                    numbers=dict(self.arch.numbers),
-                    watched=self.watched,
-                    state=(
-                        self._threads,
-                        self._procs,
-                        self._pending_exec,
-                        self._stepped,
-                        self._exit_checks,
-                    ),
-                    recheck_writes=self.req.recheck_writes,
-                    check_inodes=bool(self._protected_inodes),
-                )
+            self._stoploop = stoploop.build(
+                engine=self._engine,
+                arch_name=self.arch.name,
+                numbers=dict(self.arch.numbers),
+                watched=self.watched,
+                visible=self.watched | self._root_calls,
+                state=(
+                    self._threads,
+                    self._procs,
+                    self._pending_exec,
+                    self._stepped,
+                    self._exit_checks,
+                ),
+                recheck_writes=self.req.recheck_writes,
+                check_inodes=bool(self._protected_inodes),
+                every=self._stop_every_syscall,
+            )
         return self._stoploop
 
     def _merge_loop_counts(self, loop: Any) -> None:

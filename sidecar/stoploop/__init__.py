@@ -90,12 +90,17 @@ def build(
     arch_name: str,
     numbers: dict[str, int],
     watched: frozenset[int],
+    visible: frozenset[int],
     state: tuple[dict[int, Any], dict[int, Any], dict[int, Any], set[int], dict[int, Any]],
     recheck_writes: bool,
     check_inodes: bool,
+    every: bool,
 ) -> Any | None:
     """A Loop over the tracer's own `state` (threads, procs, pending_exec, stepped,
-    exit_checks: read at every stop, never copied), or None when it does not apply."""
+    exit_checks: read at every stop, never copied), or None when it does not apply.
+    `visible`: the syscall numbers whose entry Python must see (watched, and those that
+    change a process's root); `every`: every syscall stops (attach mode without the filter),
+    and the loop resumes the others too."""
     if os.environ.get(ENV_SWITCH, "").strip().lower() == "python":
         return None
     quiet_mode = getattr(engine, "quiet_mode", None)
@@ -106,8 +111,8 @@ def build(
     if ext is None:
         return None
     compiled = table(numbers, watched, quiet_mode, ext)
-    if not compiled:
-        return None
+    if not compiled and not every:
+        return None  # nothing it could decide: every stop it sees is Python's
     roots, prefixes = scope()
     loop = ext.Loop(
         *state,
@@ -117,6 +122,8 @@ def build(
         recheck_writes,
         check_inodes,
         AUDIT_ARCH[arch_name],
+        every,
+        sorted(visible),
     )
     log.debug("compiled stop loop", extra=fields(syscalls=len(compiled)))
     return loop

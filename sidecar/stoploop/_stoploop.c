@@ -51,6 +51,7 @@
 #define MAX_PENDING 512         /* exit checks noted here at once; more go to Python */
 #define BUDGET 4096             /* quiet stops before Python gets to merge the counters */
 #define MAX_PREFIXES 256
+#define MAX_NR 4096             /* syscall numbers are below this on every Linux ABI */
 
 /* What a syscall is, as decode.py's handlers read it. */
 enum op {
@@ -76,6 +77,7 @@ struct entry {
 struct pending {
     pid_t tid;
     int nr;
+    int resume;      /* PTRACE_CONT, or PTRACE_SYSCALL for a thread that stops at every call */
     unsigned long long flags, mode;
     unsigned long long args[6];
     char path[PATH_BUF];
@@ -95,13 +97,16 @@ typedef struct {
     size_t root_len[MAX_PREFIXES];
     int n_roots;
     int recheck_writes;
+    int every;             /* every syscall of every thread stops (attach without the filter) */
+    unsigned char *visible; /* by syscall number: Python must see its entry (watched, chroot) */
+    int visible_size;
     int check_inodes;      /* protected inodes exist: a non-O_EXCL open may be a hard link */
     unsigned int audit_arch;
     struct pending *pending;
     int n_pending;
     int wake;
     /* counters, taken by take_counts() */
-    unsigned long long stops, seccomp_stops, quiet, exit_stops;
+    unsigned long long stops, syscall_stops, quiet, exit_stops;
 } Loop;
 
 /* ----------------------------------------------------------------- pure path logic */
@@ -424,8 +429,9 @@ static int contains(PyObject *container, PyObject *key)
 }
 
 /* The thread's Process when Python holds nothing that this stop must see; NULL otherwise
- * (borrowed; -1 in *err on a Python error). */
-static PyObject *eligible(Loop *self, pid_t tid, pid_t *tgid, int *same_root, int *err)
+ * (borrowed; -1 in *err on a Python error). *resume: how Tracer._resume would go on. */
+static PyObject *eligible(Loop *self, pid_t tid, pid_t *tgid, int *same_root, int *resume,
+                          int *err)
 {
     PyObject *key = PyLong_FromLong(tid);
     if (key == NULL) {
@@ -435,8 +441,9 @@ static PyObject *eligible(Loop *self, pid_t tid, pid_t *tgid, int *same_root, in
     PyObject *proc = NULL;
     PyObject *group = PyDict_GetItemWithError(self->threads, key);
     if (group == NULL || contains(self->pending_exec, key) == 1 ||
-        contains(self->stepped, key) == 1 || contains(self->exit_checks, key) == 1)
+        contains(self->exit_checks, key) == 1)
         goto done;
+    *resume = self->every || contains(self->stepped, key) == 1 ? PTRACE_SYSCALL : PTRACE_CONT;
     proc = PyDict_GetItemWithError(self->procs, group);
     if (proc == NULL)
         goto done;
@@ -457,24 +464,15 @@ done:
     return proc;
 }
 
-/* A seccomp stop: 1 handled (the thread resumed), 0 for Python. */
-static int on_seccomp(Loop *self, pid_t tid)
+/* A watched syscall of the table at its seccomp or entry stop: 1 handled (the thread
+ * resumed with `resume`), 0 for Python. */
+static int decide(Loop *self, pid_t tid, pid_t pid, int same_root, int resume,
+                  unsigned long long nr, const uint64_t *args)
 {
-    int err = 0, same_root = 1;
-    pid_t pid = 0;
-    if (eligible(self, tid, &pid, &same_root, &err) == NULL)
-        return err ? -1 : 0;
-    struct __ptrace_syscall_info info;
-    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) <= 0 ||
-        info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != self->audit_arch)
-        return 0;
-    unsigned long long nr = info.seccomp.nr;
-    if (nr >= (unsigned long long)self->table_size || self->table[nr].op == 0)
-        return 0;
     const struct entry *e = &self->table[nr];
     unsigned long long a[6];
     for (int i = 0; i < 6; i++)
-        a[i] = info.seccomp.args[i];
+        a[i] = args[i];
     char raw[PATH_BUF], path[PATH_BUF];
     ssize_t raw_len, n;
     unsigned long long flags = 0, fmode = 0;
@@ -535,13 +533,14 @@ static int on_seccomp(Loop *self, pid_t tid)
     int recheck = write && self->recheck_writes && e->op <= OP_CREAT;
     if (recheck && self->n_pending >= MAX_PENDING)
         return 0;  /* Python keeps its own */
-    self->seccomp_stops++;
+    self->syscall_stops++;
     self->quiet++;
-    int request = PTRACE_CONT;
+    int request = resume;
     if (recheck) {
         struct pending *p = &self->pending[self->n_pending++];
         p->tid = tid;
         p->nr = (int)nr;
+        p->resume = resume;
         p->flags = flags;
         p->mode = fmode;
         memcpy(p->args, a, sizeof p->args);
@@ -552,6 +551,55 @@ static int on_seccomp(Loop *self, pid_t tid)
     /* A failure is ESRCH (killed while stopped): its exit status comes through waitpid,
      * as after Tracer._resume. */
     ptrace(request, tid, 0, 0);
+    return 1;
+}
+
+static int in_table(const Loop *self, unsigned long long nr)
+{
+    return nr < (unsigned long long)self->table_size && self->table[nr].op != 0;
+}
+
+/* A seccomp stop: 1 handled (the thread resumed), 0 for Python. */
+static int on_seccomp(Loop *self, pid_t tid)
+{
+    int err = 0, same_root = 1, resume = PTRACE_CONT;
+    pid_t pid = 0;
+    if (eligible(self, tid, &pid, &same_root, &resume, &err) == NULL)
+        return err ? -1 : 0;
+    struct __ptrace_syscall_info info;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) <= 0 ||
+        info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != self->audit_arch ||
+        !in_table(self, info.seccomp.nr))
+        return 0;
+    return decide(self, tid, pid, same_root, resume, info.seccomp.nr, info.seccomp.args);
+}
+
+/* A syscall-entry or -exit stop of a thread that stops at every syscall (attach mode
+ * without the filter, or a process that refused it), as Tracer._on_syscall_stop: an exit,
+ * or the entry of a syscall Python need not see, only resumes. 1 handled, 0 for Python. */
+static int on_syscall(Loop *self, pid_t tid)
+{
+    int err = 0, same_root = 1, resume = PTRACE_CONT;
+    pid_t pid = 0;
+    if (eligible(self, tid, &pid, &same_root, &resume, &err) == NULL)
+        return err ? -1 : 0;
+    if (resume != PTRACE_SYSCALL)
+        return 0;  /* a stop Python asked for */
+    struct __ptrace_syscall_info info;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) <= 0)
+        return 0;
+    if (info.op == PTRACE_SYSCALL_INFO_EXIT) {
+        ptrace(PTRACE_SYSCALL, tid, 0, 0);
+        return 1;
+    }
+    if (info.op != PTRACE_SYSCALL_INFO_ENTRY || info.arch != self->audit_arch)
+        return 0;
+    unsigned long long nr = info.entry.nr;
+    if (in_table(self, nr))
+        return decide(self, tid, pid, same_root, resume, nr, info.entry.args);
+    if (nr >= (unsigned long long)self->visible_size || self->visible[nr])
+        return 0;  /* watched, chroot and friends, or a number beyond the table: Python's */
+    ptrace(PTRACE_SYSCALL, tid, 0, 0);
     return 1;
 }
 
@@ -588,8 +636,9 @@ static int on_exit_check(Loop *self, pid_t tid, struct pending *p)
          * nothing to judge. */
     }
     self->exit_stops++;
+    int resume = p->resume;
     *p = self->pending[--self->n_pending];
-    ptrace(PTRACE_CONT, tid, 0, 0);  /* as on_seccomp */
+    ptrace(resume, tid, 0, 0);  /* as decide */
     return 1;
 }
 
@@ -621,8 +670,10 @@ static PyObject *Loop_wait(Loop *self, PyObject *Py_UNUSED(ignored))
         int done;
         if (p != NULL)
             done = status == SYSCALL_STATUS ? on_exit_check(self, tid, p) : 0;
+        else if (status == SECCOMP_STATUS)
+            done = on_seccomp(self, tid);
         else
-            done = status == SECCOMP_STATUS ? on_seccomp(self, tid) : 0;
+            done = status == SYSCALL_STATUS ? on_syscall(self, tid) : 0;
         if (done == 1)
             continue;
         self->stops--;  /* Python counts the stops it is given */
@@ -642,9 +693,9 @@ static PyObject *Loop_wait(Loop *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *Loop_take_counts(Loop *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *out = Py_BuildValue("(KKKK)", self->stops, self->seccomp_stops, self->quiet,
+    PyObject *out = Py_BuildValue("(KKKK)", self->stops, self->syscall_stops, self->quiet,
                                   self->exit_stops);
-    self->stops = self->seccomp_stops = self->quiet = self->exit_stops = 0;
+    self->stops = self->syscall_stops = self->quiet = self->exit_stops = 0;
     return out;
 }
 
@@ -746,17 +797,18 @@ static int copy_strings(PyObject *seq, char **out, size_t *lens, int *count, con
  * table: {nr: (op, follow, mode_read, mode_write)}; prefixes, roots: bytes. */
 static int Loop_init(Loop *self, PyObject *args, PyObject *Py_UNUSED(kwds))
 {
-    PyObject *table, *prefixes, *roots;
-    int recheck, inodes;
+    PyObject *table, *prefixes, *roots, *visible;
+    int recheck, inodes, every;
     unsigned int arch;
     if (self->pending != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a Loop is configured once");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOppI", &PyDict_Type, &self->threads, &PyDict_Type,
-                          &self->procs, &PyDict_Type, &self->pending_exec, &PySet_Type,
-                          &self->stepped, &PyDict_Type, &self->exit_checks, &PyDict_Type, &table,
-                          &prefixes, &roots, &recheck, &inodes, &arch))
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOppIpO", &PyDict_Type, &self->threads,
+                          &PyDict_Type, &self->procs, &PyDict_Type, &self->pending_exec,
+                          &PySet_Type, &self->stepped, &PyDict_Type, &self->exit_checks,
+                          &PyDict_Type, &table, &prefixes, &roots, &recheck, &inodes, &arch,
+                          &every, &visible))
         return -1;
     Py_INCREF(self->threads);
     Py_INCREF(self->procs);
@@ -767,17 +819,34 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *Py_UNUSED(kwds))
     self->recheck_writes = recheck;
     self->check_inodes = inodes;
     self->audit_arch = arch;
+    self->every = every;
     self->pending = PyMem_Calloc(MAX_PENDING, sizeof(struct pending));
-    if (self->same_root_name == NULL || self->pending == NULL) {
+    self->visible = PyMem_Calloc(MAX_NR, 1);
+    self->visible_size = MAX_NR;
+    if (self->same_root_name == NULL || self->pending == NULL || self->visible == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    PyObject *seen = PySequence_Fast(visible, "visible: a sequence of syscall numbers");
+    if (seen == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seen); i++) {
+        long nr = PyLong_AsLong(PySequence_Fast_GET_ITEM(seen, i));
+        if (nr < 0 || nr >= MAX_NR) {
+            Py_DECREF(seen);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "syscall number %ld out of range", nr);
+            return -1;
+        }
+        self->visible[nr] = 1;
+    }
+    Py_DECREF(seen);
     long top = -1;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     while (PyDict_Next(table, &pos, &key, &value)) {
         long nr = PyLong_AsLong(key);
-        if (nr < 0 || nr > 4096) {
+        if (nr < 0 || nr >= MAX_NR) {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_ValueError, "syscall number %ld out of range", nr);
             return -1;
@@ -821,6 +890,7 @@ static void Loop_dealloc(Loop *self)
         PyMem_Free(self->roots[i]);
     PyMem_Free(self->table);
     PyMem_Free(self->pending);
+    PyMem_Free(self->visible);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -53,7 +53,7 @@ def _loop(engine: Engine | None = None, recheck: bool = False) -> ext.Loop:
         prefixes = [os.fsencode(p) for p in scope_prefixes]
     return ext.Loop(
         {}, {}, {}, set(), {}, compiled, prefixes, roots, recheck, False,
-        stoploop.AUDIT_ARCH[ARCH.name],
+        stoploop.AUDIT_ARCH[ARCH.name], False, [],
     )  # fmt: skip
 
 
@@ -357,3 +357,84 @@ def test_the_c_loop_reports_what_the_python_loop_reports(tmp_path: Path) -> None
     assert python_stops_py == stats_py.stops
     in_c = stats_c.stops - python_stops_c
     assert in_c >= 150 * 3 + 20 * 3 + 400 * 2, (python_stops_c, stats_c.stops)
+
+
+ATTACHED = """\
+import os, sys, time
+go, quiet, watched = sys.argv[1:4]
+while not os.path.exists(go):
+    time.sleep(0.005)
+for i in range(100):
+    fd = os.open(os.path.join(quiet, f"f{i}"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"x")
+    os.fchmod(fd, 0o640)
+    os.close(fd)
+    os.getppid()
+with open(os.path.join(watched, "hit"), "w") as fh:
+    fh.write("x")
+os.chmod(os.path.join(watched, "hit"), 0o600)
+"""
+
+
+def _attached(tmp_path: Path, compiled: bool) -> tuple[list[tuple[str, str, str]], object, int]:
+    """The same file work in a process attached to without the filter: every syscall
+    stops."""
+    import subprocess
+
+    from sidecar.tracer import Tracer
+
+    run = tmp_path / ("c" if compiled else "python")
+    quiet, watched, go = run / "quiet", run / "watched", run / "go"
+    quiet.mkdir(parents=True)
+    watched.mkdir()
+    rule = FimPath(str(watched), True, frozenset({"write", "chmod"}), "high", "alert")
+    engine = Engine(Policy(fim=FileIntegrityMonitoring(True, (rule,))))
+    seen: list[RuntimeEvent] = []
+    tracer = Tracer(engine.requirements(), engine.evaluate, seen.append)
+    in_python = 0
+    dispatch = tracer._dispatch
+
+    def counting(tid: int, status: int) -> None:
+        nonlocal in_python
+        in_python += 1
+        dispatch(tid, status)
+
+    tracer._dispatch = counting  # type: ignore[method-assign]
+    if not compiled:
+        tracer._stoploop_built = True
+    app = subprocess.Popen([sys.executable, "-c", ATTACHED, str(go), str(quiet), str(watched)])
+    try:
+        tracer.configure_attach()
+        assert tracer.attach([app.pid]) == [app.pid]
+        go.touch()
+        tracer.run()
+    finally:
+        app.kill()
+        app.wait()
+    found = sorted(
+        (e.syscall, (e.path or "").replace(str(run), "RUN"), str(e.extra.get("event")))
+        for e in seen
+    )
+    return found, tracer, in_python
+
+
+@pytest.mark.ptrace
+def test_attach_without_the_filter_stops_at_every_syscall_and_c_resumes_most(
+    tmp_path: Path,
+) -> None:
+    with_c, tracer_c, python_stops_c = _attached(tmp_path, compiled=True)
+    without, tracer_py, python_stops_py = _attached(tmp_path, compiled=False)
+    assert tracer_c._stop_every_syscall and tracer_c._stoploop is not None
+    assert with_c == without
+    assert {(path, event) for _syscall, path, event in with_c} == {
+        ("RUN/watched/hit", "write"),
+        ("RUN/watched/hit", "chmod"),
+    }, with_c
+    assert python_stops_py == tracer_py.stats.stops
+    # Every syscall stops twice (entry and exit): 100 x (open, write, fchmod, close,
+    # getppid) at least; the C loop resumed them, Python saw only what it watches.
+    assert tracer_c.stats.stops >= 100 * 5 * 2
+    assert tracer_c.stats.stops - python_stops_c >= 100 * 5 * 2 - 50, (
+        python_stops_c,
+        tracer_c.stats.stops,
+    )
