@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -300,36 +301,45 @@ for t in threads: t.join()
 """
 
 
-def _traced(tmp_path: Path, compiled: bool) -> tuple[list[tuple[str, str, str]], object, int]:
-    from sidecar.tracer import Tracer
+class Run:
+    """A Tracer over a quiet and a watched directory (FIM on `events` under the watched
+    one), with the C loop or without it, counting the stops that reach Python."""
 
-    run = tmp_path / ("c" if compiled else "python")
-    quiet, watched = run / "quiet", run / "watched"
-    quiet.mkdir(parents=True)
-    watched.mkdir()
-    rule = FimPath(str(watched), True, frozenset({"write", "unlink", "chmod"}), "high", "alert")
-    engine = Engine(Policy(fim=FileIntegrityMonitoring(True, (rule,))))
-    seen: list[RuntimeEvent] = []
-    tracer = Tracer(engine.requirements(), engine.evaluate, seen.append)
-    in_python = 0
-    dispatch = tracer._dispatch
+    def __init__(self, tmp_path: Path, compiled: bool, events: set[str]) -> None:
+        from sidecar.tracer import Tracer
 
-    def counting(tid: int, status: int) -> None:
-        nonlocal in_python
-        in_python += 1
-        dispatch(tid, status)
+        self.root = tmp_path / ("c" if compiled else "python")
+        self.quiet, self.watched = self.root / "quiet", self.root / "watched"
+        self.quiet.mkdir(parents=True)
+        self.watched.mkdir()
+        rule = FimPath(str(self.watched), True, frozenset(events), "high", "alert")
+        engine = Engine(Policy(fim=FileIntegrityMonitoring(True, (rule,))))
+        self.seen: list[RuntimeEvent] = []
+        self.tracer = Tracer(engine.requirements(), engine.evaluate, self.seen.append)
+        self.in_python = 0
+        dispatch = self.tracer._dispatch
 
-    tracer._dispatch = counting  # type: ignore[method-assign]
-    if not compiled:
-        tracer._stoploop_built = True  # as CONTAINERSCAN_SIDECAR_STOPLOOP=python
-    tracer.launch([sys.executable, "-c", WORKLOAD, str(quiet), str(watched)])
-    tracer.start()
-    assert tracer.run() == 0
-    found = sorted(
-        (e.syscall, (e.path or "").replace(str(run), "RUN"), str(e.extra.get("event")))
-        for e in seen
-    )
-    return found, tracer, in_python
+        def counting(tid: int, status: int) -> None:
+            self.in_python += 1
+            dispatch(tid, status)
+
+        self.tracer._dispatch = counting  # type: ignore[method-assign]
+        if not compiled:
+            self.tracer._stoploop_built = True  # as CONTAINERSCAN_SIDECAR_STOPLOOP=python
+
+    def found(self) -> list[tuple[str, str, str]]:
+        return sorted(
+            (e.syscall, (e.path or "").replace(str(self.root), "RUN"), str(e.extra.get("event")))
+            for e in self.seen
+        )
+
+
+def _traced(tmp_path: Path, compiled: bool) -> tuple[list[tuple[str, str, str]], Any, int]:
+    run = Run(tmp_path, compiled, {"write", "unlink", "chmod"})
+    run.tracer.launch([sys.executable, "-c", WORKLOAD, str(run.quiet), str(run.watched)])
+    run.tracer.start()
+    assert run.tracer.run() == 0
+    return run.found(), run.tracer, run.in_python
 
 
 @pytest.mark.ptrace
@@ -376,46 +386,24 @@ os.chmod(os.path.join(watched, "hit"), 0o600)
 """
 
 
-def _attached(tmp_path: Path, compiled: bool) -> tuple[list[tuple[str, str, str]], object, int]:
+def _attached(tmp_path: Path, compiled: bool) -> tuple[list[tuple[str, str, str]], Any, int]:
     """The same file work in a process attached to without the filter: every syscall
     stops."""
     import subprocess
 
-    from sidecar.tracer import Tracer
-
-    run = tmp_path / ("c" if compiled else "python")
-    quiet, watched, go = run / "quiet", run / "watched", run / "go"
-    quiet.mkdir(parents=True)
-    watched.mkdir()
-    rule = FimPath(str(watched), True, frozenset({"write", "chmod"}), "high", "alert")
-    engine = Engine(Policy(fim=FileIntegrityMonitoring(True, (rule,))))
-    seen: list[RuntimeEvent] = []
-    tracer = Tracer(engine.requirements(), engine.evaluate, seen.append)
-    in_python = 0
-    dispatch = tracer._dispatch
-
-    def counting(tid: int, status: int) -> None:
-        nonlocal in_python
-        in_python += 1
-        dispatch(tid, status)
-
-    tracer._dispatch = counting  # type: ignore[method-assign]
-    if not compiled:
-        tracer._stoploop_built = True
-    app = subprocess.Popen([sys.executable, "-c", ATTACHED, str(go), str(quiet), str(watched)])
+    run = Run(tmp_path, compiled, {"write", "chmod"})
+    go = run.root / "go"
+    argv = [sys.executable, "-c", ATTACHED, str(go), str(run.quiet), str(run.watched)]
+    app = subprocess.Popen(argv)
     try:
-        tracer.configure_attach()
-        assert tracer.attach([app.pid]) == [app.pid]
+        run.tracer.configure_attach()
+        assert run.tracer.attach([app.pid]) == [app.pid]
         go.touch()
-        tracer.run()
+        run.tracer.run()
     finally:
         app.kill()
         app.wait()
-    found = sorted(
-        (e.syscall, (e.path or "").replace(str(run), "RUN"), str(e.extra.get("event")))
-        for e in seen
-    )
-    return found, tracer, in_python
+    return run.found(), run.tracer, run.in_python
 
 
 @pytest.mark.ptrace
