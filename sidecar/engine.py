@@ -50,6 +50,7 @@ from sidecar.patterns import compile_glob, compile_pattern
 from sidecar.policy_model import (
     ACTIONS,
     DOWNLOAD_TOOLS,
+    GLOB_CHARS,
     SEVERITIES,
     FimPath,
     PackageManagerRule,
@@ -290,6 +291,11 @@ class Engine:
         plain = [r.path for r in (policy.fim.paths if policy.fim.enabled else ()) if not r.is_glob]
         self._fim_roots = frozenset(plain)
         self._fim_prefixes = tuple(sorted({p if p.endswith("/") else p + "/" for p in plain}))
+        # A glob matches (from the start: RE2's match of fnmatch.translate) only paths that
+        # begin with its text before the first wildcard.
+        self._fim_glob_prefixes = tuple(
+            sorted({GLOB_CHARS.split(rule.path, maxsplit=1)[0] for _, rule in self._fim_globs})
+        )
         self._fim_events = frozenset(
             e for r in (policy.fim.paths if policy.fim.enabled else ()) for e in r.events
         )
@@ -498,12 +504,13 @@ class Engine:
         also = _ALSO_REPORTED_AS.get(what)
         if what not in self._fim_events and also not in self._fim_events:
             return QUIET_ALWAYS  # no rule watches this kind of event (_fim_match)
-        return QUIET_NEVER if self._fim_globs else QUIET_BY_PATH
+        return QUIET_NEVER if "" in self._fim_glob_prefixes else QUIET_BY_PATH
 
     def fim_scope(self) -> tuple[frozenset[str], tuple[str, ...]]:
-        """(roots, prefixes): without glob rules, a normalized path that is none of the
-        roots and starts with none of the prefixes has no FIM rule (`_fim_rules`)."""
-        return self._fim_roots, self._fim_prefixes
+        """(roots, prefixes): a normalized path that is none of the roots and starts with
+        none of the prefixes has no FIM rule (`_fim_rules`: neither a plain rule's path nor
+        under one, nor a path a glob can match)."""
+        return self._fim_roots, tuple(sorted({*self._fim_prefixes, *self._fim_glob_prefixes}))
 
     # FIM -----------------------------------------------------------------------------
 

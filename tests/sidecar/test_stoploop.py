@@ -180,7 +180,7 @@ RULE_PATHS = st.lists(st.sampled_from(["etc", "ssl", "a"]), max_size=3).map(
 )
 RULES = st.builds(
     FimPath,
-    path=st.one_of(RULE_PATHS, st.just("/etc/*.conf")),
+    path=st.one_of(RULE_PATHS, st.sampled_from(["/etc/*.conf", "/e[t]c/ss?", "/a*"])),
     recursive=st.booleans(),
     events=st.sets(
         st.sampled_from(["open", "write", "unlink", "chmod", "chown", "link"]), min_size=1
@@ -244,9 +244,16 @@ def test_quiet_mode_by_policy() -> None:
     assert not loop.is_quiet(openat, True, b"/etc/x")
     assert not loop.is_quiet(openat, True, b"/etc")
     assert not loop.is_quiet(openat, True, b"/tmp/../etc/x")  # normalized first
-    glob = FimPath("/etc/*.conf", False, frozenset({"write"}), "high", "alert")
+    glob = FimPath("/srv/app*/x.conf", False, frozenset({"write"}), "high", "alert")
     globbed = Engine(Policy(fim=FileIntegrityMonitoring(True, (etc, glob))))
-    assert globbed.quiet_mode("openat", "open", True) == QUIET_NEVER  # a glob: Python's
+    assert globbed.quiet_mode("openat", "open", True) == QUIET_BY_PATH
+    assert globbed.fim_scope()[1] == ("/etc/", "/srv/app")  # a glob: its text before a wildcard
+    loop = _loop(globbed)
+    assert loop.is_quiet(openat, True, b"/tmp/x.conf")
+    assert not loop.is_quiet(openat, True, b"/srv/app1/x.conf")
+    anywhere = FimPath("*.pem", False, frozenset({"write"}), "high", "alert")
+    everywhere = Engine(Policy(fim=FileIntegrityMonitoring(True, (anywhere,))))
+    assert everywhere.quiet_mode("openat", "open", True) == QUIET_NEVER
     watched = Engine(Policy(fim=fim, anomaly=AnomalyDetection(enabled=True)))
     assert watched.quiet_mode("openat", "open", True) == QUIET_NEVER  # anomaly state
     assert watched.quiet_mode("fchmod", "chmod", False) == QUIET_NEVER
