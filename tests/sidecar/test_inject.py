@@ -193,7 +193,7 @@ def test_killing_the_sidecar_kills_the_application(tmp_path: Path, apps) -> None
 def _alive(pid: int) -> bool:
     try:
         return status(pid)["State"][0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or during the read
         return False
 
 
