@@ -26,11 +26,15 @@ venv: $(PYTHON)
 
 # Stamps inside the environment: installed again when the metadata changes or the
 # environment is recreated.
-$(VENV)/.installed-local: setup.cfg pyproject.toml | $(PYTHON)
+# setup.py builds the tracer's compiled stop loop (sidecar/stoploop): a C compiler and the
+# Python headers first.
+$(VENV)/.installed-local: setup.cfg setup.py pyproject.toml sidecar/stoploop/_stoploop.c | $(PYTHON)
+	@sh scripts/system-deps.sh build $(PYTHON)
 	$(PIP) install -q -e '.[local]'
 	@touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(PYTHON)
+$(VENV)/.installed-test: setup.cfg setup.py pyproject.toml sidecar/stoploop/_stoploop.c | $(PYTHON)
+	@sh scripts/system-deps.sh build $(PYTHON)
 	$(PIP) install -q -e '.[test,dev,local]'
 	@touch $@ $(VENV)/.installed-local
 

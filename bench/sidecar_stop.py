@@ -138,14 +138,16 @@ STRACE = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", "/dev/null", "-e"]
 
 
 def _tar_run(
-    archive: Path, dest: Path, runs: int, count: bool
+    archive: Path, dest: Path, runs: int, count: bool, compiled: bool = True
 ) -> tuple[dict[str, int], float, float, float, float]:
     """In a forked child: the balanced policy over `runs` tar -x of the archive; (stops by
     kind, tracer user s, tracer sys s, wall s of the traced part, the tracees' CPU s). The
-    stops are counted by kind only with `count` (the counting costs CPU): else {"all": N}."""
+    stops are counted by kind only with `count` (the counting costs CPU, and every stop must
+    reach Python to be counted: the compiled stop loop is off): else {"all": N}. `compiled`
+    False: the Python stop loop (CONTAINERSCAN_SIDECAR_STOPLOOP=python)."""
 
     def work() -> str:
-        kinds, figures = _traced_tar(archive, dest, runs, count)
+        kinds, figures = _traced_tar(archive, dest, runs, count, compiled and not count)
         line = " ".join(f"{k}={v}" for k, v in kinds.items())
         return f"{' '.join(map(str, figures))}\n{line}"
 
@@ -156,7 +158,7 @@ def _tar_run(
 
 
 def _traced_tar(
-    archive: Path, dest: Path, runs: int, count: bool
+    archive: Path, dest: Path, runs: int, count: bool, compiled: bool
 ) -> tuple[dict[str, int], tuple[float, ...]]:
     from sidecar import ptrace as pt
     from sidecar.engine import Engine
@@ -186,6 +188,8 @@ def _traced_tar(
 
     if count:
         tracer._dispatch = counting  # type: ignore[method-assign]
+    if not compiled:
+        tracer._stoploop_built = True  # no C loop: as CONTAINERSCAN_SIDECAR_STOPLOOP=python
     script = f'for i in $(seq {runs}); do mkdir "$1/$i"; tar -xf "$2" -C "$1/$i"; done'
     argv = ["sh", "-c", script, "sh", str(dest), str(archive)]
     user, system, tracee_user, tracee_system, wall = _run_measured(
@@ -201,21 +205,29 @@ def tar_report(runs: int, repeats: int) -> None:
         archive = make_archive(work)
         strace = [*STRACE, "trace=" + ",".join(strace_known(list(STRACE_BALANCED)))]
         kinds = _tar_run(archive, Path(tempfile.mkdtemp(dir=work)), runs, count=True)[0]
-        ours, plain, traced = [], [], []
-        for _ in range(repeats):  # side by side in each round: ours, untraced, strace
+        ours, in_python, plain, traced = [], [], [], []
+        for _ in range(repeats):  # side by side in each round: ours x2, untraced, strace
             ours.append(_tar_run(archive, Path(tempfile.mkdtemp(dir=work)), runs, count=False))
+            in_python.append(
+                _tar_run(archive, Path(tempfile.mkdtemp(dir=work)), runs, False, compiled=False)
+            )
             plain.append(_plain_tar([], archive, work, runs))
             traced.append(_plain_tar(strace, archive, work, runs))
     total = sum(kinds.values())
     print(f"  stops per tar -x: {total / runs:.0f}")
     for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"    {kind:<12} {count / runs:7.0f}")
-    user = statistics.median(r[1] / sum(r[0].values()) * 1e6 for r in ours)
-    system = statistics.median(r[2] / sum(r[0].values()) * 1e6 for r in ours)
-    print(f"  tracer CPU per stop (median of {repeats}): user {user:.1f} us, sys {system:.1f} us")
+    for label, runs_of in (("compiled stop loop", ours), ("Python stop loop", in_python)):
+        user = statistics.median(r[1] / sum(r[0].values()) * 1e6 for r in runs_of)
+        system = statistics.median(r[2] / sum(r[0].values()) * 1e6 for r in runs_of)
+        print(
+            f"  tracer CPU per stop, {label} (median of {repeats}): "
+            f"user {user:.1f} us, sys {system:.1f} us"
+        )
     print("  per tar -x, side by side (medians; wall is noisy; CPU = tracer + tar):")
     rows = {
         "wrap balanced (in process)": [(r[3], r[1] + r[2] + r[4]) for r in ours],
+        "  the same, Python stop loop": [(r[3], r[1] + r[2] + r[4]) for r in in_python],
         "untraced": plain,
         "strace -f --seccomp-bpf": traced,
     }

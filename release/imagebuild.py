@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import re
 import sys
 import tarfile
@@ -373,6 +374,11 @@ def launcher_wheel_command(python: str, root: Path, wheels: Path) -> list[str]:
             str(root)]  # fmt: skip
 
 
+# The launcher runs no sidecar: its wheel leaves out the compiled stop loop (setup.py), so it
+# is pure Python (py3-none-any) and installs for Lambda's Python and platform.
+PURE_WHEEL_ENV = {"CONTAINERSCAN_NO_EXTENSIONS": "1"}
+
+
 def launcher_install_command(python: str, root: Path, wheel: Path, target: Path) -> list[str]:
     """pip install of the project's own wheel *file* (never the name: an index could hold
     another package of that name) and its pinned dependencies, as Lambda runs them."""
@@ -415,8 +421,10 @@ def build_launcher_package(output: Path, python: str, root: Path = ROOT) -> int:
     import subprocess
     import tempfile
 
-    def run(command: list[str]) -> None:
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    def run(command: list[str], env: dict[str, str] | None = None) -> None:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=env and {**os.environ, **env}
+        )
         if proc.returncode != 0:
             raise ImageBuildError(
                 f"{' '.join(command[1:4])} failed ({proc.returncode}): "
@@ -426,7 +434,7 @@ def build_launcher_package(output: Path, python: str, root: Path = ROOT) -> int:
 
     with tempfile.TemporaryDirectory(prefix="containerscan-launcher-") as tmp:
         workdir = Path(tmp)
-        run(launcher_wheel_command(python, root, workdir / "wheels"))
+        run(launcher_wheel_command(python, root, workdir / "wheels"), PURE_WHEEL_ENV)
         wheels = sorted((workdir / "wheels").glob("containerscan-*.whl"))
         if len(wheels) != 1:
             raise ImageBuildError(f"expected one containerscan wheel, found {len(wheels)}")

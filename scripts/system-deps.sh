@@ -9,13 +9,21 @@
 # recommended packages: the guest needs no display or firmware). Installed only when
 # missing, and only when we are root on a Debian-like system; otherwise say what is
 # missing. (python3-venv is scripts/venv.sh's business: it is needed before anything else.)
+#
+# `sh scripts/system-deps.sh build PYTHON`: what `pip install` needs to build the tracer's
+# compiled stop loop (setup.py): gcc, libc6-dev, and PYTHON's headers (python3-dev).
 set -u
 lean=""
 case "${1:-test}" in
+    build)
+        pairs="gcc:gcc,libc6-dev"
+        python=${2:-python3}
+        "$python" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null ||
+            pairs="$pairs python3-dev-headers:python3-dev" ;;
     demo) pairs="docker-registry:docker-registry" ;;
     test) pairs="strace:strace docker-registry:docker-registry chromium-headless-shell:chromium-headless-shell buildah:buildah debootstrap:debootstrap busybox:busybox-static gcc:gcc,libc6-dev,binutils"
           lean="qemu-system-aarch64:qemu-system-arm cpio:cpio" ;;
-    *) echo "usage: sh scripts/system-deps.sh demo|test" >&2; exit 2 ;;
+    *) echo "usage: sh scripts/system-deps.sh build PYTHON|demo|test" >&2; exit 2 ;;
 esac
 missing_of() {
     out=""

@@ -50,6 +50,7 @@ from sidecar.patterns import compile_glob, compile_pattern
 from sidecar.policy_model import (
     ACTIONS,
     DOWNLOAD_TOOLS,
+    GLOB_CHARS,
     SEVERITIES,
     FimPath,
     PackageManagerRule,
@@ -290,6 +291,11 @@ class Engine:
         plain = [r.path for r in (policy.fim.paths if policy.fim.enabled else ()) if not r.is_glob]
         self._fim_roots = frozenset(plain)
         self._fim_prefixes = tuple(sorted({p if p.endswith("/") else p + "/" for p in plain}))
+        # A glob matches (from the start: RE2's match of fnmatch.translate) only paths that
+        # begin with its text before the first wildcard.
+        self._fim_glob_prefixes = tuple(
+            sorted({GLOB_CHARS.split(rule.path, maxsplit=1)[0] for _, rule in self._fim_globs})
+        )
         self._fim_events = frozenset(
             e for r in (policy.fim.paths if policy.fim.enabled else ()) for e in r.events
         )
@@ -473,6 +479,38 @@ class Engine:
         if self._drift is not None and kind == KIND_CHMOD:
             return False  # a chmod may make a file executable: a drift candidate
         return self._fim_match(path, what) is None
+
+    def quiet_mode(self, syscall: str, kind: str, write: bool = False) -> int:
+        """What `open_is_quiet` (kind open; `write` as there) or `path_is_quiet` answers for
+        `syscall` before it looks at the path: QUIET_ALWAYS (True whatever the path),
+        QUIET_BY_PATH (True when the normalized path is outside `fim_scope()`; it may be
+        True inside too) or QUIET_NEVER (not known to be True). What a compiled stop loop
+        may decide alone (sidecar.stoploop); tests/sidecar/test_stoploop.py checks it
+        against the two methods."""
+        if self._traced and syscall in self._traced:
+            return QUIET_NEVER
+        if kind == KIND_OPEN:
+            if (self._anomaly is not None or self._drift is not None) and write:
+                return QUIET_NEVER
+            what = "write" if write else "open"
+        else:
+            what = _QUIET_KINDS.get(kind, "")
+            if (
+                not what
+                or (self._anomaly is not None and kind != KIND_CHOWN)
+                or (self._drift is not None and kind == KIND_CHMOD)
+            ):
+                return QUIET_NEVER
+        also = _ALSO_REPORTED_AS.get(what)
+        if what not in self._fim_events and also not in self._fim_events:
+            return QUIET_ALWAYS  # no rule watches this kind of event (_fim_match)
+        return QUIET_NEVER if "" in self._fim_glob_prefixes else QUIET_BY_PATH
+
+    def fim_scope(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """(roots, prefixes): a normalized path that is none of the roots and starts with
+        none of the prefixes has no FIM rule (`_fim_rules`: neither a plain rule's path nor
+        under one, nor a path a glob can match)."""
+        return self._fim_roots, tuple(sorted({*self._fim_prefixes, *self._fim_glob_prefixes}))
 
     # FIM -----------------------------------------------------------------------------
 
@@ -839,6 +877,8 @@ class Engine:
         )
 
 
+# `quiet_mode`'s answers.
+QUIET_NEVER, QUIET_ALWAYS, QUIET_BY_PATH = 0, 1, 2
 # The kinds `path_is_quiet` answers for, and the FIM event each is.
 _QUIET_KINDS = {KIND_CHMOD: "chmod", KIND_CHOWN: "chown", KIND_UNLINK: "unlink"}
 

@@ -90,7 +90,7 @@ from typing import Any
 
 from securityhub.errors import TracerError
 from securityhub.logs import fields, get_logger
-from sidecar import inject, seccomp
+from sidecar import inject, seccomp, stoploop
 from sidecar import ptrace as pt
 from sidecar.decode import (
     O_CREAT,
@@ -240,6 +240,7 @@ class Tracer:
         # The engine's fast path for opens it would not report (FIM on every open makes most
         # stops such opens): found on the engine `evaluate` is bound to, if it has one.
         engine = getattr(evaluate, "__self__", None)
+        self._engine = engine
         self._quiet_open: QuietOpen | None = getattr(engine, "open_is_quiet", None)
         self._quiet_path: QuietPath | None = getattr(engine, "path_is_quiet", None)
         self._container_of = container_of
@@ -301,6 +302,9 @@ class Tracer:
         self._info = ctypes.create_string_buffer(pt.SYSCALL_INFO_SIZE)
         self._status = ctypes.c_int(0)
         self._go = -1  # launch mode: the pipe that lets the child go on to exec
+        # The quiet stops in C (sidecar.stoploop), built at the first run(); None: Python.
+        self._stoploop: Any = None
+        self._stoploop_built = False
 
     def traced_pids(self) -> tuple[int, ...]:
         """The processes (thread group ids) traced now; safe to call from another thread."""
@@ -585,12 +589,20 @@ class Tracer:
                     os.kill(self.root_pid, signum)
         else:
             self._detach_requested = True
+            self._wake_loop()
 
     def _on_alarm(self, _signum: int, _frame: object) -> None:
         self._poll_due = True
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        """A signal handler changed what run() must look at: the C loop returns to it."""
+        if self._stoploop is not None:
+            self._stoploop.wake()
 
     def request_detach(self) -> None:
         self._detach_requested = True
+        self._wake_loop()
 
     def run(self) -> int:
         """Trace until the workload exits (launch) or until detached (attach); returns the
@@ -601,6 +613,7 @@ class Tracer:
         get_errno = ctypes.get_errno
         stats = self.stats
         dispatch = self._dispatch
+        loop = self._build_stoploop()
         deadline: float | None = None
         while self._threads:
             if self._detach_requested and not self._detaching:
@@ -614,9 +627,25 @@ class Tracer:
                 self._poll_due = False
                 if self._matcher is not None and not self._detaching:
                     self._scan_proc()
-            tid = waitpid(-1, status_ref, pt.WALL)
+            if loop is not None and not self._detaching:
+                # Quiet stops are handled in C; the others come back with what C noted.
+                tid, value, note = loop.wait()
+                self._merge_loop_counts(loop)
+                if tid == 0:
+                    continue  # a budget of quiet stops, or a wake(): look at the flags
+                err = value
+                if tid > 0 and note is not None:
+                    self._take_note(tid, note)
+            else:
+                if loop is not None:  # detaching: Python takes over the exit checks
+                    for noted_tid, note in loop.take_pending():
+                        self._take_note(noted_tid, note)
+                    self._merge_loop_counts(loop)
+                    loop = None
+                tid = waitpid(-1, status_ref, pt.WALL)
+                value = status.value
+                err = get_errno() if tid == -1 else 0
             if tid == -1:
-                err = get_errno()
                 if err == errno.EINTR:
                     continue
                 if err == errno.ECHILD:
@@ -624,7 +653,7 @@ class Tracer:
                 raise OSError(err, os.strerror(err))
             stats.stops += 1
             try:
-                dispatch(tid, status.value)
+                dispatch(tid, value)
             except (pt.PtraceError, OSError, KeyError, ValueError) as exc:
                 # The loop must survive one bad stop: in launch mode its death kills the
                 # workload (EXITKILL). Resume the thread if it can be, and go on.
@@ -634,6 +663,46 @@ class Tracer:
                     self._resume(tid, 0)
         self._close_all()
         return self.exit_status
+
+    def _build_stoploop(self) -> Any:
+        """The C loop for this tracer (sidecar.stoploop), once; None where it does not apply
+        (no engine fast path, not built, switched off)."""
+        if not self._stoploop_built:
+            self._stoploop_built = True
+            self._stoploop = stoploop.build(
+                engine=self._engine,
+                arch_name=self.arch.name,
+                numbers=dict(self.arch.numbers),
+                watched=self.watched,
+                visible=self.watched | self._root_calls,
+                state=(
+                    self._threads,
+                    self._procs,
+                    self._pending_exec,
+                    self._stepped,
+                    self._exit_checks,
+                ),
+                recheck_writes=self.req.recheck_writes,
+                check_inodes=bool(self._protected_inodes),
+                every=self._stop_every_syscall,
+            )
+        return self._stoploop
+
+    def _merge_loop_counts(self, loop: Any) -> None:
+        stops, syscall_stops, quiet, _exit_checks = loop.take_counts()
+        if stops:
+            stats = self.stats
+            stats.stops += stops
+            stats.syscall_stops += syscall_stops
+            stats.decoded += quiet  # as _handle_call counts a quiet stop
+
+    def _take_note(self, tid: int, note: tuple[Any, ...]) -> None:
+        """An open for writing the C loop let through at entry: its exit check is Python's
+        now (the stop that comes with it may be that exit)."""
+        nr, path, flags, mode, args = note
+        proc = self._procs.get(self._threads.get(tid, tid))
+        if proc is not None:
+            self._exit_checks[tid] = (proc, args, (self.arch.name_of(nr), path, flags, mode))
 
     def run_attach_forever(self) -> int:
         """Attach mode with `match`/`everything`: keep watching while nothing is traced."""

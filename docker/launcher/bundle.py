@@ -91,9 +91,14 @@ def _requirements(dist: metadata.Distribution) -> list[str]:
     return out
 
 
-def copy_distribution(dist: metadata.Distribution, site: Path, dest_site: Path) -> None:
-    """Copy the files a distribution installed under site-packages (RECORD)."""
+def copy_distribution(
+    dist: metadata.Distribution, site: Path, dest_site: Path, suffix: str = ""
+) -> None:
+    """Copy the files a distribution installed under site-packages (RECORD), those whose
+    name ends with `suffix`."""
     for file in dist.files or []:
+        if not file.name.endswith(suffix):
+            continue
         src = Path(str(dist.locate_file(file))).resolve()
         try:
             rel = src.relative_to(site)
@@ -171,6 +176,13 @@ def bundle(dest: Path, source: Path, cc: str) -> None:
         copy_distribution(dist, site, dest_site)
     for package in PROJECT_PACKAGES:
         copy_tree(source / package, dest_site / package)
+    # The compiled stop loop (sidecar/stoploop): built by the install, not in the sources.
+    copy_distribution(metadata.distribution(DISTRIBUTION), site, dest_site, suffix=".so")
+    if not list((dest_site / "sidecar" / "stoploop").glob("_stoploop*.so")):
+        raise BundleError(
+            "sidecar/stoploop/_stoploop*.so is missing: install containerscan with a C "
+            "compiler present (pip builds it) before bundling"
+        )
     # Into the standard library directory, ahead of site-packages on sys.path, replacing a
     # distribution's own (Debian's links to /etc/python3.X/sitecustomize.py).
     (pylib / "sitecustomize.py").unlink(missing_ok=True)

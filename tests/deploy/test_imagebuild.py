@@ -303,3 +303,24 @@ def test_launcher_package_reports_pip_failures(tmp_path: Path) -> None:
     with pytest.raises(imagebuild.ImageBuildError, match="rpds-py"):
         imagebuild.build_launcher_package(tmp_path / "l.zip", str(_standin_python(tmp_path, fail=True)))
     assert not (tmp_path / "l.zip").exists()
+
+
+@pytest.mark.slow
+def test_the_launcher_wheel_is_pure_python(tmp_path: Path) -> None:
+    """The real pip and setuptools: the sidecar's compiled stop loop stays out of the
+    launcher's wheel (Lambda runs another Python on another platform), so it is py3-none-any."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    command = imagebuild.launcher_wheel_command(sys.executable, imagebuild.ROOT, wheels)
+    env = {**os.environ, **imagebuild.PURE_WHEEL_ENV}
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
+    (wheel,) = wheels.glob("containerscan-*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "sidecar/stoploop/__init__.py" in names
+    assert not [n for n in names if n.endswith(".so")]

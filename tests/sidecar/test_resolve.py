@@ -15,22 +15,6 @@ from hypothesis import strategies as st
 
 from sidecar import resolve as rs
 
-
-@pytest.fixture
-def tree(tmp_path: Path):
-    root = tmp_path.resolve()
-    (root / "sub").mkdir()
-    (root / "a.txt").write_text("a")
-    (root / "sub" / "b.txt").write_text("b")
-    (root / "elsewhere").mkdir()
-    (root / "link").symlink_to(root / "elsewhere")
-    (root / "fl").symlink_to("a.txt")
-    (root / "dangling").symlink_to("made-by-creat")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    yield root, fd
-    os.close(fd)
-
-
 CASES = [
     # (raw, follow, expected relative to the tree, or an absolute answer)
     ("a.txt", True, "a.txt"),
