@@ -109,7 +109,7 @@ def attach(  # noqa: PLR0917 - click passes the options positionally by name
     syscalls cost nothing, but a filter cannot be removed and a watched syscall without a
     tracer fails with ENOSYS, so the processes are bound to the sidecar (PTRACE_O_EXITKILL:
     killing the sidecar kills them; SIGTERM detaches only the others), exactly as in `run`.
-    Make the sidecar container essential. x86_64 only.
+    Make the sidecar container essential. x86_64 and aarch64.
     """
     import re
 

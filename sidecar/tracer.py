@@ -433,14 +433,14 @@ class Tracer:
         """
         self.mode = "attach"
         self._stop_every_syscall = not self.req.process_only
-        if seccomp_filter and self._stop_every_syscall and self.arch.name == "x86_64":
+        if seccomp_filter and self._stop_every_syscall and self.arch.name in inject.ABIS:
             self._inject_program = self._filter_program()
             self._stop_every_syscall = False
         elif seccomp_filter:
             log.info(
                 "no seccomp filter injected: a process-only policy stops only at fork and exec"
-                if self.arch.name == "x86_64"
-                else "no seccomp filter injected: injection is implemented for x86_64 only",
+                if self.arch.name in inject.ABIS
+                else f"no seccomp filter injected: not implemented for {self.arch.name}",
                 extra=fields(arch=self.arch.name),
             )
         self._exec_at_stop = self._exec_watched and (

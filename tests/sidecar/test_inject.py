@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.syscalls import native_arch
 from tests.sidecar.test_tracer import ROOT, WORKLOADS, _wait_for, events, stats
 from tests.sidecar.test_tracer_attach import start_attach
 
@@ -192,7 +193,7 @@ def test_killing_the_sidecar_kills_the_application(tmp_path: Path, apps) -> None
 def _alive(pid: int) -> bool:
     try:
         return status(pid)["State"][0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or during the read
         return False
 
 
@@ -278,6 +279,36 @@ def test_the_command_injects_through_the_monitor(tmp_path: Path, apps) -> None:
         sidecar.kill()
         sidecar.wait(timeout=10)
     assert app.proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def current_syscall(pid: int) -> str:
+    """The number of the syscall the thread is blocked in, as the kernel shows it."""
+    return Path(f"/proc/{pid}/syscall").read_text().split()[0]
+
+
+def test_a_sleep_cut_by_the_injection_goes_on_through_restart_syscall(tmp_path: Path) -> None:
+    """A relative nanosleep interrupted by the injection returns -ERESTART_RESTARTBLOCK in
+    the kernel: it must go on as restart_syscall (which sleeps only what is left), not run
+    again from the start. /proc/PID/syscall names the syscall the thread sleeps in."""
+    arch = native_arch()
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes; ctypes.CDLL(None).usleep(600_000_000)"]
+    )
+    try:
+        sleeping = str(arch.number("clock_nanosleep"))  # glibc's usleep
+        _wait_for(lambda: current_syscall(sleeper.pid) == sleeping)
+        tracer = attach(tmp_path, "--pid", str(sleeper.pid))
+        try:
+            assert status(sleeper.pid)["Seccomp"] == "2"
+            restart = str(arch.number("restart_syscall"))
+            _wait_for(lambda: current_syscall(sleeper.pid) == restart)
+        finally:
+            tracer.kill()
+            tracer.wait(timeout=10)
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_busy_threads_run_on_unharmed_after_the_injection(tmp_path: Path) -> None:
