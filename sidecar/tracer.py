@@ -825,7 +825,11 @@ class Tracer:
         proc = self._procs.get(tgid)
         if proc is not None:
             proc.exec_happened()
-            if self._exec_at_event:
+            # Judged at its entry stop (confirmed is a tuple, maybe empty), or now: an exec
+            # whose entry was not judged (its program looked missing there, an execvp probe,
+            # and appeared before the kernel looked: a race a workload can run on purpose)
+            # ran all the same.
+            if self._exec_at_event or (self._exec_at_stop and confirmed is None):
                 verdict = self._report(self.decoder.exec_event(proc, tid))
                 if verdict.block:
                     # The new program has not run an instruction yet: killing it now blocks.
@@ -939,9 +943,10 @@ class Tracer:
         elif self.req.recheck_writes and event.kind == "open" and event.flags is not None:
             if can_write(event.flags):
                 self._recheck_at_exit(tid, event)
-        if is_exec and verdict.events:
+        if is_exec:
             # Reported when PTRACE_EVENT_EXEC confirms the exec succeeded (a failed exec,
             # ENOEXEC or EACCES, ran nothing); dropped at the thread's next stop otherwise.
+            # Kept when empty too: the event then knows this exec was judged at its entry.
             self._pending_exec[tid] = verdict.events
         return False
 

@@ -248,6 +248,21 @@ def test_exec_bypasses_never_run_and_name_the_file_that_would_run(
 
 
 @pytest.mark.parametrize("mode", RUNNERS)
+def test_a_program_that_appears_after_the_monitor_looked_is_still_judged(
+    world: World, mode: str
+) -> None:
+    """execvp's probes of missing programs are not judged at their entry stop; a workload
+    that makes the program appear right after that look (a second thread, in a loop) had
+    its exec run unjudged. The exec is judged at PTRACE_EVENT_EXEC then, before the new
+    program runs an instruction."""
+    events, output = RUNNERS[mode](world, "exec-race", None)
+    assert "exec-race outcomes" in output, output[-3000:]
+    assert "landed exec-race" not in output, output[-3000:]
+    assert not (world.outside / "ran").exists()  # the forbidden program never ran
+    assert _blocked(events, path=str(world.outside / "forbidden")), (events, output[-2000:])
+
+
+@pytest.mark.parametrize("mode", RUNNERS)
 @pytest.mark.parametrize("case", ["tcp-fastopen", "udp-sendmmsg"])
 def test_network_bypasses_never_reach_the_blocked_port(world: World, case: str, mode: str) -> None:
     events, output = RUNNERS[mode](world, case, None)

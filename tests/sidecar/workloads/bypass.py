@@ -14,6 +14,7 @@ Where the techniques come from is named per case in tests/sidecar/test_bypass.py
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
@@ -290,6 +291,52 @@ def jail_with_forbidden(outside: str) -> str:
     return jail
 
 
+def exec_race(protected: str, outside: str) -> None:
+    """The program appears between the monitor's look at the exec and the kernel's: one
+    thread keeps making and removing `appearing` (a symlink to the forbidden program) while
+    forked children exec it. An exec the monitor saw as a probe of a missing program (an
+    execvp PATH probe) must still be judged when it runs."""
+    target = os.path.join(outside, "appearing")
+    marker = os.path.join(outside, "ran")
+    done = threading.Event()
+
+    def flip() -> None:
+        while not done.is_set():
+            with contextlib.suppress(FileExistsError):
+                os.symlink(os.path.join(outside, "forbidden"), target)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    outcomes = {"missing": 0, "refused": 0, "killed": 0, "ran": 0}
+    deadline = time.monotonic() + 4
+    try:
+        for _ in range(400):
+            if time.monotonic() > deadline or os.path.exists(marker):
+                break
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.execv(target, ["forbidden", marker])
+                except FileNotFoundError:
+                    os._exit(2)
+                except OSError:
+                    os._exit(3)
+            _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status):
+                outcomes["killed"] += 1
+            else:
+                outcomes[{2: "missing", 3: "refused"}.get(os.WEXITSTATUS(status), "ran")] += 1
+    finally:
+        done.set()
+        flipper.join()
+    print("exec-race outcomes", outcomes, flush=True)
+    if os.path.exists(marker):
+        landed("exec-race")
+    os._exit(0)  # what landed is the marker's business, not main's
+
+
 def run_in_jail(jail: str) -> None:
     os.chroot(jail)
     os.chdir("/")
@@ -308,7 +355,7 @@ FILE_CASES = {
     for f in (proc_self_fd, proc_self_fd_dir, symlink_write, dangling_symlink_create,
               hardlink_out, old_hardlink, truncate, ftruncate, symlink_into, hardlink_into, proc_self_root,
               thread_cwd, io_uring, path_swap, exec_symlink, exec_fd, exec_memfd, chroot_write,
-              chroot_exec, thread_chroot_exec)
+              chroot_exec, thread_chroot_exec, exec_race)
 }  # fmt: skip
 
 
