@@ -39,11 +39,9 @@ EXECS = 30
 # The sidecar is a Python process (~40-60 MB resident with boto3 and yaml loaded); a leak
 # per traced process (1,000 of them) or per event would show well above this.
 PEAK_RSS_LIMIT_KB = 150 * 1024
-# sidecar/tracer.py (owned by PERF, not edited here): a child that exits before its
-# parent's PTRACE_EVENT_FORK stop is handled is first adopted (`_adopt`), then removed by
-# `_on_exit`, then re-added by `_on_new_child` (`child not in self._threads`): a stale
-# `_threads`/`_procs` entry per such race, so the final heartbeat says threads > 0 and
-# counts the process twice. Harmless to the workload; a slow leak in a long-lived sidecar.
+# A child that exits before its parent's PTRACE_EVENT_FORK stop is handled is adopted at
+# its first stop (`_adopt`), removed at its exit, and not added again by the late fork event
+# (`_exited_early`): the final heartbeat must say threads == 0 (asserted below).
 
 
 @pytest.fixture
