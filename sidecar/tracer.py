@@ -925,8 +925,12 @@ class Tracer:
             return False
         if event is None:
             return False
-        if event.kind == "exec" and event.path and not _exists(
-            proc.pid, tid, event.path, proc.same_root
+        # The decoder (exec_probes=False) already drops most probes before reading argv;
+        # this is a second look at the resolved path.
+        if (
+            event.kind == "exec"
+            and event.path
+            and not program_exists(proc.pid, tid, event.path, proc.same_root)
         ):
             return False  # a PATH probe of execvp: it will fail with ENOENT, nothing ran
         is_exec = event.kind == "exec"
@@ -1280,11 +1284,6 @@ def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
-
-
-# The decoder (exec_probes=False) already answers nothing for a program that does not
-# exist, before reading argv; _handle_call's own check stays as a second look.
-_exists = program_exists
 
 
 def _status_fields(pid: int, names: tuple[bytes, ...]) -> dict[bytes, int]:

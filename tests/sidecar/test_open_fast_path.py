@@ -224,6 +224,20 @@ PATH_CALLS = st.sampled_from(
 )
 
 
+def engine_of(
+    rules: list[FimPath], fim: bool, traced: set[str], anomaly: bool, drift: bool
+) -> Engine:
+    """The engine of a policy drawn by hypothesis: FIM rules, traced syscalls, anomaly and
+    drift detection on or off (test_stoploop.py draws the same)."""
+    policy = Policy(
+        fim=FileIntegrityMonitoring(fim, tuple(rules)),
+        syscalls=SyscallFiltering(enabled=bool(traced), traced=frozenset(traced)),
+        anomaly=AnomalyDetection(enabled=anomaly, learning_window=0.0),
+        drift=DriftDetection(enabled=drift),
+    )
+    return Engine(policy, clock=lambda: 100.0)
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     rules=st.lists(
@@ -259,13 +273,7 @@ def test_a_quiet_chmod_chown_unlink_is_one_evaluate_ignores(  # noqa: PLR0917 - 
     path: str | None,
     mode: int,
 ) -> None:
-    policy = Policy(
-        fim=FileIntegrityMonitoring(fim, tuple(rules)),
-        syscalls=SyscallFiltering(enabled=bool(traced), traced=frozenset(traced)),
-        anomaly=AnomalyDetection(enabled=anomaly, learning_window=0.0),
-        drift=DriftDetection(enabled=drift),
-    )
-    engine = Engine(policy, clock=lambda: 100.0)
+    engine = engine_of(rules, fim, traced, anomaly, drift)
     name, kind = call
     fields: dict[str, object] = {"kind": kind, "path": path}
     if kind == "chmod":

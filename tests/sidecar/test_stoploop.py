@@ -28,7 +28,6 @@ from sidecar.policy_model import (
     ACTIONS,
     SEVERITIES,
     AnomalyDetection,
-    DriftDetection,
     FileIntegrityMonitoring,
     FimPath,
     Policy,
@@ -36,6 +35,7 @@ from sidecar.policy_model import (
 )
 from sidecar.stoploop import _stoploop as ext  # built by `pip install -e .` (setup.py)
 from sidecar.syscalls import X86_64, native_arch
+from tests.sidecar.test_open_fast_path import engine_of
 
 AT_FDCWD = -100
 ARCH = native_arch()
@@ -207,13 +207,7 @@ def test_quiet_in_c_is_quiet_in_the_engine(  # noqa: PLR0917 - hypothesis inputs
     drift: bool,
     paths: list[str],
 ) -> None:
-    policy = Policy(
-        fim=FileIntegrityMonitoring(fim, tuple(rules)),
-        syscalls=SyscallFiltering(enabled=bool(traced), traced=frozenset(traced)),
-        anomaly=AnomalyDetection(enabled=anomaly, learning_window=0.0),
-        drift=DriftDetection(enabled=drift),
-    )
-    engine = Engine(policy, clock=lambda: 100.0)
+    engine = engine_of(rules, fim, traced, anomaly, drift)
     loop = _loop(engine)
     for name, (_layout, _follow, kind) in stoploop.LAYOUTS.items():
         if not ARCH.has(name):
